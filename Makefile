@@ -1,0 +1,58 @@
+# perfusion: every target is one line calling the `perfusion` command in .venv. `make help` lists them.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+export WANDB_MODE ?= offline
+export WANDB_SILENT ?= true
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test fit meta-train compare loocv train-seg sweep bench bench-accuracy lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv (torch 2.13.0 CPU first, then the project); fast when done
+
+demo: install ## make the built-in phantom and fit ReSPPINN@500 maps to it (data/demo/)
+	$(BIN)/perfusion phantom out=data/demo/phantom n=1 seed=0 $(ARGS) && $(BIN)/perfusion fit data/demo/phantom/patient-000 out=data/demo/fit $(ARGS)
+
+test: install ## run the test suite (no GPU, no network)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+fit: install ## fit maps to a case: make fit CASE=path/to/case ARGS="key=value ..."
+	$(BIN)/perfusion fit $(or $(CASE),data/demo/phantom/patient-000) out=$(or $(OUT),data/fit) $(ARGS)
+
+meta-train: install ## Reptile meta-training (CPU default; ARGS="config=meta/paper" for paper scale); resumes
+	$(BIN)/perfusion meta-train $(ARGS)
+
+compare: install ## ReSPPINN@500 vs no-init@500..5000 vs SPPINN on held-out phantoms
+	$(BIN)/perfusion compare $(ARGS)
+
+loocv: install ## leave-one-out U-Net cross-validation on the phantom cohort; resumes finished folds
+	$(BIN)/perfusion loocv $(ARGS)
+
+train-seg: install ## train the final infarct-core U-Net on a whole cohort
+	$(BIN)/perfusion train-seg $(ARGS)
+
+sweep: install ## run the hash-encoding sweep offline: make sweep ARGS="count=8"
+	$(BIN)/perfusion sweep $(or $(SWEEP),configs/sweeps/hash_encoding.yaml) $(ARGS)
+
+bench-accuracy: install ## accuracy of every method against phantom truth -> bench/results/accuracy.md
+	$(BIN)/perfusion bench $(ARGS)
+
+bench: bench-accuracy ## all benchmarks
+
+lint: install ## ruff
+	$(BIN)/ruff check perfusion tests && $(BIN)/ruff format --check perfusion tests
+
+clean: ## remove generated data and runs (keeps .venv and checkpoints)
+	rm -rf data/demo wandb .pytest_cache

@@ -1,0 +1,1 @@
+"""One module per console subcommand, each exposing ``main(argv: list[str]) -> None``."""

@@ -1,0 +1,112 @@
+"""Structured configuration: YAML files and ``key=value`` overrides merged onto dataclasses.
+
+Every command builds its config with :func:`load_config`, so an unknown key or a value of the
+wrong type fails with a one-line :class:`~perfusion.errors.PerfusionError` naming the key, and
+every run saves the resolved result with :func:`save_resolved`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from perfusion.errors import PerfusionError
+
+T = TypeVar("T")
+
+CONFIG_ENV = "PERFUSION_CONFIGS"
+
+
+def config_dir() -> Path:
+    """The folder of shipped YAML configs: ``$PERFUSION_CONFIGS`` or the repository's ``configs/``."""
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    return Path(__file__).resolve().parents[1] / "configs"
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A YAML path as given, or relative to :func:`config_dir` (``.yaml`` optional)."""
+    path = Path(name)
+    candidates = [path, config_dir() / path, config_dir() / f"{path}.yaml"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise PerfusionError("config file not found", path)
+
+
+def split_args(argv: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Split command-line words into positionals and ``key=value`` overrides.
+
+    ``--key=value`` (how ``wandb agent`` passes sweep parameters) is accepted as ``key=value``.
+    """
+    positionals, overrides = [], []
+    for word in argv:
+        if "=" in word:
+            overrides.append(word[2:] if word.startswith("--") else word)
+        else:
+            positionals.append(word)
+    return positionals, overrides
+
+
+def parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    """``["a.b=1", "c=[1,2]"]`` -> a DictConfig; values are parsed as YAML scalars or lists."""
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        if not key or key != key.strip():
+            raise PerfusionError(f"bad override {item!r}: expected key=value")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as exc:
+        raise PerfusionError(f"bad override: {_first_line(exc)}") from None
+
+
+def load_config(
+    schema: type[T],
+    yaml_paths: Sequence[str | Path] = (),
+    overrides: Sequence[str] = (),
+) -> T:
+    """Merge YAML files, then overrides, onto the dataclass ``schema``; return a typed DictConfig.
+
+    A ``config=NAME`` override, when present, adds ``NAME`` (a path or a name under ``configs/``)
+    after ``yaml_paths``. Unknown keys and wrong types raise :class:`PerfusionError` naming the key.
+    """
+    extra = [o.split("=", 1)[1] for o in overrides if o.startswith("config=")]
+    overrides = [o for o in overrides if not o.startswith("config=")]
+    cfg = OmegaConf.structured(schema)
+    sources: list[tuple[str, Any]] = []
+    for path in [*yaml_paths, *extra]:
+        resolved = resolve_config_path(path)
+        try:
+            sources.append((str(resolved), OmegaConf.load(resolved)))
+        except (OmegaConfBaseException, OSError, ValueError) as exc:
+            raise PerfusionError(f"unreadable YAML: {_first_line(exc)}", resolved) from None
+    sources.append(("command line", parse_overrides(overrides)))
+    for origin, source in sources:
+        try:
+            cfg = OmegaConf.merge(cfg, source)
+        except OmegaConfBaseException as exc:
+            key = getattr(exc, "full_key", None) or "?"
+            raise PerfusionError(f"config key '{key}' ({origin}): {_first_line(exc)}") from None
+    return cfg  # type: ignore[return-value]
+
+
+def to_object(cfg: Any) -> Any:
+    """The dataclass instance behind a structured DictConfig (plain values for constructors)."""
+    return OmegaConf.to_object(cfg)
+
+
+def save_resolved(cfg: Any, out_dir: str | Path, name: str = "config.yaml") -> Path:
+    """Write the resolved config beside a run's outputs (atomically) and return its path."""
+    from perfusion.io import write_text_atomic
+
+    return write_text_atomic(Path(out_dir) / name, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

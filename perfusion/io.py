@@ -1,0 +1,367 @@
+"""The case folder contract, its validating reader and atomic writers.
+
+A case is a folder holding:
+
+- ``ctp.nii.gz``: 4-D CTP in HU, axes (x, y, z, t); frame times in seconds from the sidecar
+  ``ctp.json`` key ``FrameTimes`` (BIDS style), else from the NIfTI time step (pixdim[4] and its
+  xyzt units). Non-uniform frame times are allowed.
+- ``aif.tsv`` (optional): tab-separated, header ``time`` (s), ``aif`` (HU), optional ``vof`` (HU).
+- ``brainmask.nii.gz`` (optional) and ``core.nii.gz`` (optional reference infarct core).
+
+Every fault is a :class:`PerfusionError` naming the file. Writers go through a temporary file
+and ``os.replace`` so that a failed run never leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from perfusion.errors import PerfusionError
+
+CTP_FILE = "ctp.nii.gz"
+SIDECAR_FILE = "ctp.json"
+AIF_FILE = "aif.tsv"
+BRAINMASK_FILE = "brainmask.nii.gz"
+CORE_FILE = "core.nii.gz"
+
+_TIME_UNIT_TO_S = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6, "unknown": 1.0}
+
+
+@dataclass
+class InputCurves:
+    """Arterial (and venous) input curves: ``time_s`` (T,), ``aif_hu`` (T,), ``vof_hu`` (T,) or None."""
+
+    time_s: np.ndarray
+    aif_hu: np.ndarray
+    vof_hu: np.ndarray | None = None
+    source: str = "file"
+
+
+@dataclass
+class Case:
+    """One CTP scan with its optional curves and masks, as read from a case folder.
+
+    Attributes:
+        path: the case folder.
+        ctp_hu: float32 (X, Y, Z, T) attenuation in HU.
+        affine: (4, 4) voxel-to-world (RAS mm) affine of the scan.
+        frame_times_s: float64 (T,) acquisition time of each frame, strictly increasing.
+        curves: the ``aif.tsv`` curves, or None (then selected automatically).
+        brainmask: bool (X, Y, Z) or None.
+        core: bool (X, Y, Z) reference infarct core, or None.
+        meta: free-form facts found while reading (source layout, original file names).
+    """
+
+    path: Path
+    ctp_hu: np.ndarray
+    affine: np.ndarray
+    frame_times_s: np.ndarray
+    curves: InputCurves | None = None
+    brainmask: np.ndarray | None = None
+    core: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.ctp_hu.shape[:3])  # type: ignore[return-value]
+
+    @property
+    def spacing_mm(self) -> np.ndarray:
+        """Voxel size (3,) in mm from the affine's column norms."""
+        return voxel_spacing_mm(self.affine)
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        return float(np.prod(self.spacing_mm)) / 1000.0
+
+
+def voxel_spacing_mm(affine: np.ndarray) -> np.ndarray:
+    """Voxel size (3,) in mm: the norms of the affine's first three columns."""
+    return np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def load_nifti(path: str | Path) -> nib.Nifti1Image:
+    """Load a NIfTI image fully into memory, turning every reader failure into one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise PerfusionError("file not found", path)
+    try:
+        image = nib.load(str(path))
+        image.get_fdata(dtype=np.float32)  # forces the read: truncated gzip fails here
+    except Exception as exc:  # nibabel raises many types for corrupt files
+        raise PerfusionError(f"unreadable or truncated NIfTI ({type(exc).__name__})", path) from None
+    return image
+
+
+def read_ctp(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read a 4-D CTP NIfTI and its frame times: (ctp_hu float32 XYZT, affine, frame_times_s)."""
+    path = Path(path)
+    image = load_nifti(path)
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    if data.ndim == 5 and data.shape[3] == 1:  # (X, Y, Z, 1, T), as some ISLES 2018 files
+        data = data[:, :, :, 0, :]
+    if data.ndim != 4:
+        raise PerfusionError(f"{data.ndim}-D image, expected 4-D (x, y, z, t)", path)
+    if data.shape[3] < 2:
+        raise PerfusionError(f"only {data.shape[3]} frame, expected a time series", path)
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise PerfusionError(f"{bad} NaN/Inf voxel values", path)
+    check_hu(data, path)
+    times = read_frame_times(path, image, data.shape[3])
+    return data, image.affine.astype(np.float64), times
+
+
+def check_hu(data: np.ndarray, path: Path) -> None:
+    """Refuse stored values that were never rescaled to HU (no air, body far above water).
+
+    Raw CT stores are unsigned with air at 0 and water near 1024 (rescale intercept -1024); in HU,
+    air is about -1000 and the brain 20-50. A scan whose lowest values lie at or above 0 while its
+    median tissue is above 500 cannot be HU.
+    """
+    sample = data[..., 0] if data.ndim == 4 else data
+    low, median = float(np.min(sample)), float(np.median(sample))
+    if low >= 0.0 and median > 500.0:
+        raise PerfusionError(
+            f"values look like stored CT values without rescale (min {low:.0f}, median "
+            f"{median:.0f}); expected HU (apply RescaleSlope/RescaleIntercept)",
+            path,
+        )
+    if float(np.max(sample)) > 10000.0 or low < -4000.0:
+        raise PerfusionError(f"values outside any HU range ({low:.0f} to {np.max(sample):.0f})", path)
+
+
+def read_frame_times(path: Path, image: nib.Nifti1Image, n_frames: int) -> np.ndarray:
+    """Frame times (s): the sidecar's ``FrameTimes`` when present, else pixdim[4] with its units."""
+    sidecar = _sidecar_path(path)
+    if sidecar.is_file():
+        try:
+            meta = json.loads(sidecar.read_text())
+        except (OSError, ValueError) as exc:
+            raise PerfusionError(f"unreadable JSON ({exc})", sidecar) from None
+        if "FrameTimes" in meta:
+            times = np.asarray(meta["FrameTimes"], dtype=np.float64)
+            return validate_frame_times(times, n_frames, sidecar)
+    zooms = image.header.get_zooms()
+    step = float(zooms[-1]) if len(zooms) >= 4 else 0.0
+    unit = image.header.get_xyzt_units()[1] if hasattr(image.header, "get_xyzt_units") else "sec"
+    step *= _TIME_UNIT_TO_S.get(unit, 1.0)
+    if not step > 0:
+        step = 1.0  # ISLES 2018 convention: frames resampled to 1 s, pixdim[4] often unset
+    return validate_frame_times(np.arange(n_frames) * step, n_frames, path)
+
+
+def validate_frame_times(times: np.ndarray, n_frames: int, path: Path) -> np.ndarray:
+    """Check the count, finiteness and strict increase of frame times (s)."""
+    times = np.asarray(times, dtype=np.float64).ravel()
+    if times.size != n_frames:
+        raise PerfusionError(f"{times.size} frame times for {n_frames} frames", path)
+    if not np.isfinite(times).all():
+        raise PerfusionError("frame times contain NaN/Inf", path)
+    if np.any(np.diff(times) <= 0):
+        raise PerfusionError("frame times are not strictly increasing", path)
+    return times
+
+
+def read_mask(path: str | Path, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """A binary mask that must lie on the scan's grid (same shape and affine within 1e-3 mm)."""
+    path = Path(path)
+    image = load_nifti(path)
+    data = np.asarray(image.dataobj)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if tuple(data.shape) != tuple(shape):
+        raise PerfusionError(f"shape {tuple(data.shape)} differs from the scan's {tuple(shape)}", path)
+    if not np.allclose(image.affine, affine, atol=1e-3):
+        raise PerfusionError("affine differs from the scan's affine", path)
+    if not np.isfinite(data).all():
+        raise PerfusionError("mask contains NaN/Inf", path)
+    return data > 0.5
+
+
+def read_curves(path: str | Path, frame_times_s: np.ndarray | None = None) -> InputCurves:
+    """Read ``aif.tsv`` (columns ``time``, ``aif``, optional ``vof``) and check it against the scan."""
+    path = Path(path)
+    try:
+        table = np.genfromtxt(path, delimiter="\t", names=True, dtype=np.float64)
+    except (OSError, ValueError) as exc:
+        raise PerfusionError(f"unreadable TSV ({exc})", path) from None
+    names = table.dtype.names or ()
+    for column in ("time", "aif"):
+        if column not in names:
+            raise PerfusionError(f"missing column '{column}' (have {', '.join(names)})", path)
+    table = np.atleast_1d(table)
+    time_s, aif = np.asarray(table["time"]), np.asarray(table["aif"])
+    vof = np.asarray(table["vof"]) if "vof" in names else None
+    for name, values in (("time", time_s), ("aif", aif), ("vof", vof)):
+        if values is not None and not np.isfinite(values).all():
+            raise PerfusionError(f"column '{name}' has missing or non-numeric values", path)
+    if np.any(np.diff(time_s) <= 0):
+        raise PerfusionError("times are not strictly increasing", path)
+    if frame_times_s is not None:
+        tol = 0.5 * float(np.min(np.diff(frame_times_s))) if len(frame_times_s) > 1 else 0.5
+        if time_s[0] > frame_times_s[0] + tol or time_s[-1] < frame_times_s[-1] - tol:
+            raise PerfusionError(
+                f"AIF times {time_s[0]:.1f}-{time_s[-1]:.1f} s do not cover the scan's "
+                f"{frame_times_s[0]:.1f}-{frame_times_s[-1]:.1f} s",
+                path,
+            )
+    baseline = aif[: max(2, len(aif) // 10)]
+    noise = float(np.std(baseline)) if baseline.size > 1 else 0.0
+    if float(np.max(aif) - np.median(baseline)) <= max(10.0, 5.0 * noise):
+        raise PerfusionError("AIF never rises above its baseline", path)
+    return InputCurves(time_s=time_s, aif_hu=aif, vof_hu=vof, source=str(path))
+
+
+def read_case(path: str | Path) -> Case:
+    """Read and validate a case folder (see the module docstring for the contract)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise PerfusionError("case folder not found", folder)
+    ctp_path = folder / CTP_FILE
+    if not ctp_path.is_file():
+        raise PerfusionError(f"no {CTP_FILE} in case folder", folder)
+    ctp, affine, times = read_ctp(ctp_path)
+    case = Case(path=folder, ctp_hu=ctp, affine=affine, frame_times_s=times)
+    if (folder / AIF_FILE).is_file():
+        case.curves = read_curves(folder / AIF_FILE, times)
+    if (folder / BRAINMASK_FILE).is_file():
+        case.brainmask = read_mask(folder / BRAINMASK_FILE, case.shape, affine)
+        if not case.brainmask.any():
+            raise PerfusionError("brain mask is empty", folder / BRAINMASK_FILE)
+    if (folder / CORE_FILE).is_file():
+        case.core = read_mask(folder / CORE_FILE, case.shape, affine)
+    return case
+
+
+def _sidecar_path(ctp_path: Path) -> Path:
+    name = ctp_path.name
+    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else ctp_path.stem
+    return ctp_path.with_name(stem + ".json")
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writing
+
+
+def _atomic_target(path: Path) -> tuple[int, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+
+def write_bytes_atomic(path: str | Path, payload: bytes) -> Path:
+    """Write ``payload`` to a temporary sibling, then rename it over ``path``."""
+    path = Path(path)
+    fd, tmp = _atomic_target(path)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> Path:
+    return write_text_atomic(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
+
+
+def write_nifti_atomic(
+    path: str | Path, data: np.ndarray, affine: np.ndarray, dtype: Any = np.float32
+) -> Path:
+    """Write ``data`` as NIfTI (``.nii.gz``) with ``affine``, atomically."""
+    path = Path(path)
+    image = nib.Nifti1Image(np.asarray(data, dtype=dtype), np.asarray(affine, dtype=np.float64))
+    image.header.set_xyzt_units("mm", "sec")
+    fd, tmp = _atomic_target(path)
+    os.close(fd)
+    tmp_nii = tmp + (".nii.gz" if path.name.endswith(".gz") else ".nii")
+    try:
+        nib.save(image, tmp_nii)
+        os.replace(tmp_nii, path)
+    finally:
+        for leftover in (tmp, tmp_nii):
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
+    return path
+
+
+def write_curves(path: str | Path, curves: InputCurves) -> Path:
+    """Write ``aif.tsv`` (``time``, ``aif`` and, when present, ``vof``) atomically."""
+    columns = [curves.time_s, curves.aif_hu] + ([curves.vof_hu] if curves.vof_hu is not None else [])
+    header = "time\taif" + ("\tvof" if curves.vof_hu is not None else "")
+    rows = ["\t".join(f"{v:.6g}" for v in row) for row in zip(*columns, strict=True)]
+    return write_text_atomic(path, header + "\n" + "\n".join(rows) + "\n")
+
+
+def write_case(folder: str | Path, case: Case) -> Path:
+    """Write a :class:`Case` in the folder format (CTP, sidecar with FrameTimes, curves, masks)."""
+    folder = Path(folder)
+    with atomic_dir(folder) as tmp:
+        write_nifti_atomic(tmp / CTP_FILE, case.ctp_hu, case.affine)
+        write_json_atomic(tmp / SIDECAR_FILE, {"FrameTimes": [float(t) for t in case.frame_times_s]})
+        if case.curves is not None:
+            write_curves(tmp / AIF_FILE, case.curves)
+        if case.brainmask is not None:
+            write_nifti_atomic(tmp / BRAINMASK_FILE, case.brainmask, case.affine, np.uint8)
+        if case.core is not None:
+            write_nifti_atomic(tmp / CORE_FILE, case.core, case.affine, np.uint8)
+    return folder
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success move its files into ``final``.
+
+    On an exception the temporary folder is removed and ``final`` is left as it was, so a
+    failed run leaves no half-written outputs. Files already in ``final`` that the run did not
+    write are kept; those it wrote are replaced one by one with ``os.replace``.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        if not final.exists():
+            os.replace(tmp, final)
+            return
+        for item in sorted(tmp.rglob("*")):
+            target = final / item.relative_to(tmp)
+            if item.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(item, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
