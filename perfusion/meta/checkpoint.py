@@ -1,0 +1,91 @@
+"""The exported initialisation: weights plus everything a fit needs to reuse them safely.
+
+``checkpoints/<name>.ckpt`` is a ``torch.save`` dict read by
+:func:`perfusion.fitting.init.load_init`:
+
+- ``state_dict``: PerfusionFields weights (the initialisation phi);
+- ``architecture``: ``PerfusionFields.architecture()``; a fit with other fields is refused;
+- ``domain``: the fixed Domain scales, and ``frame``: the standard frame the patients were
+  aligned to (an initialisation is an anatomical prior, valid only in that frame);
+- ``fit``: the inner loop's settings (steps, batch, optimiser, loss, AIF pre-fit,
+  preprocessing) that ``perfusion fit init=...`` repeats;
+- ``meta``: how it was made (outer steps, cohort, machine, time); ``sha256`` of the weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from perfusion.domain import Domain
+from perfusion.io import write_bytes_atomic
+from perfusion.meta.config import MetaConfig
+
+FORMAT = "perfusion-init/1"
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the weights in key order (detects a corrupted or edited file)."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        digest.update(key.encode())
+        digest.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def inner_fit_settings(cfg: MetaConfig) -> dict[str, Any]:
+    """The FitConfig keys a fit from this initialisation must repeat (``key.path: value``)."""
+    fit = OmegaConf.to_container(OmegaConf.structured(cfg.fit), resolve=True)
+    settings = {
+        "steps": int(cfg.n_inner),
+        "sampling.batch_size": fit["sampling"]["batch_size"],
+        "loss.variant": fit["loss"]["variant"],
+        "aif_prefit_steps": fit["aif_prefit_steps"],
+        "aif_prefit_lr": fit["aif_prefit_lr"],
+    }
+    settings.update({f"optim.{k}": v for k, v in fit["optim"].items()})
+    settings.update({f"preprocess.{k}": v for k, v in fit["preprocess"].items()})
+    return settings
+
+
+def export_init(
+    fields: nn.Module, cfg: MetaConfig, path: str | Path, outer_steps: int, cohort: list[str]
+) -> Path:
+    """Write the initialisation file atomically; ``cfg`` is the MetaConfig dataclass object."""
+    state = {k: v.detach().cpu().clone() for k, v in fields.state_dict().items()}
+    fit = cfg.fit
+    payload = {
+        "format": FORMAT,
+        "state_dict": state,
+        "architecture": fields.architecture(),
+        "domain": Domain.from_config(fit.domain).scales(),
+        "frame": {
+            "standard_frame": bool(fit.preprocess.standard_frame),
+            "frame_shape": list(fit.preprocess.frame_shape),
+            "frame_spacing_mm": list(fit.preprocess.frame_spacing_mm),
+        },
+        "fit": inner_fit_settings(cfg),
+        "meta": {
+            "name": cfg.name,
+            "outer_steps": int(outer_steps),
+            "n_outer": int(cfg.n_outer),
+            "n_inner": int(cfg.n_inner),
+            "outer": asdict(cfg.outer),
+            "cohort": cohort,
+            "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}".strip(),
+            "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+        "sha256": weights_digest(state),
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return write_bytes_atomic(path, buffer.getvalue())

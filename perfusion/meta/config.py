@@ -1,0 +1,75 @@
+"""Configuration of Reptile meta-learning (resppinn-paper.txt Algorithm 1, Table 4).
+
+``configs/meta/default.yaml`` is sized for 2 CPU cores; ``configs/meta/paper.yaml`` is Table 4.
+The inner loop is an ordinary fit (:class:`~perfusion.fitting.config.FitConfig`): a fit that
+starts from the learned initialisation repeats it exactly, so its settings travel in the
+checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from perfusion.fitting.config import FitConfig
+
+OUTER_OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass
+class OuterConfig:
+    """The outer (meta) optimiser that moves the initialisation phi towards adapted weights."""
+
+    optimizer: str = "adam"
+    """``adam`` (Table 4) or ``sgd`` (the classic Reptile step phi += lr * eps * (phi* - phi))."""
+    lr: float = 1e-2
+    """Peak outer learning rate (Table 4: 1e-2)."""
+    epsilon: float = 0.1
+    """Reptile step size: the outer gradient is eps * (phi - phi*) (Table 4: 0.1)."""
+    warmup_share: float = 0.3
+    """OneCycleLR warm-up share of the outer steps (Table 4: 30 %)."""
+    schedule: str = "onecycle"
+    """``onecycle`` (Table 4) or ``constant``."""
+
+
+@dataclass
+class CohortConfig:
+    """Training patients: a folder of case folders, generated from phantoms when absent."""
+
+    dir: str = "data/meta/cohort"
+    """Folder of case folders (``patient-*``; any folder holding ``ctp.nii.gz`` counts)."""
+    n: int = 12
+    """Phantom patients to generate when ``dir`` holds no case."""
+    seed: int = 1000
+    """Phantom cohort seed (held-out comparisons use another seed, never seen in training)."""
+    phantom: list[str] = field(default_factory=lambda: ["shape=[64,64,16]", "noise_hu=5.0"])
+    """``key=value`` overrides of the phantom config used to generate the cohort."""
+    heldout: int = 1
+    """Patients of the cohort kept out of training and used to log adaptation losses."""
+
+
+@dataclass
+class MetaConfig:
+    """One ``perfusion meta-train`` run."""
+
+    name: str = "resppinn-meta-cpu"
+    """Run name: checkpoints go to ``<checkpoint_dir>/<name>/`` and the initialisation to
+    ``<checkpoint_dir>/<name>.ckpt``."""
+    n_outer: int = 300
+    """Outer iterations N_out (Table 4: 7500)."""
+    n_inner: int = 100
+    """Inner Adam steps N_in per task (Table 4: 500); also the step count of a fit from the init."""
+    checkpoint_every: int = 10
+    """Save a resumable checkpoint every K outer steps (a kill loses at most K steps)."""
+    eval_every: int = 25
+    """Outer steps between adaptations to the held-out patients (logged as ``heldout/*``)."""
+    checkpoint_dir: str = "checkpoints"
+    """Where checkpoints and the exported initialisation go."""
+    seed: int = 0
+    """Seed of task order, inner batches and the initial fields."""
+    threads: int = 0
+    """torch CPU threads; 0 leaves torch's default."""
+    outer: OuterConfig = field(default_factory=OuterConfig)
+    cohort: CohortConfig = field(default_factory=CohortConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
+    """The inner loop: an ordinary fit's settings (fields, domain, loss, optimiser, batch,
+    AIF pre-fit, preprocessing). ``fit.steps`` is ignored: ``n_inner`` sets it."""

@@ -1,0 +1,97 @@
+"""``perfusion meta-train``: build the tasks, run Reptile under a Trainer, resume, export.
+
+Resumable: a Lightning checkpoint (initialisation, both optimiser and scheduler states, RNG
+states, the outer step) is written to ``<checkpoint_dir>/<name>/last.ckpt`` every
+``checkpoint_every`` outer steps, and a new run with the same name continues from it, so a
+``kill -9`` loses at most that many steps. The initialisation is exported at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import OmegaConf
+
+from perfusion.config import save_resolved, to_object
+from perfusion.errors import PerfusionError
+from perfusion.fields import build_fields
+from perfusion.meta.checkpoint import export_init
+from perfusion.meta.config import MetaConfig
+from perfusion.meta.reptile import MetaReptileModule
+from perfusion.meta.tasks import case_dirs, load_tasks
+from perfusion.tracking import finish, make_logger
+
+
+def ensure_cohort(cfg: MetaConfig) -> list[Path]:
+    """The cohort's case folders, generating the phantom cohort first when the folder is empty."""
+    dirs = case_dirs(cfg.cohort.dir)
+    if dirs:
+        return dirs
+    from perfusion.phantom import make_cohort
+    from perfusion.phantom.config import PhantomConfig
+    from perfusion.config import load_config
+
+    overrides = [*cfg.cohort.phantom, f"n={cfg.cohort.n}", f"seed={cfg.cohort.seed}"]
+    phantom_cfg = load_config(PhantomConfig, ["phantom.yaml"], overrides)
+    print(f"[meta] generating {cfg.cohort.n} phantom patients in {cfg.cohort.dir}", file=sys.stderr)
+    make_cohort(phantom_cfg, Path(cfg.cohort.dir))
+    return case_dirs(cfg.cohort.dir)
+
+
+def run_meta_train(cfg: MetaConfig) -> Path:
+    """Meta-train (or resume) and export ``<checkpoint_dir>/<name>.ckpt``; returns its path."""
+    plain: MetaConfig = to_object(cfg)
+    if plain.threads:
+        torch.set_num_threads(plain.threads)
+    run_dir = Path(plain.checkpoint_dir) / plain.name
+    save_resolved(cfg, run_dir, "meta-config.yaml")
+    dirs = ensure_cohort(plain)
+    n_held = min(plain.cohort.heldout, len(dirs) - 1)
+    train_dirs, held_dirs = dirs[: len(dirs) - n_held], dirs[len(dirs) - n_held :]
+    torch.manual_seed(plain.seed)
+    fields = build_fields(plain.fit.fields, 3)
+    tasks = load_tasks(train_dirs, plain.fit, fields)
+    heldout = load_tasks(held_dirs, plain.fit, fields)
+    module = MetaReptileModule(
+        fields, tasks, heldout, plain.fit, plain.n_inner, plain.outer, plain.n_outer,
+        plain.eval_every, plain.seed,
+    )
+    last = run_dir / "last.ckpt"
+    resume = str(last) if last.is_file() else None
+    if resume:
+        step = torch.load(last, map_location="cpu", weights_only=False).get("global_step", "?")
+        print(f"[meta] resuming {plain.name} from outer step {step}", file=sys.stderr)
+    logger = make_logger(plain.name, run_dir, group="meta-train", job_type="meta",
+                         config=OmegaConf.to_container(cfg, resolve=True))
+    start = time.perf_counter()
+    _trainer(plain, run_dir, logger).fit(module, ckpt_path=resume)
+    finish(logger)
+    if module.global_step < plain.n_outer:
+        raise PerfusionError(f"meta-training stopped at outer step {module.global_step} of {plain.n_outer}")
+    path = export_init(fields, plain, Path(plain.checkpoint_dir) / f"{plain.name}.ckpt",
+                       module.global_step, [d.name for d in train_dirs])
+    print(f"[meta] {plain.n_outer} outer steps ({time.perf_counter() - start:.0f} s this run); "
+          f"initialisation written to {path}", file=sys.stderr)
+    return path
+
+
+def _trainer(cfg: MetaConfig, run_dir: Path, logger) -> L.Trainer:
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers|IterableDataset|log_every_n_steps).*")
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir, filename="step-{step}", every_n_train_steps=max(1, cfg.checkpoint_every),
+        save_last=True, save_top_k=1, monitor=None,
+    )
+    return L.Trainer(
+        max_steps=cfg.n_outer, max_epochs=-1, accelerator="cpu" if cfg.fit.device == "cpu" else "auto",
+        devices=1, logger=logger if logger is not None else False, callbacks=[checkpoint],
+        enable_model_summary=False, log_every_n_steps=1, num_sanity_val_steps=0,
+        enable_progress_bar=True,
+    )
