@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from perfusion.atomic import write_text_atomic
 from perfusion.errors import PerfusionError
 
 T = TypeVar("T")
@@ -102,8 +103,6 @@ def to_object(cfg: Any) -> Any:
 
 def save_resolved(cfg: Any, out_dir: str | Path, name: str = "config.yaml") -> Path:
     """Write the resolved config beside a run's outputs (atomically) and return its path."""
-    from perfusion.io import write_text_atomic
-
     return write_text_atomic(Path(out_dir) / name, OmegaConf.to_yaml(cfg, resolve=True))
 
 

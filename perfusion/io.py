@@ -17,9 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,14 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from perfusion.atomic import (  # noqa: F401  (re-exported: the case writers' public names)
+    atomic_dir,
+    atomic_target,
+    json_default,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from perfusion.errors import PerfusionError
 
 CTP_FILE = "ctp.nii.gz"
@@ -104,15 +109,25 @@ def load_nifti(path: str | Path) -> nib.Nifti1Image:
         image = nib.load(str(path))
         image.get_fdata(dtype=np.float32)  # forces the read: truncated gzip fails here
     except Exception as exc:  # nibabel raises many types for corrupt files
-        raise PerfusionError(f"unreadable or truncated NIfTI ({type(exc).__name__})", path) from None
+        raise PerfusionError(
+            f"unreadable or truncated NIfTI ({type(exc).__name__})", path
+        ) from None
     return image
 
 
-def read_ctp(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read a 4-D CTP NIfTI and its frame times: (ctp_hu float32 XYZT, affine, frame_times_s)."""
+def read_ctp(
+    path: str | Path, frame_times_s: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read a 4-D CTP NIfTI and its frame times: (ctp_hu float32 XYZT, affine, frame_times_s).
+
+    Args:
+        path: the NIfTI file; (X, Y, Z, 1, T) images (some ISLES 2018 files) are squeezed.
+        frame_times_s: (T,) times in s known from elsewhere (e.g. DICOM headers); when None they
+            come from the sidecar or the NIfTI time step (:func:`read_frame_times`).
+    """
     path = Path(path)
     image = load_nifti(path)
-    data = np.asarray(image.dataobj, dtype=np.float32)
+    data = image.get_fdata(dtype=np.float32)  # cached by load_nifti: the file is decoded once
     if data.ndim == 5 and data.shape[3] == 1:  # (X, Y, Z, 1, T), as some ISLES 2018 files
         data = data[:, :, :, 0, :]
     if data.ndim != 4:
@@ -123,40 +138,68 @@ def read_ctp(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         bad = int((~np.isfinite(data)).sum())
         raise PerfusionError(f"{bad} NaN/Inf voxel values", path)
     check_hu(data, path)
-    times = read_frame_times(path, image, data.shape[3])
+    if frame_times_s is None:
+        times = read_frame_times(path, image, data.shape[3])
+    else:
+        times = validate_frame_times(frame_times_s, data.shape[3], path)
     return data, image.affine.astype(np.float64), times
 
 
-def check_hu(data: np.ndarray, path: Path) -> None:
-    """Refuse stored values that were never rescaled to HU (no air, body far above water).
+# Stored CT values are HU + 1024 (RescaleIntercept -1024): unsigned, air near 0-24, water at
+# 1024, brain 1044-1084. HU never exceed the int16 range that scanners store them in.
+_STORED_BRAIN_BAND = (1004.0, 1104.0)  # -20..80 HU shifted by +1024: CSF, brain, blood
+_HU_LIMITS = (-32768.0, 32767.0)
 
-    Raw CT stores are unsigned with air at 0 and water near 1024 (rescale intercept -1024); in HU,
-    air is about -1000 and the brain 20-50. A scan whose lowest values lie at or above 0 while its
-    median tissue is above 500 cannot be HU.
+
+def check_hu(data: np.ndarray, path: Path) -> None:
+    """Refuse values that cannot be HU: stored CT values never rescaled, or beyond int16.
+
+    HU scans have air near -1000, or, when skull-stripped or masked, a background of 0 with the
+    brain at 20-50 HU; either way soft tissue lies below 100. Stored values (RescaleIntercept
+    -1024 not applied) are never negative and hold the brain at 1044-1084. So a first frame with
+    no negative value whose voxels above 200 lie mostly in 1004-1104 (brain shifted by 1024) is
+    refused. In an HU scan the voxels above 200 are bone (300-2000 HU) and contrast, of which
+    that narrow band holds a small share, so a masked HU scan that keeps the skull passes.
     """
-    sample = data[..., 0] if data.ndim == 4 else data
-    low, median = float(np.min(sample)), float(np.median(sample))
-    if low >= 0.0 and median > 500.0:
+    sample = np.asarray(data[..., 0] if data.ndim == 4 else data, dtype=np.float32)
+    low, high = float(np.min(sample)), float(np.max(sample))
+    if high > _HU_LIMITS[1] or low < _HU_LIMITS[0]:
+        raise PerfusionError(f"values outside any HU range ({low:.0f} to {high:.0f})", path)
+    if low < 0.0:
+        return
+    dense = int(np.count_nonzero(sample > 200.0))
+    band = np.count_nonzero((sample >= _STORED_BRAIN_BAND[0]) & (sample <= _STORED_BRAIN_BAND[1]))
+    median = float(np.median(sample))
+    if median > 500.0 or (band > 0.01 * sample.size and band >= 0.5 * dense):
         raise PerfusionError(
             f"values look like stored CT values without rescale (min {low:.0f}, median "
-            f"{median:.0f}); expected HU (apply RescaleSlope/RescaleIntercept)",
+            f"{median:.0f}, {band / sample.size:.0%} of voxels at 1004-1104 = brain + 1024); "
+            "expected HU (apply RescaleSlope/RescaleIntercept)",
             path,
         )
-    if float(np.max(sample)) > 10000.0 or low < -4000.0:
-        raise PerfusionError(f"values outside any HU range ({low:.0f} to {np.max(sample):.0f})", path)
 
 
 def read_frame_times(path: Path, image: nib.Nifti1Image, n_frames: int) -> np.ndarray:
-    """Frame times (s): the sidecar's ``FrameTimes`` when present, else pixdim[4] with its units."""
+    """Frame times (s): the sidecar's ``FrameTimes`` when present, else pixdim[4] with its units.
+
+    ``FrameTimesStart`` (what dcm2niix writes) is read when ``FrameTimes`` is absent, so a
+    user's own dcm2niix output keeps its non-uniform timing instead of pixdim[4]'s average.
+    """
     sidecar = _sidecar_path(path)
     if sidecar.is_file():
         try:
             meta = json.loads(sidecar.read_text())
         except (OSError, ValueError) as exc:
             raise PerfusionError(f"unreadable JSON ({exc})", sidecar) from None
-        if "FrameTimes" in meta:
-            times = np.asarray(meta["FrameTimes"], dtype=np.float64)
-            return validate_frame_times(times, n_frames, sidecar)
+        if not isinstance(meta, dict):
+            raise PerfusionError("expected a JSON object with FrameTimes", sidecar)
+        for key in ("FrameTimes", "FrameTimesStart"):
+            if key in meta:
+                try:
+                    times = np.asarray(meta[key], dtype=np.float64)
+                except (TypeError, ValueError):
+                    raise PerfusionError(f"{key} is not a list of numbers (s)", sidecar) from None
+                return validate_frame_times(times, n_frames, sidecar)
     zooms = image.header.get_zooms()
     step = float(zooms[-1]) if len(zooms) >= 4 else 0.0
     unit = image.header.get_xyzt_units()[1] if hasattr(image.header, "get_xyzt_units") else "sec"
@@ -186,7 +229,9 @@ def read_mask(path: str | Path, shape: tuple[int, ...], affine: np.ndarray) -> n
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if tuple(data.shape) != tuple(shape):
-        raise PerfusionError(f"shape {tuple(data.shape)} differs from the scan's {tuple(shape)}", path)
+        raise PerfusionError(
+            f"shape {tuple(data.shape)} differs from the scan's {tuple(shape)}", path
+        )
     if not np.allclose(image.affine, affine, atol=1e-3):
         raise PerfusionError("affine differs from the scan's affine", path)
     if not np.isfinite(data).all():
@@ -259,42 +304,24 @@ def _sidecar_path(ctp_path: Path) -> Path:
 # Atomic writing
 
 
-def _atomic_target(path: Path) -> tuple[int, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-
-
-def write_bytes_atomic(path: str | Path, payload: bytes) -> Path:
-    """Write ``payload`` to a temporary sibling, then rename it over ``path``."""
-    path = Path(path)
-    fd, tmp = _atomic_target(path)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    return write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_json_atomic(path: str | Path, payload: Any) -> Path:
-    return write_text_atomic(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
-
-
 def write_nifti_atomic(
-    path: str | Path, data: np.ndarray, affine: np.ndarray, dtype: Any = np.float32
+    path: str | Path,
+    data: np.ndarray,
+    affine: np.ndarray,
+    dtype: Any = np.float32,
+    time_step_s: float | None = None,
 ) -> Path:
-    """Write ``data`` as NIfTI (``.nii.gz``) with ``affine``, atomically."""
+    """Write ``data`` as NIfTI (``.nii.gz``) with ``affine``, atomically.
+
+    ``time_step_s`` sets pixdim[4] of a 4-D image (tools that ignore the ``ctp.json`` sidecar
+    read it; for non-uniform frames it is only the median interval, the sidecar stays exact).
+    """
     path = Path(path)
     image = nib.Nifti1Image(np.asarray(data, dtype=dtype), np.asarray(affine, dtype=np.float64))
     image.header.set_xyzt_units("mm", "sec")
-    fd, tmp = _atomic_target(path)
+    if time_step_s is not None and image.ndim == 4:
+        image.header.set_zooms((*image.header.get_zooms()[:3], float(time_step_s)))
+    fd, tmp = atomic_target(path)
     os.close(fd)
     tmp_nii = tmp + (".nii.gz" if path.name.endswith(".gz") else ".nii")
     try:
@@ -309,7 +336,9 @@ def write_nifti_atomic(
 
 def write_curves(path: str | Path, curves: InputCurves) -> Path:
     """Write ``aif.tsv`` (``time``, ``aif`` and, when present, ``vof``) atomically."""
-    columns = [curves.time_s, curves.aif_hu] + ([curves.vof_hu] if curves.vof_hu is not None else [])
+    columns = [curves.time_s, curves.aif_hu] + (
+        [curves.vof_hu] if curves.vof_hu is not None else []
+    )
     header = "time\taif" + ("\tvof" if curves.vof_hu is not None else "")
     rows = ["\t".join(f"{v:.6g}" for v in row) for row in zip(*columns, strict=True)]
     return write_text_atomic(path, header + "\n" + "\n".join(rows) + "\n")
@@ -319,8 +348,11 @@ def write_case(folder: str | Path, case: Case) -> Path:
     """Write a :class:`Case` in the folder format (CTP, sidecar with FrameTimes, curves, masks)."""
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
-        write_nifti_atomic(tmp / CTP_FILE, case.ctp_hu, case.affine)
-        write_json_atomic(tmp / SIDECAR_FILE, {"FrameTimes": [float(t) for t in case.frame_times_s]})
+        step = float(np.median(np.diff(case.frame_times_s)))
+        write_nifti_atomic(tmp / CTP_FILE, case.ctp_hu, case.affine, time_step_s=step)
+        write_json_atomic(
+            tmp / SIDECAR_FILE, {"FrameTimes": [float(t) for t in case.frame_times_s]}
+        )
         if case.curves is not None:
             write_curves(tmp / AIF_FILE, case.curves)
         if case.brainmask is not None:
@@ -330,38 +362,3 @@ def write_case(folder: str | Path, case: Case) -> Path:
     return folder
 
 
-@contextlib.contextmanager
-def atomic_dir(final: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success move its files into ``final``.
-
-    On an exception the temporary folder is removed and ``final`` is left as it was, so a
-    failed run leaves no half-written outputs. Files already in ``final`` that the run did not
-    write are kept; those it wrote are replaced one by one with ``os.replace``.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
-        yield tmp
-        if not final.exists():
-            os.replace(tmp, final)
-            return
-        for item in sorted(tmp.rglob("*")):
-            target = final / item.relative_to(tmp)
-            if item.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-            else:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(item, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

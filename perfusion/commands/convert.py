@@ -1,0 +1,89 @@
+"""``perfusion convert PATH out=CASE``: write a validated case folder from any supported layout.
+
+PATH may be a CTP DICOM series (dcm2niix; per-frame acquisition times into ``ctp.json``
+``FrameTimes``), an ISLES 2018 case, an ISLES 2024 subject (``subject=`` picks one from a
+dataset root), a bare 4-D NIfTI, or a case folder (re-validated and copied). The dataset's own
+maps, when present, go to ``vendor/{cbf,cbv,mtt,tmax}.nii.gz`` on the CTP grid for comparison.
+Everything is read and checked before anything is written, and the folder appears atomically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from perfusion.config import load_config, save_resolved, split_args
+from perfusion.datasets import VENDOR_MAPS, read_any, read_vendor_maps
+from perfusion.errors import PerfusionError
+from perfusion.io import (
+    AIF_FILE,
+    BRAINMASK_FILE,
+    CORE_FILE,
+    atomic_dir,
+    write_case,
+    write_json_atomic,
+    write_nifti_atomic,
+)
+
+VENDOR_DIR = "vendor"
+
+
+@dataclass
+class ConvertConfig:
+    """Options of ``perfusion convert``."""
+
+    out: str = ""
+    """Output case folder (required)."""
+    subject: str = ""
+    """ISLES 2024: the subject (``sub-...``) to convert when PATH holds several."""
+    overwrite: bool = False
+    """Allow writing into an existing, non-empty ``out`` folder."""
+
+
+def _drop_stale(out: Path, written: Path) -> None:
+    """Remove case files an earlier conversion left in ``out`` that this one does not write.
+
+    Called last inside :func:`atomic_dir`, after every new file exists, so a stale ``aif.tsv``
+    or mask can never sit beside a new scan it was not made for.
+    """
+    names = [
+        AIF_FILE,
+        BRAINMASK_FILE,
+        CORE_FILE,
+        *(f"{VENDOR_DIR}/{k}.nii.gz" for k in VENDOR_MAPS),
+    ]
+    for name in names:
+        if not (written / name).exists():
+            (out / name).unlink(missing_ok=True)
+
+
+def main(argv: list[str]) -> None:
+    paths, overrides = split_args(argv)
+    cfg = load_config(ConvertConfig, overrides=overrides)
+    if len(paths) != 1:
+        raise PerfusionError(
+            f"expected one PATH, got {len(paths)}: perfusion convert PATH out=CASE"
+        )
+    if not cfg.out:
+        raise PerfusionError("missing out=CASE (the case folder to write)")
+    out = Path(cfg.out)
+    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
+        raise PerfusionError("exists and is not empty (pass overwrite=true)", out)
+    case = read_any(paths[0], subject=cfg.subject)
+    maps = read_vendor_maps(case)
+    with atomic_dir(out) as tmp:
+        write_case(tmp, case)
+        for kind, values in maps.items():
+            write_nifti_atomic(tmp / VENDOR_DIR / f"{kind}.nii.gz", values, case.affine)
+        provenance = {"source": str(Path(paths[0]).resolve()), **case.meta}
+        provenance["vendor_maps"] = sorted(maps)
+        write_json_atomic(tmp / "source.json", provenance)
+        save_resolved(cfg, tmp)
+        _drop_stale(out, tmp)
+    n = int(np.count_nonzero(case.core)) if case.core is not None else 0
+    print(
+        f"wrote {out} ({case.meta.get('layout', 'case')}, {case.ctp_hu.shape[3]} frames, "
+        f"{len(maps)} vendor maps, core {n * case.voxel_volume_ml:.2f} ml)"
+    )

@@ -1,0 +1,134 @@
+"""Architecture checks with ``ast``: no module imports a later layer; Lightning and MONAI stay put.
+
+Layers (team contract; style.md section 3): a module may import its own layer and earlier ones.
+Every import counts, including those inside functions (a lazy import is still a dependency).
+Modules not in the table are not checked, either as importer or as imported, so new packages
+do not break this test before they are placed in a layer.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "perfusion"
+LAYERS: list[set[str]] = [
+    {"units", "config", "errors", "atomic", "tracking"},
+    {"io", "datasets"},
+    {"preprocess", "registration", "aif", "physics", "domain", "gamma_variate", "prepared"},
+    {"phantom", "fields"},
+    {"fitting", "baselines"},
+    {"meta"},
+    {"segmentation"},
+    {"sweeps", "experiments", "commands", "cli"},
+]
+LAYER_OF = {name: index for index, names in enumerate(LAYERS) for name in names}
+LIGHTNING = {"lightning", "pytorch_lightning", "lightning_fabric"}
+LIGHTNING_FILES = {"tracking.py", "experiments.py", "experiment.py"}
+
+
+def _module_parts(path: Path, root: Path) -> list[str]:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    return parts[:-1] if parts[-1] == "__init__" else parts
+
+
+def imported_modules(path: Path, root: Path) -> set[str]:
+    """Absolute dotted names of every module ``path`` imports (relative imports resolved)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = _module_parts(path, root)
+    if path.name != "__init__.py":
+        package = package[:-1]
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            names.add(module)
+            # `from perfusion import io` imports perfusion.io
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _layer_key(dotted: str, root: Path) -> str | None:
+    parts = dotted.split(".")
+    if parts[0] != root.name or len(parts) < 2:
+        return None
+    return parts[1] if parts[1] in LAYER_OF else None
+
+
+def layer_violations(root: Path) -> list[str]:
+    """``file (layer) imports module`` for each later-layer module imported under ``root``."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        own = _layer_key(".".join(_module_parts(path, root)), root)
+        if own is None:
+            continue
+        others = {_layer_key(dotted, root) for dotted in imported_modules(path, root)}
+        for other in sorted(o for o in others if o is not None and LAYER_OF[o] > LAYER_OF[own]):
+            found.append(f"{path.relative_to(root.parent)} ({own}) imports {other}")
+    return found
+
+
+def _defines_module_class(path: Path) -> bool:
+    tree = ast.parse(path.read_text())
+    return any(isinstance(n, ast.ClassDef) and n.name.endswith("Module") for n in ast.walk(tree))
+
+
+def placement_violations(root: Path) -> list[str]:
+    """Files importing Lightning outside its allowed places, or MONAI outside segmentation/."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        tops = {name.split(".")[0] for name in imported_modules(path, root)}
+        rel = path.relative_to(root)
+        if tops & LIGHTNING and not (
+            rel.parts[0] == "commands" or str(rel) in LIGHTNING_FILES or _defines_module_class(path)
+        ):
+            found.append(f"{rel}: imports Lightning")
+        if "monai" in tops and rel.parts[0] != "segmentation":
+            found.append(f"{rel}: imports MONAI")
+    return found
+
+
+def test_no_module_imports_a_later_layer() -> None:
+    assert layer_violations(PACKAGE) == []
+
+
+def test_lightning_and_monai_only_where_allowed() -> None:
+    assert placement_violations(PACKAGE) == []
+
+
+@pytest.fixture
+def fake_package(tmp_path: Path) -> Path:
+    root = tmp_path / "perfusion"
+    (root / "fitting").mkdir(parents=True)
+    (root / "segmentation").mkdir()
+    files = {
+        "__init__.py": "",
+        "io.py": "def f():\n    from perfusion.fitting import run\n",  # lazy, still counted
+        "units.py": "from . import errors\n",
+        "errors.py": "",
+        "newthing.py": "from perfusion import cli\n",  # unknown module: not checked
+        "fitting/__init__.py": "from ..io import read_case\nfrom .module import FitModule\n",
+        "fitting/module.py": "import lightning\nclass FitModule: ...\n",
+        "fitting/run.py": "from lightning import Trainer\nimport monai\n",
+        "segmentation/net.py": "from monai.networks.nets import UNet\nfrom .. import tracking\n",
+        "meta.py": "from .fitting import run\n",  # an earlier layer: allowed
+    }
+    for name, text in files.items():
+        (root / name).write_text(text)
+    return root
+
+
+def test_checker_finds_planted_violations(fake_package: Path) -> None:
+    assert layer_violations(fake_package) == [
+        "perfusion/io.py (io) imports fitting",
+        "perfusion/segmentation/net.py (segmentation) imports tracking",
+    ]
+    assert placement_violations(fake_package) == [
+        "fitting/run.py: imports Lightning",
+        "fitting/run.py: imports MONAI",
+    ]
