@@ -115,7 +115,7 @@ def fake_package(tmp_path: Path) -> Path:
         "fitting/__init__.py": "from ..io import read_case\nfrom .module import FitModule\n",
         "fitting/module.py": "import lightning\nclass FitModule: ...\n",
         "fitting/run.py": "from lightning import Trainer\nimport monai\n",
-        "segmentation/net.py": "from monai.networks.nets import UNet\nfrom .. import tracking\n",
+        "segmentation/net.py": "from monai.networks.nets import UNet\nfrom .. import sweeps\n",
         "meta.py": "from .fitting import run\n",  # an earlier layer: allowed
     }
     for name, text in files.items():
@@ -126,7 +126,7 @@ def fake_package(tmp_path: Path) -> Path:
 def test_checker_finds_planted_violations(fake_package: Path) -> None:
     assert layer_violations(fake_package) == [
         "perfusion/io.py (io) imports fitting",
-        "perfusion/segmentation/net.py (segmentation) imports tracking",
+        "perfusion/segmentation/net.py (segmentation) imports sweeps",
     ]
     assert placement_violations(fake_package) == [
         "fitting/run.py: imports Lightning",
