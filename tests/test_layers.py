@@ -85,7 +85,7 @@ def placement_violations(root: Path) -> list[str]:
         tops = {name.split(".")[0] for name in imported_modules(path, root)}
         rel = path.relative_to(root)
         if tops & LIGHTNING and not (
-            rel.parts[0] == "commands" or str(rel) in LIGHTNING_FILES or _defines_module_class(path)
+            rel.parts[0] == "commands" or rel.name in LIGHTNING_FILES or _defines_module_class(path)
         ):
             found.append(f"{rel}: imports Lightning")
         if "monai" in tops and rel.parts[0] != "segmentation":

@@ -31,8 +31,13 @@ from perfusion.meta.tasks import Task
 
 
 def tiny_fields_config(levels: int = 4) -> FieldsConfig:
-    enc = EncodingConfig(n_levels=levels, log2_hashmap_size=10, base_resolution=4,
-                         finest_resolution=32, backend="torch")
+    enc = EncodingConfig(
+        n_levels=levels,
+        log2_hashmap_size=10,
+        base_resolution=4,
+        finest_resolution=32,
+        backend="torch",
+    )
     return FieldsConfig(encoding=enc)
 
 
@@ -70,7 +75,9 @@ def test_sgd_lr1_moves_phi_by_eps_towards_phi_star():
     adapted = copy.deepcopy(phi)
     with torch.no_grad():
         adapted.weight.mul_(3.0)
-    optimizer, scheduler = outer_optimizer(phi.parameters(), OuterConfig(optimizer="sgd", lr=1.0, schedule="constant"), 10)
+    optimizer, scheduler = outer_optimizer(
+        phi.parameters(), OuterConfig(optimizer="sgd", lr=1.0, schedule="constant"), 10
+    )
     reptile_gradients(phi, adapted, epsilon=0.1)
     optimizer.step()
     scheduler.step()
@@ -97,13 +104,24 @@ def test_one_outer_step_equals_reptile_update_with_sgd():
     rng.integers(1)
     adapted = copy.deepcopy(before)
     adapt(adapted, task, cfg, 3, seed=int(rng.integers(2**31)))
-    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer = L.Trainer(
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.fit(module)
     assert trainer.global_step == 1
-    for p, p0, p_star in zip(fields.parameters(), before.parameters(), adapted.parameters(), strict=True):
+    for p, p0, p_star in zip(
+        fields.parameters(), before.parameters(), adapted.parameters(), strict=True
+    ):
         assert torch.allclose(p, p0 + 0.1 * (p_star - p0), atol=1e-5)
-    changed = sum(float((p - p0).detach().abs().sum()) for p, p0 in zip(fields.parameters(), before.parameters()))
+    changed = sum(
+        float((p - p0).detach().abs().sum())
+        for p, p0 in zip(fields.parameters(), before.parameters())
+    )
     assert changed > 0
 
 

@@ -9,6 +9,7 @@
   aligned to (an initialisation is an anatomical prior, valid only in that frame);
 - ``fit``: the inner loop's settings (steps, batch, optimiser, loss, AIF pre-fit,
   preprocessing) that ``perfusion fit init=...`` repeats;
+- ``fit_config``: the whole inner-loop FitConfig (plain dict), to rebuild the same fields;
 - ``meta``: how it was made (outer steps, cohort, machine, time); ``sha256`` of the weights.
 """
 
@@ -74,6 +75,7 @@ def export_init(
             "frame_spacing_mm": list(fit.preprocess.frame_spacing_mm),
         },
         "fit": inner_fit_settings(cfg),
+        "fit_config": OmegaConf.to_container(OmegaConf.structured(fit), resolve=True),
         "meta": {
             "name": cfg.name,
             "outer_steps": int(outer_steps),
@@ -81,6 +83,7 @@ def export_init(
             "n_inner": int(cfg.n_inner),
             "outer": asdict(cfg.outer),
             "cohort": cohort,
+            "cohort_config": asdict(cfg.cohort),
             "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}".strip(),
             "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         },

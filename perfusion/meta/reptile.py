@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -30,11 +31,20 @@ from perfusion.meta.config import OUTER_OPTIMIZERS, OuterConfig
 from perfusion.meta.tasks import Task
 
 
-def adapt(fields: nn.Module, task: Task, cfg: FitConfig, steps: int, seed: int) -> list[dict[str, float]]:
+def adapt(
+    fields: nn.Module,
+    task: Task,
+    cfg: FitConfig,
+    steps: int,
+    seed: int,
+    callback: Callable[[int, nn.Module], None] | None = None,
+) -> list[dict[str, float]]:
     """The inner loop: ``steps`` plain-torch fit steps of ``fields`` on ``task`` (in place).
 
     Exactly what ``perfusion fit init=...`` runs from the initialisation: the f_AIF pre-fit,
     then Adam + OneCycleLR over ``steps`` with the fit's batch size and loss variant.
+    ``callback(k, fields)``, when given, runs after the k-th step (k = 1..steps) to record
+    the fields mid-adaptation (the comparison's CBF-against-iteration probe).
     """
     prefit_aif(fields, task.samples, cfg.aif_prefit_steps, cfg.aif_prefit_lr)
     optimizer, scheduler = make_optimizer(fields.parameters(), cfg.optim, steps)
@@ -46,7 +56,19 @@ def adapt(fields: nn.Module, task: Task, cfg: FitConfig, steps: int, seed: int) 
             fields, task.features, task.samples, batch, cfg.loss.variant, optimizer, scheduler, step
         )
         history.append(losses.as_floats())
+        if callback is not None:
+            callback(step + 1, fields)
     return history
+
+
+def frame_of(cfg: FitConfig) -> dict[str, Any]:
+    """The standard frame the patients are aligned to (an initialisation is valid only there)."""
+    pre = cfg.preprocess
+    return {
+        "standard_frame": bool(pre.standard_frame),
+        "frame_shape": [int(v) for v in pre.frame_shape],
+        "frame_spacing_mm": [float(v) for v in pre.frame_spacing_mm],
+    }
 
 
 @torch.no_grad()
@@ -59,7 +81,9 @@ def reptile_gradients(phi: nn.Module, adapted: nn.Module, epsilon: float) -> Non
 def outer_optimizer(parameters, cfg: OuterConfig, n_outer: int) -> tuple[Any, Any]:
     """The outer optimiser (Adam or SGD at ``cfg.lr``) and its scheduler (OneCycle or constant)."""
     if cfg.optimizer not in OUTER_OPTIMIZERS:
-        raise PerfusionError(f"outer.optimizer: {cfg.optimizer!r}, expected one of {OUTER_OPTIMIZERS}")
+        raise PerfusionError(
+            f"outer.optimizer: {cfg.optimizer!r}, expected one of {OUTER_OPTIMIZERS}"
+        )
     params = list(parameters)
     if cfg.optimizer == "adam":
         optimizer = torch.optim.Adam(params, lr=cfg.lr)
@@ -115,11 +139,22 @@ class MetaReptileModule(L.LightningModule):
             raise PerfusionError("meta-learning needs at least one training patient")
         self.automatic_optimization = False
         self.fields, self.tasks, self.heldout = fields, tasks, heldout
-        self.fit_cfg, self.n_inner, self.outer, self.n_outer = fit, int(n_inner), outer, int(n_outer)
+        self.fit_cfg, self.n_inner, self.outer, self.n_outer = (
+            fit,
+            int(n_inner),
+            outer,
+            int(n_outer),
+        )
         self.eval_every, self.seed = max(int(eval_every), 1), int(seed)
         self.save_hyperparameters(
-            {"n_inner": n_inner, "n_outer": n_outer, "outer_lr": outer.lr, "epsilon": outer.epsilon,
-             "outer_optimizer": outer.optimizer, "tasks": [t.name for t in tasks]}
+            {
+                "n_inner": n_inner,
+                "n_outer": n_outer,
+                "outer_lr": outer.lr,
+                "epsilon": outer.epsilon,
+                "outer_optimizer": outer.optimizer,
+                "tasks": [t.name for t in tasks],
+            }
         )
 
     def configure_optimizers(self):
@@ -142,9 +177,14 @@ class MetaReptileModule(L.LightningModule):
         self.lr_schedulers().step()
         first, last = history[0], history[-1]
         self.log_dict(
-            {"inner/tac_first": first["tac"], "inner/tac_last": last["tac"],
-             "inner/ode_last": last["ode"], "inner/total_last": last["total"],
-             "outer/lr": optimizer.param_groups[0]["lr"], "outer/step": float(step)},
+            {
+                "inner/tac_first": first["tac"],
+                "inner/tac_last": last["tac"],
+                "inner/ode_last": last["ode"],
+                "inner/total_last": last["total"],
+                "outer/lr": optimizer.param_groups[0]["lr"],
+                "outer/step": float(step),
+            },
             prog_bar=False,
         )
         self.log("inner_tac", last["tac"], prog_bar=True)
@@ -161,9 +201,12 @@ class MetaReptileModule(L.LightningModule):
             self.log(f"heldout/{key}", float(np.mean([f[key] for f in finals])))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # what a resumed run must share with this one (checked before resuming)
+        checkpoint["architecture"] = self.fields.architecture()
+        checkpoint["frame"] = frame_of(self.fit_cfg)
         checkpoint["rng_states"] = {
             "torch": torch.get_rng_state(),
-            "numpy": np.random.get_state(),
+            "numpy": _numpy_state_plain(),
             "python": random.getstate(),
         }
 
@@ -171,5 +214,19 @@ class MetaReptileModule(L.LightningModule):
         states = checkpoint.get("rng_states")
         if states:
             torch.set_rng_state(states["torch"])
-            np.random.set_state(states["numpy"])
+            name, keys, pos, has_gauss, cached = states["numpy"]
+            np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
             random.setstate(states["python"])
+
+
+def _numpy_state_plain() -> list[Any]:
+    """numpy's RNG state as a tensor and scalars: Lightning resumes with ``torch.load`` under
+    ``weights_only=True``, which refuses numpy arrays (resuming failed with UnpicklingError)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [
+        str(name),
+        torch.from_numpy(keys.astype(np.int64)),
+        int(pos),
+        int(has_gauss),
+        float(cached),
+    ]

@@ -18,9 +18,11 @@ from perfusion.domain import Domain
 from perfusion.errors import PerfusionError
 from perfusion.fitting.config import FitConfig
 from perfusion.fitting.neural import case_samples
+from perfusion.fitting.run import load_prepared
 from perfusion.fitting.sampling import CaseSamples
 from perfusion.fitting.steps import FeatureSource
-from perfusion.io import CTP_FILE, read_case
+from perfusion.io import CTP_FILE
+from perfusion.prepared import PREPARED_JSON, PreparedCase
 
 
 @dataclass
@@ -33,28 +35,38 @@ class Task:
 
 
 def case_dirs(folder: str | Path) -> list[Path]:
-    """Case folders (holding ``ctp.nii.gz``) directly under ``folder``, sorted by name."""
+    """Case folders (holding ``ctp.nii.gz``, or ``prepared.json`` for an already preprocessed
+    case, as ``perfusion fit`` accepts) directly under ``folder``, sorted by name."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if (p / CTP_FILE).is_file())
+    return sorted(
+        p for p in folder.iterdir() if (p / CTP_FILE).is_file() or (p / PREPARED_JSON).is_file()
+    )
 
 
-def load_tasks(dirs: list[Path], cfg: FitConfig, fields: nn.Module, progress: bool = True) -> list[Task]:
+def load_tasks(
+    dirs: list[Path], cfg: FitConfig, fields: nn.Module, progress: bool = True
+) -> list[Task]:
     """Read, preprocess and sample each case; refuse cases that are not in the standard frame."""
     if not cfg.preprocess.standard_frame:
         raise PerfusionError(
             "meta-learning needs preprocess.standard_frame=true: an initialisation is an "
             "anatomical prior and only transfers between aligned patients"
         )
-    from perfusion.preprocess import prepare_case  # noqa: PLC0415  (heavy: SimpleITK)
-
     tasks = []
     for index, folder in enumerate(dirs):
         if progress:
             print(f"[meta] preparing {folder.name} ({index + 1}/{len(dirs)})", file=sys.stderr)
-        prepared = prepare_case(read_case(folder), cfg.preprocess)
-        domain = Domain.from_config(cfg.domain, prepared.bolus_arrival_s)
-        samples = case_samples(prepared, cfg, domain, np.ones(prepared.shape, dtype=bool))
-        tasks.append(Task(folder.name, samples, FeatureSource(fields, samples.x)))
+        prepared = load_prepared(folder, cfg)  # a prepared folder as is, else preprocess
+        tasks.append(task_from_prepared(folder.name, prepared, cfg, fields))
     return tasks
+
+
+def task_from_prepared(
+    name: str, prepared: PreparedCase, cfg: FitConfig, fields: nn.Module
+) -> Task:
+    """The task of one preprocessed patient: its whole-volume fit data and feature plan."""
+    domain = Domain.from_config(cfg.domain, prepared.bolus_arrival_s)
+    samples = case_samples(prepared, cfg, domain, np.ones(prepared.shape, dtype=bool))
+    return Task(name, samples, FeatureSource(fields, samples.x))

@@ -1,0 +1,366 @@
+"""Arterial and venous input functions: automatic selection, user ROIs, partial-volume
+correction and quality flags.
+
+Automatic AIF selection follows the cluster-based method of Mouridsen et al. (MRM 2006;56:1114):
+among brain voxels keep the upper ``area_fraction`` by area under the curve, drop the roughest
+quarter (integrated squared second derivative), cluster the unit-area curves by k-means (k = 5),
+keep the cluster with the smallest first moment (earliest bolus), cluster it again and keep its
+earliest cluster once more. Before clustering, candidates must pass :func:`arterial_shape_ok`
+(a peak clear of noise, a bolus that rises and falls inside the scan, a plausible width). The AIF
+is the mean of the ``n_voxels`` highest-peaking voxels of the final cluster (highest peak = least
+partial volume).
+
+The VOF (superior sagittal sinus, as RAPID does; Straka, JMRI 2010) is the mean of the
+``n_voxels`` smooth, large-area voxels whose bolus peaks after the AIF's and whose first moment is
+later (:func:`venous_shape_ok`), ranked by area under the curve.
+
+All curves are enhancement above baseline (ΔHU); times in s, frames may be non-uniform.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from perfusion.errors import PerfusionError
+from perfusion.gamma_variate import fit_gamma_variate
+
+LOW_PEAK_HU = 15.0
+"""An AIF peaking below this is flagged (OpenPerfusion's rule, field.md section 3)."""
+
+
+@dataclass(frozen=True)
+class CurveFeatures:
+    """Per-curve shape features, each an (N,) float64 array.
+
+    peak_hu: maximum enhancement; ttp_s: time of that maximum; arrival_s: time the curve first
+    rises through 10 % of its peak before the peak; fwhm_s: full width at half maximum (the fall
+    is taken at the last frame when the curve never falls back); area_hus: trapezoid area of the
+    positive part (HU·s); m1_s: first moment of the positive part (s); roughness: integrated
+    squared second derivative of the peak-normalised curve (1/s^3); falls_back: whether the curve
+    drops below half its peak after it.
+    """
+
+    peak_hu: np.ndarray
+    ttp_s: np.ndarray
+    arrival_s: np.ndarray
+    fwhm_s: np.ndarray
+    area_hus: np.ndarray
+    m1_s: np.ndarray
+    roughness: np.ndarray
+    falls_back: np.ndarray
+
+
+@dataclass
+class AifSelection:
+    """Chosen input curves and where they came from.
+
+    Attributes:
+        aif_hu: (T,) float64 arterial enhancement (ΔHU), not yet partial-volume corrected.
+        vof_hu: (T,) float64 venous enhancement (ΔHU), or None when no venous voxel qualified.
+        aif_voxels, vof_voxels: (K, 3) int64 voxel indices (i, j, k) averaged into each curve.
+        scores: numbers worth reporting (candidate counts, peaks, times, widths).
+        flags: quality warnings from :func:`quality_flags` (empty when all is well).
+        source: "auto" or "roi".
+    """
+
+    aif_hu: np.ndarray
+    vof_hu: np.ndarray | None
+    aif_voxels: np.ndarray
+    vof_voxels: np.ndarray
+    scores: dict[str, float] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+    source: str = "auto"
+
+
+def curve_features(time_s: np.ndarray, curves_hu: np.ndarray) -> CurveFeatures:
+    """Shape features of many curves at once.
+
+    Args:
+        time_s: (T,) increasing frame times in s.
+        curves_hu: (N, T) enhancement curves (ΔHU).
+    """
+    t = np.asarray(time_s, dtype=np.float64)
+    c = np.asarray(curves_hu, dtype=np.float64).reshape(-1, t.size)
+    rows, index = np.arange(c.shape[0]), np.arange(t.size)
+    i_peak = np.argmax(c, axis=1)
+    peak = c[rows, i_peak]
+    positive = np.clip(c, 0.0, None)
+    area = np.trapezoid(positive, t, axis=1)
+    m1 = np.trapezoid(positive * t, t, axis=1) / np.maximum(area, 1e-12)
+    rise_half = _rise_crossing(t, c, i_peak, 0.5 * peak)
+    below_half = (c < 0.5 * peak[:, None]) & (index > i_peak[:, None])
+    i_fall = np.where(below_half, index, t.size).min(axis=1)
+    falls_back = i_fall < t.size
+    i_fall = np.clip(i_fall, 1, t.size - 1)
+    c_hi, c_lo = c[rows, i_fall - 1], c[rows, i_fall]
+    frac = np.where(falls_back, (c_hi - 0.5 * peak) / np.maximum(c_hi - c_lo, 1e-12), 1.0)
+    fall_half = t[i_fall - 1] + np.clip(frac, 0.0, 1.0) * (t[i_fall] - t[i_fall - 1])
+    slope = np.diff(c / np.maximum(peak, 1e-12)[:, None], axis=1) / np.diff(t)
+    curvature = np.diff(slope, axis=1) / (0.5 * (t[2:] - t[:-2]))
+    rough = np.sum(curvature**2 * 0.5 * (t[2:] - t[:-2]), axis=1)
+    return CurveFeatures(
+        peak_hu=peak,
+        ttp_s=t[i_peak],
+        arrival_s=_rise_crossing(t, c, i_peak, 0.1 * peak),
+        fwhm_s=fall_half - rise_half,
+        area_hus=area,
+        m1_s=m1,
+        roughness=rough,
+        falls_back=falls_back,
+    )
+
+
+def _rise_crossing(
+    t: np.ndarray, c: np.ndarray, i_peak: np.ndarray, level: np.ndarray
+) -> np.ndarray:
+    """Time (N,) the curve last rises through ``level`` before its peak, linearly interpolated."""
+    rows, index = np.arange(c.shape[0]), np.arange(t.size)
+    below = (c < level[:, None]) & (index < i_peak[:, None])
+    i_low = np.where(below, index, -1).max(axis=1)
+    found = i_low >= 0
+    i_low = np.clip(i_low, 0, t.size - 2)
+    c_lo, c_hi = c[rows, i_low], c[rows, i_low + 1]
+    frac = np.clip((level - c_lo) / np.maximum(c_hi - c_lo, 1e-12), 0.0, 1.0)
+    return np.where(found, t[i_low] + frac * (t[i_low + 1] - t[i_low]), t[0])
+
+
+def arterial_shape_ok(
+    feat: CurveFeatures,
+    time_s: np.ndarray,
+    min_peak_hu: float = LOW_PEAK_HU,
+    max_fwhm_s: float = 30.0,
+) -> np.ndarray:
+    """Bool (N,): curves shaped like an arterial bolus.
+
+    A peak of at least ``min_peak_hu``, reached after the first frame and at least 5 s before the
+    last, falling back below half its peak inside the scan, FWHM between one frame and
+    ``max_fwhm_s`` (RAPID's ISLES 2018 AIFs reach 28 s: a loose sanity bound; the clustering
+    does the discriminating).
+    """
+    t = np.asarray(time_s, dtype=np.float64)
+    min_width = float(np.min(np.diff(t)))
+    return (
+        (feat.peak_hu >= min_peak_hu)
+        & (feat.ttp_s > t[0])
+        & (feat.ttp_s <= t[-1] - 5.0)
+        & feat.falls_back
+        & (feat.fwhm_s >= min_width)
+        & (feat.fwhm_s <= max_fwhm_s)
+    )
+
+
+def venous_shape_ok(
+    aif: CurveFeatures, feat: CurveFeatures, min_peak_hu: float = LOW_PEAK_HU
+) -> np.ndarray:
+    """Bool (N,): curves shaped like a venous outflow given the AIF's features (index 0 used).
+
+    The venous bolus peaks later than the arterial one and its first moment is later: blood
+    leaves the brain after it enters. Its peak must clear ``min_peak_hu``.
+    """
+    return (feat.peak_hu >= min_peak_hu) & (feat.ttp_s > aif.ttp_s[0]) & (feat.m1_s > aif.m1_s[0])
+
+
+def _kmeans_earliest(curves: np.ndarray, m1: np.ndarray, k: int, iters: int = 20) -> np.ndarray:
+    """Indices of the k-means cluster (unit-area curves) with the smallest mean first moment.
+
+    Deterministic: centroids start from k groups of candidates ordered by first moment.
+    """
+    if len(curves) <= k:
+        return np.arange(len(curves))
+    order = np.argsort(m1, kind="stable")
+    centroids = np.stack([curves[g].mean(axis=0) for g in np.array_split(order, k)])
+    for _ in range(iters):
+        # squared distances by expansion: no (N, k, T) temporary on large brains
+        d2 = (centroids**2).sum(1)[None] - 2.0 * curves @ centroids.T
+        labels = np.argmin(d2, axis=1)
+        new = np.stack(
+            [curves[labels == j].mean(0) if np.any(labels == j) else centroids[j] for j in range(k)]
+        )
+        if np.allclose(new, centroids):
+            break
+        centroids = new
+    cluster_m1 = [m1[labels == j].mean() if np.any(labels == j) else np.inf for j in range(k)]
+    return np.nonzero(labels == int(np.argmin(cluster_m1)))[0]
+
+
+def select_aif_vof(
+    enhancement_hu: np.ndarray,
+    frame_times_s: np.ndarray,
+    brain: np.ndarray,
+    vessels: np.ndarray | None = None,
+    csf: np.ndarray | None = None,
+    n_voxels: int = 10,
+    area_fraction: float = 0.10,
+    n_clusters: int = 5,
+) -> AifSelection:
+    """Automatic AIF and VOF (Mouridsen 2006 clusters for the AIF; largest late area for the VOF).
+
+    Args:
+        enhancement_hu: (X, Y, Z, T) baseline-subtracted enhancement (ΔHU).
+        frame_times_s: (T,) frame times in s (non-uniform allowed).
+        brain: bool (X, Y, Z) search region; ``vessels`` (added) and ``csf`` (removed) optional.
+        n_voxels: voxels averaged into each curve.
+        area_fraction: upper share of voxels by area kept as candidates (Mouridsen: 10 %).
+        n_clusters: k of the k-means passes.
+
+    Raises:
+        PerfusionError: no voxel has an arterial shape.
+    """
+    t = np.asarray(frame_times_s, dtype=np.float64)
+    region = np.asarray(brain, dtype=bool).copy()
+    if vessels is not None:
+        region |= np.asarray(vessels, dtype=bool)
+    if csf is not None:
+        region &= ~np.asarray(csf, dtype=bool)
+    voxels = np.argwhere(region)
+    curves = np.asarray(enhancement_hu, dtype=np.float64)[region]
+    feat = curve_features(t, curves)
+    smooth = feat.roughness <= np.quantile(feat.roughness, 0.75)
+    big = feat.area_hus >= np.quantile(feat.area_hus, 1.0 - area_fraction)
+    cand = np.nonzero(big & smooth & arterial_shape_ok(feat, t))[0]
+    if cand.size == 0:
+        raise PerfusionError("automatic AIF selection: no voxel with an arterial bolus shape")
+    keep = _earliest_cluster(curves, feat, cand, n_voxels, n_clusters)
+    aif_idx = keep[np.argsort(-feat.peak_hu[keep], kind="stable")[:n_voxels]]
+    aif = curves[aif_idx].mean(axis=0)
+    aif_feat = curve_features(t, aif[None])
+    late = np.nonzero(smooth & venous_shape_ok(aif_feat, feat) & (feat.area_hus > 0))[0]
+    vof_idx = late[np.argsort(-feat.area_hus[late], kind="stable")[:n_voxels]]
+    vof = curves[vof_idx].mean(axis=0) if vof_idx.size else None
+    scores = {
+        "n_candidates": float(cand.size),
+        "n_final_cluster": float(keep.size),
+        "aif_peak_hu": float(aif_feat.peak_hu[0]),
+        "aif_ttp_s": float(aif_feat.ttp_s[0]),
+        "aif_fwhm_s": float(aif_feat.fwhm_s[0]),
+        "n_venous_candidates": float(late.size),
+    }
+    return AifSelection(
+        aif_hu=aif,
+        vof_hu=vof,
+        aif_voxels=voxels[aif_idx].astype(np.int64),
+        vof_voxels=voxels[vof_idx].astype(np.int64).reshape(-1, 3),
+        scores=scores,
+        flags=quality_flags(t, aif, vof),
+    )
+
+
+def _earliest_cluster(
+    curves: np.ndarray, feat: CurveFeatures, cand: np.ndarray, n_voxels: int, n_clusters: int
+) -> np.ndarray:
+    """Mouridsen's two k-means passes over the unit-area candidate curves; sorted indices.
+
+    Fewer clusters on few candidates, and no second pass that would leave fewer than
+    ``n_voxels``: splitting the arteries themselves by noise picks noise, not arteries.
+    """
+    unit = curves[cand] / feat.area_hus[cand, None]
+    keep = cand
+    for npass in range(2):
+        k = min(n_clusters, max(2, keep.size // max(n_voxels, 1)))
+        sub = keep[_kmeans_earliest(unit[np.searchsorted(cand, keep)], feat.m1_s[keep], k)]
+        if npass > 0 and sub.size < n_voxels:
+            break
+        keep = sub
+    return keep
+
+
+def roi_curve(
+    enhancement_hu: np.ndarray, center_ijk: tuple[int, int, int] | list[int], radius_vox: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean curve (T,) of the in-plane square ROI of half-width ``radius_vox`` around a voxel.
+
+    The ROI stays in the voxel's slice (CTP slices are thick) and is clipped to the image.
+
+    Returns:
+        (curve_hu (T,), voxels (K, 3) int64).
+
+    Raises:
+        PerfusionError: the voxel lies outside the image.
+    """
+    shape = enhancement_hu.shape[:3]
+    i, j, k = (int(v) for v in center_ijk)
+    if not all(0 <= v < n for v, n in zip((i, j, k), shape, strict=True)):
+        raise PerfusionError(f"ROI voxel {(i, j, k)} outside the image of shape {tuple(shape)}")
+    ii = np.arange(max(i - radius_vox, 0), min(i + radius_vox + 1, shape[0]))
+    jj = np.arange(max(j - radius_vox, 0), min(j + radius_vox + 1, shape[1]))
+    grid = np.stack(np.meshgrid(ii, jj, [k], indexing="ij"), axis=-1).reshape(-1, 3)
+    curve = np.asarray(enhancement_hu, dtype=np.float64)[grid[:, 0], grid[:, 1], grid[:, 2]].mean(0)
+    return curve, grid.astype(np.int64)
+
+
+def first_pass_area(time_s: np.ndarray, curve_hu: np.ndarray) -> float:
+    """Area (HU·s) of the gamma-variate fitted to the curve's first pass (analytic, untruncated).
+
+    Falls back to the trapezoid area of the positive curve when the fit fails or is degenerate.
+    """
+    t = np.asarray(time_s, dtype=np.float64)
+    raw = float(np.trapezoid(np.clip(curve_hu, 0.0, None), t))
+    try:
+        area = fit_gamma_variate(t, np.asarray(curve_hu, dtype=np.float64)).area()
+    except (ValueError, RuntimeError, FloatingPointError):
+        return raw
+    # A fit can run off to a huge tail when the fall is missing; more than 3x the raw area
+    # (which includes recirculation) is not a first pass.
+    return area if np.isfinite(area) and 0.0 < area <= 3.0 * max(raw, 1e-9) else raw
+
+
+def vof_scale(time_s: np.ndarray, aif_hu: np.ndarray, vof_hu: np.ndarray) -> float:
+    """Partial-volume factor: first-pass area of the VOF over that of the AIF (gamma-variate fits).
+
+    Both curves carry the same contrast bolus, so their first-pass areas should be equal; the
+    (small) artery loses signal to partial volume, the (large) sinus much less.
+    """
+    return first_pass_area(time_s, vof_hu) / max(first_pass_area(time_s, aif_hu), 1e-9)
+
+
+def correct_partial_volume(
+    time_s: np.ndarray, aif_hu: np.ndarray, vof_hu: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """Scale the AIF so its first-pass area equals the VOF's.
+
+    A factor below 1 (VOF weaker than AIF) means the VOF itself suffers partial volume or is not
+    a vein: the AIF is then left unscaled (factor 1) and :func:`quality_flags` reports
+    ``vof_weaker_than_aif``.
+
+    Returns:
+        (scaled AIF (T,) ΔHU, applied factor >= 1).
+    """
+    scale = max(vof_scale(time_s, aif_hu, vof_hu), 1.0)
+    return np.asarray(aif_hu, dtype=np.float64) * scale, float(scale)
+
+
+def quality_flags(
+    time_s: np.ndarray,
+    aif_hu: np.ndarray,
+    vof_hu: np.ndarray | None = None,
+    low_peak_hu: float = LOW_PEAK_HU,
+    min_tail_s: float = 25.0,
+    min_cnr: float = 10.0,
+) -> list[str]:
+    """Warnings about an AIF (and VOF), each a short name.
+
+    - ``truncated_bolus``: the AIF never falls below half its peak after it (first pass cut off).
+    - ``late_arrival``: less than ``min_tail_s`` of scan after the AIF arrives (tissue passes and
+      Tmax > 6 s delays need that time).
+    - ``low_peak``: AIF peak below ``low_peak_hu``.
+    - ``noisy_baseline``: fewer than 2 frames before arrival, or peak / baseline SD < ``min_cnr``.
+    - ``vof_weaker_than_aif``: partial-volume factor below 1 (see :func:`correct_partial_volume`).
+    """
+    t = np.asarray(time_s, dtype=np.float64)
+    aif = np.asarray(aif_hu, dtype=np.float64)
+    feat = curve_features(t, aif[None])
+    flags = []
+    if not feat.falls_back[0]:
+        flags.append("truncated_bolus")
+    if t[-1] - feat.arrival_s[0] < min_tail_s:
+        flags.append("late_arrival")
+    if feat.peak_hu[0] < low_peak_hu:
+        flags.append("low_peak")
+    baseline = aif[t < feat.arrival_s[0] - 1e-9]
+    if baseline.size < 2 or feat.peak_hu[0] < min_cnr * baseline.std(ddof=1):
+        flags.append("noisy_baseline")
+    if vof_hu is not None and vof_scale(t, aif, vof_hu) < 1.0:
+        flags.append("vof_weaker_than_aif")
+    return flags

@@ -1,0 +1,225 @@
+"""Box-model nonlinear regression (Bennink et al., J. Med. Imaging 2016;3:026003), in torch.
+
+Eq. (1) of resppinn-paper.txt: ``C(t) = F * int_{t - t_d - MTT}^{t - t_d} C_a(tau) dtau
+= F * (S(t - t_d) - S(t - t_d - MTT))`` with ``S`` the running integral of the AIF (taken as
+piecewise linear between frames, 0 before the first frame, held at its last value after the last).
+``S`` and the AIF are looked up in a fine table (:class:`BoxModel`); the AIF is the derivative of
+``S`` and gives the Jacobian analytically.
+
+The fit is non-convex in (t_d, MTT) but linear in F. Hence: (1) a grid over (t_d, MTT) with the
+least-squares F in closed form for each node (variable projection), all voxels as one matrix
+product; (2) batched Levenberg-Marquardt on (F, t_d, MTT) from the best node, each step
+projected onto the bounds. Maps: CBF = flow_to_cbf(F), CBV = CBF * MTT / 60, Tmax = t_d + MTT/2
+(:data:`perfusion.units.TMAX_CONVENTION`), delay = t_d.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from perfusion.errors import PerfusionError
+from perfusion.prepared import PreparedCase
+from perfusion.units import cbv_from_cbf_mtt, flow_to_cbf, tmax_box
+
+TMAX_CONVENTION = "tmax = delay + mtt/2 (box-model NLR, Eq. (1)); delay = fitted t_d"
+
+
+@dataclass
+class NlrConfig:
+    """Box-model NLR options; bounds in s."""
+
+    delay_min_s: float = -2.0
+    """Lower bound of t_d (a little below 0: the AIF voxel may lag some tissue)."""
+    delay_max_s: float = 20.0
+    """Upper bound of t_d."""
+    mtt_min_s: float = 1.0
+    """Lower bound of MTT (below ~1 s the fit chases single noisy frames with huge flows)."""
+    mtt_max_s: float = 30.0
+    """Upper bound of MTT."""
+    grid_delay_step_s: float = 1.0
+    """Delay spacing of the starting grid."""
+    grid_mtt_n: int = 16
+    """MTT nodes of the starting grid (log-spaced between the bounds)."""
+    iterations: int = 30
+    """Levenberg-Marquardt steps."""
+    chunk: int = 65536
+    """Voxels fitted at once."""
+
+
+class BoxModel:
+    """Eq. (1) forward model and its Jacobian for one AIF, on the frame times ``time_s`` (T,).
+
+    The AIF and its running integral are tabulated on a uniform grid ``table_step_s`` apart
+    (a fraction of the shortest frame interval), so every lookup is one floor and one linear
+    interpolation, with no search: the table holds the exact integral at its nodes and the
+    interpolation error is second order in the step.
+    """
+
+    def __init__(
+        self, time_s: np.ndarray, aif_hu: np.ndarray, table_step_s: float | None = None
+    ) -> None:
+        t = np.asarray(time_s, dtype=np.float64)
+        a = np.asarray(aif_hu, dtype=np.float64)
+        self.step = float(np.min(np.diff(t))) / 8.0 if table_step_s is None else float(table_step_s)
+        self.start = float(t[0])
+        nodes = self.start + self.step * np.arange(int(np.ceil((t[-1] - t[0]) / self.step)) + 2)
+        a_nodes = np.interp(nodes, t, a)  # held at the last value past the end
+        cum = np.concatenate([[0.0], np.cumsum(0.5 * self.step * (a_nodes[1:] + a_nodes[:-1]))])
+        self.last = len(nodes) - 1
+        self.time = torch.as_tensor(t)
+        self.a_table = torch.as_tensor(a_nodes)
+        self.s_table = torch.as_tensor(cum)
+        self.a_end = float(a[-1])
+
+    def _lookup(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        pos = (t - self.start) / self.step
+        i = torch.clamp(torch.floor(pos), 0, self.last - 1).long()
+        return pos, i, pos - i
+
+    def aif_at(self, t: torch.Tensor) -> torch.Tensor:
+        """Interpolated AIF (ΔHU) at any times; 0 before the first frame, last value after."""
+        return self._both(t)[1]
+
+    def cumulative(self, t: torch.Tensor) -> torch.Tensor:
+        """Running integral S(t) (ΔHU·s) of the AIF from the first frame (0 before it)."""
+        return self._both(t)[0]
+
+    def _both(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S(t), AIF(t)) from one table lookup."""
+        pos = (t - self.start) / self.step
+        i = torch.clamp(torch.floor(pos), 0, self.last - 1).long()
+        w = (pos - i).clamp(0.0, 1.0)
+        before = pos < 0
+        beyond = (pos - self.last).clamp_min(0.0) * (self.step * self.a_end)  # AIF held at the end
+        s = torch.lerp(self.s_table[i], self.s_table[i + 1], w) + beyond
+        a = torch.lerp(self.a_table[i], self.a_table[i + 1], w)
+        return s.masked_fill(before, 0.0), a.masked_fill(before, 0.0)
+
+    def evaluate(
+        self, delay: torch.Tensor, mtt: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Unit-flow curves g (..., T) = S(t - t_d) - S(t - t_d - MTT), and the AIF at both ends."""
+        late = self.time - delay[..., None]
+        s_late, a_late = self._both(late)
+        s_early, a_early = self._both(late - mtt[..., None])
+        return s_late - s_early, a_late, a_early
+
+    def shape(self, delay: torch.Tensor, mtt: torch.Tensor) -> torch.Tensor:
+        """Unit-flow curves g (..., T) for (...,) parameters; see :meth:`evaluate`."""
+        return self.evaluate(delay, mtt)[0]
+
+    @staticmethod
+    def jacobian(
+        flow: torch.Tensor, g: torch.Tensor, a_late: torch.Tensor, a_early: torch.Tensor
+    ) -> torch.Tensor:
+        """d C / d (F, t_d, MTT): (V, T, 3), from :meth:`evaluate`'s outputs at (t_d, MTT).
+
+        dC/dF = g; dC/dt_d = -F (a(t - t_d) - a(t - t_d - MTT)); dC/dMTT = F a(t - t_d - MTT).
+        """
+        f = flow[:, None]
+        return torch.stack([g, -f * (a_late - a_early), f * a_early], dim=-1)
+
+
+def grid_start(model: BoxModel, curves: torch.Tensor, cfg: NlrConfig) -> torch.Tensor:
+    """Best (F, t_d, MTT) (V, 3) over the start grid, F by linear least squares per node."""
+    delays = torch.arange(
+        cfg.delay_min_s, cfg.delay_max_s + 1e-9, cfg.grid_delay_step_s, dtype=torch.float64
+    )
+    mtts = torch.logspace(
+        np.log10(cfg.mtt_min_s * 2),
+        np.log10(cfg.mtt_max_s / 1.5),
+        cfg.grid_mtt_n,
+        dtype=torch.float64,
+    )
+    d, m = torch.meshgrid(delays, mtts, indexing="ij")
+    d, m = d.reshape(-1), m.reshape(-1)
+    g = model.shape(d, m)  # (K, T)
+    gg = (g * g).sum(-1).clamp_min(1e-12)
+    cg = curves @ g.T  # (V, K)
+    # residual norm at the optimal F is |c|^2 - <c,g>^2/<g,g>; keep F >= 0
+    gain = torch.where(cg > 0, cg**2 / gg, torch.zeros_like(cg))
+    best = torch.argmax(gain, dim=1)
+    flow = (cg.gather(1, best[:, None])[:, 0] / gg[best]).clamp_min(0.0)
+    return torch.stack([flow, d[best], m[best]], dim=-1)
+
+
+def levenberg_marquardt(
+    model: BoxModel, curves: torch.Tensor, theta: torch.Tensor, cfg: NlrConfig
+) -> torch.Tensor:
+    """Batched projected LM on (F, t_d, MTT) (V, 3); a step is kept only where it lowers the SSE."""
+    lower = torch.tensor([0.0, cfg.delay_min_s, cfg.mtt_min_s], dtype=curves.dtype)
+    upper = torch.tensor([torch.inf, cfg.delay_max_s, cfg.mtt_max_s], dtype=curves.dtype)
+    damping = torch.full((len(curves),), 1e-2, dtype=curves.dtype)
+    state = model.evaluate(theta[:, 1], theta[:, 2])  # (g, a_late, a_early) at theta
+    r = theta[:, :1] * state[0] - curves
+    cost = (r * r).sum(-1)
+    for _ in range(cfg.iterations):
+        jac = model.jacobian(theta[:, 0], *state)
+        jtj = jac.transpose(1, 2) @ jac
+        scale = torch.diagonal(jtj, dim1=1, dim2=2).clamp_min(1e-12)  # Marquardt's scaling
+        lhs = jtj + damping[:, None, None] * torch.diag_embed(scale)
+        step = torch.linalg.solve(lhs, -(jac.transpose(1, 2) @ r[..., None]))[..., 0]
+        trial = torch.maximum(torch.minimum(theta + step, upper), lower)
+        trial_state = model.evaluate(trial[:, 1], trial[:, 2])
+        r_trial = trial[:, :1] * trial_state[0] - curves
+        cost_trial = (r_trial * r_trial).sum(-1)
+        better = cost_trial < cost
+        keep = better[:, None]
+        theta = torch.where(keep, trial, theta)
+        state = tuple(
+            torch.where(keep, new, old) for new, old in zip(trial_state, state, strict=True)
+        )
+        r = torch.where(keep, r_trial, r)
+        cost = torch.where(better, cost_trial, cost)
+        damping = torch.where(better, damping * 0.3, damping * 10.0).clamp(1e-9, 1e9)
+    return theta
+
+
+def nlr_maps(
+    tissue_hu: np.ndarray,
+    aif_hu: np.ndarray,
+    frame_times_s: np.ndarray,
+    mask: np.ndarray | None = None,
+    cfg: NlrConfig | None = None,
+) -> dict[str, np.ndarray]:
+    """Box-model NLR maps of (..., T) tissue curves (ΔHU) given the AIF (T,) (ΔHU).
+
+    Returns:
+        {"cbf" ml/100g/min, "cbv" ml/100g, "mtt" s, "tmax" s (= delay + mtt/2), "delay" s}:
+        float32 (...) arrays, 0 outside ``mask``.
+    """
+    cfg = cfg or NlrConfig()
+    if np.trapezoid(np.clip(aif_hu, 0, None), frame_times_s) <= 0:
+        raise PerfusionError("NLR: the AIF never rises above baseline")
+    shape = tissue_hu.shape[:-1]
+    mask = np.ones(shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    curves = np.asarray(tissue_hu)[mask].astype(np.float64)
+    model = BoxModel(frame_times_s, aif_hu)
+    params = np.zeros((len(curves), 3))
+    with torch.no_grad():
+        for s in range(0, len(curves), cfg.chunk):
+            c = torch.as_tensor(curves[s : s + cfg.chunk])
+            params[s : s + cfg.chunk] = levenberg_marquardt(
+                model, c, grid_start(model, c, cfg), cfg
+            ).numpy()
+    cbf = flow_to_cbf(params[:, 0])
+    values = {
+        "cbf": cbf,
+        "cbv": cbv_from_cbf_mtt(cbf, params[:, 2]),
+        "mtt": params[:, 2],
+        "tmax": tmax_box(params[:, 1], params[:, 2]),
+        "delay": params[:, 1],
+    }
+    maps = {}
+    for name, v in values.items():
+        maps[name] = np.zeros(shape, dtype=np.float32)
+        maps[name][mask] = v
+    return maps
+
+
+def fit_nlr(case: PreparedCase, cfg: NlrConfig | None = None) -> dict[str, np.ndarray]:
+    """NLR maps of a prepared case (scan grid, 0 outside the brain); see :func:`nlr_maps`."""
+    return nlr_maps(case.tissue_hu, case.aif_hu, case.frame_times_s, case.brain, cfg)

@@ -1,0 +1,225 @@
+"""Accuracy benchmark: every method on phantoms at several noise levels, scored against truth.
+
+For each noise SD: a phantom cohort (real RAPID AIFs from the shared TSV when present, else the
+parametric AIF) is written under ``work_dir`` (reused when its config is unchanged) and
+preprocessed once (the ``preprocess.*`` options of ``fit_overrides``, shared by every method);
+every method goes through :func:`perfusion.fitting.run.fit_case` (skipped when its
+``summary.json`` exists and ``resume`` is on); :func:`perfusion.evaluation.evaluate_fit` scores it. Results: ``accuracy.json``
+(config, command, per-fit rows, per method x noise means) and ``accuracy.md`` (tables), written
+atomically into ``out``. Layer: experiments (imports phantom, fitting, evaluation).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from perfusion.config import load_config
+from perfusion.evaluation import evaluate_fit
+from perfusion.io import write_json_atomic, write_text_atomic
+
+RAPID_TSV = "../shared/data/isles2018_rapid_aif_vof.tsv"
+METHOD_PRESETS = {"sppinn": ["config=model/sppinn"]}
+"""Extra fit overrides per method (SPPINN is a preset of the same fit config)."""
+
+
+@dataclass
+class BenchConfig:
+    """``perfusion bench`` options (``configs/bench.yaml``; quick mode ``config=bench/quick``)."""
+
+    out: str = "bench/results"
+    """Folder of accuracy.md and accuracy.json."""
+    work_dir: str = "data/bench"
+    """Folder of the phantoms and fit outputs (kept, so an interrupted run resumes)."""
+    noise_hu: list[float] = field(default_factory=lambda: [0.0, 5.0, 10.0, 15.0])
+    """Noise SDs (HU) of the phantom cohorts."""
+    methods: list[str] = field(default_factory=lambda: ["resppinn", "sppinn", "bsvd", "nlr"])
+    """Methods fitted (FitConfig.method values)."""
+    n_patients: int = 1
+    """Phantom patients per noise level."""
+    seed: int = 0
+    """Phantom cohort seed (the same anatomy and lesions at every noise level)."""
+    aif_source: str = RAPID_TSV
+    """Real AIF/VOF TSV for the phantoms; ``parametric`` or a missing file uses the parametric AIF."""
+    phantom_overrides: list[str] = field(default_factory=list)
+    """Extra PhantomConfig key=value overrides (e.g. a small grid)."""
+    fit_overrides: list[str] = field(
+        default_factory=lambda: ["progress_bar=false", "tracking.enabled=false"]
+    )
+    """FitConfig key=value overrides applied to every method."""
+    resume: bool = True
+    """Reuse existing phantoms and finished fits."""
+
+
+def aif_source(requested: str) -> str:
+    """The AIF source actually used: the TSV if it exists, else ``parametric``."""
+    return requested if requested != "parametric" and Path(requested).is_file() else "parametric"
+
+
+def make_phantoms(cfg: BenchConfig, noise_hu: float) -> Path:
+    """Write (or reuse) the cohort at ``noise_hu``; returns its folder."""
+    from perfusion.phantom import make_cohort
+    from perfusion.phantom.config import PhantomConfig
+
+    folder = Path(cfg.work_dir) / f"phantom-noise{noise_hu:g}"
+    overrides = [
+        *cfg.phantom_overrides,
+        f"noise_hu={noise_hu}",
+        f"n={cfg.n_patients}",
+        f"seed={cfg.seed}",
+    ]
+    overrides.append(f"aif_source={aif_source(cfg.aif_source)}")
+    phantom_cfg = load_config(PhantomConfig, ["phantom.yaml"], overrides)
+    wanted = OmegaConf.to_container(phantom_cfg, resolve=True)
+    cohort = folder / "cohort.json"
+    if cfg.resume and cohort.is_file() and json.loads(cohort.read_text()).get("config") == wanted:
+        return folder
+    make_cohort(OmegaConf.to_object(phantom_cfg), folder, progress=False)
+    return folder
+
+
+def fit_config(cfg: BenchConfig, method: str) -> Any:
+    """The FitConfig of ``method``: fit.yaml, the method's preset, then ``fit_overrides``."""
+    from perfusion.fitting.config import FitConfig
+
+    overrides = [*METHOD_PRESETS.get(method, []), *cfg.fit_overrides, f"method={method}"]
+    return load_config(FitConfig, ["fit.yaml"], overrides)
+
+
+def prepare_once(cfg: BenchConfig, case_dir: Path, prepared_dir: Path) -> Path:
+    """Preprocess a case once for every method (``fit_overrides``' preprocess.* options)."""
+    from perfusion.io import read_case
+    from perfusion.prepared import PREPARED_JSON
+    from perfusion.preprocess import prepare_case
+
+    if cfg.resume and (prepared_dir / PREPARED_JSON).is_file():
+        return prepared_dir
+    options = OmegaConf.to_object(fit_config(cfg, "bsvd")).preprocess
+    return prepare_case(read_case(case_dir), options).save(prepared_dir)
+
+
+def fit_one(cfg: BenchConfig, method: str, prepared_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Fit a prepared case with ``method`` into ``out_dir`` (or reuse a finished fit); its summary."""
+    from perfusion.fitting.run import fit_case
+
+    summary_path = out_dir / "summary.json"
+    if cfg.resume and summary_path.is_file():
+        return json.loads(summary_path.read_text())
+    return fit_case(prepared_dir, fit_config(cfg, method), out_dir)
+
+
+def run_accuracy(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
+    """Run the benchmark and write ``accuracy.json`` and ``accuracy.md``; returns the JSON dict."""
+    rows = []
+    for noise in cfg.noise_hu:
+        cohort = make_phantoms(cfg, noise)
+        for case_dir in sorted(cohort.glob("patient-*")):
+            prepared = prepare_once(
+                cfg, case_dir, Path(cfg.work_dir) / f"prepared-noise{noise:g}" / case_dir.name
+            )
+            for method in cfg.methods:
+                out_dir = Path(cfg.work_dir) / f"fits-noise{noise:g}" / method / case_dir.name
+                summary = fit_one(cfg, method, prepared, out_dir)
+                metrics = evaluate_fit(out_dir, case_dir / "truth")
+                rows.append(
+                    {
+                        "method": method,
+                        "noise_hu": noise,
+                        "case": case_dir.name,
+                        "wall_time_s": summary.get("wall_time_s"),
+                        "steps": summary.get("steps"),
+                        **metrics,
+                    }
+                )
+                print(_progress_line(rows[-1]), flush=True)
+    result = {
+        "command": command,
+        "aif_source": aif_source(cfg.aif_source),
+        "config": OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True),
+        "means": summarise(rows),
+        "rows": rows,
+    }
+    out = Path(cfg.out)
+    write_json_atomic(out / "accuracy.json", result)
+    write_text_atomic(out / "accuracy.md", markdown(result))
+    return result
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean of every numeric metric per (method, noise) over patients (NaN-aware)."""
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["noise_hu"]), []).append(row)
+    means = []
+    for (method, noise), group in groups.items():
+        keys = [k for k, v in group[0].items() if isinstance(v, int | float) and k != "noise_hu"]
+        entry: dict[str, Any] = {"method": method, "noise_hu": noise, "n": len(group)}
+        for key in keys:
+            values = np.array([np.nan if r.get(key) is None else float(r[key]) for r in group])
+            entry[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+        means.append(entry)
+    return means
+
+
+COLUMNS = (
+    ("CBF r", "cbf_r", 3),
+    ("CBF MAE", "cbf_mae", 1),
+    ("CBF bias", "cbf_bias", 1),
+    ("CBV r", "cbv_r", 3),
+    ("MTT MAE s", "mtt_mae", 2),
+    ("Tmax MAE s", "tmax_mae", 2),
+    ("Tmax bias s", "tmax_bias", 2),
+    ("rCBF<30% Dice", "rcbf30_dice", 3),
+    ("rCBF<30% vol err ml", "rcbf30_volume_error_ml", 1),
+    ("Tmax>6s Dice", "tmax6_dice", 3),
+    ("Tmax>6s vol err ml", "tmax6_volume_error_ml", 1),
+    ("wall s", "wall_time_s", 1),
+)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The tables of ``accuracy.md``: one per noise level, one row per method (patient means)."""
+    lines = [
+        "# Accuracy benchmark: every method against phantom truth",
+        "",
+        f"Command: `{result['command']}`",
+        f"AIF source: {result['aif_source']}; patients per noise level: {result['config']['n_patients']}.",
+        "Metrics inside brain tissue (no CSF, no large vessels); rCBF<30% Dice is against the same "
+        "rule applied to the true CBF; CBF in ml/100g/min, times in s.",
+        "",
+    ]
+    for noise in sorted({m["noise_hu"] for m in result["means"]}):
+        lines += [f"## noise sigma {noise:g} HU", ""]
+        lines.append("| method | " + " | ".join(c[0] for c in COLUMNS) + " |")
+        lines.append("|---" * (len(COLUMNS) + 1) + "|")
+        for entry in (m for m in result["means"] if m["noise_hu"] == noise):
+            cells = [_fmt(entry.get(key), digits) for _, key, digits in COLUMNS]
+            lines.append(f"| {entry['method']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _fmt(value: Any, digits: int) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{float(value):.{digits}f}"
+
+
+def _progress_line(row: dict[str, Any]) -> str:
+    return (
+        f"noise {row['noise_hu']:g} HU {row['case']} {row['method']}: CBF r {row['cbf_r']:.3f}, "
+        f"Tmax MAE {row['tmax_mae']:.2f} s, rCBF<30% Dice {row['rcbf30_dice']:.3f}, "
+        f"Tmax>6s Dice {row['tmax6_dice']:.3f}"
+    )
+
+
+def command_line(argv: list[str]) -> str:
+    """The command that made a result, for the report."""
+    return " ".join(["perfusion", "bench", *(shlex.quote(a) for a in argv)])

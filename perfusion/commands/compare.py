@@ -1,0 +1,30 @@
+"""``perfusion compare [init=checkpoints/<name>.ckpt] [key=value ...]``: meta-init vs no-init vs SPPINN.
+
+Options are :class:`~perfusion.meta.compare.CompareConfig` keys over ``configs/compare.yaml``.
+Prints the table and the verdicts; writes ``<out>/compare.md``, ``compare.json`` and the
+``compare-*.png`` figures (default ``bench/results/``).
+"""
+
+from __future__ import annotations
+
+from perfusion.config import load_config, split_args
+from perfusion.errors import PerfusionError
+from perfusion.meta.compare import CompareConfig, run_compare
+
+
+def main(argv: list[str]) -> None:
+    positionals, overrides = split_args(argv)
+    if positionals:
+        raise PerfusionError(
+            f"unexpected argument {positionals[0]!r} (use key=value, e.g. init=PATH)"
+        )
+    cfg = load_config(CompareConfig, ["compare.yaml"], overrides)
+    command = " ".join(["perfusion compare", *argv])
+    payload = run_compare(cfg, command)
+    from perfusion.meta.report import table_lines  # noqa: PLC0415
+
+    print("\n".join(table_lines(payload["rows"])))
+    for verdict in payload["verdicts"]:
+        mark = {True: "PASS", False: "FAIL", None: "NOT RUN"}[verdict["passed"]]
+        print(f"{mark}: {verdict['target']}: {verdict['detail']}")
+    print(f"written: {cfg.out}/compare.md, compare.json, compare-*.png")

@@ -1,0 +1,190 @@
+"""Accuracy of perfusion maps against phantom truth: map errors and clinical-region overlap.
+
+Used by the accuracy benchmark, the sweeps' objective and the method comparison. Every metric is
+computed inside one evaluation mask (brain tissue: brain without CSF and large vessels, from the
+truth), the same for every method, so methods are compared on the same voxels.
+
+Regions (field.md section 3): ``rcbf30`` = CBF below 30 % of the healthy hemisphere's median CBF,
+on the affected side (Straka 2010); the same rule is applied to the method's CBF and to the true
+CBF, with the same hemispheres and affected side (the truth's lesion side). ``tmax6`` = Tmax > 6 s
+(Olivot 2014). Dice of two empty regions is 1 (nothing to find, nothing found); of one empty
+region and a non-empty one, 0.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from perfusion.errors import PerfusionError
+from perfusion.io import load_nifti, voxel_spacing_mm
+
+MAP_NAMES = ("cbf", "cbv", "mtt", "tmax", "delay")
+CORE_RCBF = 0.30
+HYPO_TMAX_S = 6.0
+VESSEL_OCCUPANCY_MAX = 0.5
+"""Voxels with at least this vessel fraction (truth/vessels) are left out, as large vessels."""
+
+
+def mae(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+    """Mean absolute error inside ``mask`` (NaN when the mask is empty)."""
+    diff = np.asarray(pred, np.float64)[mask] - np.asarray(truth, np.float64)[mask]
+    return float(np.abs(diff).mean()) if diff.size else float("nan")
+
+
+def bias(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+    """Mean signed error ``pred - truth`` inside ``mask`` (NaN when empty)."""
+    diff = np.asarray(pred, np.float64)[mask] - np.asarray(truth, np.float64)[mask]
+    return float(diff.mean()) if diff.size else float("nan")
+
+
+def pearson_r(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+    """Pearson correlation inside ``mask``; NaN with fewer than 2 voxels or a constant input."""
+    a = np.asarray(pred, np.float64)[mask]
+    b = np.asarray(truth, np.float64)[mask]
+    if a.size < 2:
+        return float("nan")
+    a, b = a - a.mean(), b - b.mean()
+    denom = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denom) if denom > 0 else float("nan")
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice 2|A∩B| / (|A| + |B|) of two bool masks; 1 when both are empty (module docstring)."""
+    a, b = np.asarray(pred, bool), np.asarray(truth, bool)
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else float(2 * int((a & b).sum()) / total)
+
+
+def rcbf_region(
+    cbf: np.ndarray, tissue: np.ndarray, affected: np.ndarray, healthy: np.ndarray
+) -> np.ndarray:
+    """Bool mask: tissue on the affected side with CBF < 30 % of the healthy side's median CBF.
+
+    An empty healthy side (or a median of 0) gives an empty region.
+    """
+    reference = cbf[tissue & healthy]
+    median = float(np.median(reference)) if reference.size else 0.0
+    if median <= 0:
+        return np.zeros_like(tissue, dtype=bool)
+    return tissue & affected & (cbf < CORE_RCBF * median)
+
+
+def region_metrics(pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> dict[str, float]:
+    """Dice, volumes (ml) and volume error (pred - truth, ml) of two bool regions."""
+    pred_ml, true_ml = float(pred.sum()) * voxel_ml, float(truth.sum()) * voxel_ml
+    return {
+        "dice": dice(pred, truth),
+        "ml": pred_ml,
+        "true_ml": true_ml,
+        "volume_error_ml": pred_ml - true_ml,
+    }
+
+
+def evaluate_maps(
+    maps: dict[str, np.ndarray],
+    truth: dict[str, np.ndarray],
+    tissue: np.ndarray,
+    affected: np.ndarray,
+    voxel_ml: float,
+    core: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Flat metrics of method ``maps`` against ``truth`` maps (same shapes, physical units).
+
+    Args:
+        maps, truth: (X, Y, Z) arrays keyed by map name (cbf, cbv, mtt, tmax, delay).
+        tissue: bool evaluation mask; affected: bool mask of the affected hemisphere.
+        voxel_ml: voxel volume (ml).
+        core: optional true core mask: adds ``rcbf30_core_dice`` (the rule against the lesion).
+
+    Returns:
+        ``{map}_mae``, ``{map}_bias``, ``{map}_r`` for each map present in both; ``rcbf30_*`` and
+        ``tmax6_*`` region metrics (dice, ml, true_ml, volume_error_ml); ``n_voxels``.
+    """
+    out: dict[str, float] = {"n_voxels": float(tissue.sum())}
+    for name in MAP_NAMES:
+        if name in maps and name in truth:
+            out[f"{name}_mae"] = mae(maps[name], truth[name], tissue)
+            out[f"{name}_bias"] = bias(maps[name], truth[name], tissue)
+            out[f"{name}_r"] = pearson_r(maps[name], truth[name], tissue)
+    healthy = ~affected
+    pred_core = rcbf_region(maps["cbf"], tissue, affected, healthy)
+    true_core = rcbf_region(truth["cbf"], tissue, affected, healthy)
+    out.update(
+        {f"rcbf30_{k}": v for k, v in region_metrics(pred_core, true_core, voxel_ml).items()}
+    )
+    if core is not None:
+        out["rcbf30_core_dice"] = dice(pred_core, core & tissue)
+    pred_hypo = tissue & (maps["tmax"] > HYPO_TMAX_S)
+    true_hypo = tissue & (truth["tmax"] > HYPO_TMAX_S)
+    out.update({f"tmax6_{k}": v for k, v in region_metrics(pred_hypo, true_hypo, voxel_ml).items()})
+    return out
+
+
+def _read(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if not path.is_file():
+        raise PerfusionError("missing file", path)
+    image = load_nifti(path)
+    return np.asarray(image.dataobj, dtype=np.float64), image.affine
+
+
+def _standard_x(fit_dir: Path, affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Standard-frame x (mm) of every voxel from the fit's ``scan_to_standard``; scanner x when absent."""
+    summary_path = fit_dir / "summary.json"
+    to_standard = np.eye(4)
+    if summary_path.is_file():
+        to_standard = np.asarray(
+            json.loads(summary_path.read_text()).get("scan_to_standard", np.eye(4))
+        )
+    ijk = np.indices(shape).reshape(3, -1).T
+    world = np.c_[ijk, np.ones(len(ijk))] @ (to_standard @ affine).T
+    return world[:, 0].reshape(shape)
+
+
+def evaluate_fit(fit_dir: str | Path, truth_dir: str | Path) -> dict[str, Any]:
+    """Metrics of a fit output folder against a phantom's ``truth/`` folder.
+
+    The evaluation mask is the case's brain mask (``truth_dir/../brainmask.nii.gz``, else true
+    CBF > 0) without true CSF and voxels of vessel fraction >= 0.5. Hemispheres split at x = 0 of
+    the fit's standard frame (``summary.json``); the affected side is the truth's lesion side,
+    else the hemisphere with the lower true median CBF.
+    """
+    fit_dir, truth_dir = Path(fit_dir), Path(truth_dir)
+    maps = {n: _read(fit_dir / f"{n}.nii.gz")[0] for n in MAP_NAMES}
+    truth = {n: _read(truth_dir / f"{n}.nii.gz")[0] for n in MAP_NAMES}
+    cbf_true, affine = _read(truth_dir / "cbf.nii.gz")
+    brain_path = truth_dir.parent / "brainmask.nii.gz"
+    brain = _read(brain_path)[0] > 0 if brain_path.is_file() else cbf_true > 0
+    tissue = brain.copy()
+    if (truth_dir / "csf.nii.gz").is_file():
+        tissue &= _read(truth_dir / "csf.nii.gz")[0] == 0
+    if (truth_dir / "vessels.nii.gz").is_file():
+        tissue &= _read(truth_dir / "vessels.nii.gz")[0] < VESSEL_OCCUPANCY_MAX
+    if maps["cbf"].shape != tissue.shape:
+        raise PerfusionError(
+            f"map shape {maps['cbf'].shape} differs from truth {tissue.shape}", fit_dir
+        )
+    x = _standard_x(fit_dir, affine, tissue.shape)
+    side = _lesion_side(truth_dir)
+    if side is None:
+        left, right = np.median(cbf_true[tissue & (x < 0)]), np.median(cbf_true[tissue & (x > 0)])
+        side = "left" if left <= right else "right"
+    affected = x < 0 if side == "left" else x > 0
+    core = (
+        _read(truth_dir / "core.nii.gz")[0] > 0 if (truth_dir / "core.nii.gz").is_file() else None
+    )
+    voxel_ml = float(np.prod(voxel_spacing_mm(affine))) / 1000.0
+    out: dict[str, Any] = evaluate_maps(maps, truth, tissue, affected, voxel_ml, core)
+    out["affected_side"] = side
+    return out
+
+
+def _lesion_side(truth_dir: Path) -> str | None:
+    meta_path = truth_dir / "meta.json"
+    if not meta_path.is_file():
+        return None
+    side = (json.loads(meta_path.read_text()).get("lesion") or {}).get("side")
+    return side if side in ("left", "right") else None

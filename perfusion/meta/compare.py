@@ -1,0 +1,305 @@
+"""``perfusion compare``: the meta-learned initialisation against fits from scratch and SPPINN.
+
+On held-out phantom patients (a cohort seed never used in meta-training), one run fits every
+arm to every patient through :func:`perfusion.fitting.run.fit_case` and scores the maps against
+the truth with :func:`perfusion.evaluation.evaluate_fit`:
+
+- ``meta-init@N``: the checkpoint's initialisation, N = its inner steps (issue 6: ReSPPINN@500);
+- ``random-init@N``: the control, a freshly built untrained field saved through
+  :func:`~perfusion.meta.checkpoint.export_init` and loaded the same way (it must not help);
+- ``no-init@S`` for each S of ``no_init_steps`` (N added): ordinary fits from scratch;
+- ``sppinn@S``: slice-wise SPPINN on ``sppinn.slices`` slices only (hours on a full volume on a
+  CPU); its wall time is extrapolated to all tissue slices and labelled so.
+
+Every ReSPPINN arm repeats the checkpoint's inner loop (batch, optimiser, loss, AIF pre-fit,
+preprocessing; the checkpoint's ``fit`` settings), differing only in start weights and steps,
+so each patient is preprocessed once. Figures and tables: :mod:`perfusion.meta.report`;
+the targets: :mod:`perfusion.meta.verdicts`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from perfusion.config import load_config, to_object
+from perfusion.errors import PerfusionError
+from perfusion.fields import build_fields
+from perfusion.fitting.config import FitConfig
+from perfusion.fitting.init import read_init
+from perfusion.fitting.run import fit_case
+from perfusion.meta.checkpoint import export_init
+from perfusion.meta.config import MetaConfig
+from perfusion.meta.heldout import HeldoutConfig, ensure_heldout, prepare_patient, sppinn_view
+from perfusion.meta.probes import run_probes
+from perfusion.meta.verdicts import VerdictConfig
+from perfusion.prepared import PreparedCase
+
+ARM_KINDS = ("meta", "random", "noinit", "sppinn")
+
+
+@dataclass
+class SppinnArmConfig:
+    """The SPPINN arm: slice-wise 2-D fits (configs/model/sppinn.yaml), timed on a few slices."""
+
+    enabled: bool = True
+    """Run the SPPINN arm."""
+    steps: int = 5000
+    """Steps per slice (SPPINN's own count, as in the paper)."""
+    slices: int = 1
+    """Slices actually fitted (spread over the tissue slices); wall time is scaled to all of them
+    (measured: ~2.3 s per step for one 64x64 slice at batch 4096 on the loaded 2-core CPU)."""
+    patients: int = 1
+    """Held-out patients SPPINN runs on (the first ones): it is the wall-time reference, and
+    one slice of 5000 steps already costs what a whole no-init@5000 volume does."""
+    overrides: list[str] = field(default_factory=lambda: ["sampling.batch_size=4096"])
+    """FitConfig ``key=value`` applied over fit.yaml + model/sppinn.yaml (preprocessing is the
+    checkpoint's either way)."""
+
+
+@dataclass
+class ProbeConfig:
+    """The Figure 5/6 probes on the first held-out patient."""
+
+    voxels: int = 4
+    """Voxels whose CBF is traced during a meta-init adaptation (spread over the true CBF range)."""
+    every: int = 5
+    """Inner steps between traced values."""
+
+
+@dataclass
+class CompareConfig:
+    """One ``perfusion compare`` run (configs/compare.yaml)."""
+
+    init: str = "checkpoints/resppinn-meta-cpu.ckpt"
+    """The meta-learned initialisation (``perfusion meta-train`` writes checkpoints/<name>.ckpt)."""
+    out: str = "bench/results"
+    """Where compare.md, compare.json and the compare-*.png figures go."""
+    work_dir: str = "data/compare"
+    """Prepared cases, fit folders, the control checkpoint and W&B files."""
+    no_init_steps: list[int] = field(default_factory=lambda: [500, 1000, 2000, 5000])
+    """Step counts of the fits from scratch (the meta-init's N is always added)."""
+    random_init: bool = True
+    """Run the random-initialisation control."""
+    random_seed: int = 1
+    """torch seed of the control's untrained fields."""
+    device: str = "cpu"
+    """Fit device for every arm (``cpu``, ``cuda``, ``auto``)."""
+    threads: int = 0
+    """torch CPU threads; 0 leaves torch's default."""
+    reuse: bool = True
+    """Reuse a fit folder whose config.yaml equals the arm's (an interrupted run resumes)."""
+    tracking: bool = True
+    """Log tables and figures to W&B (mode from WANDB_MODE; the CLI defaults it to offline)."""
+    heldout: HeldoutConfig = field(default_factory=HeldoutConfig)
+    sppinn: SppinnArmConfig = field(default_factory=SppinnArmConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    verdict: VerdictConfig = field(default_factory=VerdictConfig)
+
+
+@dataclass
+class Arm:
+    """One arm: a name for tables, its kind (:data:`ARM_KINDS`), steps and the full FitConfig."""
+
+    name: str
+    kind: str
+    steps: int
+    fit: FitConfig
+
+
+def base_fit_config(cfg: CompareConfig, checkpoint: dict[str, Any]) -> FitConfig:
+    """The checkpoint's inner-loop FitConfig with its ``fit`` settings applied, on ``cfg.device``."""
+    conf = OmegaConf.structured(FitConfig)
+    if checkpoint.get("fit_config"):
+        conf = OmegaConf.merge(conf, checkpoint["fit_config"])
+    else:  # an older checkpoint: the shipped fit.yaml, then the recorded inner-loop keys
+        conf = load_config(FitConfig, ["fit.yaml"])
+    for key, value in (checkpoint.get("fit") or {}).items():
+        OmegaConf.update(conf, key, value, merge=False)
+    runtime = {"method": "resppinn", "slice_wise": False, "init": None, "device": cfg.device,
+               "threads": cfg.threads, "progress_bar": False, "report": False,
+               "tracking.enabled": False}  # fmt: skip
+    for key, value in runtime.items():
+        OmegaConf.update(conf, key, value, merge=False)
+    return to_object(conf)
+
+
+def build_arms(cfg: CompareConfig, checkpoint: dict[str, Any], control_path: Path) -> list[Arm]:
+    """Every arm of the run in table order (see the module docstring)."""
+    base = base_fit_config(cfg, checkpoint)
+    n = int(checkpoint.get("fit", {}).get("steps") or 0)
+    if n <= 0:
+        raise PerfusionError("checkpoint records no inner step count (fit.steps)", cfg.init)
+    arms = [
+        Arm(f"meta-init@{n}", "meta", n, dataclasses.replace(base, init=str(cfg.init), steps=n))
+    ]
+    if cfg.random_init:
+        _write_control(base, n, cfg.random_seed, control_path)
+        arms.append(Arm(f"random-init@{n}", "random", n,
+                        dataclasses.replace(base, init=str(control_path), steps=n)))  # fmt: skip
+    for steps in sorted({*map(int, cfg.no_init_steps), n}):
+        arms.append(
+            Arm(f"no-init@{steps}", "noinit", steps, dataclasses.replace(base, steps=steps))
+        )
+    if cfg.sppinn.enabled:
+        arms.append(
+            Arm(f"sppinn@{cfg.sppinn.steps}", "sppinn", cfg.sppinn.steps, _sppinn_config(cfg, base))
+        )
+    return arms
+
+
+def _sppinn_config(cfg: CompareConfig, base: FitConfig) -> FitConfig:
+    overrides = [*cfg.sppinn.overrides, f"steps={cfg.sppinn.steps}"]
+    conf = load_config(FitConfig, ["fit.yaml", "model/sppinn.yaml"], overrides)
+    plain: FitConfig = to_object(conf)
+    return dataclasses.replace(
+        plain,
+        preprocess=base.preprocess,
+        domain=base.domain,
+        seed=base.seed,
+        device=base.device,
+        threads=base.threads,
+        progress_bar=False,
+        report=False,
+        tracking=base.tracking,
+        init=None,
+    )
+
+
+def _write_control(base: FitConfig, steps: int, seed: int, path: Path) -> None:
+    """An untrained initialisation of the same architecture, saved like a meta-learned one."""
+    torch.manual_seed(seed)
+    fields = build_fields(base.fields, 3)
+    meta = MetaConfig(name="random-init-control", n_outer=0, n_inner=steps, fit=base)
+    export_init(fields, meta, path, outer_steps=0, cohort=[])
+
+
+def run_arm(arm: Arm, prepared_dir: Path, fit_dir: Path, reuse: bool) -> dict[str, Any]:
+    """Fit one arm to one prepared patient (or reuse an identical finished fit); its summary."""
+    wanted = OmegaConf.to_container(OmegaConf.structured(arm.fit), resolve=True)
+    summary_path, config_path = fit_dir / "summary.json", fit_dir / "config.yaml"
+    if reuse and summary_path.is_file() and config_path.is_file():
+        if OmegaConf.to_container(OmegaConf.load(config_path), resolve=True) == wanted:
+            return json.loads(summary_path.read_text())
+    print(f"[compare] {arm.name} on {prepared_dir.name}", file=sys.stderr)
+    summary = fit_case(prepared_dir, arm.fit, fit_dir)
+    # wall times on a shared machine mean little without the load they ran under
+    return {**summary, "load_1min": os.getloadavg()[0]}
+
+
+def score(fit_dir: Path, truth_dir: Path) -> dict[str, float]:
+    """The evaluate_fit metrics the comparison reports (numbers only)."""
+    from perfusion.evaluation import evaluate_fit  # noqa: PLC0415
+
+    found = evaluate_fit(fit_dir, truth_dir)
+    return {k: float(v) for k, v in found.items() if isinstance(v, int | float)}
+
+
+def thin_history(history: list[dict[str, float]], points: int = 200) -> dict[str, list[float]]:
+    """Per-step losses (Domain units) as <= ``points`` chunk means, each at its chunk's last step.
+
+    Single-batch losses are noisy; a chunk mean both smooths and shrinks the curve for the JSON.
+    """
+    if not history:
+        return {"step": [], "tac": [], "ode": []}
+    chunks = np.array_split(np.arange(len(history)), min(points, len(history)))
+    return {
+        "step": [int(history[c[-1]].get("step", c[-1])) + 1 for c in chunks],
+        "tac": [float(np.mean([history[i]["tac"] for i in c])) for c in chunks],
+        "ode": [float(np.mean([history[i]["ode"] for i in c])) for c in chunks],
+    }
+
+
+def fit_record(arm: Arm, patient: str, summary: dict[str, Any], metrics: dict[str, float],
+               slices: tuple[int, int] | None) -> dict[str, Any]:  # fmt: skip
+    """One arm on one patient: wall time (extrapolated for SPPINN), losses, metrics."""
+    wall = float(summary["wall_time_s"])
+    fitted, total = slices if slices else (1, 1)
+    return {
+        "arm": arm.name, "kind": arm.kind, "steps": arm.steps, "patient": patient,
+        "wall_s": wall, "wall_full_s": wall * total / fitted, "extrapolated": slices is not None,
+        "slices": None if slices is None else {"fitted": fitted, "tissue_slices": total},
+        "metrics": metrics, "history": thin_history(summary.get("history") or []),
+        "load_1min": summary.get("load_1min"),  # None for a reused fit
+    }  # fmt: skip
+
+
+def _fit_folder_name(arm: Arm) -> str:
+    """The arm's name, plus the start weights' digest for an init arm: a retrained checkpoint at
+    the same path must not reuse fits of the old one (config.yaml only records the path)."""
+    if not arm.fit.init:
+        return arm.name
+    return f"{arm.name}-{str(read_init(arm.fit.init).get('sha256'))[:12]}"
+
+
+def run_patient(
+    arms: list[Arm], case_dir: Path, cfg: CompareConfig, base: FitConfig, index: int = 0
+) -> list[dict[str, Any]]:
+    """Every arm on held-out patient ``index``; SPPINN (first ``sppinn.patients`` only) on a
+    slice subset, scored on those slices."""
+    work = Path(cfg.work_dir)
+    prepared_dir = prepare_patient(case_dir, base, work, cfg.reuse)
+    truth_dir = case_dir / "truth"
+    records = []
+    for arm in arms:
+        if arm.kind == "sppinn" and index >= cfg.sppinn.patients:
+            continue
+        fit_dir = work / "fits" / case_dir.name / _fit_folder_name(arm)
+        if arm.kind == "sppinn":
+            view = sppinn_view(PreparedCase.load(prepared_dir), truth_dir, cfg.sppinn.slices,
+                               work / "sppinn" / f"{prepared_dir.name}-{cfg.sppinn.slices}")  # fmt: skip
+            summary = run_arm(arm, view.prepared_dir, fit_dir, cfg.reuse)
+            metrics, slices = score(fit_dir, view.truth_dir), (view.fitted, view.total)
+        else:
+            summary = run_arm(arm, prepared_dir, fit_dir, cfg.reuse)
+            metrics, slices = score(fit_dir, truth_dir), None
+        records.append(fit_record(arm, case_dir.name, summary, metrics, slices))
+    return records
+
+
+def run_compare(cfg: CompareConfig, command: str = "perfusion compare") -> dict[str, Any]:
+    """The whole comparison; writes the report files and returns the compare.json payload."""
+    from perfusion.meta.report import write_report  # noqa: PLC0415  (matplotlib)
+
+    plain: CompareConfig = cfg if isinstance(cfg, CompareConfig) else to_object(cfg)
+    if plain.threads:
+        torch.set_num_threads(plain.threads)
+    if not Path(plain.init).is_file():
+        raise PerfusionError(
+            "no initialisation: run `make meta-train` first, or pass init=PATH", plain.init
+        )
+    checkpoint = read_init(plain.init)
+    work = Path(plain.work_dir)
+    patients = ensure_heldout(plain.heldout, checkpoint, work / "heldout")
+    base = base_fit_config(plain, checkpoint)
+    arms = build_arms(plain, checkpoint, work / "random-init-control.ckpt")
+    records = [r for i, d in enumerate(patients) for r in run_patient(arms, d, plain, base, i)]
+    payload = {
+        "command": command,
+        "checkpoint": {"path": str(plain.init), "sha256": checkpoint.get("sha256"),
+                       "meta": checkpoint.get("meta"), "fit": checkpoint.get("fit")},
+        "patients": [p.name for p in patients],
+        "heldout_seed": plain.heldout.seed,
+        "arms": [{"name": a.name, "kind": a.kind, "steps": a.steps} for a in arms],
+        "records": records,
+    }  # fmt: skip
+    return write_report(plain, payload, _probes(plain, arms, patients[0], base))
+
+
+def _probes(cfg: CompareConfig, arms: list[Arm], case_dir: Path, base: FitConfig) -> dict[str, Any]:
+    """Figure 5/6 data on the first held-out patient (meta-init first, then the control)."""
+    inits = {f"{a.kind}-init": str(a.fit.init) for a in arms if a.kind in ("meta", "random")}
+    prepared_dir = prepare_patient(case_dir, base, Path(cfg.work_dir), reuse=True)
+    steps = arms[0].steps
+    return run_probes(
+        inits, prepared_dir, case_dir / "truth", base, steps, cfg.probe.voxels, cfg.probe.every
+    )

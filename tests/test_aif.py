@@ -1,0 +1,139 @@
+"""AIF/VOF selection, ROI curves, partial-volume correction and quality flags."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from perfusion.aif import (
+    arterial_shape_ok,
+    correct_partial_volume,
+    curve_features,
+    quality_flags,
+    roi_curve,
+    select_aif_vof,
+    venous_shape_ok,
+    vof_scale,
+)
+from perfusion.errors import PerfusionError
+from perfusion.gamma_variate import GammaVariate
+
+RAPID_TSV = Path("/work/shared/data/isles2018_rapid_aif_vof.tsv")
+TIME = np.arange(40, dtype=np.float64)
+ARTERY = GammaVariate(t0_s=5.0, alpha=3.0, beta_s=1.5, peak_hu=200.0)
+VEIN = GammaVariate(t0_s=9.0, alpha=3.0, beta_s=2.2, peak_hu=250.0)
+TISSUE = GammaVariate(t0_s=6.0, alpha=3.0, beta_s=3.0, peak_hu=5.0)
+
+
+def synthetic_volume(noise_hu: float = 3.0, times: np.ndarray = TIME):
+    """A 24x24x4 brain with 6 artery voxels in slice 1 and 8 sinus voxels in slice 2."""
+    rng = np.random.default_rng(1)
+    vol = np.broadcast_to(TISSUE(times), (24, 24, 4, times.size)).copy()
+    arteries = np.array(
+        [(10, 10, 1), (10, 11, 1), (11, 10, 1), (11, 11, 1), (12, 10, 1), (12, 11, 1)]
+    )
+    veins = np.array([(20, 3 + j, 2) for j in range(8)])
+    for n, (i, j, k) in enumerate(arteries):
+        vol[i, j, k] = ARTERY(times) * (0.6 + 0.08 * n)  # partial volume differs per voxel
+    for i, j, k in veins:
+        vol[i, j, k] = VEIN(times)
+    vol += rng.normal(0.0, noise_hu, vol.shape)
+    return vol.astype(np.float32), arteries, veins
+
+
+def as_set(voxels: np.ndarray) -> set[tuple[int, ...]]:
+    return {tuple(int(v) for v in row) for row in voxels}
+
+
+def test_features_of_a_triangle_are_hand_computed():
+    t = np.arange(7, dtype=np.float64)
+    curve = np.array([0, 0, 10, 20, 10, 0, 0], dtype=np.float64)
+    f = curve_features(t, curve[None])
+    assert f.peak_hu[0] == 20 and f.ttp_s[0] == 3
+    assert f.fwhm_s[0] == pytest.approx(2.0)  # half maximum 10 reached at t = 2 and t = 4
+    assert f.arrival_s[0] == pytest.approx(1.2)  # 10 % of 20 = 2 HU on the 0 -> 10 HU rise
+    assert f.area_hus[0] == pytest.approx(40.0) and f.m1_s[0] == pytest.approx(3.0)
+    assert f.falls_back[0]
+
+
+def test_selection_finds_known_artery_and_sinus():
+    vol, arteries, veins = synthetic_volume()
+    brain = np.ones(vol.shape[:3], dtype=bool)
+    sel = select_aif_vof(vol, TIME, brain, n_voxels=3)
+    assert as_set(sel.aif_voxels) <= as_set(arteries) and len(sel.aif_voxels) == 3
+    assert as_set(sel.vof_voxels) <= as_set(veins)
+    assert sel.scores["aif_ttp_s"] == pytest.approx(ARTERY.time_to_peak_s, abs=1.0)
+    assert sel.flags == []
+
+
+def test_selection_handles_non_uniform_frames():
+    times = np.r_[np.arange(0, 20, 1.0), np.arange(20, 50, 2.0)]
+    vol, arteries, veins = synthetic_volume(times=times)
+    sel = select_aif_vof(vol, times, np.ones(vol.shape[:3], dtype=bool), n_voxels=4)
+    assert as_set(sel.aif_voxels) <= as_set(arteries)
+    assert as_set(sel.vof_voxels) <= as_set(veins)
+
+
+def test_selection_without_any_bolus_fails_clearly():
+    flat = np.random.default_rng(0).normal(0, 1, (6, 6, 2, 30)).astype(np.float32)
+    with pytest.raises(PerfusionError, match="arterial"):
+        select_aif_vof(flat, np.arange(30.0), np.ones((6, 6, 2), dtype=bool))
+
+
+def test_roi_curve_is_in_plane_mean_clipped_to_image():
+    vol = np.zeros((4, 4, 2, 3))
+    vol[..., 0] = np.arange(16).reshape(4, 4)[..., None]
+    curve, voxels = roi_curve(vol, (0, 0, 1), radius_vox=1)
+    assert as_set(voxels) == {(0, 0, 1), (0, 1, 1), (1, 0, 1), (1, 1, 1)}
+    assert curve[0] == pytest.approx((0 + 1 + 4 + 5) / 4)
+    with pytest.raises(PerfusionError, match="outside"):
+        roi_curve(vol, (4, 0, 0))
+
+
+def test_partial_volume_scale_recovers_a_known_factor_despite_truncation():
+    vein = VEIN(TIME) + 20.0 * (TIME > 25)  # recirculation plateau biases raw areas
+    scaled, scale = correct_partial_volume(TIME, 0.25 * ARTERY(TIME), vein)
+    assert scale == pytest.approx(4.0 * VEIN.area() / ARTERY.area(), rel=0.05)
+    np.testing.assert_allclose(scaled, 0.25 * ARTERY(TIME) * scale)
+
+
+def test_weaker_vof_is_not_downscaled_and_is_flagged():
+    _, scale = correct_partial_volume(TIME, ARTERY(TIME), 0.5 * ARTERY(TIME))
+    assert scale == 1.0
+    assert "vof_weaker_than_aif" in quality_flags(TIME, ARTERY(TIME), 0.5 * ARTERY(TIME))
+
+
+def test_quality_flags_each_fire_on_their_fault():
+    assert quality_flags(TIME, ARTERY(TIME)) == []
+    truncated = GammaVariate(t0_s=28.0, alpha=3.0, beta_s=2.0, peak_hu=200.0)(TIME)
+    assert {"truncated_bolus", "late_arrival"} <= set(quality_flags(TIME, truncated))
+    assert "low_peak" in quality_flags(TIME, ARTERY(TIME) / 20.0)
+    noisy = ARTERY(TIME) + np.random.default_rng(0).normal(0, 60, TIME.size)
+    assert "noisy_baseline" in quality_flags(TIME, noisy)
+
+
+def _rapid_cases() -> dict[str, np.ndarray]:
+    rows = defaultdict(list)
+    with RAPID_TSV.open() as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            rows[row["case"]].append([float(row[k]) for k in ("t_s", "aif_hu", "vof_hu")])
+    return {case: np.array(values).T for case, values in rows.items()}
+
+
+@pytest.mark.skipif(not RAPID_TSV.is_file(), reason="shared ISLES 2018 RAPID curves absent")
+def test_real_rapid_curves_pass_the_selection_criteria():
+    scales = []
+    for case, (t, aif, vof) in _rapid_cases().items():
+        fa, fv = curve_features(t, aif[None]), curve_features(t, vof[None])
+        flags = quality_flags(t, aif, vof)
+        assert arterial_shape_ok(fa, t)[0] or "low_peak" in flags, case
+        assert venous_shape_ok(fa, fv, min_peak_hu=0.0)[0], case
+        scales.append(vof_scale(t, aif, vof))
+    scales = np.array(scales)
+    # RAPID's AIFs are raw (partial-volume) curves: the VOF is larger in all but ~1 case
+    assert np.all(np.isfinite(scales)) and np.all(scales > 0.8) and np.all(scales < 25.0)
+    assert np.mean(scales < 1.0) < 0.05 and 2.0 < np.median(scales) < 8.0

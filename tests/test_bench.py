@@ -1,0 +1,60 @@
+"""Accuracy benchmark: aggregation, report, and the quick mode end to end (bSVD only)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from perfusion.bench import BenchConfig, aif_source, markdown, run_accuracy, summarise
+from perfusion.config import load_config
+
+
+def test_summarise_means_per_method_and_noise_ignoring_missing_values():
+    rows = [
+        {"method": "bsvd", "noise_hu": 5.0, "cbf_r": 0.8, "tmax_mae": 1.0},
+        {"method": "bsvd", "noise_hu": 5.0, "cbf_r": 0.6, "tmax_mae": float("nan")},
+        {"method": "nlr", "noise_hu": 5.0, "cbf_r": 0.5, "tmax_mae": 2.0},
+    ]
+    means = {m["method"]: m for m in summarise(rows)}
+    assert means["bsvd"]["n"] == 2 and means["bsvd"]["cbf_r"] == pytest.approx(0.7)
+    assert means["bsvd"]["tmax_mae"] == pytest.approx(1.0)
+    assert means["nlr"]["cbf_r"] == pytest.approx(0.5)
+
+
+def test_markdown_has_the_command_and_one_row_per_method():
+    result = {
+        "command": "perfusion bench noise_hu=[5.0]",
+        "aif_source": "parametric",
+        "config": {"n_patients": 1},
+        "means": [{"method": "bsvd", "noise_hu": 5.0, "cbf_r": 0.81234, "tmax_mae": math.nan}],
+    }
+    text = markdown(result)
+    assert "`perfusion bench noise_hu=[5.0]`" in text and "## noise sigma 5 HU" in text
+    row = next(line for line in text.splitlines() if line.startswith("| bsvd"))
+    assert "| 0.812 |" in row and "n/a" in row
+
+
+def test_missing_aif_file_falls_back_to_parametric(tmp_path):
+    assert aif_source(str(tmp_path / "absent.tsv")) == "parametric"
+    present = tmp_path / "curves.tsv"
+    present.write_text("case\tt_s\taif_hu\tvof_hu\n")
+    assert aif_source(str(present)) == str(present)
+
+
+def test_quick_mode_writes_tables_for_a_baseline(tmp_path):
+    cfg = load_config(
+        BenchConfig,
+        ["bench.yaml"],
+        ["config=bench/quick", f"out={tmp_path}/results", f"work_dir={tmp_path}", "methods=[bsvd]"],
+    )
+    result = run_accuracy(cfg, "perfusion bench config=bench/quick methods=[bsvd]")
+    saved = json.loads((tmp_path / "results" / "accuracy.json").read_text())
+    assert saved["means"][0]["method"] == "bsvd" and saved["means"][0]["noise_hu"] == 5.0
+    row = result["rows"][0]
+    assert -1.0 <= row["cbf_r"] <= 1.0 and 0.0 <= row["tmax6_dice"] <= 1.0 and row["n_voxels"] > 0
+    assert "| bsvd |" in (tmp_path / "results" / "accuracy.md").read_text()
+    # resumable: the second run reuses the phantom and the fit
+    again = run_accuracy(cfg, "again")
+    assert again["rows"][0]["cbf_r"] == row["cbf_r"]

@@ -1,0 +1,239 @@
+"""The comparison: verdicts and aggregation on hand-made numbers, arms, slice views, history."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from perfusion.domain import Domain
+from perfusion.fields import build_fields
+from perfusion.fields.config import EncodingConfig, FieldsConfig
+from perfusion.fitting.config import FitConfig
+from perfusion.fitting.init import load_init, read_init
+from perfusion.io import write_nifti_atomic
+from perfusion.meta import MetaConfig, export_init
+from perfusion.meta.compare import (
+    CompareConfig,
+    ProbeConfig,
+    SppinnArmConfig,
+    base_fit_config,
+    build_arms,
+    run_compare,
+    thin_history,
+)
+from perfusion.meta.heldout import HeldoutConfig, spread_slices
+from perfusion.meta.report import table_lines
+from perfusion.meta.verdicts import VerdictConfig, clearly_lower, judge, map_error, summarize
+from perfusion.units import cbv_from_cbf_mtt, tmax_box
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fitting_case import make_prepared, tissue_labels, truth_volumes  # noqa: E402
+
+# (cbf_r, rcbf30_dice, tmax6_dice) per patient; map error = mean of (1 - each), by hand:
+TABLE = {  # arm: (kind, steps, wall_s, [patient 0 metrics, patient 1 metrics])
+    "meta-init@100": ("meta", 100, 10.0, [(0.9, 0.8, 0.7), (0.9, 0.9, 0.9)]),  # 0.2, 0.1 -> 0.15
+    "random-init@100": ("random", 100, 10.0, [(0.5, 0.6, 0.7), (0.8, 0.7, 0.6)]),  # 0.4, 0.3
+    "no-init@100": ("noinit", 100, 10.0, [(0.6, 0.6, 0.6), (0.7, 0.7, 0.7)]),  # 0.4, 0.3 -> 0.35
+    "no-init@500": ("noinit", 500, 50.0, [(0.9, 0.85, 0.8), (0.9, 0.9, 0.85)]),  # 0.15, 0.11667
+}
+
+
+def records(table=TABLE) -> list[dict]:
+    out = []
+    for arm, (kind, steps, wall, patients) in table.items():
+        for index, (r, d30, d6) in enumerate(patients):
+            metrics = {
+                "cbf_r": r,
+                "rcbf30_dice": d30,
+                "tmax6_dice": d6,
+                "tmax_mae": 1.0,
+                "cbf_mae": 5.0,
+            }
+            out.append(
+                {"arm": arm, "kind": kind, "steps": steps, "patient": f"p{index}", "wall_s": wall,
+                 "wall_full_s": wall, "extrapolated": False, "metrics": metrics}
+            )  # fmt: skip
+    return out
+
+
+def test_map_error_by_hand_and_missing_metric_is_nan():
+    assert map_error({"cbf_r": 0.9, "rcbf30_dice": 0.8, "tmax6_dice": 0.7}) == pytest.approx(0.2)
+    assert np.isnan(map_error({"cbf_r": 0.9, "rcbf30_dice": 0.8}))
+    assert np.isnan(map_error({"cbf_r": float("nan"), "rcbf30_dice": 0.8, "tmax6_dice": 0.7}))
+
+
+def test_summarize_averages_patients():
+    rows = summarize(records())
+    assert list(rows) == list(TABLE)
+    assert rows["meta-init@100"]["errors"] == pytest.approx([0.2, 0.1])
+    assert rows["meta-init@100"]["map_error"] == pytest.approx(0.15)
+    assert rows["no-init@500"]["map_error"] == pytest.approx((0.15 + 0.35 / 3) / 2)
+    assert rows["no-init@500"]["metrics"]["cbf_r"] == pytest.approx(0.9)
+    assert rows["no-init@500"]["wall_s"] == pytest.approx(50.0)
+
+
+def test_clearly_lower_needs_margin_and_every_patient():
+    assert clearly_lower([0.2, 0.1], [0.4, 0.3], 0.1)
+    assert not clearly_lower([0.1, 0.35], [0.4, 0.3], 0.1)  # mean lower, patient 1 worse
+    assert not clearly_lower([0.38, 0.28], [0.4, 0.3], 0.1)  # lower everywhere, not by 10 %
+    assert not clearly_lower([], [], 0.1)
+    assert not clearly_lower([0.1], [0.4, 0.3], 0.1)
+    assert not clearly_lower([float("nan"), 0.1], [0.4, 0.3], 0.1)
+
+
+def test_all_three_targets_pass_on_the_hand_table():
+    verdicts = judge(summarize(records()), VerdictConfig())
+    assert [v["passed"] for v in verdicts] == [True, True, True]
+    assert "no-init@500" in verdicts[1]["detail"]  # the best no-init arm
+    assert "0.20x" in verdicts[1]["detail"]  # 10 s / 50 s
+
+
+def test_too_slow_or_too_inaccurate_fails_target_two():
+    slow = copy.deepcopy(TABLE)
+    slow["no-init@500"] = ("noinit", 500, 30.0, TABLE["no-init@500"][3])  # 10/30 > 1/4
+    assert [v["passed"] for v in judge(summarize(records(slow)), VerdictConfig())] == [
+        True,
+        False,
+        True,
+    ]
+    sharp = copy.deepcopy(TABLE)  # best no-init accuracy 0.99: 0.85 < 0.95 * 0.99
+    sharp["no-init@500"] = ("noinit", 500, 50.0, [(0.99, 0.99, 0.99), (0.99, 0.99, 0.99)])
+    assert judge(summarize(records(sharp)), VerdictConfig())[1]["passed"] is False
+
+
+def test_control_that_helps_fails_target_three():
+    lucky = copy.deepcopy(TABLE)
+    lucky["random-init@100"] = ("random", 100, 10.0, TABLE["meta-init@100"][3])
+    verdicts = judge(summarize(records(lucky)), VerdictConfig())
+    assert verdicts[2]["passed"] is False
+    assert "suspicious" in verdicts[2]["detail"]
+
+
+def test_missing_arms_are_not_run_not_passed():
+    only_meta = {"meta-init@100": TABLE["meta-init@100"]}
+    verdicts = judge(summarize(records(only_meta)), VerdictConfig())
+    assert [v["passed"] for v in verdicts] == [None, None, None]
+    assert judge({}, VerdictConfig())[0]["passed"] is None
+
+
+def test_table_lines_mark_extrapolated_rows():
+    rows = summarize(records())
+    rows["no-init@500"]["extrapolated"] = True
+    lines = table_lines(rows)
+    assert len(lines) == 2 + len(TABLE)
+    assert "(extrapolated)" in lines[-1] and "(extrapolated)" not in lines[2]
+
+
+def test_thin_history_takes_chunk_means_at_chunk_ends():
+    history = [{"step": float(i), "tac": float(i), "ode": 2.0 * i} for i in range(10)]
+    thinned = thin_history(history, points=5)
+    assert thinned["step"] == [2, 4, 6, 8, 10]  # steps completed at each chunk's end
+    assert thinned["tac"] == pytest.approx([0.5, 2.5, 4.5, 6.5, 8.5])
+    assert thinned["ode"] == pytest.approx([1.0, 5.0, 9.0, 13.0, 17.0])
+    assert thin_history([]) == {"step": [], "tac": [], "ode": []}
+
+
+def test_spread_slices_picks_middles_of_the_tissue_slices():
+    tissue = np.zeros((3, 3, 10), dtype=bool)
+    tissue[1, 1, 2:8] = True  # tissue slices 2..7
+    assert spread_slices(tissue, 2) == [3, 6]
+    assert spread_slices(tissue, 1) == [5]
+    assert spread_slices(tissue, 99) == [2, 3, 4, 5, 6, 7]
+
+
+def tiny_fit() -> FitConfig:
+    enc = EncodingConfig(
+        n_levels=3, log2_hashmap_size=10, base_resolution=4, finest_resolution=16, backend="torch"
+    )
+    cfg = FitConfig(fields=FieldsConfig(encoding=enc))
+    cfg.sampling.batch_size = 128
+    cfg.optim.lr = 3e-3
+    return cfg
+
+
+def test_arms_repeat_the_checkpoint_inner_loop_and_the_control_loads(tmp_path):
+    meta = OmegaConf.to_object(OmegaConf.structured(MetaConfig(fit=tiny_fit(), n_inner=7)))
+    torch.manual_seed(0)
+    init = export_init(build_fields(meta.fit.fields, 3), meta, tmp_path / "meta.ckpt", 3, ["a"])
+    checkpoint = read_init(init)
+    cfg = CompareConfig(init=str(init), no_init_steps=[20, 7])
+    base = base_fit_config(cfg, checkpoint)
+    assert (base.sampling.batch_size, base.optim.lr, base.fields.encoding.n_levels) == (
+        128,
+        3e-3,
+        3,
+    )
+    arms = build_arms(cfg, checkpoint, tmp_path / "control.ckpt")
+    assert [a.name for a in arms] == [
+        "meta-init@7",
+        "random-init@7",
+        "no-init@7",
+        "no-init@20",
+        "sppinn@5000",
+    ]
+    assert [a.fit.steps for a in arms[:4]] == [7, 7, 7, 20]
+    assert arms[0].fit.init == str(init) and arms[2].fit.init is None
+    assert arms[4].fit.slice_wise and arms[4].fit.preprocess == base.preprocess
+    fields = build_fields(base.fields, 3)
+    control = load_init(fields, tmp_path / "control.ckpt", Domain.from_config(base.domain).scales())
+    assert control["fit"] == checkpoint["fit"]  # the same inner loop, only the weights differ
+    assert control["sha256"] != checkpoint["sha256"]
+
+
+def heldout_case(folder: Path) -> Path:
+    """The analytic case, already preprocessed, with ``truth/`` and ``brainmask.nii.gz`` beside it."""
+    shape = (16, 16, 4)
+    prepared = make_prepared(shape=shape, n_frames=20)
+    case = prepared.save(folder / "patient-000")
+    truth = truth_volumes(tissue_labels(shape))
+    truth["cbv"] = cbv_from_cbf_mtt(truth["cbf"], truth["mtt"])
+    truth["tmax"] = tmax_box(truth["delay"], truth["mtt"])
+    (case / "truth").mkdir()
+    for name, volume in truth.items():
+        write_nifti_atomic(case / "truth" / f"{name}.nii.gz", volume, prepared.affine)
+    write_nifti_atomic(case / "brainmask.nii.gz", prepared.brain, prepared.affine, np.uint8)
+    return case
+
+
+@pytest.mark.slow
+def test_tiny_compare_end_to_end(tmp_path):
+    fit = tiny_fit()
+    fit.aif_prefit_steps = 5
+    meta = OmegaConf.to_object(OmegaConf.structured(MetaConfig(fit=fit, n_inner=3)))
+    torch.manual_seed(fit.seed)  # the very weights a no-init fit starts from: results must match it
+    init = export_init(build_fields(meta.fit.fields, 3), meta, tmp_path / "meta.ckpt", 2, ["a"])
+    heldout_case(tmp_path / "held")
+    cfg = CompareConfig(
+        init=str(init), out=str(tmp_path / "results"), work_dir=str(tmp_path / "work"),
+        no_init_steps=[6], tracking=False, heldout=HeldoutConfig(dir=str(tmp_path / "held"), n=1),
+        sppinn=SppinnArmConfig(steps=3, slices=1, overrides=["sampling.batch_size=128", "aif_prefit_steps=5"]),
+        probe=ProbeConfig(voxels=2, every=1),
+    )  # fmt: skip
+    payload = run_compare(cfg)
+    out = tmp_path / "results"
+    for name in (
+        "compare.md",
+        "compare.json",
+        *(f"compare-{k}.png" for k in ("losses", "init", "voxels", "accuracy")),
+    ):
+        assert (out / name).is_file(), name
+    arms = [r["arm"] for r in payload["records"]]
+    assert arms == ["meta-init@3", "random-init@3", "no-init@3", "no-init@6", "sppinn@3"]
+    by_arm = {r["arm"]: r for r in payload["records"]}
+    assert by_arm["no-init@6"]["history"]["step"][-1] == 6
+    sppinn = by_arm["sppinn@3"]
+    assert sppinn["extrapolated"] and sppinn["slices"] == {"fitted": 1, "tissue_slices": 4}
+    assert sppinn["wall_full_s"] == pytest.approx(4 * sppinn["wall_s"])
+    assert all(np.isfinite(r["metrics"]["cbf_r"]) for r in payload["records"])
+    assert by_arm["meta-init@3"]["metrics"] == by_arm["no-init@3"]["metrics"]  # loading is exact
+    assert by_arm["random-init@3"]["metrics"] != by_arm["no-init@3"]["metrics"]
+    assert payload["probes"]["trajectories"]["step"] == [0, 1, 2, 3]
+    assert set(payload["probes"]["init_cbf_r"]) == {"meta-init", "random-init"}
+    text = (out / "compare.md").read_text()
+    assert "## Verdicts" in text and "extrapolated" in text and str(init) in text
