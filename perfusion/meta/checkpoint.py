@@ -54,8 +54,19 @@ def inner_fit_settings(cfg: MetaConfig) -> dict[str, Any]:
         "aif_prefit_lr": fit["aif_prefit_lr"],
     }
     settings.update({f"optim.{k}": v for k, v in fit["optim"].items()})
-    settings.update({f"preprocess.{k}": v for k, v in fit["preprocess"].items()})
+    for section in ("preprocess", "fields", "domain"):
+        settings.update(_flatten(fit[section], section))
     return settings
+
+
+def _flatten(values: Any, prefix: str) -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` under ``p`` -> ``{"p.a.b": 1}`` (lists and None stay values)."""
+    if not isinstance(values, dict):
+        return {prefix: values}
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        flat.update(_flatten(value, f"{prefix}.{key}"))
+    return flat
 
 
 def export_init(
