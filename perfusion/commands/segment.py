@@ -1,0 +1,101 @@
+"""``perfusion segment CASE_DIR [model=PATH] [maps=DIR] [method=...] [side=auto] [out=DIR]``.
+
+Runs a model from ``perfusion train-seg`` on one case: reads the fit's CBF maps (fitting them
+first when missing), computes ``rcbf.nii.gz``, and writes ``core_pred.nii.gz`` on the scan grid,
+the core volume (ml) in ``summary.json`` under ``segmentation`` and ``core_overlay.png``.
+Warns when the maps come from another method or grid than the model was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from perfusion.config import load_config, split_args
+from perfusion.errors import PerfusionError
+from perfusion.io import write_json_atomic, write_nifti_atomic
+from perfusion.segmentation.config import SegmentConfig
+from perfusion.segmentation.inputs import CBF_FILE, PatientInputs, fit_maps, load_patient, save_rcbf
+from perfusion.segmentation.loocv import predict_core
+from perfusion.segmentation.metrics import dice, volume_ml
+from perfusion.segmentation.module import load_bundle
+from perfusion.segmentation.report import overlay_png
+
+
+def find_maps(case: Path, method: str, maps: str, fit_missing: bool) -> Path:
+    """The maps folder: ``maps=``, ``<case>/fits/<method>``, ``<cohort>/fits/<method>/<case>``, or a new fit."""
+    if maps:
+        if not (Path(maps) / CBF_FILE).is_file():
+            raise PerfusionError(f"no {CBF_FILE}", maps)
+        return Path(maps)
+    if method == "truth":
+        return case / "truth"
+    candidates = [case / "fits" / method, case.parent / "fits" / method / case.name]
+    for folder in candidates:
+        if (folder / CBF_FILE).is_file():
+            return folder
+    if not fit_missing:
+        raise PerfusionError(
+            f"no {method} maps (looked in {', '.join(map(str, candidates))})", case
+        )
+    print(f"segment: no {method} maps of {case.name}: fitting them first", flush=True)
+    fit_maps(case, method, candidates[0])
+    return candidates[0]
+
+
+def warn_mismatch(patient: PatientInputs, method: str, meta: dict) -> list[str]:
+    """Warnings (also printed) when method, grid or voxel size differ from the training data."""
+    warnings = []
+    if method != meta["input_method"]:
+        warnings.append(f"maps from {method!r}, model trained on {meta['input_method']!r} maps")
+    if list(patient.rcbf.shape) != list(meta["grid_shape"]):
+        warnings.append(
+            f"grid {list(patient.rcbf.shape)} differs from training {meta['grid_shape']}"
+        )
+    if not np.allclose(patient.spacing_mm, meta["spacing_mm"], rtol=0.05):
+        spacing = [round(float(s), 2) for s in patient.spacing_mm]
+        warnings.append(f"voxel size {spacing} mm differs from training {meta['spacing_mm']} mm")
+    for text in warnings:
+        print(f"segment: WARNING: {text}; results may be unreliable", file=sys.stderr, flush=True)
+    return warnings
+
+
+def main(argv: list[str]) -> None:
+    positionals, overrides = split_args(argv)
+    if len(positionals) != 1:
+        raise PerfusionError("usage: perfusion segment CASE_DIR [model=PATH] [key=value ...]")
+    case = Path(positionals[0])
+    if not case.is_dir():
+        raise PerfusionError("case folder not found", case)
+    cfg = load_config(SegmentConfig, [], overrides)
+    module, meta = load_bundle(cfg.model)
+    method = cfg.method or meta["input_method"]
+    folder = find_maps(case, method, cfg.maps, cfg.fit_missing)
+    patient = load_patient(case, method, side=cfg.side, maps=folder)
+    warnings = warn_mismatch(patient, method, meta)
+    pred = predict_core(module, patient)
+    out = Path(cfg.out) if cfg.out else (case / "segmentation" if method == "truth" else folder)
+    write_nifti_atomic(out / "core_pred.nii.gz", pred, patient.affine, np.uint8)
+    save_rcbf(patient, out)
+    overlay_png(
+        patient.rcbf, pred, patient.core, out / "core_overlay.png", f"{case.name}: core ({method})"
+    )
+    result = {
+        "core_volume_ml": volume_ml(pred, patient.spacing_mm),
+        "affected_side": patient.affected,
+        "input_method": method,
+        "model": str(cfg.model),
+        "warnings": warnings,
+    }
+    if patient.core is not None:
+        result["reference_volume_ml"] = volume_ml(patient.core, patient.spacing_mm)
+        result["dice_vs_reference"] = dice(pred, patient.core)
+    summary_path = out / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    write_json_atomic(summary_path, {**summary, "segmentation": result})
+    print(
+        f"segment: {case.name}: core {result['core_volume_ml']:.1f} ml ({patient.affected}) -> {out}"
+    )

@@ -1,0 +1,196 @@
+"""Leave-one-out folds and the U-Net's data: :func:`split_fold`, :class:`LeaveOneOutDataModule`.
+
+With N patients, fold k tests patient k and trains on the other N - 1, of which ``n_val`` are
+held out for model selection (never the test patient). Fold 0 is kept for hyperparameter
+choice and excluded from reported metrics (:func:`reported_folds`), as in the paper.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+from monai.data import DataLoader, Dataset
+from monai.transforms import (
+    Compose,
+    DivisiblePadd,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandRotated,
+    RandZoomd,
+)
+
+from perfusion.segmentation.inputs import PatientInputs
+from perfusion.segmentation.rcbf import hemisphere
+
+RCBF_CLIP = 4.0  # rCBF above 4x the healthy median is vessel-like noise, not information on core
+
+
+@dataclass(frozen=True)
+class FoldSplit:
+    """Patient indices of one fold: ``train`` fits weights, ``val`` selects them, ``test`` scores."""
+
+    train: tuple[int, ...]
+    val: tuple[int, ...]
+    test: tuple[int, ...]
+
+
+def split_fold(n_patients: int, fold: int | None, n_val: int, seed: int) -> FoldSplit:
+    """Fold ``fold`` of leave-one-out over ``n_patients`` (``fold=None``: no test patient).
+
+    The validation patients are drawn (seeded) from the non-test patients only, so the test
+    patient never influences training or model selection.
+    """
+    if fold is not None and not 0 <= fold < n_patients:
+        raise ValueError(f"fold {fold} outside 0..{n_patients - 1}")
+    rest = [i for i in range(n_patients) if i != fold]
+    if not 0 <= n_val < len(rest):
+        raise ValueError(f"n_val {n_val} leaves no training patient among {len(rest)}")
+    order = np.random.default_rng(seed).permutation(len(rest))
+    val = sorted(rest[i] for i in order[:n_val])
+    train = [i for i in rest if i not in val]
+    test = () if fold is None else (fold,)
+    return FoldSplit(tuple(train), tuple(val), test)
+
+
+def reported_folds(n_patients: int) -> list[int]:
+    """Folds whose test results are reported: all but fold 0 (kept for tuning)."""
+    return list(range(1, n_patients))
+
+
+def patch_size(shape: Sequence[int], fraction: Sequence[float], multiple: int) -> tuple[int, ...]:
+    """Training/inference window: ``fraction`` of the grid per axis, rounded up to ``multiple``.
+
+    The paper's 256x256x20 of a 256x256x32 grid is fraction (1, 1, 0.625); the U-Net needs
+    sizes divisible by 2^levels (16), so 20 becomes 32 (a bare 20 raises in MONAI's UNet).
+    In-plane sizes are at least 2 x ``multiple`` so that the bottleneck holds more than one
+    voxel (instance normalisation fails on a single one). Never larger than the padded grid
+    (except for that minimum).
+    """
+    if len(fraction) != len(shape):
+        raise ValueError(f"patch_fraction has {len(fraction)} entries for a {len(shape)}-D grid")
+    sizes = []
+    for axis, (size, frac) in enumerate(zip(shape, fraction, strict=True)):
+        padded = multiple * math.ceil(size / multiple)
+        wanted = min(padded, multiple * math.ceil(max(1.0, frac * size) / multiple))
+        sizes.append(max(wanted, 2 * multiple) if axis < 2 else wanted)
+    return tuple(sizes)
+
+
+def to_sample(patient: PatientInputs) -> dict[str, np.ndarray]:
+    """Channel-first arrays: image (2, X, Y, Z) = [rCBF, tissue], label (1, ...), keep (1, ...).
+
+    The tissue channel tells the network where rCBF = 0 means "no tissue" rather than "no
+    flow"; ``keep`` (tissue of the affected hemisphere) is where core may be predicted.
+    """
+    rcbf = np.clip(patient.rcbf, 0.0, RCBF_CLIP)
+    tissue = patient.tissue.astype(np.float32)
+    core = np.zeros_like(tissue) if patient.core is None else patient.core.astype(np.float32)
+    keep = patient.tissue & hemisphere(patient.x_mm, patient.affected)
+    return {
+        "image": np.stack([rcbf, tissue]).astype(np.float32),
+        "label": core[None],
+        "keep": keep[None].astype(np.float32),
+    }
+
+
+def train_transform(
+    roi: Sequence[int], pad_multiple: int, aug: dict[str, float | Sequence[float]]
+) -> Compose:
+    """Pad to the U-Net multiple, crop a patch, then RandFlip, RandRotate, RandZoom.
+
+    Patches are centred on a core voxel with odds ``pos_neg_ratio`` : 1 (on a non-core voxel
+    otherwise), so that small cores are seen in most steps when patches are smaller than the grid.
+    """
+    keys, modes = ["image", "label"], ("bilinear", "nearest")
+    return Compose(
+        [
+            DivisiblePadd(keys, k=pad_multiple),
+            RandCropByPosNegLabeld(
+                keys,
+                "label",
+                tuple(roi),
+                pos=float(aug["pos_neg_ratio"]),
+                neg=1.0,
+                num_samples=1,
+                allow_smaller=True,
+            ),
+            RandFlipd(keys, prob=float(aug["flip_prob"]), spatial_axis=0),
+            RandRotated(
+                keys,
+                range_z=math.radians(float(aug["rotate_deg"])),
+                prob=float(aug["rotate_prob"]),
+                mode=modes,
+            ),
+            RandZoomd(
+                keys,
+                prob=float(aug["zoom_prob"]),
+                min_zoom=float(aug["zoom_range"][0]),
+                max_zoom=float(aug["zoom_range"][1]),
+                mode=("trilinear", "nearest"),
+                keep_size=True,
+            ),
+        ]
+    )
+
+
+class LeaveOneOutDataModule(L.LightningDataModule):
+    """Training patches and whole validation volumes of one leave-one-out fold.
+
+    Args:
+        patients: the whole cohort's inputs (index = patient number).
+        fold: the test patient's index, or None (final model: train on all but ``n_val``).
+        n_val: validation patients held out from the training patients.
+        seed: draws the validation patients.
+        roi: patch size (from :func:`patch_size`).
+        pad_multiple: U-Net size multiple.
+        aug: augmentation probabilities/ranges (``TrainConfig`` fields of the same names).
+        batch_size: patches per step (paper: 1).
+    """
+
+    def __init__(
+        self,
+        patients: Sequence[PatientInputs],
+        fold: int | None,
+        n_val: int,
+        seed: int,
+        roi: Sequence[int],
+        pad_multiple: int,
+        aug: dict[str, float | Sequence[float]],
+        batch_size: int = 1,
+    ) -> None:
+        super().__init__()
+        self.patients = list(patients)
+        self.split = split_fold(len(self.patients), fold, n_val, seed)
+        self.roi, self.pad_multiple, self.aug, self.batch_size = (
+            tuple(roi),
+            pad_multiple,
+            aug,
+            batch_size,
+        )
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.split.train) / self.batch_size)
+
+    def _samples(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
+        return [to_sample(self.patients[i]) for i in indices]
+
+    def train_dataloader(self) -> DataLoader:
+        transform = train_transform(self.roi, self.pad_multiple, self.aug)
+        data = Dataset(self._samples(self.split.train), transform=transform)
+        return DataLoader(data, batch_size=self.batch_size, shuffle=True, num_workers=0)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if not self.split.val:
+            return []
+        return DataLoader(Dataset(self._samples(self.split.val)), batch_size=1, num_workers=0)
+
+
+def to_batch(patient: PatientInputs) -> dict[str, torch.Tensor]:
+    """One patient's sample as a batch of one (for inference outside a Trainer)."""
+    return {k: torch.from_numpy(v)[None] for k, v in to_sample(patient).items()}

@@ -1,0 +1,198 @@
+"""Per-patient U-Net inputs: a CBF map from a chosen method, tissue mask, midline, reference core.
+
+Map sources per method: ``truth`` reads the phantom's ``truth/cbf.nii.gz``; any other method
+reads a fit output folder ``<fits>/<method>/<patient>/`` (``cbf.nii.gz``, ``tissuemask.nii.gz``,
+``summary.json`` with ``scan_to_standard``), fitted on demand through
+:func:`perfusion.fitting.run.fit_case` when missing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from perfusion.errors import PerfusionError
+from perfusion.io import load_nifti, voxel_spacing_mm, write_nifti_atomic
+from perfusion.segmentation.rcbf import (
+    SIDES,
+    detect_affected_side,
+    relative_cbf,
+    standard_x_mm,
+)
+
+CORE_FILE = "core.nii.gz"
+CBF_FILE = "cbf.nii.gz"
+TISSUE_FILE = "tissuemask.nii.gz"
+RCBF_FILE = "rcbf.nii.gz"
+
+
+@dataclass
+class PatientInputs:
+    """What the U-Net and the threshold rule see of one patient, on its scan grid.
+
+    Attributes:
+        name: case folder name (``patient-003``).
+        rcbf: float32 (X, Y, Z) relative CBF, 0 outside tissue.
+        tissue: bool (X, Y, Z) brain without CSF and vessels.
+        x_mm: float32 (X, Y, Z) standard-frame x; the midline is x = 0.
+        affected: ``left`` or ``right``, from the maps (or the user).
+        core: bool (X, Y, Z) reference core, or None when unknown.
+        affine: (4, 4) scan voxel-to-world affine.
+        method: the input-map method.
+    """
+
+    name: str
+    rcbf: np.ndarray
+    tissue: np.ndarray
+    x_mm: np.ndarray
+    affected: str
+    core: np.ndarray | None
+    affine: np.ndarray
+    method: str
+
+    @property
+    def spacing_mm(self) -> np.ndarray:
+        return voxel_spacing_mm(self.affine)
+
+
+def list_patients(cohort: str | Path) -> list[Path]:
+    """Case folders of a cohort (those holding ``core.nii.gz``), sorted by name."""
+    cohort = Path(cohort)
+    if not cohort.is_dir():
+        raise PerfusionError("cohort folder not found", cohort)
+    cases = sorted(p for p in cohort.iterdir() if p.is_dir() and (p / CORE_FILE).is_file())
+    if len(cases) < 3:
+        raise PerfusionError(f"{len(cases)} case folders with {CORE_FILE}; need >= 3", cohort)
+    return cases
+
+
+def maps_folder(case_dir: Path, method: str, fits_root: Path | None) -> Path:
+    """Where ``method``'s maps of ``case_dir`` live (they may not exist yet)."""
+    if method == "truth":
+        return case_dir / "truth"
+    root = fits_root if fits_root is not None else case_dir.parent / "fits"
+    return root / method / case_dir.name
+
+
+def ensure_maps(case_dir: Path, method: str, fits_root: Path | None, fit_missing: bool) -> Path:
+    """The maps folder of ``case_dir``, fitting it with ``method`` first when it is missing."""
+    folder = maps_folder(case_dir, method, fits_root)
+    if (folder / CBF_FILE).is_file():
+        return folder
+    if method == "truth" or not fit_missing:
+        raise PerfusionError(f"no {CBF_FILE} for method {method!r}", folder)
+    fit_maps(case_dir, method, folder)
+    return folder
+
+
+def fit_maps(case_dir: Path, method: str, out_dir: Path) -> None:
+    """Fit ``method``'s maps of ``case_dir`` into ``out_dir`` (``perfusion fit`` defaults)."""
+    try:
+        from perfusion.config import config_dir, load_config
+        from perfusion.fitting.config import FitConfig
+        from perfusion.fitting.run import fit_case
+    except ImportError as exc:
+        raise PerfusionError(
+            f"cannot fit missing maps: fitting unavailable ({exc})", case_dir
+        ) from None
+    yaml = [config_dir() / "fit.yaml"]
+    preset = config_dir() / "model" / f"{method}.yaml"  # e.g. SPPINN is a preset over fit.yaml
+    cfg = load_config(
+        FitConfig, yaml + ([preset] if preset.is_file() else []), [f"method={method}"]
+    )
+    fit_case(case_dir, cfg, out_dir)
+
+
+def read_scan_to_standard(*candidates: Path) -> np.ndarray | None:
+    """The first scan-to-standard (4x4) map found in the given JSON files, or None.
+
+    Fit summaries hold ``scan_to_standard`` (preprocessing's registration); phantom truth holds
+    the true pose (``pose.scan_to_mni_affine``, MNI's midline is x = 0 too).
+    """
+    for path in candidates:
+        if not path.is_file():
+            continue
+        info = json.loads(path.read_text())
+        value = info.get("scan_to_standard")
+        if value is None and isinstance(info.get("pose"), dict):
+            value = info["pose"].get("scan_to_mni_affine")
+        if value is not None:
+            matrix = np.asarray(value, dtype=np.float64)
+            if matrix.shape != (4, 4):
+                raise PerfusionError(
+                    f"scan-to-standard map has shape {matrix.shape}, expected (4, 4)", path
+                )
+            return matrix
+    return None
+
+
+def read_tissue(folder: Path, case_dir: Path, cbf: np.ndarray) -> np.ndarray:
+    """Tissue mask (brain without CSF and vessels), from the first source found.
+
+    The maps' ``tissuemask.nii.gz`` (fit output); else the brain mask minus phantom truth's
+    ``csf`` and ``vessels`` (volume fraction >= 0.5); else the brain mask where CBF > 0.
+    """
+    if (folder / TISSUE_FILE).is_file():
+        return _read_volume(folder / TISSUE_FILE, cbf.shape) > 0
+    brain = case_dir / "brainmask.nii.gz"
+    if not brain.is_file():
+        raise PerfusionError(f"no {TISSUE_FILE} and no brainmask.nii.gz", folder)
+    tissue = _read_volume(brain, cbf.shape) > 0
+    csf, vessels = case_dir / "truth" / "csf.nii.gz", case_dir / "truth" / "vessels.nii.gz"
+    if not csf.is_file():
+        return tissue & (cbf > 0)
+    tissue &= _read_volume(csf, cbf.shape) == 0
+    if vessels.is_file():
+        tissue &= _read_volume(vessels, cbf.shape) < 0.5
+    return tissue
+
+
+def load_patient(
+    case_dir: str | Path,
+    method: str,
+    fits_root: Path | None = None,
+    side: str = "auto",
+    fit_missing: bool = True,
+    maps: Path | None = None,
+) -> PatientInputs:
+    """Read (fitting if needed) one patient's CBF, tissue and midline and compute its rCBF."""
+    case_dir = Path(case_dir)
+    folder = maps if maps is not None else ensure_maps(case_dir, method, fits_root, fit_missing)
+    image = load_nifti(folder / CBF_FILE)
+    cbf = np.asarray(image.dataobj, dtype=np.float32)
+    if cbf.ndim != 3:
+        raise PerfusionError(f"{cbf.ndim}-D CBF map, expected 3-D", folder / CBF_FILE)
+    cbf = np.nan_to_num(cbf, nan=0.0)
+    tissue = read_tissue(folder, case_dir, cbf)
+    fit_summaries = sorted(case_dir.parent.glob(f"fits/*/{case_dir.name}/summary.json"))
+    s2s = read_scan_to_standard(
+        folder / "summary.json", case_dir / "truth" / "meta.json", *fit_summaries
+    )
+    x_mm = standard_x_mm(cbf.shape, image.affine, s2s)
+    if side in SIDES:
+        affected = side
+    elif side == "auto":
+        tmax_path = folder / "tmax.nii.gz"
+        tmax = np.nan_to_num(_read_volume(tmax_path, cbf.shape)) if tmax_path.is_file() else None
+        affected = detect_affected_side(cbf, tissue, x_mm, tmax)
+    else:
+        raise PerfusionError(f"side must be auto, left or right, got {side!r}")
+    core_path = case_dir / CORE_FILE
+    core = _read_volume(core_path, cbf.shape) > 0 if core_path.is_file() else None
+    rcbf = relative_cbf(cbf, tissue, x_mm, affected)
+    return PatientInputs(case_dir.name, rcbf, tissue, x_mm, affected, core, image.affine, method)
+
+
+def save_rcbf(patient: PatientInputs, folder: Path) -> Path:
+    """Write ``rcbf.nii.gz`` (float32, scan grid) into ``folder``."""
+    return write_nifti_atomic(folder / RCBF_FILE, patient.rcbf, patient.affine)
+
+
+def _read_volume(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    data = np.asarray(load_nifti(path).dataobj)
+    if data.shape != tuple(shape):
+        raise PerfusionError(f"shape {data.shape} differs from the CBF map's {tuple(shape)}", path)
+    return data

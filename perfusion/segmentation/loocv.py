@@ -1,0 +1,182 @@
+"""Leave-one-out bookkeeping without a Trainer: units, per-fold result files, evaluation, Table 1.
+
+A unit is (input method, seed, fold). Each finished unit writes one JSON
+(``<run>/<method>/seed-<s>/fold-<kkk>.json``) holding the config hash it ran with, so that
+``perfusion loocv`` resumes by skipping finished units and parallel processes share the work
+(each unit is claimed with a file lock). Aggregation reads those files only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from perfusion.errors import PerfusionError
+from perfusion.io import write_json_atomic, write_text_atomic
+from perfusion.segmentation.config import LoocvConfig
+from perfusion.segmentation.data import reported_folds, to_batch
+from perfusion.segmentation.inputs import PatientInputs
+from perfusion.segmentation.metrics import patient_metrics, summarise
+from perfusion.segmentation.module import SegmentationModule
+from perfusion.segmentation.rcbf import threshold_core
+from perfusion.segmentation.report import bland_altman_png, per_patient_markdown, table_markdown
+
+THRESHOLD_NAME = "rCBF<{pct:g}%"
+
+
+def config_hash(text: str) -> str:
+    """Short digest of the resolved config parts that change a fold's result."""
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def unit_path(run_dir: Path, method: str, seed: int, fold: int) -> Path:
+    return run_dir / method / f"seed-{seed}" / f"fold-{fold:03d}.json"
+
+
+def read_unit(path: Path, expected_hash: str) -> dict[str, Any] | None:
+    """A finished unit's result, None when absent; a result of another config raises."""
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    if result.get("config_hash") != expected_hash:
+        raise PerfusionError(
+            "finished with another config (choose another run= or delete the run folder)", path
+        )
+    return result
+
+
+def predict_core(module: SegmentationModule, patient: PatientInputs) -> np.ndarray:
+    """Bool (X, Y, Z) core of one patient from a trained module (eval mode, CPU or its device)."""
+    module.eval()
+    batch = {k: v.to(module.device) for k, v in to_batch(patient).items()}
+    return module.segment(batch["image"], batch["keep"])[0].cpu().numpy()
+
+
+def evaluate(pred: np.ndarray, patient: PatientInputs) -> dict[str, Any]:
+    """Per-patient metrics of a predicted core against the patient's reference core."""
+    if patient.core is None:
+        raise PerfusionError(f"{patient.name}: no reference core to score against")
+    row = patient_metrics(pred, patient.core, patient.spacing_mm)
+    return {"patient": patient.name, "affected": patient.affected, **row}
+
+
+def threshold_rows(patients: Sequence[PatientInputs], threshold: float) -> list[dict[str, Any]]:
+    """Per-patient metrics of the rule rCBF < ``threshold`` (affected hemisphere, tissue only)."""
+    return [
+        evaluate(threshold_core(p.rcbf, p.tissue, p.x_mm, p.affected, threshold), p)
+        for p in patients
+    ]
+
+
+def aggregate_method(per_seed_rows: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Table 1 entry of one method: mean and sd over seeds of the per-seed summaries.
+
+    Also the per-patient values averaged over seeds (for paired comparisons between methods,
+    which the sd over seeds cannot show).
+    """
+    summaries = {seed: summarise(rows) for seed, rows in per_seed_rows.items()}
+    keys = ("dice", "mvd_ml", "avd_ml", "fnr", "fp_ml")
+    table = {}
+    for key in keys:
+        values = np.array([s[key] for s in summaries.values()], dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        table[key] = {
+            "mean": float(finite.mean()) if finite.size else None,
+            "sd": float(finite.std(ddof=1)) if finite.size > 1 else None,
+        }
+    return {
+        "seeds": sorted(per_seed_rows),
+        "metrics": table,
+        "per_seed": {str(s): v for s, v in summaries.items()},
+        "per_patient": per_patient_means(per_seed_rows),
+    }
+
+
+def per_patient_means(per_seed_rows: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Each patient's Dice and volumes averaged over seeds, and how often it was detected."""
+    by_patient: dict[str, list[dict[str, Any]]] = {}
+    for rows in per_seed_rows.values():
+        for row in rows:
+            by_patient.setdefault(row["patient"], []).append(row)
+    out = []
+    for name in sorted(by_patient):
+        rows = by_patient[name]
+        det = [r["detected"] for r in rows if r["detected"] is not None]
+        out.append(
+            {
+                "patient": name,
+                "dice": float(np.mean([r["dice"] for r in rows])),
+                "pred_ml": float(np.mean([r["pred_ml"] for r in rows])),
+                "ref_ml": float(rows[0]["ref_ml"]),
+                "detected_fraction": float(np.mean(det)) if det else None,
+            }
+        )
+    return out
+
+
+def aggregate(
+    cfg: LoocvConfig, cohorts: dict[str, list[PatientInputs]], run_dir: Path, digest: str
+) -> dict[str, Any] | None:
+    """Table 1 over the reported folds of every method and seed, with the threshold rule; None if units are missing."""
+    methods: dict[str, dict[str, Any]] = {}
+    missing = []
+    for method, patients in cohorts.items():
+        folds = reported_folds(len(patients))
+        per_seed = {}
+        for seed in cfg.seeds:
+            rows = [read_unit(unit_path(run_dir, method, seed, k), digest) for k in folds]
+            missing += [(method, seed, k) for k, r in zip(folds, rows, strict=True) if r is None]
+            per_seed[seed] = [r for r in rows if r is not None]
+        if not missing:
+            methods[f"U-Net ({method})"] = aggregate_method(per_seed)
+            rule = threshold_rows([patients[k] for k in folds], cfg.threshold)
+            methods[f"{THRESHOLD_NAME.format(pct=100 * cfg.threshold)} ({method})"] = (
+                aggregate_method({0: rule})
+            )
+    if missing:
+        print(
+            f"loocv: {len(missing)} units unfinished (e.g. {missing[0]}): not aggregating yet",
+            flush=True,
+        )
+        return None
+    return methods
+
+
+def write_results(cfg: LoocvConfig, methods: dict[str, Any], n_patients: int, digest: str) -> str:
+    """Write ``<results>.md``, ``.json`` and one Bland-Altman PNG per method; return the markdown."""
+    prefix = Path(cfg.results)
+    pngs = {}
+    for name, entry in methods.items():
+        slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+        rows = entry["per_patient"]
+        png = prefix.parent / f"{prefix.name}-bland-altman-{slug}.png"
+        bland_altman_png([r["pred_ml"] for r in rows], [r["ref_ml"] for r in rows], name, png)
+        pngs[name] = png.name
+    text = "\n\n".join(
+        [
+            f"# Leave-one-out core segmentation (run `{cfg.run}`, cohort `{cfg.cohort.path}`)",
+            f"{n_patients} patients; folds 1..{n_patients - 1} reported (fold 0 kept for tuning); "
+            f"U-Net: mean (sd) over seeds {list(cfg.seeds)}, {cfg.train.epochs} epochs, lr {cfg.train.lr:g}, "
+            f"selection {cfg.train.selection}. Dice over patients with a core; FP ml over patients without one.",
+            table_markdown(methods),
+            "## Per patient (Dice, mean over seeds)",
+            per_patient_markdown(methods),
+            "Bland-Altman: " + ", ".join(f"[{n}]({p})" for n, p in pngs.items()),
+        ]
+    )
+    write_text_atomic(prefix.with_suffix(".md"), text + "\n")
+    payload = {
+        "run": cfg.run,
+        "config_hash": digest,
+        "n_patients": n_patients,
+        "methods": methods,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    write_json_atomic(prefix.with_suffix(".json"), payload)
+    return text

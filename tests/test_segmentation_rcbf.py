@@ -1,0 +1,76 @@
+"""Relative CBF: midline, side detection from the maps alone, normalisation, hemisphere restriction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_segmentation_cases import AFFINE, synthetic_maps
+
+from perfusion.segmentation.rcbf import (
+    detect_affected_side,
+    relative_cbf,
+    restrict_to_hemisphere,
+    standard_x_mm,
+    threshold_core,
+)
+
+
+def test_standard_x_fallback_and_scan_to_standard() -> None:
+    affine = np.diag([2.0, 1.0, 1.0, 1.0])
+    affine[0, 3] = 100.0  # world x = 100 + 2 i
+    x = standard_x_mm((4, 1, 1), affine, None)[:, 0, 0]
+    np.testing.assert_allclose(x, [-3.0, -1.0, 1.0, 3.0])  # image centre at 0
+    shift = np.eye(4)
+    shift[0, 3] = -102.0  # standard frame puts the midline at world x = 102
+    x = standard_x_mm((4, 1, 1), affine, shift)[:, 0, 0]
+    np.testing.assert_allclose(x, [-2.0, 0.0, 2.0, 4.0])
+
+
+def test_relative_cbf_uses_healthy_median() -> None:
+    x = np.array([-2.0, -1.0, -0.5, 1.0, 2.0, 3.0]).reshape(6, 1, 1)
+    cbf = np.array([5.0, 1.0, 9.0, 10.0, 20.0, 30.0]).reshape(6, 1, 1)
+    tissue = np.ones((6, 1, 1), bool)
+    tissue[5] = False  # excluded (e.g. a vessel): must not enter the median
+    r = relative_cbf(cbf, tissue, x, affected="left")
+    # healthy (right) tissue: 10, 20 -> median 15
+    np.testing.assert_allclose(
+        r[:, 0, 0], [5 / 15, 1 / 15, 9 / 15, 10 / 15, 20 / 15, 0.0], rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_side_detected_from_cbf_without_labels(side: str) -> None:
+    cbf, brain, _core = synthetic_maps(side)
+    tissue = brain & (cbf > 0)
+    x = standard_x_mm(cbf.shape, AFFINE, None)
+    assert detect_affected_side(cbf, tissue, x) == side
+
+
+def test_side_follows_scan_to_standard_not_the_grid() -> None:
+    cbf, brain, _ = synthetic_maps("right")  # lesion at high i (world +x)
+    centre = np.eye(4)
+    centre[0, 3] = -4.0 * 15.5  # world x of the image centre
+    mirror = np.diag([-1.0, 1.0, 1.0, 1.0])  # a standard frame whose +x is world -x
+    x = standard_x_mm(cbf.shape, AFFINE, mirror @ centre)
+    assert detect_affected_side(cbf, brain & (cbf > 0), x) == "left"
+
+
+def test_hemisphere_restriction_and_threshold_rule() -> None:
+    x = np.array([-1.5, -0.5, 0.5, 1.5]).reshape(4, 1, 1)
+    everything = np.ones((4, 1, 1), bool)
+    np.testing.assert_array_equal(
+        restrict_to_hemisphere(everything, x, "right")[:, 0, 0], [0, 0, 1, 1]
+    )
+    rcbf = np.array([0.1, 0.2, 0.25, 0.9]).reshape(4, 1, 1)
+    tissue = np.array([True, True, True, False]).reshape(4, 1, 1)
+    core = threshold_core(rcbf, tissue, x, "right", 0.3)
+    np.testing.assert_array_equal(core[:, 0, 0], [0, 0, 1, 0])  # low CBF on the left is ignored
+
+
+def test_side_from_tmax_when_cbf_is_symmetric() -> None:
+    cbf, brain, _ = synthetic_maps(None)  # no CBF lesion at all
+    x = standard_x_mm(cbf.shape, AFFINE, None)
+    tmax = np.where(x > 0, 3.0, 2.0).astype(np.float32)
+    tmax[(x < -20) & brain] = 9.0  # a Tmax > 6 s region on the left only
+    assert detect_affected_side(cbf, brain & (cbf > 0), x, tmax) == "left"
+    assert detect_affected_side(cbf, brain & (cbf > 0), x, None) in ("left", "right")
