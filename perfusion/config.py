@@ -70,22 +70,25 @@ def load_config(
     schema: type[T],
     yaml_paths: Sequence[str | Path] = (),
     overrides: Sequence[str] = (),
+    nested: dict[str, str | Path] | None = None,
 ) -> T:
     """Merge YAML files, then overrides, onto the dataclass ``schema``; return a typed DictConfig.
 
-    A ``config=NAME`` override, when present, adds ``NAME`` (a path or a name under ``configs/``)
+    ``nested`` maps a key of ``schema`` to a YAML merged under that key first (e.g.
+    ``{"fit": "fit.yaml"}``: a meta-training run starts from the shipped fit settings). A
+    ``config=NAME`` override, when present, adds ``NAME`` (a path or a name under ``configs/``)
     after ``yaml_paths``. Unknown keys and wrong types raise :class:`PerfusionError` naming the key.
     """
     extra = [o.split("=", 1)[1] for o in overrides if o.startswith("config=")]
     overrides = [o for o in overrides if not o.startswith("config=")]
     cfg = OmegaConf.structured(schema)
     sources: list[tuple[str, Any]] = []
+    for key, path in (nested or {}).items():
+        resolved = resolve_config_path(path)
+        sources.append((str(resolved), OmegaConf.create({key: _load_yaml(resolved)})))
     for path in [*yaml_paths, *extra]:
         resolved = resolve_config_path(path)
-        try:
-            sources.append((str(resolved), OmegaConf.load(resolved)))
-        except (OmegaConfBaseException, OSError, ValueError) as exc:
-            raise PerfusionError(f"unreadable YAML: {_first_line(exc)}", resolved) from None
+        sources.append((str(resolved), _load_yaml(resolved)))
     sources.append(("command line", parse_overrides(overrides)))
     for origin, source in sources:
         try:
@@ -94,6 +97,13 @@ def load_config(
             key = getattr(exc, "full_key", None) or "?"
             raise PerfusionError(f"config key '{key}' ({origin}): {_first_line(exc)}") from None
     return cfg  # type: ignore[return-value]
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return OmegaConf.load(path)
+    except (OmegaConfBaseException, OSError, ValueError) as exc:
+        raise PerfusionError(f"unreadable YAML: {_first_line(exc)}", path) from None
 
 
 def to_object(cfg: Any) -> Any:

@@ -12,5 +12,5 @@ def main(argv: list[str]) -> None:
     positionals, overrides = split_args(argv)
     if positionals:
         raise PerfusionError(f"unexpected argument {positionals[0]!r} (use key=value)")
-    cfg = load_config(MetaConfig, ["meta/default.yaml"], overrides)
+    cfg = load_config(MetaConfig, ["meta/default.yaml"], overrides, nested={"fit": "fit.yaml"})
     run_meta_train(cfg)
