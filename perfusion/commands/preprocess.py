@@ -1,0 +1,63 @@
+"""``perfusion preprocess CASE_DIR out=DIR [key=value ...]``: a fit-ready (prepared) case.
+
+Reads and validates the case, runs :func:`perfusion.preprocess.prepare_case` with
+``configs/preprocess.yaml`` plus overrides, and writes, all at once (atomically), the
+:class:`~perfusion.prepared.PreparedCase` folder, ``motion.tsv`` and ``motion.png`` (when motion
+correction ran) and the resolved ``config.yaml``. Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from perfusion.config import load_config, save_resolved, split_args
+from perfusion.errors import PerfusionError
+from perfusion.io import atomic_dir, read_case, write_text_atomic
+from perfusion.preprocess import PreprocessConfig, prepare_case
+from perfusion.registration import motion_table, plot_motion
+
+
+@dataclass
+class PreprocessRunConfig(PreprocessConfig):
+    """Options of ``perfusion preprocess``: the preprocessing options plus the output folder."""
+
+    out: str = ""
+    """Output folder of the prepared case (required)."""
+
+
+def _progress(message: str) -> None:
+    print(f"preprocess: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str]) -> None:
+    paths, overrides = split_args(argv)
+    cfg = load_config(PreprocessRunConfig, ["preprocess"], overrides)
+    if len(paths) != 1:
+        raise PerfusionError(
+            f"expected one CASE_DIR, got {len(paths)}: perfusion preprocess CASE_DIR out=DIR"
+        )
+    if not cfg.out:
+        raise PerfusionError("missing out=DIR (the folder to write the prepared case to)")
+    case = read_case(paths[0])
+    _progress(f"{case.path}: {case.ctp_hu.shape} voxels x frames")
+    prepared = prepare_case(case, cfg, _progress)
+    out = Path(cfg.out)
+    with atomic_dir(out) as tmp:
+        prepared.save(tmp)
+        motion = prepared.meta.get("motion")
+        if motion is not None:
+            params = np.asarray(motion["params"], dtype=np.float64)
+            write_text_atomic(tmp / "motion.tsv", motion_table(params, prepared.frame_times_s))
+            plot_motion(params, prepared.frame_times_s, tmp / "motion.png")
+        save_resolved(cfg, tmp)
+    aif = prepared.meta["aif"]
+    _progress(
+        f"wrote {out}: brain {prepared.meta['brain_ml']:.0f} ml, CSF {prepared.meta['csf_ml']:.0f} ml, "
+        f"vessels {prepared.meta['vessels_ml']:.1f} ml; AIF {aif['source']} (VOF scale "
+        f"{aif['vof_scale']:.2f}, flags: {', '.join(aif['flags']) or 'none'}); arrival "
+        f"{prepared.bolus_arrival_s:.1f} s; {prepared.meta['runtime_s']:.1f} s"
+    )
