@@ -39,6 +39,9 @@ SIDECAR_FILE = "ctp.json"
 AIF_FILE = "aif.tsv"
 BRAINMASK_FILE = "brainmask.nii.gz"
 CORE_FILE = "core.nii.gz"
+CTP_STORE_STEP_HU = 0.1
+"""HU per count of the int16 ``ctp.nii.gz`` (scl_slope): +-0.05 HU, far below CT noise (~5-10 HU);
+integer HU (what scanners store) come back exactly; a range beyond +-3276 HU gets a coarser slope."""
 
 _TIME_UNIT_TO_S = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6, "unknown": 1.0}
 
@@ -304,20 +307,59 @@ def _sidecar_path(ctp_path: Path) -> Path:
 # Atomic writing
 
 
+def quantise(
+    data: np.ndarray, store_dtype: Any, step: float
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Integers ``q`` of ``store_dtype`` and NIfTI (scl_slope, scl_inter) with
+    data ~ q * slope + inter, |error| <= slope / 2 (plus float32 rounding).
+
+    slope = ``step`` and inter = 0 when the range fits, so multiples of ``step`` (integer HU)
+    come back exactly; otherwise inter = the mid-range integer and slope = ``step`` doubled
+    until the range fits. slope and inter are float32, as the header stores them.
+    """
+    info = np.iinfo(store_dtype)
+    data = np.asarray(data, dtype=np.float32)
+    if not np.isfinite(data).all():
+        raise ValueError("quantise: data must be finite")
+    low, high = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
+    slope, inter = np.float32(step), np.float32(0.0)
+    if low / slope < info.min or high / slope > info.max:
+        inter = np.float32(round((low + high) / 2))
+        span = max(high - float(inter), float(inter) - low)
+        while span / float(slope) > info.max - 1:
+            slope = np.float32(2 * slope)
+    counts = np.subtract(data, inter)  # one float32 temporary, the rest in place
+    np.rint(np.divide(counts, slope, out=counts), out=counts)
+    counts = np.clip(counts, info.min, info.max, out=counts).astype(store_dtype)
+    return counts, (float(slope), float(inter))
+
+
 def write_nifti_atomic(
     path: str | Path,
     data: np.ndarray,
     affine: np.ndarray,
     dtype: Any = np.float32,
     time_step_s: float | None = None,
+    store_dtype: Any = None,
+    store_step: float = CTP_STORE_STEP_HU,
 ) -> Path:
     """Write ``data`` as NIfTI (``.nii.gz``) with ``affine``, atomically.
 
     ``time_step_s`` sets pixdim[4] of a 4-D image (tools that ignore the ``ctp.json`` sidecar
     read it; for non-uniform frames it is only the median interval, the sidecar stays exact).
+    ``store_dtype`` (an integer type such as ``np.int16``) stores float ``data`` as integers
+    with scl_slope/scl_inter (:func:`quantise`, finest slope ``store_step``), which nibabel's
+    ``get_fdata``/``dataobj`` apply on reading; ``dtype`` is then ignored.
     """
     path = Path(path)
-    image = nib.Nifti1Image(np.asarray(data, dtype=dtype), np.asarray(affine, dtype=np.float64))
+    scaling = None
+    if store_dtype is None:
+        array = np.asarray(data, dtype=dtype)
+    else:
+        array, scaling = quantise(data, store_dtype, store_step)
+    image = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64))
+    if scaling is not None:  # a set slope/inter makes nibabel write the integers unscaled
+        image.header.set_slope_inter(*scaling)
     image.header.set_xyzt_units("mm", "sec")
     if time_step_s is not None and image.ndim == 4:
         image.header.set_zooms((*image.header.get_zooms()[:3], float(time_step_s)))
@@ -349,7 +391,9 @@ def write_case(folder: str | Path, case: Case) -> Path:
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
         step = float(np.median(np.diff(case.frame_times_s)))
-        write_nifti_atomic(tmp / CTP_FILE, case.ctp_hu, case.affine, time_step_s=step)
+        write_nifti_atomic(
+            tmp / CTP_FILE, case.ctp_hu, case.affine, time_step_s=step, store_dtype=np.int16
+        )
         write_json_atomic(
             tmp / SIDECAR_FILE, {"FrameTimes": [float(t) for t in case.frame_times_s]}
         )
@@ -360,5 +404,3 @@ def write_case(folder: str | Path, case: Case) -> Path:
         if case.core is not None:
             write_nifti_atomic(tmp / CORE_FILE, case.core, case.affine, np.uint8)
     return folder
-
-

@@ -116,8 +116,36 @@ def test_forward_plan_equals_forward() -> None:
     rows = torch.randint(0, 300, (77,))
     assert torch.equal(enc.forward_plan(plan, rows), enc(x[rows]))
     assert torch.equal(enc.forward_plan(plan), enc(x))
-    assert plan.rows.dtype == torch.int64 and plan.rows.shape == (300, 2, 8)
+    assert plan.rows.dtype == torch.int32 and plan.rows.shape == (300, 2, 8)  # widened per batch
     assert torch.allclose(plan.weights.sum(-1), torch.ones(300, 2))
+
+
+def reference_rows(enc: HashGridEncoding, x: torch.Tensor) -> torch.Tensor:
+    """int64 rows of every corner, level by level, from the formulas of style.md section 4."""
+    out = []
+    for level in enc.levels:
+        lower = torch.floor((x.double() * level.scale + 0.5).float()).long()
+        corners = []
+        for c in range(2 ** x.shape[1]):
+            vertex = lower + torch.tensor([(c >> k) & 1 for k in range(x.shape[1])])
+            if level.hashed:
+                index = hash_vertices(vertex) % level.rows
+            else:
+                strides = torch.tensor([level.resolution**k for k in range(x.shape[1])])
+                index = (vertex * strides).sum(-1) % level.rows
+            corners.append(index + level.offset)
+        out.append(torch.stack(corners, -1))
+    return torch.stack(out, 1)
+
+
+def test_plan_rows_match_the_int64_formulas_across_chunks(monkeypatch) -> None:
+    # paper grid: dense levels 0-1, hashed 2-15 whose uint32 products wrap (g pi >= 2^32)
+    enc = HashGridEncoding(3, PAPER, backend="torch")
+    x = torch.cat([torch.rand(200, 3), torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])])
+    monkeypatch.setattr("perfusion.fields.encoding._CHUNK", 64)  # four chunks
+    plan = enc.plan(x)
+    assert torch.equal(plan.rows.long(), reference_rows(enc, x))
+    assert torch.equal(enc.forward_plan(plan), enc(x))
 
 
 def test_gradcheck_float64() -> None:
@@ -126,7 +154,7 @@ def test_gradcheck_float64() -> None:
     params = torch.randn(enc.params.numel(), dtype=torch.float64, requires_grad=True)
     weights = plan.weights.double().requires_grad_(True)
     assert torch.autograd.gradcheck(
-        lambda p, w: _GatherInterp.apply(p, plan.rows, w, 2), (params, weights)
+        lambda p, w: _GatherInterp.apply(p, plan.rows.long(), w, 2), (params, weights)
     )
 
 
@@ -136,7 +164,7 @@ def test_gradients_reach_the_table() -> None:
     enc(x)[:, 0].sum().backward()  # feature 0 of level 0 only
     plan = enc.plan(x)
     expected = torch.zeros(enc.params.numel() // 2)
-    expected.index_add_(0, plan.rows[:, 0].reshape(-1), plan.weights[:, 0].reshape(-1))
+    expected.index_add_(0, plan.rows[:, 0].reshape(-1).long(), plan.weights[:, 0].reshape(-1))
     grad = enc.params.grad.view(-1, 2)
     assert torch.allclose(grad[:, 0], expected) and grad[:, 1].abs().max() == 0
     assert grad[:, 0].sum().item() == pytest.approx(50.0)

@@ -19,6 +19,7 @@ from perfusion.io import (
     read_curves,
     voxel_spacing_mm,
     write_curves,
+    write_nifti_atomic,
 )
 
 
@@ -36,6 +37,25 @@ def test_case_round_trip_keeps_values_times_curves_and_masks(tmp_path: Path) -> 
     # pixdim[4] carries the median interval for tools that ignore ctp.json (intervals 1-3 s)
     zooms = nib.load(str(tmp_path / "case" / "ctp.nii.gz")).header.get_zooms()
     assert zooms[3] == pytest.approx(np.median(np.diff(TIMES_S)))
+    # stored as int16 counts of 0.1 HU: integer HU (as scanners store them) come back exactly
+    image = nib.load(str(tmp_path / "case" / "ctp.nii.gz"))
+    assert image.get_data_dtype() == np.int16
+    assert (image.dataobj.slope, image.dataobj.inter) == (np.float32(0.1), 0.0)
+
+
+def test_int16_storage_rounds_to_the_slope_and_widens_it_for_large_ranges(tmp_path: Path) -> None:
+    values = np.array([-1000.0, 0.0, 37.0, 12.34, -0.06], dtype=np.float32).reshape(1, 1, 1, 5)
+    write_nifti_atomic(tmp_path / "a.nii.gz", values, AFFINE, store_dtype=np.int16)
+    back = nib.load(str(tmp_path / "a.nii.gz")).get_fdata(dtype=np.float32).ravel()
+    np.testing.assert_allclose(back, [-1000.0, 0.0, 37.0, 12.3, -0.1], atol=1e-4)
+    # +-20000 HU: 0.1, 0.2 and 0.4 HU steps overflow int16 (200000, 100000, 50000 counts),
+    # 0.8 HU gives 25000 counts; every value is then within half a step (0.4 HU)
+    wide = np.array([-20000.0, 0.3, 123.45, 20000.0], dtype=np.float32).reshape(1, 1, 1, 4)
+    write_nifti_atomic(tmp_path / "b.nii.gz", wide, AFFINE, store_dtype=np.int16)
+    image = nib.load(str(tmp_path / "b.nii.gz"))
+    assert (image.dataobj.slope, image.dataobj.inter) == (np.float32(0.8), 0.0)
+    back = image.get_fdata(dtype=np.float32).ravel()
+    assert np.abs(back - wide.ravel()).max() <= 0.4 + 1e-3
 
 
 def test_frame_times_from_pixdim_with_units(tmp_path: Path) -> None:

@@ -130,7 +130,11 @@ def n_params(n_dims: int, tcnn_config: Mapping[str, Any]) -> int:
 
 
 def hash_vertices(vertex: torch.Tensor) -> torch.Tensor:
-    """tcnn ``fast_hash``: XOR over axes of (g_k * pi_k mod 2^32); int64 [..., d] -> int64 [...]."""
+    """tcnn ``fast_hash``: XOR over axes of (g_k * pi_k mod 2^32); int64 [..., d] -> int64 [...].
+
+    The reference (exact products, then their low 32 bits); :func:`corner_rows` keeps only the
+    low T bits of each product, which is all that ``mod 2^T`` reads.
+    """
     primes = torch.tensor(HASH_PRIMES[: vertex.shape[-1]], dtype=torch.int64, device=vertex.device)
     terms = (vertex * primes) & 0xFFFFFFFF  # g < 2^13 and pi < 2^32: the int64 product is exact
     out = terms[..., 0]
@@ -141,10 +145,15 @@ def hash_vertices(vertex: torch.Tensor) -> torch.Tensor:
 
 def level_tensors(levels: list[GridLevel], device: torch.device | str | None = None) -> dict:
     """Per-level constants as tensors [L]: float32 ``scale``, int64 ``resolution``, ``rows``,
-    ``offset``, bool ``hashed``."""
+    ``offset``, bool ``hashed``, and int32 ``stride`` [L, 4] (res^k on dense levels, 0 on
+    hashed ones, whose res^k need not fit)."""
 
     def as_tensor(name: str, dtype: torch.dtype) -> torch.Tensor:
         return torch.tensor([getattr(lv, name) for lv in levels], dtype=dtype, device=device)
+
+    def strides(lv: GridLevel) -> list[int]:  # a dense level's res^d <= n_l <= 2^30: res^k
+        powers = [lv.resolution**k for k in range(4)]  # with k < d fits int32 (k >= d: unused)
+        return [0 if lv.hashed or p >= 2**31 else p for p in powers]
 
     return {
         "scale": as_tensor("scale", torch.float32),
@@ -152,7 +161,19 @@ def level_tensors(levels: list[GridLevel], device: torch.device | str | None = N
         "rows": as_tensor("rows", torch.int64),
         "offset": as_tensor("offset", torch.int64),
         "hashed": as_tensor("hashed", torch.bool),
+        "stride": torch.tensor([strides(lv) for lv in levels], dtype=torch.int32, device=device),
     }
+
+
+def level_runs(levels: list[GridLevel]) -> list[tuple[int, int, bool]]:
+    """Maximal runs (start, stop, hashed) of levels stored alike: one run of dense levels, then
+    one of hashed ones (res_l grows with l), so :func:`corner_rows` slices instead of indexing."""
+    runs, start = [], 0
+    for level in range(1, len(levels) + 1):
+        if level == len(levels) or levels[level].hashed != levels[start].hashed:
+            runs.append((start, level, levels[start].hashed))
+            start = level
+    return runs
 
 
 def level_positions(x: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,58 +183,69 @@ def level_positions(x: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor,
         x: float32 [N, d] in [0, 1].
         scale: float32 [L] level scales.
     Returns:
-        g: int64 [N, L, d] lower vertex; w: float32 [N, L, d] in [0, 1) (differentiable in x).
+        g: int32 [N, L, d] lower vertex; w: float32 [N, L, d] in [0, 1) (differentiable in x).
     """
     # fmaf(scale, x, 0.5f) rounds once: the float64 product of two float32 is exact.
-    pos = (x.double()[:, None, :] * scale.double()[None, :, None] + 0.5).float()
+    half = torch.tensor(0.5, dtype=torch.float64, device=x.device)
+    pos = torch.addcmul(half, x.double()[:, None, :], scale.double()[None, :, None]).float()
     lower = torch.floor(pos.detach())
-    return lower.long(), pos - lower
+    return lower.int(), pos - lower
 
 
-def corner_rows(lower: torch.Tensor, lv: dict) -> torch.Tensor:
-    """Table rows of the 2^d corners of each cell: int64 [N, L, d] -> int64 [N, L, 2^d].
+def corner_rows(
+    lower: torch.Tensor, lv: dict, runs: list[tuple[int, int, bool]], out: torch.Tensor
+) -> torch.Tensor:
+    """Rows of the flat table (offsets included) of the 2^d corners of each cell, written into
+    ``out``: int32 [N, L, d] -> ``out`` int32 (or int64) [N, L, 2^d], which is returned.
 
     Dense levels: sum_k g_k res^k (axis 0 fastest); hashed levels: XOR_k (g_k pi_k mod 2^32);
     both mod n_l (dense upper corners past the last vertex wrap, as in tcnn; never clamped),
-    then + the level's offset. Corner c takes g_k + bit_k(c) on axis k.
+    then + the level's offset. Corner c takes g_k + bit_k(c) on axis k. ``runs`` comes from
+    :func:`level_runs`.
+
+    Exact in 32 bits after one int64 step: a dense sum is <= sum_k res^(k+1) < 2 res^d <= 2^31
+    (g_k + 1 <= res_l); each hashed axis term g_k pi_k is an exact int64 product, and as
+    n_l = 2^T divides 2^32 and XOR acts bit by bit, masking it to its low T bits before the
+    int32 XOR gives the rows of the reference :func:`hash_vertices`. The table must have < 2^31
+    rows for an int32 ``out``.
     """
     n_dims = lower.shape[-1]
-    hashed = lv["hashed"]
-    out = torch.empty(*lower.shape[:2], 2**n_dims, dtype=torch.int64, device=lower.device)
-    for is_hashed in (False, True):
-        levels = torch.nonzero(hashed == is_hashed).flatten()
-        if len(levels) == 0:
-            continue
-        if len(levels) == hashed.numel():
-            vertex = lower[:, :, :, None] + torch.arange(2, device=lower.device)
+    axes = lower.permute(2, 0, 1)  # [d, n, L]: corner-major terms keep inner loops n*l long
+    for start, stop, hashed in runs:
+        g, rows = axes[:, :, start:stop], out[:, start:stop]  # [d, n, l], [n, l, 2^d]
+        if hashed:  # every hashed level holds n_l = 2^T rows: "mod n_l" is a bit mask
+            primes = torch.tensor(HASH_PRIMES[:n_dims], device=g.device)[:, None, None, None]
+            vertex = torch.stack([g, g + 1], 1).long()  # [d, 2, n, l]: exact int64 products
+            terms = (vertex * primes) & (int(lv["rows"][start]) - 1)  # low T bits of each
+            terms, op = terms.to(torch.int32), torch.bitwise_xor
         else:
-            vertex = lower.index_select(1, levels)[:, :, :, None] + torch.arange(
-                2, device=lower.device
-            )
-        if is_hashed:  # [n, l, d, 2] per-axis terms, combined over corners by XOR
-            primes = torch.tensor(HASH_PRIMES[:n_dims], device=lower.device)
-            index = _combine((vertex * primes[:, None]) & 0xFFFFFFFF, torch.bitwise_xor)
-        else:  # per-axis g_k res^k, combined by +
-            strides = lv["resolution"][levels, None] ** torch.arange(n_dims, device=lower.device)
-            index = _combine(vertex * strides[None, :, :, None], torch.add)
-        rows, offset = lv["rows"][levels, None], lv["offset"][levels, None]
-        # hashed levels hold exactly 2^T rows, so "mod n_l" is a bit mask there
-        index = index & (rows - 1) if is_hashed else index % rows
-        out[:, levels] = index + offset
+            step, op = lv["stride"][start:stop, :n_dims].T[:, None, :], torch.add
+            low = g * step
+            terms = torch.stack([low, low + step], 1)
+        _combine(terms, op, out=rows.permute(2, 0, 1))
+        if not hashed:
+            torch.remainder(rows, lv["rows"][start:stop, None].to(rows.dtype), out=rows)
+        rows += lv["offset"][start:stop, None].to(rows.dtype)
     return out
 
 
-def _combine(per_axis: torch.Tensor, op) -> torch.Tensor:  # noqa: ANN001
-    """[..., d, 2] terms (bit 0, bit 1 of each axis) -> [..., 2^d], corner c = sum_k bit_k 2^k."""
-    combo = per_axis[..., 0, :]
-    for k in range(1, per_axis.shape[-2]):
-        combo = op(per_axis[..., k, :, None], combo[..., None, :]).flatten(-2)
+def _combine(terms: torch.Tensor, op, out: torch.Tensor | None = None) -> torch.Tensor:  # noqa: ANN001
+    """Terms [d, 2, ...] (bit 0, bit 1 of each axis) -> [2^d, ...], corner c = sum_k bit_k 2^k,
+    combined as op(t_{d-1}, ... op(t_1, t_0)); the last step writes into ``out`` [2^d, ...] when
+    given (a strided view is fine)."""
+    combo, n_dims = terms[0], terms.shape[0]
+    for k in range(1, n_dims):
+        target = None if out is None or k < n_dims - 1 else out.unflatten(0, (2, 2**k))
+        combo = op(terms[k][:, None], combo[None], out=target).flatten(0, 1)
     return combo
 
 
-def corner_weights(frac: torch.Tensor) -> torch.Tensor:
+def corner_weights(frac: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """N-linear weights of the 2^d corners: prod_k (w_k if bit_k(c) else 1 - w_k).
 
-    float [N, L, d] -> float [N, L, 2^d] (corner c = sum_k bit_k 2^k, as in :func:`corner_rows`).
+    float [N, L, d] -> float [N, L, 2^d] (corner c = sum_k bit_k 2^k, as in :func:`corner_rows`),
+    written into ``out`` when given.
     """
-    return _combine(torch.stack([1.0 - frac, frac], dim=-1), torch.mul)
+    w = frac.permute(2, 0, 1)
+    target = None if out is None else out.permute(2, 0, 1)
+    return _combine(torch.stack([1.0 - w, w], 1), torch.mul, out=target).permute(1, 2, 0)
