@@ -1,0 +1,122 @@
+"""Configuration of a perfusion fit (``configs/fit.yaml``; SPPINN preset ``configs/model/sppinn.yaml``).
+
+Defaults follow resppinn-paper.txt Table 2 (fields, Adam 1e-3, OneCycleLR without warm-up,
+batch 25,000) and Table 3 (equal-weight L1 losses), except where a measurement on the project's
+phantoms chose otherwise (``loss.variant``; see the field docstrings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from perfusion.domain import DomainConfig
+from perfusion.fields.config import FieldsConfig
+from perfusion.preprocess import PreprocessConfig
+
+METHODS = ("resppinn", "sppinn", "bsvd", "nlr")
+LOSS_VARIANTS = ("literal", "detached")
+STEPS_WITHOUT_INIT = 5000
+STEPS_WITH_INIT = 500
+
+
+@dataclass
+class LossConfig:
+    """Which gradients the Eq. (4) residual sends where."""
+
+    variant: str = "detached"
+    """``literal``: the paper's loss, the residual also trains f_TAC through dC/dt. ``detached``:
+    dC/dt is detached in the residual, so the data term alone fits f_TAC and the residual trains
+    f_ODE, f_AIF and the shared encoding (the literal loss collapses to CBF ~ 0 on noisy data)."""
+
+
+@dataclass
+class OptimConfig:
+    """Adam + OneCycleLR (Table 2)."""
+
+    lr: float = 5e-3
+    """Peak learning rate of OneCycleLR. Table 2 says 1e-3; on the default 128x128x32 phantom at
+    500 steps (no init, detached loss) 5e-3 fitted better: sigma 5 HU CBF r 0.66 vs 0.55, Tmax>6 s
+    Dice 0.83 vs 0.00; sigma 10 HU (1.5-voxel smoothing) r 0.57 vs 0.47, Dice 0.67 vs 0.00."""
+    warmup_share: float = 0.0
+    """Share of steps rising to ``lr`` (Table 2: no warm-up; 0 starts at ``lr``)."""
+    final_div_factor: float = 1e4
+    """The last learning rate is lr / (div_factor * final_div_factor), as in torch's default."""
+    div_factor: float = 25.0
+    """Initial lr = lr / div_factor when there is a warm-up (torch's default)."""
+
+
+@dataclass
+class SamplingConfig:
+    """Random voxel-time batches from the tissue mask and continuous collocation times."""
+
+    batch_size: int = 25000
+    """Voxel-time samples per step (Table 2: 25,000); collocation times use the same voxels."""
+    heldout_share: float = 0.02
+    """Share of voxel-time samples never trained on; their L_TAC measures fit quality."""
+    heldout_max: int = 25000
+    """At most this many held-out samples are evaluated (cost of one forward pass)."""
+    val_every: int = 50
+    """Steps between held-out evaluations (``val/tac``)."""
+
+
+@dataclass
+class TrackingConfig:
+    """W&B logging through Lightning's WandbLogger (offline unless WANDB_MODE says otherwise)."""
+
+    enabled: bool = True
+    """Log to W&B; the mode comes from ``WANDB_MODE`` (the CLI defaults it to ``offline``)."""
+    project: str = "perfusion"
+    """W&B project name."""
+    group: str | None = None
+    """W&B group (a benchmark or sweep sets it)."""
+    save_dir: str | None = None
+    """Folder of the W&B run files; null = ``wandb-runs/`` beside the output folder (not inside it)."""
+
+
+@dataclass
+class FitConfig:
+    """One ``perfusion fit`` run."""
+
+    method: str = "resppinn"
+    """``resppinn`` (3-D hash-grid fields), ``sppinn`` (2-D slice-wise, no encoding), ``bsvd``
+    or ``nlr`` (classical baselines, same outputs)."""
+    steps: int | None = None
+    """Optimiser steps; null = 5000 without ``init``, 500 with one."""
+    init: str | None = None
+    """Path of a meta-learned initialisation checkpoint (see perfusion.fitting.init)."""
+    seed: int = 0
+    """Seed of sampling and network initialisation."""
+    device: str = "auto"
+    """``cpu``, ``cuda`` or ``auto`` (cuda when available)."""
+    threads: int = 1
+    """torch CPU threads during the fit (restored after); 0 leaves torch's default. One thread is
+    the default because on a shared 2-core machine two OpenMP threads made a B=25k step 4.7x
+    slower (1.79 s vs 0.38 s, load ~9), while an idle machine gains at most ~1.5x from two."""
+    slice_wise: bool = False
+    """Fit each axial slice separately with 2-D coordinates (SPPINN)."""
+    aif_prefit_steps: int = 300
+    """Adam steps fitting f_AIF alone to the AIF samples before the joint fit (~0.5 s)."""
+    aif_prefit_lr: float = 1e-2
+    """Learning rate of the f_AIF pre-fit."""
+    select_best: bool = False
+    """Keep the weights of the step with the lowest held-out L_TAC (label-free step choice)."""
+    early_stop_patience: int = 0
+    """Stop after this many held-out evaluations without improvement; 0 = never."""
+    progress_bar: bool = True
+    """Show a progress bar while fitting."""
+    report: bool = True
+    """Write report.png."""
+    domain: DomainConfig = field(default_factory=DomainConfig)
+    fields: FieldsConfig = field(default_factory=FieldsConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def resolve_steps(cfg: FitConfig) -> int:
+    """The step count: ``cfg.steps`` if set, else 500 with an initialisation and 5000 without."""
+    if cfg.steps is not None:
+        return int(cfg.steps)
+    return STEPS_WITH_INIT if cfg.init else STEPS_WITHOUT_INIT

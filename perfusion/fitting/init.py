@@ -1,0 +1,82 @@
+"""Loading a field initialisation (``perfusion fit init=PATH``): the one place that reads one.
+
+A checkpoint is a ``torch.save`` dict with at least ``state_dict`` (PerfusionFields weights) and
+``architecture`` (``PerfusionFields.architecture()``); when present, ``domain`` (the fixed
+scales) must match the fit's Domain, because an initialisation is an anatomical prior in those
+units. Meta-learning (perfusion.meta) writes these; ``fit`` records the checkpoint's ``fit``
+settings (steps, batch, loss) so the fit can repeat the inner loop.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from perfusion.errors import PerfusionError
+
+
+def read_init(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint dict; missing or unreadable files raise :class:`PerfusionError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise PerfusionError("initialisation checkpoint not found", path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for corrupt or foreign files
+        raise PerfusionError(f"unreadable checkpoint ({type(exc).__name__})", path) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise PerfusionError("not a field initialisation (no 'state_dict')", path)
+    return checkpoint
+
+
+def load_init(
+    fields: nn.Module, path: str | Path, domain_scales: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """Load the initialisation at ``path`` into ``fields`` after checking it fits.
+
+    Refuses (one-line :class:`PerfusionError`) another architecture, other Domain scales, or
+    weights that do not match the module. Returns the checkpoint (for its recorded settings).
+    """
+    path = Path(path)
+    checkpoint = read_init(path)
+    expected = fields.architecture()
+    found = checkpoint.get("architecture")
+    if found is not None and found != expected:
+        keys = sorted(k for k in set(expected) | set(found) if expected.get(k) != found.get(k))
+        raise PerfusionError(f"checkpoint architecture differs from the fit's in {keys}", path)
+    saved_scales = checkpoint.get("domain")
+    if domain_scales is not None and saved_scales is not None:
+        differ = sorted(k for k in domain_scales if saved_scales.get(k) != domain_scales[k])
+        if differ:
+            raise PerfusionError(f"checkpoint domain scales differ in {differ}", path)
+    try:
+        fields.load_state_dict(checkpoint["state_dict"], strict=True)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PerfusionError(f"checkpoint does not fit the fields: {first}", path) from None
+    return checkpoint
+
+
+def init_overrides(path: str | Path, user_overrides: list[str]) -> tuple[list[str], list[str]]:
+    """The checkpoint's recorded inner-loop settings as ``key=value`` overrides, and warnings.
+
+    A fit from an initialisation must repeat Reptile's inner loop (steps, batch, optimiser, loss,
+    AIF pre-fit, preprocessing). Returns (overrides to apply before the user's, one warning per
+    user override that changes a recorded setting).
+    """
+    settings = read_init(path).get("fit") or {}
+    user = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in user_overrides if "=" in o}
+    applied, warnings = [], []
+    for key, value in settings.items():
+        text = json.dumps(value)  # YAML reads JSON scalars and lists (null, true, [1, 2])
+        applied.append(f"{key}={text}")
+        if key in user and user[key] != str(value) and user[key] != text:
+            warnings.append(
+                f"{key}={user[key]} overrides the initialisation's inner loop ({key}={text}); "
+                "the learned initialisation was made for the latter"
+            )
+    return applied, warnings

@@ -1,0 +1,118 @@
+"""Perfusion maps from fitted parameters: units, masking of unphysical values, NIfTI output.
+
+Every method (neural fields or classical baselines) ends here with per-voxel physical values,
+so the output contract (cbf, cbv, mtt, tmax, delay .nii.gz: float32 on the scan grid and affine,
+zero outside the brain; tissuemask.nii.gz; fitqc.nii.gz) is written in one place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from perfusion.io import write_nifti_atomic
+from perfusion.units import cbv_from_cbf_mtt, flow_to_cbf, tmax_box
+
+MAP_NAMES = ("cbf", "cbv", "mtt", "tmax", "delay")
+"""The five maps, in ml/100g/min, ml/100g, s, s, s."""
+
+PHYSICAL_RANGE = {
+    "cbf": (0.0, 300.0),
+    "cbv": (0.0, 40.0),
+    "mtt": (0.0, 40.0),
+    "tmax": (-20.0, 60.0),
+    "delay": (-20.0, 60.0),
+}
+"""Values outside these bounds (or non-finite) are unphysical: written as 0 and counted.
+
+Generous bounds: the highest grey-matter CBF in adults is ~100-150; block-circulant SVD may put
+Tmax and delay before the AIF (negative), so negative times are allowed down to -20 s.
+"""
+
+
+def maps_from_params(flow_per_s: np.ndarray, mtt_s: np.ndarray, delay_s: np.ndarray) -> dict:
+    """Eq. (1) parameters (F [1/s], MTT [s], t_d [s]) -> the five maps (same shape)."""
+    cbf = np.asarray(flow_to_cbf(np.asarray(flow_per_s, dtype=np.float64)))
+    mtt = np.asarray(mtt_s, dtype=np.float64)
+    delay = np.asarray(delay_s, dtype=np.float64)
+    return {
+        "cbf": cbf,
+        "cbv": np.asarray(cbv_from_cbf_mtt(cbf, mtt)),
+        "mtt": mtt,
+        "tmax": np.asarray(tmax_box(delay, mtt)),
+        "delay": delay,
+    }
+
+
+def scatter(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Values (V,) at ``mask``'s True voxels (C order) -> float64 volume, 0 elsewhere."""
+    volume = np.zeros(mask.shape, dtype=np.float64)
+    volume[mask] = values
+    return volume
+
+
+def mask_unphysical(maps: dict, brain: np.ndarray) -> tuple[dict, np.ndarray, dict]:
+    """Zero every map outside ``brain`` and at voxels with unphysical values.
+
+    Returns:
+        (masked maps as float32, valid bool volume (brain voxels with all five maps physical),
+        counts: {map: voxels out of range or non-finite inside the brain, "any": voxels masked}).
+    """
+    valid = brain.copy()
+    counts = {}
+    for name in MAP_NAMES:
+        low, high = PHYSICAL_RANGE[name]
+        values = maps[name]
+        bad = brain & ~(np.isfinite(values) & (values >= low) & (values <= high))
+        counts[name] = int(bad.sum())
+        valid &= ~bad
+    counts["any"] = int((brain & ~valid).sum())
+    masked = {n: np.where(valid, maps[n], 0.0).astype(np.float32) for n in MAP_NAMES}
+    return masked, valid, counts
+
+
+def write_maps(
+    folder: Path,
+    maps: dict,
+    affine: np.ndarray,
+    tissue: np.ndarray,
+    fitqc: np.ndarray,
+) -> list[str]:
+    """Write the five maps, ``tissuemask.nii.gz`` (uint8) and ``fitqc.nii.gz``; returns the names."""
+    names = []
+    for name in MAP_NAMES:
+        write_nifti_atomic(folder / f"{name}.nii.gz", maps[name], affine, np.float32)
+        names.append(f"{name}.nii.gz")
+    write_nifti_atomic(folder / "tissuemask.nii.gz", tissue, affine, np.uint8)
+    write_nifti_atomic(folder / "fitqc.nii.gz", fitqc, affine, np.float32)
+    return [*names, "tissuemask.nii.gz", "fitqc.nii.gz"]
+
+
+def box_model_fitqc(
+    maps: dict,
+    mask: np.ndarray,
+    tissue_hu: np.ndarray,
+    frame_times_s: np.ndarray,
+    aif_hu: np.ndarray,
+) -> np.ndarray:
+    """Mean |data - Eq. (1) prediction| (ΔHU) per ``mask`` voxel, for methods without f_TAC.
+
+    The prediction is ``F [cumA(t - t_d) - cumA(t - t_d - MTT)]`` with the AIF integrated by the
+    trapezoid rule on a 0.1 s grid and zero before the first frame.
+    """
+    times = np.asarray(frame_times_s, dtype=np.float64)
+    fine = np.arange(times[0], times[-1] + 0.1, 0.1)
+    aif_fine = np.interp(fine, times, aif_hu)
+    cumulative = np.concatenate([[0.0], np.cumsum(0.5 * (aif_fine[1:] + aif_fine[:-1]) * 0.1)])
+    flow = maps["cbf"][mask] / float(flow_to_cbf(1.0))
+    delay, mtt = maps["delay"][mask], maps["mtt"][mask]
+    data = tissue_hu[mask]
+    values = np.empty(len(flow), dtype=np.float64)
+    for start in range(0, len(flow), 20000):
+        sl = slice(start, start + 20000)
+        shifted = times[None, :] - delay[sl, None]
+        upper = np.interp(shifted, fine, cumulative, left=0.0)
+        lower = np.interp(shifted - mtt[sl, None], fine, cumulative, left=0.0)
+        values[sl] = np.abs(flow[sl, None] * (upper - lower) - data[sl]).mean(axis=1)
+    return scatter(values, mask).astype(np.float32)

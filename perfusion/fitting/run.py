@@ -1,0 +1,190 @@
+"""``fit_case``: a case folder in, the fit output folder out (every method, one contract).
+
+Output folder: cbf, cbv, mtt, tmax, delay ``.nii.gz`` (float32, scan grid and affine, 0 outside
+the brain), ``tissuemask.nii.gz``, ``fitqc.nii.gz``, ``summary.json``, ``config.yaml`` and
+``report.png``, all moved in together (:func:`perfusion.io.atomic_dir`): a failed fit leaves none.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from perfusion.config import save_resolved, to_object
+from perfusion.errors import PerfusionError
+from perfusion.fitting.config import METHODS, FitConfig
+from perfusion.fitting.defuse import defuse3_summary
+from perfusion.fitting.maps import (
+    MAP_NAMES,
+    box_model_fitqc,
+    maps_from_params,
+    mask_unphysical,
+    write_maps,
+)
+from perfusion.fitting.neural import fit_fields
+from perfusion.fitting.report import write_report
+from perfusion.io import atomic_dir, read_case, write_json_atomic
+from perfusion.prepared import PREPARED_JSON, PreparedCase
+from perfusion.units import TMAX_CONVENTION
+
+TMAX_CONVENTIONS = {
+    "bsvd": "tmax = argmax of the deconvolved residue (s after the AIF); delay = tmax - mtt/2",
+}
+
+NOTE = (
+    "Tmax is well determined by the data; its split into delay and MTT is not "
+    "(a shorter delay with a longer MTT fits almost as well), so read delay and MTT with care."
+)
+
+
+def load_prepared(case_dir: str | Path, cfg: FitConfig, progress: Any = None) -> PreparedCase:
+    """A preprocessed folder (``prepared.json``) as is, else read the case and preprocess it.
+
+    ``progress``, when given, receives preprocessing's one-line progress messages.
+    """
+    folder = Path(case_dir)
+    if (folder / PREPARED_JSON).is_file():
+        return PreparedCase.load(folder)
+    case = read_case(folder)
+    try:
+        from perfusion.preprocess import prepare_case
+    except ImportError:
+        raise PerfusionError("preprocessing is not available (perfusion.preprocess)") from None
+    return prepare_case(case, cfg.preprocess, progress=progress)
+
+
+def fit_case(
+    case_dir: str | Path, cfg: FitConfig | DictConfig, out_dir: str | Path, logger: Any = None
+) -> dict[str, Any]:
+    """Fit maps to the case at ``case_dir`` with ``cfg.method``; write the output folder.
+
+    Args:
+        case_dir: a case folder (preprocessed here) or a preprocessed folder.
+        cfg: FitConfig (dataclass or structured DictConfig, saved as ``config.yaml``).
+        out_dir: the output folder (created; existing files it writes are replaced).
+        logger: optional Lightning logger (perfusion.tracking builds the W&B one).
+
+    Returns:
+        The ``summary.json`` dict.
+    """
+    fit_cfg: FitConfig = to_object(cfg) if isinstance(cfg, DictConfig) else cfg
+    if fit_cfg.method not in METHODS:
+        raise PerfusionError(f"method: {fit_cfg.method!r}, expected one of {METHODS}")
+    threads = torch.get_num_threads()
+    if fit_cfg.threads > 0:
+        torch.set_num_threads(fit_cfg.threads)
+    try:
+        return _fit_and_write(case_dir, cfg, fit_cfg, Path(out_dir), logger)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_and_write(case_dir, cfg, fit_cfg: FitConfig, out_dir: Path, logger: Any) -> dict[str, Any]:
+    start = time.perf_counter()
+    say = (
+        (lambda message: print(f"[preprocess] {message}", file=sys.stderr))
+        if fit_cfg.progress_bar
+        else None
+    )
+    prepared = load_prepared(case_dir, fit_cfg, say)
+    if fit_cfg.method in ("bsvd", "nlr"):
+        raw, fitqc, extra = _baseline(prepared, fit_cfg.method)
+    else:
+        fit = fit_fields(prepared, fit_cfg, logger)
+        raw = maps_from_params(fit.flow_per_s, fit.mtt_s, fit.delay_s)
+        fitqc = fit.fitqc_hu
+        extra = {"fit": fit}
+    maps, valid, counts = mask_unphysical(raw, prepared.brain)
+    if fitqc is None:
+        fitqc = box_model_fitqc(
+            maps,
+            prepared.tissue & valid,
+            prepared.tissue_hu,
+            prepared.frame_times_s,
+            prepared.aif_hu,
+        )
+    wall = time.perf_counter() - start
+    summary = _summary(prepared, fit_cfg, maps, valid, counts, wall, extra.get("fit"), case_dir)
+    with atomic_dir(out_dir) as tmp:
+        write_maps(tmp, maps, prepared.affine, prepared.tissue, fitqc)
+        write_json_atomic(tmp / "summary.json", summary)
+        save_resolved(cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg), tmp)
+        if fit_cfg.report:
+            write_report(tmp / "report.png", maps, prepared, summary, extra.get("fit"))
+    if logger is not None:
+        _log_summary(logger, summary, Path(out_dir))
+    return summary
+
+
+def _baseline(prepared: PreparedCase, method: str) -> tuple[dict, None, dict]:
+    """Classical maps from ``perfusion.baselines.<method>.fit_<method>(prepared)`` (bsvd, nlr)."""
+    try:
+        module = importlib.import_module(f"perfusion.baselines.{method}")
+    except ImportError:
+        raise PerfusionError(
+            f"method={method}: perfusion.baselines.{method} is not available"
+        ) from None
+    function = getattr(module, f"fit_{method}", None)
+    if function is None:
+        raise PerfusionError(f"perfusion.baselines.{method} has no fit_{method}(prepared)")
+    result = function(prepared)
+    missing = [n for n in MAP_NAMES if n not in result]
+    if missing:
+        raise PerfusionError(f"method={method}: baseline returned no {missing}")
+    return {n: np.asarray(result[n], dtype=np.float64) for n in MAP_NAMES}, None, {}
+
+
+def _summary(prepared, cfg, maps, valid, counts, wall, fit, case_dir) -> dict[str, Any]:
+    standard = prepared.standard_mm()[:, 0].reshape(prepared.shape)
+    usable = prepared.tissue & valid
+    summary: dict[str, Any] = {
+        "method": cfg.method,
+        "case": str(case_dir),
+        "wall_time_s": wall,
+        "tmax_convention": TMAX_CONVENTIONS.get(cfg.method, TMAX_CONVENTION),
+        "note": NOTE,
+        "units": {"cbf": "ml/100g/min", "cbv": "ml/100g", "mtt": "s", "tmax": "s", "delay": "s"},
+        "scan_to_standard": prepared.scan_to_standard,
+        "bolus_arrival_s": prepared.bolus_arrival_s,
+        "unphysical_voxels": counts,
+        "brain_voxels": int(prepared.brain.sum()),
+        "tissue_voxels": int(prepared.tissue.sum()),
+        "medians_in_tissue": {n: _median(maps[n][usable]) for n in MAP_NAMES},
+        "defuse3": defuse3_summary(maps, usable, standard, prepared.voxel_volume_ml),
+    }
+    summary["affected_side"] = summary["defuse3"]["affected_side"]
+    if fit is not None:
+        summary.update(
+            steps=fit.steps,
+            loss_variant=cfg.loss.variant,
+            losses=fit.losses,
+            history=fit.history,  # per-step losses (Domain units), for loss-vs-step figures
+            fitqc="mean |f_TAC - data| over frames (ΔHU) per tissue voxel",
+            **fit.info,
+        )
+    else:
+        summary.update(steps=0, losses={}, fitqc="mean |Eq. (1) prediction - data| (ΔHU)")
+    return summary
+
+
+def _median(values: np.ndarray) -> float:
+    return float(np.median(values)) if values.size else float("nan")
+
+
+def _log_summary(logger: Any, summary: dict[str, Any], out_dir: Path) -> None:
+    """Summary numbers and the report image to the run's logger (W&B)."""
+    numbers = {
+        f"summary/{k}": v for k, v in summary["defuse3"].items() if isinstance(v, int | float)
+    }
+    numbers["summary/wall_time_s"] = summary["wall_time_s"]
+    logger.log_metrics(numbers)
+    report = out_dir / "report.png"
+    if report.is_file() and hasattr(logger, "log_image"):
+        logger.log_image(key="maps/report", images=[str(report)])

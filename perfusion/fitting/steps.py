@@ -1,0 +1,140 @@
+"""The fit's pure step: losses of one batch, one optimiser step, the optimiser and the f_AIF pre-fit.
+
+Shared verbatim by :class:`~perfusion.fitting.module.FieldFitModule` (Lightning, automatic
+optimisation) and by Reptile's inner loop (plain torch optimisers per task), so that a fit from
+a meta-learned initialisation repeats the inner loop exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from perfusion.errors import PerfusionError
+from perfusion.fitting.config import LOSS_VARIANTS, OptimConfig
+from perfusion.fitting.sampling import CaseSamples, FitBatch
+from perfusion.physics import l1, ode_residual, total_loss
+
+
+@dataclass
+class LossTerms:
+    """Scalar losses of one batch (Eq. (5), Table 3), each a 0-d tensor in unit attenuation."""
+
+    total: Tensor
+    tac: Tensor
+    aif: Tensor
+    ode: Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        return {k: float(v.detach()) for k, v in vars(self).items()}
+
+
+class FeatureSource:
+    """Spatial features of a case's V fixed voxel positions, looked up by row.
+
+    With a hash encoding, every voxel's corner rows and trilinear weights are computed once
+    (``encoding.plan``) and each step only gathers its rows (``forward_plan``): the geometry
+    never changes during a fit, only the table does. Without one (SPPINN) the features are the
+    coordinates themselves.
+    """
+
+    def __init__(self, fields: nn.Module, x: Tensor) -> None:
+        self.plan = fields.plan(x)
+
+    def __call__(self, fields: nn.Module, rows: Tensor) -> Tensor:
+        """(B,) int64 rows -> (B, E) features."""
+        return fields.features_plan(self.plan, rows)
+
+
+def compute_losses(
+    fields: nn.Module, features: FeatureSource, samples: CaseSamples, batch: FitBatch, variant: str
+) -> LossTerms:
+    """L_TAC, L_AIF and L_ODE (Eq. (4)) of one batch; ``variant`` is ``literal`` or ``detached``.
+
+    L_AIF is the mean over all T frames, the expectation of Table 3's per-sample mean over the
+    batch's frame times at T instead of B evaluations. ``detached`` stops the residual's gradient
+    into f_TAC (dC/dt enters as data), so a noisy f_TAC cannot flatten to satisfy the ODE.
+    """
+    if variant not in LOSS_VARIANTS:
+        raise PerfusionError(f"loss.variant: {variant!r}, expected one of {LOSS_VARIANTS}")
+    feat = features(fields, batch.rows)
+    loss_tac = l1(fields.tac(feat, batch.t), batch.tac)
+    loss_aif = l1(fields.aif(samples.frame_t.unsqueeze(1)), samples.aif.unsqueeze(1))
+    tau = batch.tau.detach().requires_grad_(True)
+    literal = variant == "literal"
+    with torch.enable_grad():
+        c_tau = fields.tac(feat if literal else feat.detach(), tau)
+        (dc_dtau,) = torch.autograd.grad(c_tau.sum(), tau, create_graph=literal)
+    if not literal:
+        dc_dtau = dc_dtau.detach()
+    flow, mtt, delay = fields.ode(feat).split(1, dim=1)
+    residual = ode_residual(dc_dtau, flow, mtt, delay, fields.aif, batch.tau, samples.t_start)
+    loss_ode = residual.abs().mean()
+    return LossTerms(total_loss(loss_tac, loss_aif, loss_ode), loss_tac, loss_aif, loss_ode)
+
+
+def check_finite(losses: LossTerms, step: int) -> None:
+    """Raise a clear error naming the step when the loss diverged."""
+    if not torch.isfinite(losses.total):
+        values = ", ".join(f"{k} {v:.3g}" for k, v in losses.as_floats().items())
+        raise PerfusionError(
+            f"fit diverged at step {step}: non-finite loss ({values}); try a lower optim.lr"
+        )
+
+
+def train_step(
+    fields: nn.Module,
+    features: FeatureSource,
+    samples: CaseSamples,
+    batch: FitBatch,
+    variant: str,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    step: int,
+) -> LossTerms:
+    """One plain-torch optimisation step (Reptile's inner step); the same maths as the module."""
+    optimizer.zero_grad(set_to_none=True)
+    losses = compute_losses(fields, features, samples, batch, variant)
+    check_finite(losses, step)
+    losses.total.backward()
+    optimizer.step()
+    scheduler.step()
+    return losses
+
+
+def make_optimizer(
+    parameters, cfg: OptimConfig, total_steps: int
+) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.OneCycleLR]:
+    """Adam at ``cfg.lr`` with OneCycleLR over ``total_steps`` (Table 2; no warm-up by default)."""
+    optimizer = torch.optim.Adam(parameters, lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=cfg.lr,
+        total_steps=max(int(total_steps), 2),
+        pct_start=float(cfg.warmup_share),
+        div_factor=cfg.div_factor,
+        final_div_factor=cfg.final_div_factor,
+    )
+    return optimizer, scheduler
+
+
+def prefit_aif(fields: nn.Module, samples: CaseSamples, steps: int, lr: float) -> float:
+    """Fit f_AIF alone to the T AIF samples with Adam (~0.5 s); returns the final L1 (units).
+
+    A SIREN with omega_0 = 1 follows a sharp bolus slowly from random weights, and until it
+    does the residual pushes f_ODE towards nonsense; a short 1-D fit first removes that phase.
+    """
+    if steps <= 0:
+        return float("nan")
+    params = list(fields.f_aif.parameters())
+    optimizer = torch.optim.Adam(params, lr=lr, foreach=True)
+    t, target = samples.frame_t.unsqueeze(1), samples.aif.unsqueeze(1)
+    loss = torch.tensor(float("nan"))
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss = l1(fields.aif(t), target)
+        loss.backward()
+        optimizer.step()
+    return float(loss.detach())

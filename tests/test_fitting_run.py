@@ -1,0 +1,162 @@
+"""``fit_case`` end to end on a tiny analytic case: the output contract, recovery of known
+parameters, and bad input (init path, architecture, divergence) leaving no maps behind."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fitting_case import TISSUES, make_prepared, tissue_labels  # noqa: E402
+
+from perfusion.config import load_config  # noqa: E402
+from perfusion.errors import PerfusionError  # noqa: E402
+from perfusion.fields import build_fields  # noqa: E402
+from perfusion.fitting import module as module_mod  # noqa: E402
+from perfusion.fitting.config import FitConfig  # noqa: E402
+from perfusion.fitting.init import init_overrides  # noqa: E402
+from perfusion.fitting.maps import MAP_NAMES  # noqa: E402
+from perfusion.fitting.run import fit_case  # noqa: E402
+
+SMALL = [
+    "sampling.batch_size=512",
+    "fields.encoding.n_levels=4",
+    "fields.encoding.log2_hashmap_size=12",
+    "fields.encoding.finest_resolution=64",
+    "progress_bar=false",
+    "tracking.enabled=false",
+    "report=false",
+]
+
+
+@pytest.fixture(scope="module")
+def case_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("fitcase") / "prepared"
+    make_prepared().save(folder)
+    return folder
+
+
+def small_cfg(*extra: str):
+    return load_config(FitConfig, ["fit.yaml"], [*SMALL, *extra])
+
+
+def test_output_contract(case_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fit"
+    summary = fit_case(case_dir, small_cfg("steps=30", "report=true"), out)
+    prepared = make_prepared()
+    for name in (*MAP_NAMES, "tissuemask", "fitqc"):
+        image = nib.load(out / f"{name}.nii.gz")
+        assert image.shape == prepared.shape
+        np.testing.assert_allclose(image.affine, prepared.affine)
+        data = np.asarray(image.dataobj)
+        assert data.dtype == (np.uint8 if name == "tissuemask" else np.float32)
+        assert not data[~prepared.brain].any()  # zero outside the brain
+    assert (np.asarray(nib.load(out / "cbf.nii.gz").dataobj)[prepared.brain] > 0).all()
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["method"] == "resppinn" and saved["steps"] == 30 == summary["steps"]
+    assert saved["tmax_convention"].startswith("tmax = delay + mtt/2")
+    assert {"core_volume_ml", "tmax_gt_6s_volume_ml", "mismatch_ratio"} <= set(saved["defuse3"])
+    assert saved["affected_side"] in ("left", "right")
+    assert OmegaConf.load(out / "config.yaml").steps == 30
+    assert (out / "report.png").stat().st_size > 10_000
+
+
+def test_recovers_known_parameters(case_dir: Path, tmp_path: Path) -> None:
+    """Noiseless three-tissue case; 400 steps at lr 3e-3. Tolerances: grey and white CBF within
+    10 %, Tmax within 0.5 s everywhere, and the lesion clearly below 30 % of grey-matter CBF."""
+    fit_case(case_dir, small_cfg("steps=400", "optim.lr=0.003"), tmp_path)
+    labels = tissue_labels(make_prepared().shape)
+    maps = {n: np.asarray(nib.load(tmp_path / f"{n}.nii.gz").dataobj) for n in ("cbf", "tmax")}
+    median = {
+        (name, tissue): float(np.median(maps[name][labels == i]))
+        for name in maps
+        for i, tissue in enumerate(TISSUES, start=1)
+    }
+    for tissue, (cbf, mtt, delay) in TISSUES.items():
+        assert abs(median[("tmax", tissue)] - (delay + mtt / 2)) < 0.5, tissue
+        if tissue != "lesion":
+            assert median[("cbf", tissue)] == pytest.approx(cbf, rel=0.10), tissue
+    assert median[("cbf", "lesion")] < 0.3 * median[("cbf", "grey")]
+
+
+def test_missing_init_fails_before_writing(case_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(PerfusionError, match="not found"):
+        fit_case(case_dir, small_cfg("init=/nonexistent/init.ckpt"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_init_of_another_architecture_is_refused(case_dir: Path, tmp_path: Path) -> None:
+    other = build_fields(small_cfg("fields.tac.hidden_features=8").fields, 3)
+    path = tmp_path / "other.ckpt"
+    torch.save({"state_dict": other.state_dict(), "architecture": other.architecture()}, path)
+    with pytest.raises(PerfusionError, match="architecture differs"):
+        fit_case(case_dir, small_cfg(f"init={path}"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_init_with_steps_defaults_to_500_and_loads(case_dir: Path, tmp_path: Path) -> None:
+    cfg = small_cfg()
+    fields = build_fields(cfg.fields, 3)
+    path = tmp_path / "same.ckpt"
+    torch.save({"state_dict": fields.state_dict(), "architecture": fields.architecture()}, path)
+    summary = fit_case(case_dir, small_cfg(f"init={path}", "steps=5"), tmp_path / "out")
+    assert summary["init"]["path"] == str(path)
+    from perfusion.fitting.config import resolve_steps
+
+    assert resolve_steps(load_config(FitConfig, ["fit.yaml"], [f"init={path}"])) == 500
+    assert resolve_steps(load_config(FitConfig, ["fit.yaml"], [])) == 5000
+
+
+def test_diverging_fit_names_the_step_and_writes_nothing(
+    case_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = module_mod.compute_losses
+
+    def poisoned(fields, features, samples, batch, variant):
+        losses = real(fields, features, samples, batch, variant)
+        if fields.training and calls.append(1) is None and len(calls) == 4:
+            losses.total = losses.total * float("nan")
+        return losses
+
+    calls: list[int] = []
+    monkeypatch.setattr(module_mod, "compute_losses", poisoned)
+    with pytest.raises(PerfusionError, match="step 3"):
+        fit_case(case_dir, small_cfg("steps=10"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_method_and_key_fail_clearly(case_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(PerfusionError, match="method"):
+        fit_case(case_dir, small_cfg("method=magic"), tmp_path / "out")
+    with pytest.raises(PerfusionError, match="stepz"):
+        small_cfg("stepz=3")
+
+
+def test_init_settings_are_repeated_and_overrides_warned(tmp_path: Path) -> None:
+    path = tmp_path / "init.ckpt"
+    fit = {"steps": 100, "sampling.batch_size": 2048, "preprocess.aif_voxel": None}
+    torch.save({"state_dict": {}, "fit": fit}, path)
+    applied, warnings = init_overrides(path, ["steps=300", "sampling.batch_size=2048"])
+    assert applied == ["steps=100", "sampling.batch_size=2048", "preprocess.aif_voxel=null"]
+    assert len(warnings) == 1 and warnings[0].startswith("steps=300 overrides")
+    cfg = load_config(FitConfig, ["fit.yaml"], [*applied, "steps=300"])  # the user's word wins
+    assert cfg.steps == 300 and cfg.sampling.batch_size == 2048 and cfg.preprocess.aif_voxel is None
+
+
+@pytest.mark.parametrize("preset", [["config=model/sppinn"], ["method=bsvd"]])
+def test_other_methods_write_the_same_contract(case_dir: Path, tmp_path: Path, preset) -> None:
+    summary = fit_case(case_dir, small_cfg(*preset, "steps=5"), tmp_path)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {f"{n}.nii.gz" for n in (*MAP_NAMES, "tissuemask", "fitqc")} | {"summary.json"} <= names
+    assert summary["method"] == ("sppinn" if "sppinn" in preset[0] else "bsvd")
+    if summary["method"] == "sppinn":
+        assert summary["fits"] == make_prepared().shape[2]  # one 2-D fit per slice
+    fitqc = np.asarray(nib.load(tmp_path / "fitqc.nii.gz").dataobj)
+    assert np.isfinite(fitqc).all() and fitqc[make_prepared().tissue].max() > 0

@@ -1,0 +1,192 @@
+"""The pure fit step: losses at the true parameters, gradient routing of the two loss variants,
+the NaN guard, the optimiser schedule and the sampler."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fitting_case import AIF, make_prepared, tissue_labels  # noqa: E402
+
+from perfusion.domain import Domain, DomainConfig  # noqa: E402
+from perfusion.errors import PerfusionError  # noqa: E402
+from perfusion.fields import FieldsConfig, build_fields  # noqa: E402
+from perfusion.fitting.config import OptimConfig  # noqa: E402
+from perfusion.fitting.sampling import CaseSamples  # noqa: E402
+from perfusion.fitting.steps import (  # noqa: E402
+    FeatureSource,
+    compute_losses,
+    make_optimizer,
+    prefit_aif,
+    train_step,
+)
+from perfusion.units import cbf_to_flow  # noqa: E402
+
+DOMAIN = Domain.from_config(DomainConfig(), time_origin_s=AIF.t0_s)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small ops with two OpenMP threads crawl on a busy 2-core machine; the fit uses one too."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def case_samples(heldout_share: float = 0.1) -> CaseSamples:
+    prepared = make_prepared()
+    tissue = prepared.tissue
+    x = DOMAIN.space_unit(prepared.standard_mm(np.argwhere(tissue)))
+    return CaseSamples.build(
+        x,
+        prepared.tissue_hu[tissue],
+        prepared.frame_times_s,
+        prepared.aif_hu,
+        DOMAIN,
+        heldout_share,
+        100,
+    )
+
+
+class ExactFields(nn.Module):
+    """Closed-form fields of one tissue (CBF 60, MTT 4 s, delay 1 s) in Domain units."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))  # something for the optimiser
+        flow = cbf_to_flow(60.0)
+        self.params = DOMAIN.params_unit(flow, 4.0, 1.0)
+
+    def plan(self, x):
+        return x
+
+    def features_plan(self, plan, rows):
+        return plan[rows]
+
+    def _cumulative_unit(self, t_unit: torch.Tensor) -> torch.Tensor:
+        x = torch.clamp((DOMAIN.time_s(t_unit) - AIF.t0_s) / AIF.beta_s, min=0.0)
+        area = AIF.area() / DOMAIN.aif_hu_per_unit / DOMAIN.s_per_unit  # unit AIF x unit time
+        return area * torch.special.gammainc(torch.tensor(AIF.alpha + 1.0), x)
+
+    def tac(self, feat, t):
+        f_u, mtt_u, delay_u = self.params
+        return (
+            self.scale
+            * f_u
+            * (self._cumulative_unit(t - delay_u) - self._cumulative_unit(t - delay_u - mtt_u))
+        )
+
+    def aif(self, t):
+        x = torch.clamp((DOMAIN.time_s(t) - AIF.t0_s) / (AIF.alpha * AIF.beta_s), min=1e-12)
+        value = AIF.peak_hu * torch.exp(AIF.alpha * (torch.log(x) + 1.0 - x))
+        return torch.where(DOMAIN.time_s(t) > AIF.t0_s, value, torch.zeros_like(t)) / 100.0
+
+    def ode(self, feat):
+        return torch.tensor(self.params, dtype=torch.float32).expand(len(feat), 3)
+
+
+def test_losses_vanish_at_the_true_parameters() -> None:
+    samples, prepared = case_samples(), make_prepared()
+    grey = tissue_labels(prepared.shape)[prepared.tissue] == 1  # ExactFields models grey matter
+    rows = torch.as_tensor(np.nonzero(grey)[0])
+    assert len(rows) > 10
+    fields, generator = ExactFields(), torch.Generator().manual_seed(1)
+    batch = samples.sample(4096, generator)
+    keep = torch.isin(batch.rows, rows)
+    for name in ("rows", "t", "tac", "tau"):
+        setattr(batch, name, getattr(batch, name)[keep])
+    losses = compute_losses(fields, FeatureSource(fields, samples.x), samples, batch, "detached")
+    values = losses.as_floats()
+    assert values["tac"] < 1e-5 and values["aif"] < 1e-5 and values["ode"] < 1e-4
+    fields.scale.data.fill_(1.5)  # a wrong curve: both the data and the ODE term notice
+    wrong = compute_losses(fields, FeatureSource(fields, samples.x), samples, batch, "detached")
+    assert wrong.as_floats()["tac"] > 0.05 and wrong.as_floats()["ode"] > 0.01
+
+
+def tiny_fields() -> nn.Module:
+    cfg = FieldsConfig()
+    cfg.encoding.n_levels, cfg.encoding.log2_hashmap_size, cfg.encoding.finest_resolution = (
+        2,
+        10,
+        32,
+    )
+    return build_fields(cfg, 3)
+
+
+@pytest.mark.parametrize("variant, reaches_tac", [("literal", True), ("detached", False)])
+def test_detached_residual_does_not_train_f_tac(variant: str, reaches_tac: bool) -> None:
+    samples, fields = case_samples(), tiny_fields()
+    batch = samples.sample(256, torch.Generator().manual_seed(0))
+    losses = compute_losses(fields, FeatureSource(fields, samples.x), samples, batch, variant)
+    losses.ode.backward()
+    tac_grad = sum(
+        float(p.grad.abs().sum()) for p in fields.f_tac.parameters() if p.grad is not None
+    )
+    ode_grad = sum(float(p.grad.abs().sum()) for p in fields.f_ode.parameters())
+    aif_grad = sum(float(p.grad.abs().sum()) for p in fields.f_aif.parameters())
+    assert (tac_grad > 0) == reaches_tac
+    assert ode_grad > 0 and aif_grad > 0
+    assert float(fields.encoding.params.grad.abs().sum()) > 0  # the shared encoding learns
+
+
+def test_nan_loss_names_the_step() -> None:
+    samples, fields = case_samples(), tiny_fields()
+    with torch.no_grad():
+        for p in fields.f_aif.parameters():
+            p.fill_(float("nan"))
+    optimizer, scheduler = make_optimizer(fields.parameters(), OptimConfig(), 10)
+    batch = samples.sample(64, torch.Generator().manual_seed(0))
+    with pytest.raises(PerfusionError, match="step 7"):
+        train_step(
+            fields,
+            FeatureSource(fields, samples.x),
+            samples,
+            batch,
+            "detached",
+            optimizer,
+            scheduler,
+            7,
+        )
+
+
+def test_one_cycle_without_warmup_starts_at_lr_and_decays() -> None:
+    params = [nn.Parameter(torch.zeros(1))]
+    optimizer, scheduler = make_optimizer(params, OptimConfig(lr=1e-3), 100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(1e-3, rel=1e-3)
+    assert lrs[-1] < 1e-6 and all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+
+
+def test_sampler_never_trains_on_heldout_samples() -> None:
+    samples = case_samples(heldout_share=0.2)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        batch = samples.sample(500, generator)
+        assert len(batch.rows) == 500
+        frames = torch.searchsorted(samples.frame_t, batch.t.squeeze(1))
+        assert not samples.heldout[batch.rows, frames].any()
+        assert torch.equal(batch.tac.squeeze(1), samples.tac[batch.rows, frames])
+        assert float(batch.tau.min()) >= samples.t_start and float(batch.tau.max()) <= samples.t_end
+    assert math.isclose(float(samples.heldout.float().mean()), 0.2, abs_tol=0.01)
+
+
+def test_aif_prefit_fits_the_samples() -> None:
+    samples, fields = case_samples(), tiny_fields()
+    with torch.no_grad():
+        before = float(
+            (fields.aif(samples.frame_t.unsqueeze(1)).squeeze(1) - samples.aif).abs().mean()
+        )
+    after = prefit_aif(fields, samples, steps=300, lr=1e-2)
+    assert after < 0.25 * before

@@ -1,0 +1,51 @@
+"""Eq. (1)/(4) and the L1 losses, hand-computed on a linear AIF A(t) = t (t >= 0)."""
+
+from __future__ import annotations
+
+import torch
+
+from perfusion.physics import (
+    baseline_before,
+    box_inflow,
+    box_model_tac,
+    l1,
+    ode_residual,
+    total_loss,
+)
+
+
+def ramp(t: torch.Tensor) -> torch.Tensor:
+    return t.clone()  # A(t) = t; the baseline rule must zero it before t_start
+
+
+def col(*values: float) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64).unsqueeze(1)
+
+
+def test_aif_is_baseline_before_the_first_frame() -> None:
+    out = baseline_before(ramp, col(-2.0, 0.0, 3.0), t_start=0.0)
+    assert out.squeeze(1).tolist() == [0.0, 0.0, 3.0]
+
+
+def test_box_inflow_by_hand() -> None:
+    # t = 10, t_d = 1, MTT = 4: A(9) - A(5) = 4; t = 3: A(2) - 0 (5 s before the start) = 2
+    inflow = box_inflow(ramp, col(10.0, 3.0), col(4.0, 4.0), col(1.0, 1.0), t_start=0.0)
+    assert inflow.squeeze(1).tolist() == [4.0, 2.0]
+
+
+def test_residual_by_hand() -> None:
+    # dC/dt = 1.0, F = 0.2, bracket 4 -> r = 1 - 0.8 = 0.2
+    r = ode_residual(col(1.0), col(0.2), col(4.0), col(1.0), ramp, col(10.0), t_start=0.0)
+    assert torch.allclose(r, col(0.2))
+
+
+def test_box_model_tac_closed_form() -> None:
+    # cumA(t) = t^2 / 2 for A(t) = t: C(10) = F [(9^2 - 5^2) / 2] = 0.1 * 28 = 2.8
+    cumulative = lambda t: torch.where(t > 0, t * t / 2, torch.zeros_like(t))  # noqa: E731
+    tac = box_model_tac(cumulative, col(10.0), col(0.1), col(4.0), col(1.0))
+    assert torch.allclose(tac, col(2.8))
+
+
+def test_l1_and_equal_weights() -> None:
+    assert float(l1(col(1.0, -1.0), col(0.0, 1.0))) == 1.5  # (1 + 2) / 2
+    assert float(total_loss(torch.tensor(1.0), torch.tensor(2.0), torch.tensor(3.0))) == 6.0
