@@ -56,6 +56,14 @@ class BenchConfig:
     """FitConfig key=value overrides applied to every method."""
     resume: bool = True
     """Reuse existing phantoms and finished fits."""
+    method_overrides: dict[str, list[str]] = field(
+        default_factory=lambda: {
+            "resppinn": ["init=checkpoints/resppinn-meta-cpu.ckpt"],
+            "sppinn": ["steps=1000"],
+        }
+    )
+    """Extra FitConfig overrides per method, after ``fit_overrides`` (an ``init=`` applies the
+    checkpoint's recorded inner loop first, as ``perfusion fit`` does)."""
     sppinn_slices: int = 4
     """SPPINN fits this many spread slices (hours per volume on a CPU); it is scored on them and
     its wall time is extrapolated to the whole volume (flagged ``wall_time_extrapolated``). 0 = all."""
@@ -92,7 +100,18 @@ def fit_config(cfg: BenchConfig, method: str) -> Any:
     """The FitConfig of ``method``: fit.yaml, the method's preset, then ``fit_overrides``."""
     from perfusion.fitting.config import FitConfig
 
-    overrides = [*METHOD_PRESETS.get(method, []), *cfg.fit_overrides, f"method={method}"]
+    from perfusion.fitting.init import init_overrides
+
+    overrides = [
+        *METHOD_PRESETS.get(method, []),
+        *cfg.fit_overrides,
+        *cfg.method_overrides.get(method, []),
+        f"method={method}",
+    ]
+    init = [o.split("=", 1)[1] for o in overrides if o.startswith("init=")]
+    if init and init[-1] not in ("", "null"):
+        recorded, _ = init_overrides(init[-1], overrides)
+        overrides = recorded + overrides
     return load_config(FitConfig, ["fit.yaml"], overrides)
 
 
