@@ -68,6 +68,12 @@ class PreprocessConfig:
     motion_sampling: float = 1.0
     """Fraction of voxels sampled at random on the coarse registration levels (the finest uses
     all); below 1 is faster but the result varies with the random subset."""
+    motion_bone_hu: float = 300.0
+    """Motion correction registers the skull: HU above this (bone; contrast reaches it only in
+    vessel voxels). A reference with < 0.5 % such voxels registers the clipped head instead."""
+    motion_coarse_mm: float = 3.0
+    """Voxel size (mm, block-averaged per axis) of the bone images motion correction compares;
+    the found transform resamples the full-resolution frame."""
     threads: int = 2
     """Threads SimpleITK may use."""
     brain_hu: list[float] = field(default_factory=lambda: [-15.0, 100.0])
@@ -329,6 +335,8 @@ def _motion(
         sampling=cfg.motion_sampling,
         threads=cfg.threads,
         progress=say,
+        bone_hu=cfg.motion_bone_hu,
+        coarse_mm=cfg.motion_coarse_mm,
     )
     meta["motion"] = {**motion.summary(), "params": motion.params.round(4).tolist()}
     return motion.frames

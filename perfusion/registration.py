@@ -1,8 +1,13 @@
 """Rigid registration: frame-to-frame motion correction and the standard coordinate frame.
 
 Motion correction registers every CTP frame to a reference frame with a rigid (Euler3D)
-transform (SimpleITK, mean squares over a three-level pyramid), and
-reports per-frame rotations (degrees) and translations (mm).
+transform (SimpleITK, mean squares over a two-level pyramid) and reports per-frame rotations
+(degrees) and translations (mm). It compares skull images (bone above ~300 HU, which contrast
+does not reach outside vessels) block-averaged to ~3 mm, only near the reference's skull, each
+frame starting from its neighbour's pose; the full-resolution frame is resampled once. On the
+128 x 128 x 32 motion phantom (seed 3) this took 0.6 s CPU per frame against 7.2 s for
+full-resolution raw-HU registration, with a worst brain-voxel error of 0.22 against 0.76 voxel
+(raw HU follows the bolus; bone does not).
 
 The standard frame (resppinn-paper.txt, Section 2.6: "aligned all scans to a standard
 coordinate frame ... to ensure that the midline was properly centered") is estimated from
@@ -71,55 +76,106 @@ def from_sitk(image: sitk.Image) -> np.ndarray:
     return np.transpose(sitk.GetArrayFromImage(image), (2, 1, 0)).astype(np.float32)
 
 
+BONE_CAP_HU = 1000.0
+"""Bone weight saturates this far above the threshold, so dense bone or metal cannot dominate."""
+MIN_BONE_FRACTION = 0.005
+"""Below this fraction of bone voxels in the reference (skull-stripped or bone-free data) the
+clipped head image is registered instead of the bone image."""
+MASK_MARGIN_MM = 5.0
+"""Dilation of the metric mask beyond the reference's structure: the largest expected frame-to-
+frame motion (the optimiser starts from the neighbouring frame's pose)."""
+
+
+def registration_image(
+    frame_hu: np.ndarray, spacing_mm: np.ndarray, bone_hu: float | None, coarse_mm: float
+) -> sitk.Image:
+    """The image motion correction compares (float32 SimpleITK image, unitless weights).
+
+    With ``bone_hu`` set, the bone weight clip(HU - bone_hu, 0, 1000) / 1000, averaged over
+    blocks of round(coarse_mm / spacing) voxels per axis (at least 1; e.g. 2 x 2 x 1 for
+    1.8 x 1.8 x 5 mm and 3 mm; block averaging anti-aliases). The skull does not enhance and
+    fixes the rigid head pose, whereas the bolus raises brain tissue by tens of HU and only
+    vessel voxels (partial-volumed, ~500 HU at most) past a threshold near 300 HU. With
+    ``bone_hu`` None (no skull), clip(HU, -200, 300) at full resolution: the head outline and
+    soft tissue carry all the pose information, so nothing is averaged away.
+    """
+    if bone_hu is None:
+        weight = (np.clip(frame_hu, -200.0, 300.0) + 200.0) / 500.0
+        return to_sitk(weight, spacing_mm)
+    weight = np.clip(frame_hu - bone_hu, 0.0, BONE_CAP_HU) / BONE_CAP_HU
+    factors = [max(1, int(round(coarse_mm / s))) for s in spacing_mm]
+    return sitk.BinShrink(to_sitk(weight, spacing_mm), factors)
+
+
+def bone_threshold(reference_hu: np.ndarray, bone_hu: float) -> float | None:
+    """``bone_hu``, or None when the reference has too little bone to register on."""
+    return bone_hu if np.mean(reference_hu > bone_hu) >= MIN_BONE_FRACTION else None
+
+
+def metric_mask(fixed: sitk.Image, margin_mm: float = MASK_MARGIN_MM) -> sitk.Image:
+    """uint8 mask of the fixed image's non-zero voxels dilated by ``margin_mm``: the metric is
+    evaluated only where the reference has structure or where it can move to (2x faster on a
+    head: the bone shell and its margin are ~1/3 of the volume)."""
+    radius = [max(1, int(np.ceil(margin_mm / s))) for s in fixed.GetSpacing()]
+    return sitk.BinaryDilate(sitk.Cast(fixed > 1e-3, sitk.sitkUInt8), radius)
+
+
 def register_rigid(
     fixed: sitk.Image,
     moving: sitk.Image,
+    initial: sitk.Euler3DTransform,
     iterations: int = 100,
     sampling: float = 1.0,
     seed: int = 0,
+    mask: sitk.Image | None = None,
+    min_step: float = 1e-4,
 ) -> sitk.Euler3DTransform:
-    """Rigid (Euler3D) transform mapping ``fixed`` points to ``moving`` points.
+    """Rigid (Euler3D) transform mapping ``fixed`` points to ``moving`` points, from ``initial``.
 
-    Three-level pyramid (shrink 4, 2, 1; smoothing 2, 1, 0 voxels), mean-squares metric (same
-    modality; bone edges dominate and the bolus changes few voxels), regular-step gradient
-    descent with scales from physical shift so that degrees and mm move alike.
-    ``sampling`` < 1 samples that fraction of voxels at random on the two coarse levels (faster,
-    less reproducible); the finest level always uses every voxel (random subsets there cost
-    ~1 degree of accuracy).
+    Two-level pyramid (shrink 2, 1; smoothing 1, 0 voxels), mean squares, regular-step gradient
+    descent with scales from physical shift so that degrees and mm move alike. ``sampling`` < 1
+    samples that fraction of (masked) voxels at random on the coarse level; the finest level
+    uses every voxel (random subsets there cost accuracy). ``iterations`` is per level.
     """
-    initial = sitk.CenteredTransformInitializer(
-        fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.GEOMETRY
-    )
+    transform = sitk.Euler3DTransform(initial)
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMeanSquares()
-    if sampling < 1.0:  # random subsets on the coarse levels; the finest level uses every voxel
-        # (measured on the test head: random coarse subsets move the tilt result by up to
-        # 0.7 deg from seed to seed, so the default samples every voxel)
+    if mask is not None:
+        method.SetMetricFixedMask(mask)
+    if sampling < 1.0:
         method.SetMetricSamplingStrategy(method.RANDOM)
-        method.SetMetricSamplingPercentagePerLevel([sampling, sampling, 1.0], seed)
+        method.SetMetricSamplingPercentagePerLevel([sampling, 1.0], seed)
     method.SetInterpolator(sitk.sitkLinear)
     # relaxation 0.8 and a 1e-4 minimum step: the defaults (0.5, 1e-3) stop before the flat
-    # tilt directions converge (0.3-0.6 deg short on a 48-voxel test head, 2.5 mm slices)
+    # tilt directions converge on soft-tissue images (0.3-0.6 deg short on the 48-voxel test
+    # head, 2.5 mm slices); sharp bone edges converge by 1e-3
     method.SetOptimizerAsRegularStepGradientDescent(
         learningRate=1.0,
-        minStep=1e-4,
+        minStep=min_step,
         numberOfIterations=iterations,
         relaxationFactor=0.8,
         gradientMagnitudeTolerance=1e-12,
     )
     method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel([4, 2, 1])
-    method.SetSmoothingSigmasPerLevel([2, 1, 0])
+    method.SetShrinkFactorsPerLevel([2, 1])
+    method.SetSmoothingSigmasPerLevel([1, 0])
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
-    method.SetInitialTransform(initial, inPlace=True)
+    method.SetInitialTransform(transform, inPlace=True)
     method.Execute(fixed, moving)
-    return initial
+    return transform
 
 
 def euler_params(transform: sitk.Euler3DTransform) -> np.ndarray:
     """(6,) rotations about x, y, z in degrees, then translations in mm."""
     p = np.asarray(transform.GetParameters(), dtype=np.float64)
     return np.r_[np.degrees(p[:3]), p[3:]]
+
+
+def registration_order(n_frames: int, reference: int) -> list[tuple[int, int]]:
+    """(frame, neighbour) pairs outward from ``reference``: each frame starts from its
+    neighbour's transform (motion is smooth in time, so the optimiser starts close)."""
+    after = [(t, t - 1) for t in range(reference + 1, n_frames)]
+    return after + [(t, t + 1) for t in range(reference - 1, -1, -1)]
 
 
 def motion_correct(
@@ -130,9 +186,15 @@ def motion_correct(
     sampling: float = 1.0,
     threads: int = 2,
     progress: Callable[[str], None] | None = None,
+    bone_hu: float = 300.0,
+    coarse_mm: float = 3.0,
 ) -> MotionResult:
     """Register every frame of ``ctp_hu`` (X, Y, Z, T) HU to ``reference_frame``.
 
+    Registration compares coarse bone images (:func:`registration_image`; the clipped head at
+    full resolution when the reference has no skull above ``bone_hu``) inside the dilated
+    reference structure (:func:`metric_mask`), each frame starting from its neighbour's
+    transform (:func:`registration_order`); each full-resolution frame is then resampled once.
     Voxels that move in from outside the field of view take the frame's minimum (air).
     """
     n_frames = ctp_hu.shape[3]
@@ -140,19 +202,28 @@ def motion_correct(
         raise PerfusionError(f"reference_frame {reference_frame} outside 0..{n_frames - 1}")
     reference_frame %= n_frames
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(max(1, threads))
-    fixed = to_sitk(ctp_hu[..., reference_frame], spacing_mm)
+    reference = ctp_hu[..., reference_frame]
+    bone = bone_threshold(reference, bone_hu)
+    fixed = registration_image(reference, spacing_mm, bone, coarse_mm)
+    mask, min_step = metric_mask(fixed), 1e-4 if bone is None else 1e-3
+    fixed_full = to_sitk(reference, spacing_mm)
+    found = {reference_frame: sitk.Euler3DTransform()}
+    found[reference_frame].SetCenter(
+        list(np.asarray(spacing_mm) * (np.array(reference.shape) - 1) / 2)
+    )
     frames = np.array(ctp_hu, dtype=np.float32, copy=True)
     params = np.zeros((n_frames, 6))
-    for t in range(n_frames):
-        if t == reference_frame:
-            continue
-        moving = to_sitk(ctp_hu[..., t], spacing_mm)
-        transform = register_rigid(fixed, moving, iterations, sampling, seed=t)
-        params[t] = euler_params(transform)
-        fill = float(ctp_hu[..., t].min())
-        frames[..., t] = from_sitk(sitk.Resample(moving, fixed, transform, sitk.sitkLinear, fill))
-        if progress is not None and (t + 1) % 10 == 0:
-            progress(f"motion correction: frame {t + 1}/{n_frames}")
+    for done, (t, neighbour) in enumerate(registration_order(n_frames, reference_frame), 2):
+        moving = registration_image(ctp_hu[..., t], spacing_mm, bone, coarse_mm)
+        found[t] = register_rigid(
+            fixed, moving, found[neighbour], iterations, sampling, t, mask, min_step
+        )
+        params[t] = euler_params(found[t])
+        moving_full, fill = to_sitk(ctp_hu[..., t], spacing_mm), float(ctp_hu[..., t].min())
+        resampled = sitk.Resample(moving_full, fixed_full, found[t], sitk.sitkLinear, fill)
+        frames[..., t] = from_sitk(resampled)
+        if progress is not None and done % 10 == 0:
+            progress(f"motion correction: frame {done}/{n_frames}")
     return MotionResult(frames=frames, params=params, reference_frame=reference_frame)
 
 

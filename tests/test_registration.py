@@ -7,12 +7,14 @@ import pytest
 import SimpleITK as sitk
 
 from perfusion.registration import (
+    bone_threshold,
     estimate_standard_frame,
     frame_affine,
     frame_to_scan,
     motion_correct,
     motion_table,
     plot_motion,
+    registration_order,
     rotation_matrix,
     scan_to_frame,
     standard_transform,
@@ -107,6 +109,9 @@ def test_motion_correction_recovers_known_rigid_motion(tmp_path) -> None:
     frames = [sample_head(affine, to_head @ homogeneous(euler(p, centre))) for p in truths]
     reference = frames[0]
     ctp = np.stack(frames, axis=-1)
+    # this head's soft 3.6 mm shell peaks at ~260 HU: the no-skull path (clipped head image at
+    # full resolution) registers it
+    assert bone_threshold(reference, 300.0) is None
     result = motion_correct(ctp, SPACING, reference_frame=0, iterations=100)
     for t, truth in enumerate(truths):
         # the registration maps reference points to moving points: the inverse of the simulation
@@ -131,6 +136,49 @@ def test_motion_correction_recovers_known_rigid_motion(tmp_path) -> None:
         > 1000
     )
     assert (tmp_path / "motion.tsv").read_text().count("\n") == 4
+
+
+def bony_head_hu(points_mm: np.ndarray, enhancement: float) -> np.ndarray:
+    """:func:`head_hu` inside a 1100 HU skull ~4 mm thick with two asymmetric bony bumps (a real
+    skull is no ellipsoid), at bolus phase ``enhancement`` (0-1): brain +40 HU and an artery
+    (2 mm radius, along z) +450 HU at the peak."""
+    x, y, z = points_mm.T
+    r = np.sqrt((x / 30.0) ** 2 + (y / 36.0) ** 2 + (z / 26.0) ** 2)
+    hu = head_hu(points_mm) + 2100.0 * (_inside(r / 1.15, 34.5) - _inside(r, 30.0))
+    for bx, by, bz in ((0.0, -38.0, -8.0), (22.0, 24.0, 8.0)):
+        bump = np.sqrt((x - bx) ** 2 + (y - by) ** 2 + (z - bz) ** 2) / 6.0
+        hu += 2100.0 * _inside(bump, 6.0) * (1.0 - _inside(r / 1.15, 34.5))
+    artery = np.sqrt((x - 8.0) ** 2 + (y - 10.0) ** 2) / 2.0
+    return hu + enhancement * (40.0 * _inside(r / 0.88, 26.0) + 450.0 * _inside(artery, 2.0))
+
+
+def test_bone_registration_ignores_contrast_enhancement() -> None:
+    """Skull-weighted registration on the coarse grid recovers motion while the bolus passes."""
+    shape, spacing = (48, 48, 14), np.array([1.8, 1.8, 5.0])
+    centre = spacing * (np.array(shape) - 1) / 2
+    vox = np.indices(shape).reshape(3, -1).T.astype(float) * spacing
+    truths = [[0] * 6, [0.5, -1.0, 2.0, 1.5, -1.0, 0.5], [1.0, -1.5, 3.0, -1.0, 2.5, 1.5]]
+    frames = []
+    for truth, enhancement in zip(truths, (0.0, 1.0, 0.6), strict=True):
+        world = vox @ homogeneous(euler(truth, centre))[:3, :3].T
+        world += homogeneous(euler(truth, centre))[:3, 3] - centre
+        frames.append(bony_head_hu(world, enhancement).reshape(shape).astype(np.float32))
+    assert bone_threshold(frames[0], 300.0) == 300.0  # the skull path, not the fallback
+    result = motion_correct(np.stack(frames, axis=-1), spacing, iterations=100)
+    for t, truth in enumerate(truths):
+        expected = homogeneous(euler(truth, centre).GetInverse())
+        got = homogeneous(euler(list(result.params[t]), centre))
+        error_vox = np.abs((vox @ (got - expected)[:3, :3].T + (got - expected)[:3, 3]) / spacing)
+        assert error_vox.max() < 0.5, (t, error_vox.max())
+        angle_error = np.abs(
+            result.params[t, :3] - np.degrees(euler(truth, centre).GetInverse().GetParameters()[:3])
+        )
+        assert angle_error.max() < 0.5, (t, angle_error)
+
+
+def test_registration_order_starts_each_frame_from_its_neighbour() -> None:
+    assert registration_order(5, 2) == [(3, 2), (4, 3), (1, 2), (0, 1)]
+    assert registration_order(3, 0) == [(1, 0), (2, 1)]
 
 
 @pytest.mark.parametrize(
