@@ -12,7 +12,15 @@ from test_segmentation_cases import write_cohort
 from perfusion.commands import loocv, segment, train_seg
 from perfusion.errors import PerfusionError
 
-TINY = ["train.epochs=2", "seeds=0", "wandb=false", "train.threads=1", "model.num_res_units=0"]
+TINY = [
+    "train.epochs=2",
+    "train.val_every=1",
+    "seeds=0",
+    "inputs=truth",  # the shipped default fits bSVD maps, which needs CTP data
+    "wandb=false",
+    "train.threads=1",
+    "model.num_res_units=0",
+]
 
 
 def test_loocv_runs_resumes_and_excludes_fold0(tmp_path: Path, capsys) -> None:
@@ -63,3 +71,28 @@ def test_train_seg_then_segment_writes_core_and_summary(tmp_path: Path) -> None:
     assert summary["input_method"] == "truth" and summary["affected_side"] == "right"
     assert summary["core_volume_ml"] >= 0 and summary["warnings"] == []
     assert (tmp_path / "seg" / "core_overlay.png").is_file()
+
+
+def test_missing_maps_fitted_with_the_cohort_fit_overrides(tmp_path: Path, monkeypatch) -> None:
+    from perfusion.segmentation import inputs
+
+    calls = []
+    monkeypatch.setattr(inputs, "fit_maps", lambda *args: calls.append(args))
+    case = write_cohort(tmp_path / "cohort", 1) / "patient-000"
+    folder = inputs.ensure_maps(case, "bsvd", None, True, ["preprocess.motion_correction=false"])
+    assert folder == tmp_path / "cohort" / "fits" / "bsvd" / "patient-000"
+    assert calls == [(case, "bsvd", folder, ["preprocess.motion_correction=false"])]
+    with pytest.raises(PerfusionError, match="no cbf.nii.gz"):
+        inputs.ensure_maps(case, "bsvd", None, False)
+
+
+def test_fold_logger_is_false_not_none_when_off(tmp_path: Path) -> None:
+    # a Trainer given None would make its own default logger; WANDB_MODE=disabled in tests
+    assert loocv.fold_logger(False, "g", "j", "n", tmp_path) is False
+    assert loocv.fold_logger(True, "g", "j", "n", tmp_path) is False
+
+
+def test_too_many_validation_patients_is_one_line_error(tmp_path: Path) -> None:
+    cohort = write_cohort(tmp_path / "cohort", 4)  # a fold trains on 4 - 1 - n_val patients
+    with pytest.raises(PerfusionError, match="n_val=3 leaves no training patient"):
+        loocv.main([f"cohort={cohort}", f"runs={tmp_path / 'runs'}", *TINY, "train.n_val=3"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from test_segmentation_data import AUG, patient
 
@@ -50,3 +51,23 @@ def test_bundle_round_trip(tmp_path) -> None:
     image = torch.randn(1, 2, 32, 32, 16)
     assert meta == {"input_method": "truth"}
     torch.testing.assert_close(loaded.core_probability(image), module.core_probability(image))
+
+
+def test_inference_window_separate_from_training_patch() -> None:
+    module = SegmentationModule(
+        [16, 16, 32, 32, 64],
+        [2, 2, 2, 2],
+        1,
+        0.0,
+        1e-3,
+        0.0,
+        4,
+        (32, 32, 16),
+        infer_roi=(64, 64, 16),
+    )
+    assert tuple(module.inferer.roi_size) == (64, 64, 16)
+    assert tuple(small_module().inferer.roi_size) == (32, 32, 16)  # default: the patch
+    with pytest.raises(ValueError, match="multiple of 16"):
+        SegmentationModule(
+            [16, 32], [2], 1, 0.0, 1e-3, 0.0, 4, (32, 32, 16), infer_roi=(40, 32, 16)
+        )

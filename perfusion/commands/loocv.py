@@ -39,6 +39,7 @@ from perfusion.segmentation.loocv import (
     write_results,
 )
 from perfusion.segmentation.module import SegmentationModule
+from perfusion.tracking import finish, make_logger
 
 LIST_KEYS = ("inputs", "seeds")
 
@@ -71,7 +72,11 @@ def train_model(
     # patients without a core cannot give core-centred patches; MONAI then crops anywhere
     warnings.filterwarnings("ignore", message="Num foregrounds 0.*")
     grid = np.min([p.rcbf.shape for p in patients], axis=0)
-    roi = patch_size(tuple(int(s) for s in grid), train.patch_fraction, train.pad_multiple)
+    grid = tuple(int(s) for s in grid)
+    roi = patch_size(grid, train.patch_fraction, train.pad_multiple)
+    infer_roi = patch_size(
+        grid, train.infer_patch_fraction or train.patch_fraction, train.pad_multiple
+    )
     aug = {
         k: getattr(train, k)
         for k in (
@@ -99,6 +104,7 @@ def train_model(
         train.sw_overlap,
         train.selection if train.n_val > 0 else "fixed",
         train.running_mean_epochs,
+        list(infer_roi),
     )
     trainer = L.Trainer(
         max_epochs=train.epochs,
@@ -109,6 +115,7 @@ def train_model(
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        check_val_every_n_epoch=train.val_every,
         log_every_n_steps=1,
     )
     trainer.fit(module, data)
@@ -117,16 +124,15 @@ def train_model(
     return module
 
 
-def make_logger(cfg_wandb: bool, group: str, job: str, name: str, save_dir: Path) -> Any:
-    """An offline-by-default W&B logger grouped by run, or False."""
-    if not cfg_wandb:
-        return False
-    from lightning.pytorch.loggers import WandbLogger
+def fold_logger(enabled: bool, group: str, job: str, name: str, save_dir: Path) -> Any:
+    """W&B logger of one training (``perfusion.tracking``: offline by default), or False.
 
-    save_dir.mkdir(parents=True, exist_ok=True)
-    return WandbLogger(
-        project="perfusion", group=group, job_type=job, name=name, save_dir=str(save_dir)
-    )
+    False (not None) when disabled, since a Trainer given None makes its own default logger.
+    """
+    if not enabled:
+        return False
+    logger = make_logger(name, save_dir, group=group, job_type=job)
+    return logger if logger is not None else False
 
 
 def run_unit(
@@ -176,13 +182,14 @@ def train_and_score(
     """A fresh logger and Trainer for one unit; the test patient's prediction and metrics."""
     start, cpu_start = time.time(), time.process_time()
     name = f"{method}-s{seed}-f{fold}"
-    logger = make_logger(cfg.wandb, cfg.run, f"{method}/seed-{seed}", name, run_dir)
+    logger = fold_logger(cfg.wandb, cfg.run, f"{method}/seed-{seed}", name, run_dir)
     module = train_model(patients, fold, seed, cfg.model, cfg.train, logger)
     pred = predict_core(module, patients[fold])
     row = evaluate(pred, patients[fold])
     if logger:
-        logger.experiment.summary.update({f"test/{k}": v for k, v in row.items() if k != "patient"})
-        logger.experiment.finish()
+        numbers = {f"test/{k}": float(v) for k, v in row.items() if isinstance(v, int | float)}
+        logger.log_metrics(numbers)
+        finish(logger)
     return {
         "method": method,
         "seed": seed,
@@ -214,6 +221,12 @@ def main(argv: list[str]) -> None:
         raise PerfusionError(
             f"fold={cfg.fold} but the cohort has {len(cases)} patients", cfg.cohort.path
         )
+    if not 0 <= cfg.train.n_val < len(cases) - 1:  # a fold trains on N - 1 - n_val patients
+        raise PerfusionError(
+            f"train.n_val={cfg.train.n_val} leaves no training patient in a fold of "
+            f"{len(cases)} patients",
+            cfg.cohort.path,
+        )
     run_dir = Path(cfg.runs) / cfg.run
     save_resolved(cfg, run_dir)
     digest = config_hash(
@@ -238,20 +251,16 @@ def main(argv: list[str]) -> None:
 
 def log_aggregate(cfg: LoocvConfig, methods: dict[str, Any], run_dir: Path) -> None:
     """One W&B run (job ``aggregate``, same group as the folds) with every method's Table 1 row."""
-    if not cfg.wandb:
+    logger = fold_logger(cfg.wandb, cfg.run, "aggregate", f"{cfg.run}-aggregate", run_dir)
+    if not logger:
         return
-    import wandb
-
-    run = wandb.init(
-        project="perfusion",
-        group=cfg.run,
-        job_type="aggregate",
-        name=f"{cfg.run}-aggregate",
-        dir=str(run_dir),
-        config=OmegaConf.to_container(cfg, resolve=True),
+    logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    logger.log_metrics(
+        {
+            f"{name}/{key}": value["mean"]
+            for name, entry in methods.items()
+            for key, value in entry["metrics"].items()
+            if value["mean"] is not None
+        }
     )
-    for name, entry in methods.items():
-        for key, value in entry["metrics"].items():
-            if value["mean"] is not None:
-                run.summary[f"{name}/{key}"] = value["mean"]
-    run.finish()
+    finish(logger)

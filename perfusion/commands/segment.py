@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,9 @@ from perfusion.segmentation.module import load_bundle
 from perfusion.segmentation.report import overlay_png
 
 
-def find_maps(case: Path, method: str, maps: str, fit_missing: bool) -> Path:
+def find_maps(
+    case: Path, method: str, maps: str, fit_missing: bool, fit_overrides: Sequence[str] = ()
+) -> Path:
     """The maps folder: ``maps=``, ``<case>/fits/<method>``, ``<cohort>/fits/<method>/<case>``, or a new fit."""
     if maps:
         if not (Path(maps) / CBF_FILE).is_file():
@@ -42,7 +45,7 @@ def find_maps(case: Path, method: str, maps: str, fit_missing: bool) -> Path:
             f"no {method} maps (looked in {', '.join(map(str, candidates))})", case
         )
     print(f"segment: no {method} maps of {case.name}: fitting them first", flush=True)
-    fit_maps(case, method, candidates[0])
+    fit_maps(case, method, candidates[0], fit_overrides)
     return candidates[0]
 
 
@@ -73,7 +76,7 @@ def main(argv: list[str]) -> None:
     cfg = load_config(SegmentConfig, [], overrides)
     module, meta = load_bundle(cfg.model)
     method = cfg.method or meta["input_method"]
-    folder = find_maps(case, method, cfg.maps, cfg.fit_missing)
+    folder = find_maps(case, method, cfg.maps, cfg.fit_missing, cfg.fit_overrides)
     patient = load_patient(case, method, side=cfg.side, maps=folder)
     warnings = warn_mismatch(patient, method, meta)
     pred = predict_core(module, patient)

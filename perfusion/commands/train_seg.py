@@ -13,11 +13,12 @@ from pathlib import Path
 
 import torch
 
-from perfusion.commands.loocv import make_logger, normalise_overrides, train_model
+from perfusion.commands.loocv import fold_logger, normalise_overrides, train_model
 from perfusion.config import config_dir, load_config, save_resolved, split_args
 from perfusion.segmentation.cohort import ensure_cohort, load_cohort
 from perfusion.segmentation.config import LoocvConfig
 from perfusion.segmentation.module import save_bundle
+from perfusion.tracking import finish
 
 SHORTHANDS = {"input": "inputs", "seed": "seeds", "out": "model_out"}
 
@@ -37,10 +38,10 @@ def main(argv: list[str]) -> None:
     cases = ensure_cohort(cfg.cohort)
     patients = load_cohort(cases, method, cfg.cohort)
     start = time.time()
-    logger = make_logger(cfg.wandb, "train-seg", method, f"final-{method}-s{seed}", out)
+    logger = fold_logger(cfg.wandb, "train-seg", method, f"final-{method}-s{seed}", out)
     module = train_model(patients, None, seed, cfg.model, cfg.train, logger)
     if logger:
-        logger.experiment.finish()
+        finish(logger)
     meta = {
         "input_method": method,
         "grid_shape": [int(s) for s in patients[0].rcbf.shape],

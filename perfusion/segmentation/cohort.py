@@ -45,7 +45,9 @@ def load_cohort(
     fits = Path(cfg.fits) if cfg.fits else None
     patients = []
     for case in cases:
-        patient = load_patient(case, method, fits, cfg.side, cfg.fit_missing)
+        patient = load_patient(
+            case, method, fits, cfg.side, cfg.fit_missing, fit_overrides=cfg.fit_overrides
+        )
         if patient.core is None:
             raise PerfusionError("no core.nii.gz: a cross-validation needs reference cores", case)
         if cache_dir is not None:

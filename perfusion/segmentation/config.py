@@ -1,7 +1,7 @@
 """Configuration of the infarct-core U-Net and its leave-one-out cross-validation (paper Table 5).
 
-``configs/loocv.yaml`` is the CPU default (small cohort, few epochs, a larger learning rate so it
-learns in minutes); ``configs/loocv/paper.yaml`` restores Table 5 (lr 5e-5, 500 epochs, 5 seeds)
+``configs/loocv.yaml`` is the CPU default (small phantom cohort, fitted bSVD maps, few epochs, a
+larger learning rate so it learns in minutes; ~16 CPU-min measured); ``configs/loocv/paper.yaml`` restores Table 5 (lr 5e-5, 500 epochs, 5 seeds)
 and is meant for GPUs. Field names follow MONAI (``channels``, ``strides``, ``num_res_units``).
 """
 
@@ -54,13 +54,20 @@ class TrainConfig:
     """Probability of a zoom (``RandZoomd``)."""
     zoom_range: list[float] = field(default_factory=lambda: [0.9, 1.1])
     """Zoom factor range (min, max)."""
+    infer_patch_fraction: list[float] = field(default_factory=list)
+    """Sliding-window size as a fraction of the grid per axis (rounded like ``patch_fraction``);
+    empty: the training patch. A whole-grid window (1, 1, 1) costs one U-Net pass per volume
+    instead of nine overlapping half-FOV windows."""
     sw_overlap: float = 0.5
     """``SlidingWindowInferer`` overlap between windows."""
+    val_every: int = 1
+    """Validate every this many epochs (Lightning ``check_val_every_n_epoch``); the running
+    mean then spans ``running_mean_epochs`` validations."""
     selection: str = "running_mean"
     """``running_mean``: keep the weights with the best mean validation Dice over the last
     ``running_mean_epochs`` epochs (paper); ``fixed``: keep the last epoch's weights."""
     running_mean_epochs: int = 10
-    """Window of the running mean of the validation Dice (paper: 10)."""
+    """Window of the running mean of the validation Dice, in validations (paper: 10 epochs)."""
     n_val: int = 1
     """Validation patients held out from each fold's training patients (paper: 1)."""
     threads: int = 1
@@ -81,6 +88,9 @@ class CohortConfig:
     """Folder of fit outputs ``<fits>/<method>/<patient>/cbf.nii.gz``; empty: ``<path>/fits``."""
     fit_missing: bool = True
     """Fit maps that are missing through ``perfusion.fitting.run.fit_case``."""
+    fit_overrides: list[str] = field(default_factory=list)
+    """``key=value`` overrides for ``configs/fit.yaml`` when fitting missing maps (e.g.
+    ``preprocess.motion_correction=false`` for phantoms, which have no motion)."""
     side: str = "auto"
     """Affected hemisphere: ``auto`` (from CBF asymmetry), ``left`` or ``right``."""
     phantom_n: int = 15
@@ -141,3 +151,5 @@ class SegmentConfig:
     """Output folder; empty: the maps folder (or ``<case>/segmentation`` for truth maps)."""
     fit_missing: bool = True
     """Fit the maps first when they are missing."""
+    fit_overrides: list[str] = field(default_factory=list)
+    """``key=value`` overrides for ``configs/fit.yaml`` when fitting missing maps."""

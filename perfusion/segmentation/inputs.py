@@ -9,6 +9,7 @@ reads a fit output folder ``<fits>/<method>/<patient>/`` (``cbf.nii.gz``, ``tiss
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,19 +78,25 @@ def maps_folder(case_dir: Path, method: str, fits_root: Path | None) -> Path:
     return root / method / case_dir.name
 
 
-def ensure_maps(case_dir: Path, method: str, fits_root: Path | None, fit_missing: bool) -> Path:
+def ensure_maps(
+    case_dir: Path,
+    method: str,
+    fits_root: Path | None,
+    fit_missing: bool,
+    fit_overrides: Sequence[str] = (),
+) -> Path:
     """The maps folder of ``case_dir``, fitting it with ``method`` first when it is missing."""
     folder = maps_folder(case_dir, method, fits_root)
     if (folder / CBF_FILE).is_file():
         return folder
     if method == "truth" or not fit_missing:
         raise PerfusionError(f"no {CBF_FILE} for method {method!r}", folder)
-    fit_maps(case_dir, method, folder)
+    fit_maps(case_dir, method, folder, fit_overrides)
     return folder
 
 
-def fit_maps(case_dir: Path, method: str, out_dir: Path) -> None:
-    """Fit ``method``'s maps of ``case_dir`` into ``out_dir`` (``perfusion fit`` defaults)."""
+def fit_maps(case_dir: Path, method: str, out_dir: Path, overrides: Sequence[str] = ()) -> None:
+    """Fit ``method``'s maps of ``case_dir`` into ``out_dir``: ``perfusion fit`` defaults + ``overrides``."""
     try:
         from perfusion.config import config_dir, load_config
         from perfusion.fitting.config import FitConfig
@@ -101,8 +108,11 @@ def fit_maps(case_dir: Path, method: str, out_dir: Path) -> None:
     yaml = [config_dir() / "fit.yaml"]
     preset = config_dir() / "model" / f"{method}.yaml"  # e.g. SPPINN is a preset over fit.yaml
     cfg = load_config(
-        FitConfig, yaml + ([preset] if preset.is_file() else []), [f"method={method}"]
+        FitConfig,
+        yaml + ([preset] if preset.is_file() else []),
+        [f"method={method}", *overrides],
     )
+    print(f"fitting {method} maps of {case_dir.name} -> {out_dir}", flush=True)
     fit_case(case_dir, cfg, out_dir)
 
 
@@ -157,10 +167,14 @@ def load_patient(
     side: str = "auto",
     fit_missing: bool = True,
     maps: Path | None = None,
+    fit_overrides: Sequence[str] = (),
 ) -> PatientInputs:
     """Read (fitting if needed) one patient's CBF, tissue and midline and compute its rCBF."""
     case_dir = Path(case_dir)
-    folder = maps if maps is not None else ensure_maps(case_dir, method, fits_root, fit_missing)
+    if maps is not None:
+        folder = maps
+    else:
+        folder = ensure_maps(case_dir, method, fits_root, fit_missing, fit_overrides)
     image = load_nifti(folder / CBF_FILE)
     cbf = np.asarray(image.dataobj, dtype=np.float32)
     if cbf.ndim != 3:

@@ -39,11 +39,12 @@ class SegmentationModule(L.LightningModule):
         lr: Adam learning rate and OneCycleLR ``max_lr``.
         pct_start: OneCycleLR warm-up fraction.
         total_steps: optimiser steps of the whole training (epochs x steps per epoch).
-        roi: sliding-window size (each a multiple of ``pad_multiple``).
+        roi: training patch size (each a multiple of ``pad_multiple``).
         pad_multiple: the U-Net's size multiple (2^number of stride-2 levels).
         sw_overlap: sliding-window overlap.
         selection: ``running_mean`` or ``fixed`` (last epoch).
-        running_mean_epochs: window of the validation-Dice running mean.
+        running_mean_epochs: window of the validation-Dice running mean (in validations).
+        infer_roi: sliding-window size; None: ``roi``.
     """
 
     def __init__(
@@ -60,6 +61,7 @@ class SegmentationModule(L.LightningModule):
         sw_overlap: float = 0.5,
         selection: str = "running_mean",
         running_mean_epochs: int = 10,
+        infer_roi: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if selection not in SELECTIONS:
@@ -68,8 +70,11 @@ class SegmentationModule(L.LightningModule):
             raise ValueError(
                 f"strides needs {len(channels) - 1} entries for {len(channels)} channels"
             )
-        if any(r % pad_multiple for r in roi):
-            raise ValueError(f"roi {tuple(roi)} is not a multiple of {pad_multiple}")
+        infer_roi = tuple(roi if infer_roi is None else infer_roi)
+        if any(r % pad_multiple for r in (*roi, *infer_roi)):
+            raise ValueError(
+                f"roi {tuple(roi)} or infer_roi {infer_roi} not a multiple of {pad_multiple}"
+            )
         self.save_hyperparameters()
         self.net = UNet(
             3,
@@ -82,7 +87,7 @@ class SegmentationModule(L.LightningModule):
         )
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=1.0, lambda_ce=1.0)
         self.inferer = SlidingWindowInferer(
-            tuple(roi), sw_batch_size=1, overlap=sw_overlap, mode="gaussian"
+            infer_roi, sw_batch_size=1, overlap=sw_overlap, mode="gaussian"
         )
         self.pad = DivisiblePad(k=pad_multiple, method="end")
         self.val_dice: list[float] = []
@@ -136,7 +141,8 @@ class SegmentationModule(L.LightningModule):
         window = self.hparams.running_mean_epochs
         running = float(np.mean(self.val_dice[-window:]))
         self.log_dict({"val/dice": self.val_dice[-1], "val/dice_running": running})
-        full = len(self.val_dice) >= min(window, self.trainer.max_epochs or window)
+        every = self.trainer.check_val_every_n_epoch or 1
+        full = len(self.val_dice) >= min(window, (self.trainer.max_epochs or window) // every)
         if self.hparams.selection == "running_mean" and full and running > self.best_running:
             self.best_running, self.best_epoch = running, self.current_epoch
             self.best_state = copy.deepcopy(
