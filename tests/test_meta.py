@@ -120,7 +120,7 @@ def test_one_outer_step_equals_reptile_update_with_sgd():
         assert torch.allclose(p, p0 + 0.1 * (p_star - p0), atol=1e-5)
     changed = sum(
         float((p - p0).detach().abs().sum())
-        for p, p0 in zip(fields.parameters(), before.parameters())
+        for p, p0 in zip(fields.parameters(), before.parameters(), strict=True)
     )
     assert changed > 0
 

@@ -139,9 +139,9 @@ def test_cli_write_aif_false_and_bad_kind(tmp_path, capsys) -> None:
 
 def test_default_case_generates_in_seconds() -> None:
     cfg = PhantomConfig()  # 128 x 128 x 32 x 60 frames, correlated noise
-    start = time.perf_counter()
+    start = time.process_time()
     patient = make_patient(cfg, 0)
-    seconds = time.perf_counter() - start
+    seconds = time.process_time() - start
     assert patient.case.ctp_hu.shape == (128, 128, 32, 60)
-    # ~3 s on an idle core; the bound leaves room for a shared, busy CI machine
-    assert seconds < 60.0, f"default phantom took {seconds:.1f} s"
+    # ~3 CPU-s; CPU time, not wall time, so a busy machine does not fail it
+    assert seconds < 30.0, f"default phantom took {seconds:.1f} CPU-s"
