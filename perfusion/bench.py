@@ -99,7 +99,6 @@ def make_phantoms(cfg: BenchConfig, noise_hu: float) -> Path:
 def fit_config(cfg: BenchConfig, method: str) -> Any:
     """The FitConfig of ``method``: fit.yaml, the method's preset, then ``fit_overrides``."""
     from perfusion.fitting.config import FitConfig
-
     from perfusion.fitting.init import init_overrides
 
     overrides = [
