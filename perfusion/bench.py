@@ -59,12 +59,12 @@ class BenchConfig:
     method_overrides: dict[str, list[str]] = field(
         default_factory=lambda: {
             "resppinn": ["init=checkpoints/resppinn-meta-cpu.ckpt"],
-            "sppinn": ["steps=1000"],
+            "sppinn": ["steps=500", "sampling.batch_size=4096"],
         }
     )
     """Extra FitConfig overrides per method, after ``fit_overrides`` (an ``init=`` applies the
     checkpoint's recorded inner loop first, as ``perfusion fit`` does)."""
-    sppinn_slices: int = 4
+    sppinn_slices: int = 2
     """SPPINN fits this many spread slices (hours per volume on a CPU); it is scored on them and
     its wall time is extrapolated to the whole volume (flagged ``wall_time_extrapolated``). 0 = all."""
 

@@ -95,7 +95,9 @@ class PreparedCase:
             write_nifti_atomic(tmp / TISSUE_FILE, self.tissue_hu, self.affine)
             for name, file in MASK_FILES.items():
                 write_nifti_atomic(tmp / file, getattr(self, name), self.affine, np.uint8)
-            write_curves(tmp / CURVES_FILE, InputCurves(self.frame_times_s, self.aif_hu, self.vof_hu))
+            write_curves(
+                tmp / CURVES_FILE, InputCurves(self.frame_times_s, self.aif_hu, self.vof_hu)
+            )
             write_json_atomic(
                 tmp / PREPARED_JSON,
                 {
@@ -118,7 +120,8 @@ class PreparedCase:
         times = np.asarray(info["frame_times_s"], dtype=np.float64)
         curves = read_curves(folder / CURVES_FILE, times)
         masks = {
-            name: np.asarray(load_nifti(folder / file).dataobj) > 0 for name, file in MASK_FILES.items()
+            name: np.asarray(load_nifti(folder / file).dataobj) > 0
+            for name, file in MASK_FILES.items()
         }
         return cls(
             tissue_hu=np.asarray(image.dataobj, dtype=np.float32),

@@ -33,7 +33,9 @@ def cbf_to_flow(
     hematocrit_factor: float = HEMATOCRIT_FACTOR,
 ) -> np.ndarray | float:
     """CBF [ml/100g/min] -> F [1/s]; inverse of :func:`flow_to_cbf`."""
-    return cbf_ml_100g_min * density_g_per_ml / (SECONDS_PER_MINUTE * ML_PER_100G * hematocrit_factor)
+    return (
+        cbf_ml_100g_min * density_g_per_ml / (SECONDS_PER_MINUTE * ML_PER_100G * hematocrit_factor)
+    )
 
 
 def cbv_from_cbf_mtt(cbf_ml_100g_min: np.ndarray | float, mtt_s: np.ndarray | float):
