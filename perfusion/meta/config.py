@@ -54,7 +54,7 @@ class MetaConfig:
     name: str = "resppinn-meta-cpu"
     """Run name: checkpoints go to ``<checkpoint_dir>/<name>/`` and the initialisation to
     ``<checkpoint_dir>/<name>.ckpt``."""
-    n_outer: int = 300
+    n_outer: int = 150
     """Outer iterations N_out (Table 4: 7500)."""
     n_inner: int = 100
     """Inner Adam steps N_in per task (Table 4: 500); also the step count of a fit from the init."""
