@@ -99,7 +99,7 @@ def make_phantoms(cfg: BenchConfig, noise_hu: float) -> Path:
 def fit_config(cfg: BenchConfig, method: str) -> Any:
     """The FitConfig of ``method``: fit.yaml, the method's preset, then ``fit_overrides``."""
     from perfusion.fitting.config import FitConfig
-    from perfusion.fitting.init import init_overrides
+    from perfusion.fitting.init import with_init_settings
 
     overrides = [
         *METHOD_PRESETS.get(method, []),
@@ -107,10 +107,7 @@ def fit_config(cfg: BenchConfig, method: str) -> Any:
         *cfg.method_overrides.get(method, []),
         f"method={method}",
     ]
-    init = [o.split("=", 1)[1] for o in overrides if o.startswith("init=")]
-    if init and init[-1] not in ("", "null"):
-        recorded, _ = init_overrides(init[-1], overrides)
-        overrides = recorded + overrides
+    overrides, _ = with_init_settings(overrides)
     return load_config(FitConfig, ["fit.yaml"], overrides)
 
 

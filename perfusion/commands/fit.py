@@ -14,7 +14,7 @@ from pathlib import Path
 from perfusion.config import load_config, split_args
 from perfusion.errors import PerfusionError
 from perfusion.fitting.config import FitConfig
-from perfusion.fitting.init import init_overrides
+from perfusion.fitting.init import with_init_settings
 from perfusion.fitting.run import fit_case
 
 USAGE = "usage: perfusion fit CASE_DIR out=DIR [key=value ...]"
@@ -28,12 +28,9 @@ def main(argv: list[str]) -> None:
     if not out or not out[0]:
         raise PerfusionError(f"missing out=DIR. {USAGE}")
     overrides = [o for o in overrides if not o.startswith("out=")]
-    init = [o.split("=", 1)[1] for o in overrides if o.startswith("init=")]
-    if init and init[-1] not in ("", "null"):
-        recorded, warnings = init_overrides(init[-1], overrides)
-        for line in warnings:
-            print(f"perfusion fit: warning: {line}", file=sys.stderr)
-        overrides = recorded + overrides
+    overrides, warnings = with_init_settings(overrides)
+    for line in warnings:
+        print(f"perfusion fit: warning: {line}", file=sys.stderr)
     cfg = load_config(FitConfig, ["fit.yaml"], overrides)
     out_dir = Path(out[0])
     logger = _logger(cfg, positionals[0], out_dir)

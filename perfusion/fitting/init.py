@@ -80,3 +80,15 @@ def init_overrides(path: str | Path, user_overrides: list[str]) -> tuple[list[st
                 "the learned initialisation was made for the latter"
             )
     return applied, warnings
+
+
+def with_init_settings(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """``overrides`` with the ``init=`` checkpoint's recorded settings put first, and warnings.
+
+    Without an ``init=`` (or with ``init=`` empty or null) the overrides come back unchanged.
+    """
+    init = [o.split("=", 1)[1] for o in overrides if o.startswith("init=")]
+    if not init or init[-1] in ("", "null"):
+        return list(overrides), []
+    recorded, warnings = init_overrides(init[-1], overrides)
+    return recorded + list(overrides), warnings
