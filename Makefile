@@ -8,7 +8,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test fit meta-train compare loocv train-seg sweep bench bench-accuracy lint clean
+.PHONY: help install demo test fit meta-train compare loocv train-seg sweep bench bench-accuracy bench-ablation lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -51,7 +51,10 @@ sweep: install ## run the hash-encoding sweep offline: make sweep ARGS="count=8"
 bench-accuracy: install ## accuracy of every method against phantom truth -> bench/results/accuracy.md
 	$(BIN)/perfusion bench $(ARGS)
 
-bench: bench-accuracy ## all benchmarks
+bench-ablation: install ## fit-recipe ablation (loss variants, norms, f_ODE pre-fit) -> bench/results/ablation/
+	$(BIN)/perfusion bench config=bench/ablation $(ARGS)
+
+bench: bench-accuracy bench-ablation ## all benchmarks
 
 lint: install ## ruff
 	$(BIN)/ruff check perfusion tests && $(BIN)/ruff format --check perfusion tests

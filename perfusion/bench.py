@@ -64,6 +64,9 @@ class BenchConfig:
     )
     """Extra FitConfig overrides per method, after ``fit_overrides`` (an ``init=`` applies the
     checkpoint's recorded inner loop first, as ``perfusion fit`` does)."""
+    variants: dict[str, list[str]] = field(default_factory=dict)
+    """Extra rows: label -> FitConfig overrides (after ``fit_overrides``; ``method=`` picks the
+    method, default resppinn), e.g. ``{resppinn-l2: [loss.norm=l2]}`` for an ablation."""
     sppinn_slices: int = 2
     """SPPINN fits this many spread slices (hours per volume on a CPU); it is scored on them and
     its wall time is extrapolated to the whole volume (flagged ``wall_time_extrapolated``). 0 = all."""
@@ -96,15 +99,26 @@ def make_phantoms(cfg: BenchConfig, noise_hu: float) -> Path:
     return folder
 
 
-def fit_config(cfg: BenchConfig, method: str) -> Any:
-    """The FitConfig of ``method``: fit.yaml, the method's preset, then ``fit_overrides``."""
+def runs(cfg: BenchConfig) -> list[tuple[str, str, list[str]]]:
+    """(label, method, extra overrides) of every row: the methods, then the variants."""
+    rows = [(m, m, list(cfg.method_overrides.get(m, []))) for m in cfg.methods]
+    for label, overrides in cfg.variants.items():
+        methods = [o.split("=", 1)[1] for o in overrides if o.startswith("method=")]
+        extra = [o for o in overrides if not o.startswith("method=")]
+        rows.append((label, methods[-1] if methods else "resppinn", extra))
+    return rows
+
+
+def fit_config(cfg: BenchConfig, method: str, extra: list[str] | None = None) -> Any:
+    """The FitConfig of ``method``: fit.yaml, the method's preset, ``fit_overrides``, then
+    ``extra`` (a variant's overrides) or else the method's ``method_overrides``."""
     from perfusion.fitting.config import FitConfig
     from perfusion.fitting.init import with_init_settings
 
     overrides = [
         *METHOD_PRESETS.get(method, []),
         *cfg.fit_overrides,
-        *cfg.method_overrides.get(method, []),
+        *(cfg.method_overrides.get(method, []) if extra is None else extra),
         f"method={method}",
     ]
     overrides, _ = with_init_settings(overrides)
@@ -123,14 +137,16 @@ def prepare_once(cfg: BenchConfig, case_dir: Path, prepared_dir: Path) -> Path:
     return prepare_case(read_case(case_dir), options).save(prepared_dir)
 
 
-def fit_one(cfg: BenchConfig, method: str, prepared_dir: Path, out_dir: Path) -> dict[str, Any]:
+def fit_one(
+    cfg: BenchConfig, method: str, prepared_dir: Path, out_dir: Path, extra: list[str] | None = None
+) -> dict[str, Any]:
     """Fit a prepared case with ``method`` into ``out_dir`` (or reuse a finished fit); its summary."""
     from perfusion.fitting.run import fit_case
 
     summary_path = out_dir / "summary.json"
     if cfg.resume and summary_path.is_file():
         return json.loads(summary_path.read_text())
-    return fit_case(prepared_dir, fit_config(cfg, method), out_dir)
+    return fit_case(prepared_dir, fit_config(cfg, method, extra), out_dir)
 
 
 def run_accuracy(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
@@ -142,9 +158,10 @@ def run_accuracy(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
             prepared = prepare_once(
                 cfg, case_dir, Path(cfg.work_dir) / f"prepared-noise{noise:g}" / case_dir.name
             )
-            for method in cfg.methods:
-                out_dir = Path(cfg.work_dir) / f"fits-noise{noise:g}" / method / case_dir.name
-                rows.append(bench_row(cfg, method, noise, case_dir, prepared, out_dir))
+            for label, method, extra in runs(cfg):
+                out_dir = Path(cfg.work_dir) / f"fits-noise{noise:g}" / label / case_dir.name
+                row = bench_row(cfg, method, noise, case_dir, prepared, out_dir, extra)
+                rows.append({**row, "method": label})
                 print(_progress_line(rows[-1]), flush=True)
     result = {
         "command": command,
@@ -160,7 +177,13 @@ def run_accuracy(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
 
 
 def bench_row(
-    cfg: BenchConfig, method: str, noise: float, case_dir: Path, prepared: Path, out_dir: Path
+    cfg: BenchConfig,
+    method: str,
+    noise: float,
+    case_dir: Path,
+    prepared: Path,
+    out_dir: Path,
+    extra: list[str] | None = None,
 ) -> dict[str, Any]:
     """Fit (or reuse) one method on one case and score it against the case's truth."""
     truth, scale = case_dir / "truth", 1.0
@@ -175,7 +198,7 @@ def bench_row(
             out_dir.parent / f"{case_dir.name}-view",
         )
         prepared, truth, scale = view.prepared_dir, view.truth_dir, view.total / view.fitted
-    summary = fit_one(cfg, method, prepared, out_dir)
+    summary = fit_one(cfg, method, prepared, out_dir, extra)
     wall = summary.get("wall_time_s")
     return {
         "method": method,

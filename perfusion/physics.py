@@ -53,9 +53,42 @@ def box_model_tac(
     return flow * (aif_cumulative(t - delay) - aif_cumulative(t - delay - mtt))
 
 
+class CumulativeAif:
+    """``cumA(t)``: the running integral of a neural AIF from the first frame (0 before it).
+
+    f_AIF is evaluated on a fine uniform grid over ``[t_start, t_end]`` (``n`` points), integrated
+    by the trapezoid rule, and read by linear interpolation, which is differentiable in the query
+    time (its slope is the AIF) and in f_AIF's weights. Queries past ``t_end`` extend linearly
+    with the last AIF value. Rebuild it after every optimiser step (the AIF changes).
+    """
+
+    def __init__(self, aif: AifFn, t_start: float, t_end: float, n: int, device=None) -> None:
+        grid = torch.linspace(t_start, t_end, int(n), device=device).unsqueeze(1)
+        values = aif(grid).squeeze(1)
+        self.t_start, self.step = float(t_start), float(grid[1, 0] - grid[0, 0])
+        steps = 0.5 * (values[1:] + values[:-1]) * self.step
+        self.cumulative = torch.cat([values.new_zeros(1), torch.cumsum(steps, 0)])
+        self.last = values[-1]
+
+    def __call__(self, t: Tensor) -> Tensor:
+        position = (t - self.t_start) / self.step
+        n = self.cumulative.numel()
+        index = position.detach().floor().clamp(0, n - 2).long()
+        weight = position - index
+        inside = self.cumulative[index] * (1 - weight) + self.cumulative[index + 1] * weight
+        beyond = self.cumulative[-1] + self.last * (position - (n - 1)) * self.step
+        inside = torch.where(position > n - 1, beyond, inside)
+        return torch.where(position < 0, torch.zeros_like(inside), inside)
+
+
 def l1(prediction: Tensor, target: Tensor) -> Tensor:
     """Mean absolute difference (Table 3's L1 losses)."""
     return (prediction - target).abs().mean()
+
+
+def l2(prediction: Tensor, target: Tensor) -> Tensor:
+    """Mean squared difference (``loss.norm=l2``)."""
+    return (prediction - target).square().mean()
 
 
 def total_loss(tac: Tensor, aif: Tensor, ode: Tensor) -> Tensor:

@@ -58,3 +58,23 @@ def test_quick_mode_writes_tables_for_a_baseline(tmp_path):
     # resumable: the second run reuses the phantom and the fit
     again = run_accuracy(cfg, "again")
     assert again["rows"][0]["cbf_r"] == row["cbf_r"]
+
+
+def test_variants_are_extra_labelled_rows(tmp_path):
+    """An ablation row per variant: its own overrides and method, labelled by its name."""
+    cfg = load_config(
+        BenchConfig,
+        ["bench.yaml"],
+        [
+            "config=bench/quick",
+            f"out={tmp_path}/results",
+            f"work_dir={tmp_path}",
+            "methods=[]",
+            "variants={again: [method=bsvd], integral: [loss.variant=integral, ode_prefit_steps=5]}",
+        ],
+    )
+    result = run_accuracy(cfg, "variants")
+    assert [r["method"] for r in result["rows"]] == ["again", "integral"]
+    assert (tmp_path / "fits-noise5" / "integral" / "patient-000" / "cbf.nii.gz").is_file()
+    saved = (tmp_path / "fits-noise5" / "integral" / "patient-000" / "config.yaml").read_text()
+    assert "variant: integral" in saved and "ode_prefit_steps: 5" in saved

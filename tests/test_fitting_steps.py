@@ -18,7 +18,7 @@ from fitting_case import AIF, make_prepared, tissue_labels  # noqa: E402
 from perfusion.domain import Domain, DomainConfig  # noqa: E402
 from perfusion.errors import PerfusionError  # noqa: E402
 from perfusion.fields import FieldsConfig, build_fields  # noqa: E402
-from perfusion.fitting.config import OptimConfig  # noqa: E402
+from perfusion.fitting.config import LossConfig, OptimConfig  # noqa: E402
 from perfusion.fitting.sampling import CaseSamples  # noqa: E402
 from perfusion.fitting.steps import (  # noqa: E402
     FeatureSource,
@@ -103,12 +103,15 @@ def test_losses_vanish_at_the_true_parameters() -> None:
     keep = torch.isin(batch.rows, rows)
     for name in ("rows", "t", "tac", "tau"):
         setattr(batch, name, getattr(batch, name)[keep])
-    losses = compute_losses(fields, FeatureSource(fields, samples.x), samples, batch, "detached")
-    values = losses.as_floats()
-    assert values["tac"] < 1e-5 and values["aif"] < 1e-5 and values["ode"] < 1e-4
-    fields.scale.data.fill_(1.5)  # a wrong curve: both the data and the ODE term notice
-    wrong = compute_losses(fields, FeatureSource(fields, samples.x), samples, batch, "detached")
-    assert wrong.as_floats()["tac"] > 0.05 and wrong.as_floats()["ode"] > 0.01
+    for loss in ("detached", "integral", LossConfig(variant="integral", norm="l2")):
+        fields.scale.data.fill_(1.0)
+        losses = compute_losses(fields, FeatureSource(fields, samples.x), samples, batch, loss)
+        values = losses.as_floats()
+        assert values["tac"] < 1e-5 and values["aif"] < 1e-5 and values["ode"] < 1e-4, loss
+        fields.scale.data.fill_(1.5)  # a wrong curve: both the data and the ODE term notice
+        wrong = compute_losses(fields, FeatureSource(fields, samples.x), samples, batch, loss)
+        floor = 1e-4 if isinstance(loss, LossConfig) else 0.01  # squared errors are smaller
+        assert wrong.as_floats()["tac"] > floor and wrong.as_floats()["ode"] > floor / 5, loss
 
 
 def tiny_fields() -> nn.Module:
@@ -121,7 +124,9 @@ def tiny_fields() -> nn.Module:
     return build_fields(cfg, 3)
 
 
-@pytest.mark.parametrize("variant, reaches_tac", [("literal", True), ("detached", False)])
+@pytest.mark.parametrize(
+    "variant, reaches_tac", [("literal", True), ("detached", False), ("integral", False)]
+)
 def test_detached_residual_does_not_train_f_tac(variant: str, reaches_tac: bool) -> None:
     samples, fields = case_samples(), tiny_fields()
     batch = samples.sample(256, torch.Generator().manual_seed(0))

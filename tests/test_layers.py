@@ -17,7 +17,16 @@ PACKAGE = Path(__file__).resolve().parents[1] / "perfusion"
 LAYERS: list[set[str]] = [
     {"units", "config", "errors", "atomic", "tracking"},
     {"io", "datasets"},
-    {"preprocess", "registration", "masks", "aif", "physics", "domain", "gamma_variate", "prepared"},
+    {
+        "preprocess",
+        "registration",
+        "masks",
+        "aif",
+        "physics",
+        "domain",
+        "gamma_variate",
+        "prepared",
+    },
     {"phantom", "fields"},
     {"fitting", "baselines"},
     {"meta"},

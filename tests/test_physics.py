@@ -49,3 +49,21 @@ def test_box_model_tac_closed_form() -> None:
 def test_l1_and_equal_weights() -> None:
     assert float(l1(col(1.0, -1.0), col(0.0, 1.0))) == 1.5  # (1 + 2) / 2
     assert float(total_loss(torch.tensor(1.0), torch.tensor(2.0), torch.tensor(3.0))) == 6.0
+
+
+def test_cumulative_aif_integrates_the_ramp() -> None:
+    from perfusion.physics import CumulativeAif
+
+    cumulative = CumulativeAif(ramp, t_start=0.0, t_end=10.0, n=101)
+    t = col(-1.0, 0.0, 2.5, 10.0, 12.0)
+    expected = col(0.0, 0.0, 2.5**2 / 2, 50.0, 50.0 + 10.0 * 2.0)  # past the end: last value held
+    assert torch.allclose(cumulative(t).double(), expected, atol=2e-3)
+    t = col(4.0).requires_grad_(True)
+    (slope,) = torch.autograd.grad(cumulative(t).sum(), t)  # d cumA / dt = A
+    assert abs(float(slope) - 4.0) < 0.06
+
+
+def test_l2_is_the_mean_squared_error() -> None:
+    from perfusion.physics import l2
+
+    assert float(l2(col(1.0, 3.0), col(0.0, 0.0))) == 5.0

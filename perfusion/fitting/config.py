@@ -14,7 +14,8 @@ from perfusion.fields.config import FieldsConfig
 from perfusion.preprocess import PreprocessConfig
 
 METHODS = ("resppinn", "sppinn", "bsvd", "nlr")
-LOSS_VARIANTS = ("literal", "detached")
+LOSS_VARIANTS = ("literal", "detached", "integral")
+LOSS_NORMS = ("l1", "l2")
 STEPS_WITHOUT_INIT = 5000
 STEPS_WITH_INIT = 500
 
@@ -26,7 +27,14 @@ class LossConfig:
     variant: str = "detached"
     """``literal``: the paper's loss, the residual also trains f_TAC through dC/dt. ``detached``:
     dC/dt is detached in the residual, so the data term alone fits f_TAC and the residual trains
-    f_ODE, f_AIF and the shared encoding (the literal loss collapses to CBF ~ 0 on noisy data)."""
+    f_ODE, f_AIF and the shared encoding (the literal loss collapses to CBF ~ 0 on noisy data).
+    ``integral``: Eq. (1) in its integrated form, ``f_TAC(x, tau) = F [cumA(tau - t_d) -
+    cumA(tau - t_d - MTT)]`` with the tissue at rest before the first frame; f_TAC is detached
+    as in ``detached``. It needs no derivative of the noisy f_TAC (see physics.CumulativeAif)."""
+    norm: str = "l1"
+    """Norm of all three terms: ``l1`` (Table 3) or ``l2`` (mean squared error)."""
+    aif_grid_points: int = 512
+    """``integral``: points of the fine grid on which f_AIF is integrated each step."""
 
 
 @dataclass
@@ -37,6 +45,8 @@ class OptimConfig:
     """Peak learning rate of OneCycleLR. Table 2 says 1e-3; on the default 128x128x32 phantom at
     500 steps (no init, detached loss) 5e-3 fitted better: sigma 5 HU CBF r 0.66 vs 0.55, Tmax>6 s
     Dice 0.83 vs 0.00; sigma 10 HU (1.5-voxel smoothing) r 0.57 vs 0.47, Dice 0.67 vs 0.00."""
+    eps: float = 1e-8
+    """Adam's epsilon (torch's default; Instant-NGP uses 1e-15 for its hash tables)."""
     warmup_share: float = 0.0
     """Share of steps rising to ``lr`` (Table 2: no warm-up; 0 starts at ``lr``)."""
     final_div_factor: float = 1e4
@@ -98,6 +108,14 @@ class FitConfig:
     """Adam steps fitting f_AIF alone to the AIF samples before the joint fit (~0.5 s)."""
     aif_prefit_lr: float = 1e-2
     """Learning rate of the f_AIF pre-fit."""
+    ode_prefit_steps: int = 0
+    """Adam steps fitting f_ODE (and the encoding) to a per-voxel box-model grid start before the
+    joint fit (perfusion.fitting.ode_start: from one typical start the joint fit falls into a
+    short-MTT local minimum in ischaemic tissue); 0 = off, the paper's recipe."""
+    ode_prefit_median: list[int] = field(default_factory=lambda: [3, 3, 1])
+    """Voxels of the median filter applied to the grid start's log-parameters (scan axes)."""
+    ode_prefit_lr: float = 1e-2
+    """Learning rate of the f_ODE pre-fit."""
     select_best: bool = False
     """Keep the weights of the step with the lowest held-out L_TAC (label-free step choice)."""
     early_stop_patience: int = 0

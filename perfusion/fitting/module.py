@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from perfusion.fitting.config import OptimConfig
+from perfusion.fitting.config import LossConfig, OptimConfig
 from perfusion.fitting.sampling import CaseSamples, FitBatch
 from perfusion.fitting.steps import FeatureSource, check_finite, compute_losses, make_optimizer
 from perfusion.physics import l1
@@ -28,7 +28,7 @@ class FieldFitModule(L.LightningModule):
         fields: PerfusionFields (parameters being fitted).
         samples: the case's data in Domain units, on the fit's device.
         features: voxel features by row (hash-grid plan built once).
-        variant: loss variant, ``literal`` or ``detached``.
+        loss: the loss options (LossConfig: variant, norm), or just a variant name.
         optim: Adam/OneCycle settings; total_steps: the scheduler's length.
         val_every: steps between held-out evaluations.
         tissue_hu_per_unit: converts the held-out L1 to ΔHU for logging.
@@ -41,7 +41,7 @@ class FieldFitModule(L.LightningModule):
         fields: nn.Module,
         samples: CaseSamples,
         features: FeatureSource,
-        variant: str,
+        loss: LossConfig | str,
         optim: OptimConfig,
         total_steps: int,
         val_every: int = 50,
@@ -51,18 +51,24 @@ class FieldFitModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.fields, self.samples, self.features = fields, samples, features
-        self.variant, self.optim, self.total_steps = variant, optim, int(total_steps)
+        self.loss = LossConfig(variant=loss) if isinstance(loss, str) else loss
+        self.optim, self.total_steps = optim, int(total_steps)
         self.val_every, self.hu = max(int(val_every), 1), float(tissue_hu_per_unit)
         self.select_best, self.patience = select_best, int(early_stop_patience)
         self.save_hyperparameters(
-            {"variant": variant, "total_steps": total_steps, "lr": optim.lr, "val_every": val_every}
+            {
+                "loss": vars(self.loss),
+                "total_steps": total_steps,
+                "lr": optim.lr,
+                "val_every": val_every,
+            }
         )
         self.history: list[dict[str, float]] = []
         self.best: tuple[float, int, dict | None] = (float("inf"), -1, None)
         self._stale = 0
 
     def training_step(self, batch: FitBatch, batch_idx: int) -> torch.Tensor:
-        losses = compute_losses(self.fields, self.features, self.samples, batch, self.variant)
+        losses = compute_losses(self.fields, self.features, self.samples, batch, self.loss)
         check_finite(losses, self.global_step)
         values = losses.as_floats()
         self.log_dict({f"train/{k}": v for k, v in values.items()}, prog_bar=False)

@@ -19,8 +19,9 @@ from perfusion.fitting.config import FitConfig, resolve_steps
 from perfusion.fitting.data import CaseDataModule
 from perfusion.fitting.init import load_init
 from perfusion.fitting.module import FieldFitModule, run_trainer
+from perfusion.fitting.ode_start import grid_start_units, smoothed_start
 from perfusion.fitting.sampling import CaseSamples
-from perfusion.fitting.steps import FeatureSource, prefit_aif
+from perfusion.fitting.steps import FeatureSource, prefit
 from perfusion.prepared import PreparedCase
 
 _CHUNK = 8192
@@ -101,15 +102,15 @@ def _fit_region(
         info["init"] = {"path": str(cfg.init), "fit": checkpoint.get("fit")}
     fields = fields.to(device)
     features = FeatureSource(fields, samples.x)
-    info["aif_prefit_l1_hu"] = domain.aif_hu(
-        prefit_aif(fields, samples, cfg.aif_prefit_steps, cfg.aif_prefit_lr)
-    )
+    aif_l1, ode_mse = prefit(fields, features, samples, cfg)
+    info["aif_prefit_l1_hu"] = domain.aif_hu(aif_l1)
+    info["ode_prefit_mse_log"] = ode_mse
     steps = resolve_steps(cfg)
     module = FieldFitModule(
         fields,
         samples,
         features,
-        cfg.loss.variant,
+        cfg.loss,
         cfg.optim,
         steps,
         cfg.sampling.val_every,
@@ -144,7 +145,7 @@ def case_samples(
     """
     tissue = prepared.tissue & region
     x_unit = domain.space_unit(prepared.standard_mm(np.argwhere(tissue))[:, _dims(cfg)])
-    return CaseSamples.build(
+    samples = CaseSamples.build(
         x_unit,
         prepared.tissue_hu[tissue],
         prepared.frame_times_s,
@@ -154,6 +155,13 @@ def case_samples(
         cfg.sampling.heldout_max,
         seed=cfg.seed,
     )
+    if cfg.ode_prefit_steps > 0:
+        start = grid_start_units(
+            prepared.tissue_hu[tissue], prepared.frame_times_s, prepared.aif_hu, domain
+        )
+        size = tuple(int(v) for v in cfg.ode_prefit_median)
+        samples.ode_start = smoothed_start(start, tissue, size[: tissue.ndim])
+    return samples
 
 
 def _dims(cfg: FitConfig) -> tuple[int, ...]:

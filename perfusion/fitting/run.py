@@ -164,6 +164,7 @@ def _summary(prepared, cfg, maps, valid, counts, wall, fit, case_dir) -> dict[st
         summary.update(
             steps=fit.steps,
             loss_variant=cfg.loss.variant,
+            loss_norm=cfg.loss.norm,
             losses=fit.losses,
             history=fit.history,  # per-step losses (Domain units), for loss-vs-step figures
             fitqc="mean |f_TAC - data| over frames (ΔHU) per tissue voxel",

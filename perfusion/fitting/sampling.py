@@ -52,6 +52,8 @@ class CaseSamples:
         heldout: bool (V, T), samples never drawn for training.
         t_start: first frame's unit time (the AIF is baseline before it).
         t_end: last frame's unit time.
+        ode_start: (V, 3) unit (flow, mtt, delay) starting values of f_ODE, or None
+            (see perfusion.fitting.ode_start).
     """
 
     x: Tensor
@@ -63,6 +65,7 @@ class CaseSamples:
     heldout_frames: Tensor
     t_start: float
     t_end: float
+    ode_start: Tensor | None = None
 
     @classmethod
     def build(

@@ -13,9 +13,10 @@ import torch
 from torch import Tensor, nn
 
 from perfusion.errors import PerfusionError
-from perfusion.fitting.config import LOSS_VARIANTS, OptimConfig
+from perfusion.fitting.config import LOSS_NORMS, LOSS_VARIANTS, LossConfig, OptimConfig
+from perfusion.fitting.ode_start import prefit_ode
 from perfusion.fitting.sampling import CaseSamples, FitBatch
-from perfusion.physics import l1, ode_residual, total_loss
+from perfusion.physics import CumulativeAif, box_model_tac, l1, l2, ode_residual, total_loss
 
 
 @dataclass
@@ -49,30 +50,57 @@ class FeatureSource:
 
 
 def compute_losses(
-    fields: nn.Module, features: FeatureSource, samples: CaseSamples, batch: FitBatch, variant: str
+    fields: nn.Module,
+    features: FeatureSource,
+    samples: CaseSamples,
+    batch: FitBatch,
+    loss: LossConfig | str,
 ) -> LossTerms:
-    """L_TAC, L_AIF and L_ODE (Eq. (4)) of one batch; ``variant`` is ``literal`` or ``detached``.
+    """L_TAC, L_AIF and L_ODE (Eq. (4)) of one batch under ``loss`` (LossConfig, or a variant name).
 
     L_AIF is the mean over all T frames, the expectation of Table 3's per-sample mean over the
     batch's frame times at T instead of B evaluations. ``detached`` stops the residual's gradient
-    into f_TAC (dC/dt enters as data), so a noisy f_TAC cannot flatten to satisfy the ODE.
+    into f_TAC (dC/dt enters as data), so a noisy f_TAC cannot flatten to satisfy the ODE;
+    ``integral`` compares the detached f_TAC with Eq. (1)'s solution instead. ``loss.norm``
+    chooses L1 (Table 3) or squared errors for all three terms.
     """
+    cfg = LossConfig(variant=loss) if isinstance(loss, str) else loss
+    variant, grid = cfg.variant, int(cfg.aif_grid_points)
     if variant not in LOSS_VARIANTS:
         raise PerfusionError(f"loss.variant: {variant!r}, expected one of {LOSS_VARIANTS}")
+    if cfg.norm not in LOSS_NORMS:
+        raise PerfusionError(f"loss.norm: {cfg.norm!r}, expected one of {LOSS_NORMS}")
+    norm = l1 if cfg.norm == "l1" else l2
     feat = features(fields, batch.rows)
-    loss_tac = l1(fields.tac(feat, batch.t), batch.tac)
-    loss_aif = l1(fields.aif(samples.frame_t.unsqueeze(1)), samples.aif.unsqueeze(1))
-    tau = batch.tau.detach().requires_grad_(True)
+    loss_tac = norm(fields.tac(feat, batch.t), batch.tac)
+    loss_aif = norm(fields.aif(samples.frame_t.unsqueeze(1)), samples.aif.unsqueeze(1))
+    flow, mtt, delay = fields.ode(feat).split(1, dim=1)
+    if variant == "integral":
+        residual = _integral_residual(fields, feat, samples, batch.tau, flow, mtt, delay, grid)
+    else:
+        residual = _derivative_residual(fields, feat, samples, batch.tau, flow, mtt, delay, variant)
+    loss_ode = norm(residual, torch.zeros_like(residual))
+    return LossTerms(total_loss(loss_tac, loss_aif, loss_ode), loss_tac, loss_aif, loss_ode)
+
+
+def _derivative_residual(fields, feat, samples, tau, flow, mtt, delay, variant: str) -> Tensor:
+    """Eq. (4) with dC/dtau of f_TAC by autograd (detached unless ``variant`` is literal)."""
     literal = variant == "literal"
+    tau_grad = tau.detach().requires_grad_(True)
     with torch.enable_grad():
-        c_tau = fields.tac(feat if literal else feat.detach(), tau)
-        (dc_dtau,) = torch.autograd.grad(c_tau.sum(), tau, create_graph=literal)
+        c_tau = fields.tac(feat if literal else feat.detach(), tau_grad)
+        (dc_dtau,) = torch.autograd.grad(c_tau.sum(), tau_grad, create_graph=literal)
     if not literal:
         dc_dtau = dc_dtau.detach()
-    flow, mtt, delay = fields.ode(feat).split(1, dim=1)
-    residual = ode_residual(dc_dtau, flow, mtt, delay, fields.aif, batch.tau, samples.t_start)
-    loss_ode = residual.abs().mean()
-    return LossTerms(total_loss(loss_tac, loss_aif, loss_ode), loss_tac, loss_aif, loss_ode)
+    return ode_residual(dc_dtau, flow, mtt, delay, fields.aif, tau, samples.t_start)
+
+
+def _integral_residual(fields, feat, samples, tau, flow, mtt, delay, grid: int) -> Tensor:
+    """Eq. (1) integrated from the first frame: detached f_TAC(x, tau) minus the box model."""
+    with torch.no_grad():
+        c_tau = fields.tac(feat.detach(), tau)
+    cumulative = CumulativeAif(fields.aif, samples.t_start, samples.t_end, grid, tau.device)
+    return c_tau - box_model_tac(cumulative, tau, flow, mtt, delay)
 
 
 def check_finite(losses: LossTerms, step: int) -> None:
@@ -89,14 +117,14 @@ def train_step(
     features: FeatureSource,
     samples: CaseSamples,
     batch: FitBatch,
-    variant: str,
+    loss: LossConfig | str,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     step: int,
 ) -> LossTerms:
     """One plain-torch optimisation step (Reptile's inner step); the same maths as the module."""
     optimizer.zero_grad(set_to_none=True)
-    losses = compute_losses(fields, features, samples, batch, variant)
+    losses = compute_losses(fields, features, samples, batch, loss)
     check_finite(losses, step)
     losses.total.backward()
     optimizer.step()
@@ -108,7 +136,7 @@ def make_optimizer(
     parameters, cfg: OptimConfig, total_steps: int
 ) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.OneCycleLR]:
     """Adam at ``cfg.lr`` with OneCycleLR over ``total_steps`` (Table 2; no warm-up by default)."""
-    optimizer = torch.optim.Adam(parameters, lr=cfg.lr)
+    optimizer = torch.optim.Adam(parameters, lr=cfg.lr, eps=cfg.eps)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=cfg.lr,
@@ -118,6 +146,27 @@ def make_optimizer(
         final_div_factor=cfg.final_div_factor,
     )
     return optimizer, scheduler
+
+
+def prefit(
+    fields: nn.Module, features: FeatureSource, samples: CaseSamples, cfg
+) -> tuple[float, float]:
+    """The pre-fits before the joint fit (FitConfig ``cfg``): f_AIF, then f_ODE when
+    ``samples.ode_start`` is set; returns their final L1 (AIF units; log-parameters)."""
+    aif = prefit_aif(fields, samples, cfg.aif_prefit_steps, cfg.aif_prefit_lr)
+    ode = float("nan")
+    if samples.ode_start is not None and cfg.ode_prefit_steps > 0:
+        generator = torch.Generator().manual_seed(int(cfg.seed))
+        ode = prefit_ode(
+            fields,
+            features,
+            samples.ode_start,
+            cfg.ode_prefit_steps,
+            cfg.ode_prefit_lr,
+            cfg.sampling.batch_size,
+            generator,
+        )
+    return aif, ode
 
 
 def prefit_aif(fields: nn.Module, samples: CaseSamples, steps: int, lr: float) -> float:

@@ -49,12 +49,14 @@ def inner_fit_settings(cfg: MetaConfig) -> dict[str, Any]:
     settings = {
         "steps": int(cfg.n_inner),
         "sampling.batch_size": fit["sampling"]["batch_size"],
-        "loss.variant": fit["loss"]["variant"],
         "aif_prefit_steps": fit["aif_prefit_steps"],
         "aif_prefit_lr": fit["aif_prefit_lr"],
+        "ode_prefit_steps": fit["ode_prefit_steps"],
+        "ode_prefit_lr": fit["ode_prefit_lr"],
+        "ode_prefit_median": fit["ode_prefit_median"],
     }
     settings.update({f"optim.{k}": v for k, v in fit["optim"].items()})
-    for section in ("preprocess", "fields", "domain"):
+    for section in ("loss", "preprocess", "fields", "domain"):
         settings.update(_flatten(fit[section], section))
     return settings
 

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from perfusion.errors import PerfusionError
 from perfusion.fitting.config import FitConfig
-from perfusion.fitting.steps import make_optimizer, prefit_aif, train_step
+from perfusion.fitting.steps import make_optimizer, prefit, train_step
 from perfusion.meta.config import OUTER_OPTIMIZERS, OuterConfig
 from perfusion.meta.tasks import Task
 
@@ -46,14 +46,14 @@ def adapt(
     ``callback(k, fields)``, when given, runs after the k-th step (k = 1..steps) to record
     the fields mid-adaptation (the comparison's CBF-against-iteration probe).
     """
-    prefit_aif(fields, task.samples, cfg.aif_prefit_steps, cfg.aif_prefit_lr)
+    prefit(fields, task.features, task.samples, cfg)
     optimizer, scheduler = make_optimizer(fields.parameters(), cfg.optim, steps)
     generator = torch.Generator(device=task.samples.tac.device).manual_seed(seed)
     history = []
     for step in range(steps):
         batch = task.samples.sample(cfg.sampling.batch_size, generator)
         losses = train_step(
-            fields, task.features, task.samples, batch, cfg.loss.variant, optimizer, scheduler, step
+            fields, task.features, task.samples, batch, cfg.loss, optimizer, scheduler, step
         )
         history.append(losses.as_floats())
         if callback is not None:

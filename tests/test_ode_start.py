@@ -1,0 +1,69 @@
+"""The f_ODE pre-fit: the box-model grid start, its median filter and the pre-fit itself."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fitting_case import AIF, TISSUES, box_tac  # noqa: E402
+
+from perfusion.domain import Domain, DomainConfig  # noqa: E402
+from perfusion.fields import FieldsConfig, build_fields  # noqa: E402
+from perfusion.fitting.ode_start import grid_start_units, prefit_ode, smoothed_start  # noqa: E402
+from perfusion.fitting.steps import FeatureSource  # noqa: E402
+from perfusion.units import cbf_to_flow  # noqa: E402
+
+DOMAIN = Domain.from_config(DomainConfig(), time_origin_s=AIF.t0_s)
+TIMES = np.arange(40) * 1.0
+
+
+def test_grid_start_lands_in_the_right_basin() -> None:
+    """Noiseless curves of each tissue start near their true parameters (grid spacing 1 s in
+    delay, log-spaced MTT), in particular the delayed, long-MTT lesion."""
+    curves = np.stack([box_tac(TIMES, *params) for params in TISSUES.values()])
+    start = grid_start_units(curves, TIMES, AIF(TIMES), DOMAIN).double().numpy()
+    flow, mtt, delay = DOMAIN.params_physical(start[:, 0], start[:, 1], start[:, 2])
+    for k, (cbf, true_mtt, true_delay) in enumerate(TISSUES.values()):
+        assert abs(delay[k] - true_delay) <= 1.0, (k, delay[k])
+        assert abs(np.log(mtt[k] / true_mtt)) < 0.25, (k, mtt[k])
+        assert abs(np.log(flow[k] / cbf_to_flow(cbf))) < 0.35, (k, flow[k])
+
+
+def test_median_filter_removes_an_isolated_start() -> None:
+    tissue = np.ones((5, 5, 1), dtype=bool)
+    start = torch.ones((25, 3))
+    start[12] = 50.0  # the centre voxel
+    smooth = smoothed_start(start, tissue, (3, 3, 1))
+    assert torch.allclose(smooth, torch.ones((25, 3)), atol=1e-5)
+    assert smoothed_start(start, tissue, (1, 1, 1)) is start  # size 1: unchanged
+
+
+def test_prefit_fits_a_distinct_region() -> None:
+    """Two regions with different starts: after the pre-fit f_ODE tells them apart."""
+    torch.manual_seed(0)
+    cfg = FieldsConfig()
+    cfg.encoding.n_levels, cfg.encoding.log2_hashmap_size, cfg.encoding.finest_resolution = (
+        4,
+        12,
+        64,
+    )
+    fields = build_fields(cfg, 3)
+    x = torch.rand(2000, 3) * 0.5 + 0.25
+    lesion = x[:, 0] < 0.4
+    start = torch.tensor([1.0, 0.4, 0.1]).repeat(2000, 1)
+    start[lesion] = torch.tensor([0.2, 0.8, 0.5])
+    features = FeatureSource(fields, x)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        out = fields.ode(features(fields, torch.arange(2000)))
+    before = float((out.log() - start.log()).abs().mean())
+    final = prefit_ode(fields, features, start, 150, 1e-2, 1000, generator)
+    with torch.no_grad():
+        out = fields.ode(features(fields, torch.arange(2000)))
+    after = float((out.log() - start.log()).abs().mean())
+    assert final < 0.05 and after < 0.3 * before
+    assert float(out[lesion, 2].median()) > 2.5 * float(out[~lesion, 2].median())  # delays apart
