@@ -35,7 +35,7 @@ MIN_DELAY_S = 0.1
 ADAM_EPS = 1e-15
 """Instant-NGP's Adam epsilon. A fresh hash table starts at +-1e-4, so its gradients are tiny and
 the usual 1e-8 swamps them: with 1e-8 the 200-step pre-fit left the 10 ml lesion of the noiseless
-benchmark phantom at the healthy delay (core t_d 0.8 s, grid start 5.0 s); with 1e-15 it followed."""
+benchmark phantom at the healthy delay (core t_d 0.8-1.2 s, grid start 5.0 s); with 1e-15 it followed."""
 MIN_FLOW_PER_S = 1e-4
 """Voxels without a positive least-squares flow start at this flow (CBF ~0.4 ml/100g/min)."""
 
