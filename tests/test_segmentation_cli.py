@@ -86,8 +86,9 @@ def test_missing_maps_fitted_with_the_cohort_fit_overrides(tmp_path: Path, monke
         inputs.ensure_maps(case, "bsvd", None, False)
 
 
-def test_fold_logger_is_false_not_none_when_off(tmp_path: Path) -> None:
-    # a Trainer given None would make its own default logger; WANDB_MODE=disabled in tests
+def test_fold_logger_is_false_not_none_when_off(tmp_path: Path, monkeypatch) -> None:
+    # a Trainer given None would make its own default logger
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # explicit: wandb may touch the environment
     assert loocv.fold_logger(False, "g", "j", "n", tmp_path) is False
     assert loocv.fold_logger(True, "g", "j", "n", tmp_path) is False
 
