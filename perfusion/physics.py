@@ -65,7 +65,8 @@ class CumulativeAif:
     def __init__(self, aif: AifFn, t_start: float, t_end: float, n: int, device=None) -> None:
         grid = torch.linspace(t_start, t_end, int(n), device=device).unsqueeze(1)
         values = aif(grid).squeeze(1)
-        self.t_start, self.step = float(t_start), float(grid[1, 0] - grid[0, 0])
+        # the spacing from the floats: reading it off the grid would sync a GPU every step
+        self.t_start, self.step = float(t_start), (float(t_end) - float(t_start)) / (int(n) - 1)
         steps = 0.5 * (values[1:] + values[:-1]) * self.step
         self.cumulative = torch.cat([values.new_zeros(1), torch.cumsum(steps, 0)])
         self.last = values[-1]

@@ -37,6 +37,11 @@ class LossConfig:
     """``integral``: points of the fine grid on which f_AIF is integrated each step."""
 
 
+def as_loss_config(loss: LossConfig | str) -> LossConfig:
+    """``loss`` as a LossConfig (a bare string is a variant name with the other defaults)."""
+    return LossConfig(variant=loss) if isinstance(loss, str) else loss
+
+
 @dataclass
 class OptimConfig:
     """Adam + OneCycleLR (Table 2)."""

@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from perfusion.fitting.config import LossConfig, OptimConfig
+from perfusion.fitting.config import LossConfig, OptimConfig, as_loss_config
 from perfusion.fitting.sampling import CaseSamples, FitBatch
 from perfusion.fitting.steps import FeatureSource, check_finite, compute_losses, make_optimizer
 from perfusion.physics import l1
@@ -51,7 +51,7 @@ class FieldFitModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.fields, self.samples, self.features = fields, samples, features
-        self.loss = LossConfig(variant=loss) if isinstance(loss, str) else loss
+        self.loss = as_loss_config(loss)
         self.optim, self.total_steps = optim, int(total_steps)
         self.val_every, self.hu = max(int(val_every), 1), float(tissue_hu_per_unit)
         self.select_best, self.patience = select_best, int(early_stop_patience)

@@ -44,20 +44,14 @@ def grid_start_units(
     tac_hu: np.ndarray, frame_times_s: np.ndarray, aif_hu: np.ndarray, domain: Domain
 ) -> Tensor:
     """(V, 3) float32 Domain-unit (flow, mtt, delay) starts of ``tac_hu`` (V, T) ΔHU curves."""
-    model = BoxModel(frame_times_s, aif_hu)
+    model, cfg = BoxModel(frame_times_s, aif_hu), NlrConfig()
     curves = torch.as_tensor(np.asarray(tac_hu, dtype=np.float64))
     with torch.no_grad():
-        chunk = NlrConfig().chunk
-        start = (
-            torch.cat(
-                [
-                    grid_start(model, curves[i : i + chunk], NlrConfig())
-                    for i in range(0, len(curves), chunk)
-                ]
-            )
-            if len(curves)
-            else torch.zeros((0, 3), dtype=torch.float64)
-        )
+        chunks = [
+            grid_start(model, curves[i : i + cfg.chunk], cfg)
+            for i in range(0, len(curves), cfg.chunk)
+        ]
+    start = torch.cat(chunks) if chunks else curves.new_zeros((0, 3))
     flow = start[:, 0].clamp_min(MIN_FLOW_PER_S).numpy()
     delay = start[:, 1].clamp_min(MIN_DELAY_S).numpy()
     mtt = start[:, 2].numpy()

@@ -13,7 +13,13 @@ import torch
 from torch import Tensor, nn
 
 from perfusion.errors import PerfusionError
-from perfusion.fitting.config import LOSS_NORMS, LOSS_VARIANTS, LossConfig, OptimConfig
+from perfusion.fitting.config import (
+    LOSS_NORMS,
+    LOSS_VARIANTS,
+    LossConfig,
+    OptimConfig,
+    as_loss_config,
+)
 from perfusion.fitting.ode_start import prefit_ode
 from perfusion.fitting.sampling import CaseSamples, FitBatch
 from perfusion.physics import CumulativeAif, box_model_tac, l1, l2, ode_residual, total_loss
@@ -64,7 +70,7 @@ def compute_losses(
     ``integral`` compares the detached f_TAC with Eq. (1)'s solution instead. ``loss.norm``
     chooses L1 (Table 3) or squared errors for all three terms.
     """
-    cfg = LossConfig(variant=loss) if isinstance(loss, str) else loss
+    cfg = as_loss_config(loss)
     variant, grid = cfg.variant, int(cfg.aif_grid_points)
     if variant not in LOSS_VARIANTS:
         raise PerfusionError(f"loss.variant: {variant!r}, expected one of {LOSS_VARIANTS}")
@@ -98,7 +104,7 @@ def _derivative_residual(fields, feat, samples, tau, flow, mtt, delay, variant: 
 def _integral_residual(fields, feat, samples, tau, flow, mtt, delay, grid: int) -> Tensor:
     """Eq. (1) integrated from the first frame: detached f_TAC(x, tau) minus the box model."""
     with torch.no_grad():
-        c_tau = fields.tac(feat.detach(), tau)
+        c_tau = fields.tac(feat, tau)
     cumulative = CumulativeAif(fields.aif, samples.t_start, samples.t_end, grid, tau.device)
     return c_tau - box_model_tac(cumulative, tau, flow, mtt, delay)
 
@@ -152,7 +158,8 @@ def prefit(
     fields: nn.Module, features: FeatureSource, samples: CaseSamples, cfg
 ) -> tuple[float, float]:
     """The pre-fits before the joint fit (FitConfig ``cfg``): f_AIF, then f_ODE when
-    ``samples.ode_start`` is set; returns their final L1 (AIF units; log-parameters)."""
+    ``samples.ode_start`` is set; returns the f_AIF pre-fit's final L1 (AIF units) and the
+    f_ODE pre-fit's final mean squared log-ratio (NaN when it did not run)."""
     aif = prefit_aif(fields, samples, cfg.aif_prefit_steps, cfg.aif_prefit_lr)
     ode = float("nan")
     if samples.ode_start is not None and cfg.ode_prefit_steps > 0:
