@@ -195,3 +195,12 @@ def test_aif_prefit_fits_the_samples() -> None:
         )
     after = prefit_aif(fields, samples, steps=300, lr=1e-2)
     assert after < 0.25 * before
+
+
+def test_unknown_loss_norm_is_a_clear_error() -> None:
+    samples, fields = case_samples(), tiny_fields()
+    batch = samples.sample(64, torch.Generator().manual_seed(0))
+    with pytest.raises(PerfusionError, match="loss.norm: 'l3'"):
+        compute_losses(
+            fields, FeatureSource(fields, samples.x), samples, batch, LossConfig(norm="l3")
+        )
