@@ -147,3 +147,30 @@ def test_mismatched_networks_raise() -> None:
             Siren(3, 4, 1, 3, 15, 15),
             [1, 1, 1],
         )
+
+
+def test_coarse_mtt_reads_only_the_coarsest_levels() -> None:
+    fields = tiny("mtt_levels=2")
+    assert fields.mtt_levels == 2 and fields.f_ode.out_features == 2
+    feat = fields.features(torch.rand(9, 3))
+    fine_changed = feat.clone()
+    fine_changed[:, 4:] += 0.3  # levels 2 and 3 (columns l * F + f, F = 2)
+    before, after = fields.ode(feat), fields.ode(fine_changed)
+    assert torch.equal(before[:, 1], after[:, 1])  # MTT: coarse levels only
+    assert not torch.allclose(before[:, [0, 2]], after[:, [0, 2]])  # flow and delay: all levels
+    fields.ode(fields.features(torch.rand(50, 3)))[:, 1].sum().backward()
+    grad = fields.encoding.params.grad.view(-1, 2)
+    coarse_rows = fields.encoding.levels[2].offset
+    assert grad[:coarse_rows].abs().sum() > 0 and grad[coarse_rows:].abs().sum() == 0
+    assert fields.architecture()["mtt"]["levels"] == 2 and "mtt" not in tiny().architecture()
+    ids = {id(p) for p in fields.parameter_groups()["ode"]}
+    assert all(id(p) in ids for p in fields.f_mtt.parameters())
+
+
+def test_coarse_mtt_refuses_bad_levels_and_sppinn() -> None:
+    with pytest.raises(PerfusionError, match="mtt_levels"):
+        tiny("mtt_levels=5")  # the tiny encoding has 4 levels
+    cfg = OmegaConf.structured(sppinn_fields_config())
+    cfg.mtt_levels = 2
+    with pytest.raises(PerfusionError, match="mtt_levels"):
+        build_fields(cfg, 2)

@@ -68,6 +68,12 @@ class FieldsConfig:
     """f_TAC: (features(x), t) -> tissue concentration (Table 2: 3 x 16, w = w0 = 15)."""
     ode: SirenConfig = field(default_factory=SirenConfig)
     """f_ODE: features(x) -> (flow, mtt, delay) (Table 2: 3 x 16, w = w0 = 15)."""
+    mtt_levels: int | None = None
+    """Null: the paper's f_ODE (MTT, like flow and delay, reads every encoding level). k >= 1:
+    MTT comes from its own SIREN (shape of ``ode``) that reads only the k coarsest levels, so the
+    MTT field is smooth on the scale of level k's cells while flow and delay keep full resolution.
+    MTT is poorly identified per voxel at clinical noise; pooling it over neighbours keeps noisy
+    voxels out of the short-box minimum of Eq. (1) (bench/results/ablation). Needs an encoding."""
     ode_typical: list[float] = field(default_factory=lambda: [1.0, 0.4, 0.1])
     """Typical (flow, mtt, delay) in the fit's (Domain) units; a fresh f_ODE starts near them.
 

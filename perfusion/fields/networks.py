@@ -4,7 +4,8 @@
   the SPPINN preset, the raw coordinate mapped to [-1, 1] (E = d), the range SIREN's first-layer
   initialisation assumes;
 - f_TAC(features, t) -> tissue concentration, f_AIF(t) -> arterial concentration;
-- f_ODE(features) -> positive (flow, mtt, delay) = typical * exp(scale * raw) (Table 2 "Exp").
+- f_ODE(features) -> positive (flow, mtt, delay) = typical * exp(scale * raw) (Table 2 "Exp");
+  optionally (``mtt_levels``) MTT from a separate SIREN ``f_mtt`` of the coarsest levels only.
 
 Time never enters the encoding, so dC/dt by autograd needs no derivative through the grid
 (paper section 2.2). All quantities are in the fit's normalised (Domain) units.
@@ -33,9 +34,12 @@ class PerfusionFields(nn.Module):
     Args:
         encoding: shared spatial encoding, or None for raw coordinates (SPPINN).
         n_input_dims: d of the coordinates (2 for slice-wise SPPINN, 3 for volumes).
-        f_aif: Siren 1 -> 1; f_tac: Siren E+1 -> 1; f_ode: Siren E -> 3.
+        f_aif: Siren 1 -> 1; f_tac: Siren E+1 -> 1; f_ode: Siren E -> 3, or E -> 2 (flow,
+            delay) with ``f_mtt``.
         ode_typical: typical (flow, mtt, delay) > 0 in Domain units.
         ode_output_scale: s in typical * exp(s * raw).
+        f_mtt: optional Siren k*F -> 1: raw MTT from the first k levels' features (the encoding's
+            output is level-major, column l * F + f), k = ``f_mtt.in_features / F``.
     """
 
     def __init__(
@@ -47,17 +51,25 @@ class PerfusionFields(nn.Module):
         f_ode: Siren,
         ode_typical: Sequence[float],
         ode_output_scale: float = 1.0,
+        f_mtt: Siren | None = None,
     ) -> None:
         super().__init__()
         self.encoding = encoding
         self.n_input_dims = n_input_dims
         self.n_features = n_input_dims if encoding is None else encoding.n_output_dims
+        if f_mtt is not None and encoding is None:
+            raise PerfusionError("fields.mtt_levels needs a hash encoding (SPPINN has none)")
+        self.mtt_features = 0 if f_mtt is None else f_mtt.in_features
         expected = {
             "f_aif": (1, 1),
             "f_tac": (self.n_features + 1, 1),
-            "f_ode": (self.n_features, 3),
+            "f_ode": (self.n_features, 3 if f_mtt is None else 2),
+            "f_mtt": (self.mtt_features, 1),
         }
-        for name, net in (("f_aif", f_aif), ("f_tac", f_tac), ("f_ode", f_ode)):
+        nets = {"f_aif": f_aif, "f_tac": f_tac, "f_ode": f_ode, "f_mtt": f_mtt}
+        for name, net in nets.items():
+            if net is None:
+                continue
             if (net.in_features, net.out_features) != expected[name]:
                 raise PerfusionError(
                     f"fields: {name} maps {net.in_features} -> {net.out_features}, "
@@ -67,7 +79,9 @@ class PerfusionFields(nn.Module):
             raise PerfusionError(f"fields.ode_typical: need 3 positive values, got {ode_typical}")
         if encoding is not None and encoding.n_input_dims != n_input_dims:
             raise PerfusionError("fields: encoding and n_input_dims disagree")
-        self.f_aif, self.f_tac, self.f_ode = f_aif, f_tac, f_ode
+        if f_mtt is not None and not 0 < self.mtt_features <= self.n_features:
+            raise PerfusionError(f"fields: f_mtt reads {self.mtt_features} of {self.n_features} features")
+        self.f_aif, self.f_tac, self.f_ode, self.f_mtt = f_aif, f_tac, f_ode, f_mtt
         log_typical = torch.tensor([math.log(float(v)) for v in ode_typical])
         self.register_buffer("ode_log_typical", log_typical)
         self.ode_output_scale = float(ode_output_scale)
@@ -107,7 +121,17 @@ class PerfusionFields(nn.Module):
     def ode(self, feat: torch.Tensor) -> torch.Tensor:
         """f_ODE: features [N, E] -> positive [N, 3] (flow, mtt, delay) in Domain units."""
         raw = self.f_ode(feat)
+        if self.f_mtt is not None:
+            raw_mtt = self.f_mtt(feat[:, : self.mtt_features])
+            raw = torch.cat([raw[:, :1], raw_mtt, raw[:, 1:]], dim=1)
         return torch.exp(self.ode_log_typical + self.ode_output_scale * raw)
+
+    @property
+    def mtt_levels(self) -> int | None:
+        """k of ``f_mtt`` (the coarsest levels MTT reads), None for the paper's f_ODE."""
+        if self.f_mtt is None or self.encoding is None:
+            return None
+        return self.mtt_features // self.encoding.n_features_per_level
 
     # -- checkpoints --------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -118,11 +142,13 @@ class PerfusionFields(nn.Module):
             "tac": list(self.f_tac.parameters()),
             "ode": list(self.f_ode.parameters()),
         }
+        if self.f_mtt is not None:
+            groups["ode"] += list(self.f_mtt.parameters())
         return groups
 
     def architecture(self) -> dict[str, Any]:
         """Everything that fixes parameter shapes and meaning; compare before loading a state."""
-        return {
+        arch = {
             "n_input_dims": self.n_input_dims,
             "n_features": self.n_features,
             "encoding": None if self.encoding is None else self.encoding.architecture(),
@@ -132,6 +158,9 @@ class PerfusionFields(nn.Module):
             "ode_outputs": list(ODE_OUTPUTS),
             "ode_output_scale": self.ode_output_scale,
         }
+        if self.f_mtt is not None:  # absent = the paper's f_ODE (keeps older checkpoints valid)
+            arch["mtt"] = {**self.f_mtt.architecture(), "levels": self.mtt_levels}
+        return arch
 
 
 def _check_raw(x: torch.Tensor, n_dims: int) -> None:
@@ -171,12 +200,23 @@ def build_fields(
         encoding = HashGridEncoding(n_input_dims, tcnn_like, backend=enc.backend, seed=enc.seed)
     n_features = n_input_dims if encoding is None else encoding.n_output_dims
     typical = list(cfg.ode_typical if ode_typical is None else ode_typical)
+    levels = getattr(cfg, "mtt_levels", None)
+    f_mtt = None
+    if levels is not None:
+        if encoding is None:
+            raise PerfusionError("fields.mtt_levels needs a hash encoding (SPPINN has none)")
+        if not 1 <= int(levels) <= encoding.n_levels:
+            raise PerfusionError(
+                f"fields.mtt_levels: {levels} is not in 1..{encoding.n_levels} (n_levels)"
+            )
+        f_mtt = _siren(cfg.ode, int(levels) * encoding.n_features_per_level, 1)
     return PerfusionFields(
         encoding,
         n_input_dims,
         f_aif=_siren(cfg.aif, 1, 1),
         f_tac=_siren(cfg.tac, n_features + 1, 1),
-        f_ode=_siren(cfg.ode, n_features, 3),
+        f_ode=_siren(cfg.ode, n_features, 3 if f_mtt is None else 2),
         ode_typical=[float(v) for v in typical],
         ode_output_scale=float(cfg.ode_output_scale),
+        f_mtt=f_mtt,
     )
