@@ -144,10 +144,16 @@ def test_init_settings_are_repeated_and_overrides_warned(tmp_path: Path) -> None
     fit = {"steps": 100, "sampling.batch_size": 2048, "preprocess.aif_voxel": None}
     torch.save({"state_dict": {}, "fit": fit}, path)
     applied, warnings = init_overrides(path, ["steps=300", "sampling.batch_size=2048"])
-    assert applied == ["steps=100", "sampling.batch_size=2048", "preprocess.aif_voxel=null"]
+    recorded = ["steps=100", "sampling.batch_size=2048", "preprocess.aif_voxel=null"]
+    assert applied[-3:] == recorded
     assert len(warnings) == 1 and warnings[0].startswith("steps=300 overrides")
     cfg = load_config(FitConfig, ["fit.yaml"], [*applied, "steps=300"])  # the user's word wins
     assert cfg.steps == 300 and cfg.sampling.batch_size == 2048 and cfg.preprocess.aif_voxel is None
+    # settings this checkpoint predates take the value they had then, not today's defaults
+    assert (cfg.loss.norm, cfg.ode_prefit_steps, cfg.fields.mtt_levels) == ("l1", 0, None)
+    torch.save({"state_dict": {}, "fit": {**fit, "loss.norm": "l2"}}, path)
+    cfg = load_config(FitConfig, ["fit.yaml"], init_overrides(path, [])[0])
+    assert cfg.loss.norm == "l2" and cfg.fields.mtt_levels is None
 
 
 @pytest.mark.parametrize("preset", [["config=model/sppinn"], ["method=bsvd"]])

@@ -61,6 +61,26 @@ def load_init(
     return checkpoint
 
 
+UNRECORDED_BEFORE = {
+    "loss.norm": "l1",
+    "loss.aif_grid_points": 512,
+    "optim.eps": 1e-8,
+    "ode_prefit_steps": 0,
+    "ode_prefit_lr": 0.01,
+    "ode_prefit_median": [3, 3, 1],
+    "fields.mtt_levels": None,
+}
+"""Inner-loop settings that older checkpoints do not record, with the value every fit had before
+the setting existed; a checkpoint without them repeats that value, not today's default."""
+
+
+def recorded_settings(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's recorded inner-loop settings (``key.path: value``), completed with
+    :data:`UNRECORDED_BEFORE`; empty when it records none."""
+    settings = checkpoint.get("fit") or {}
+    return {**UNRECORDED_BEFORE, **settings} if settings else {}
+
+
 def init_overrides(path: str | Path, user_overrides: list[str]) -> tuple[list[str], list[str]]:
     """The checkpoint's recorded inner-loop settings as ``key=value`` overrides, and warnings.
 
@@ -68,7 +88,7 @@ def init_overrides(path: str | Path, user_overrides: list[str]) -> tuple[list[st
     AIF pre-fit, preprocessing). Returns (overrides to apply before the user's, one warning per
     user override that changes a recorded setting).
     """
-    settings = read_init(path).get("fit") or {}
+    settings = recorded_settings(read_init(path))
     user = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in user_overrides if "=" in o}
     applied, warnings = [], []
     for key, value in settings.items():

@@ -35,7 +35,7 @@ from perfusion.config import load_config, to_object
 from perfusion.errors import PerfusionError
 from perfusion.fields import build_fields
 from perfusion.fitting.config import FitConfig
-from perfusion.fitting.init import read_init
+from perfusion.fitting.init import read_init, recorded_settings
 from perfusion.fitting.run import fit_case
 from perfusion.meta.checkpoint import export_init
 from perfusion.meta.config import MetaConfig
@@ -123,7 +123,7 @@ def base_fit_config(cfg: CompareConfig, checkpoint: dict[str, Any]) -> FitConfig
         conf = OmegaConf.merge(conf, checkpoint["fit_config"])
     else:  # an older checkpoint: the shipped fit.yaml, then the recorded inner-loop keys
         conf = load_config(FitConfig, ["fit.yaml"])
-    for key, value in (checkpoint.get("fit") or {}).items():
+    for key, value in recorded_settings(checkpoint).items():
         OmegaConf.update(conf, key, value, merge=False)
     runtime = {"method": "resppinn", "slice_wise": False, "init": None, "device": cfg.device,
                "threads": cfg.threads, "progress_bar": False, "report": False,
