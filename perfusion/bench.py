@@ -58,7 +58,7 @@ class BenchConfig:
     """Reuse existing phantoms and finished fits."""
     method_overrides: dict[str, list[str]] = field(
         default_factory=lambda: {
-            "resppinn": ["init=checkpoints/resppinn-meta-cpu.ckpt"],
+            "resppinn": ["steps=1000"],
             "sppinn": ["steps=500", "sampling.batch_size=4096"],
         }
     )
