@@ -174,3 +174,11 @@ def test_coarse_mtt_refuses_bad_levels_and_sppinn() -> None:
     cfg.mtt_levels = 2
     with pytest.raises(PerfusionError, match="mtt_levels"):
         build_fields(cfg, 2)
+
+
+def test_f_mtt_must_read_whole_coarse_levels() -> None:
+    fields = tiny()
+    args = (fields.encoding, 3, fields.f_aif, fields.f_tac, Siren(8, 4, 1, 2, 15, 15), [1, 1, 1])
+    with pytest.raises(PerfusionError, match="f_mtt maps 3 -> 1"):
+        PerfusionFields(*args, f_mtt=Siren(3, 4, 1, 1, 15, 15))  # 1.5 levels of F = 2
+    assert PerfusionFields(*args, f_mtt=Siren(4, 4, 1, 1, 15, 15)).mtt_levels == 2

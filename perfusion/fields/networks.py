@@ -64,12 +64,8 @@ class PerfusionFields(nn.Module):
             "f_aif": (1, 1),
             "f_tac": (self.n_features + 1, 1),
             "f_ode": (self.n_features, 3 if f_mtt is None else 2),
-            "f_mtt": (self.mtt_features, 1),
         }
-        nets = {"f_aif": f_aif, "f_tac": f_tac, "f_ode": f_ode, "f_mtt": f_mtt}
-        for name, net in nets.items():
-            if net is None:
-                continue
+        for name, net in (("f_aif", f_aif), ("f_tac", f_tac), ("f_ode", f_ode)):
             if (net.in_features, net.out_features) != expected[name]:
                 raise PerfusionError(
                     f"fields: {name} maps {net.in_features} -> {net.out_features}, "
@@ -79,8 +75,14 @@ class PerfusionFields(nn.Module):
             raise PerfusionError(f"fields.ode_typical: need 3 positive values, got {ode_typical}")
         if encoding is not None and encoding.n_input_dims != n_input_dims:
             raise PerfusionError("fields: encoding and n_input_dims disagree")
-        if f_mtt is not None and not 0 < self.mtt_features <= self.n_features:
-            raise PerfusionError(f"fields: f_mtt reads {self.mtt_features} of {self.n_features} features")
+        if encoding is not None and f_mtt is not None:
+            per_level = encoding.n_features_per_level
+            whole_levels = self.mtt_features % per_level == 0
+            if f_mtt.out_features != 1 or not whole_levels or self.mtt_features > self.n_features:
+                raise PerfusionError(
+                    f"fields: f_mtt maps {self.mtt_features} -> {f_mtt.out_features}, expected "
+                    f"k * {per_level} (the k coarsest levels, k <= {encoding.n_levels}) -> 1"
+                )
         self.f_aif, self.f_tac, self.f_ode, self.f_mtt = f_aif, f_tac, f_ode, f_mtt
         log_typical = torch.tensor([math.log(float(v)) for v in ode_typical])
         self.register_buffer("ode_log_typical", log_typical)
