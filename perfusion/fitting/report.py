@@ -47,7 +47,7 @@ def write_report(
                 fig.colorbar(shown, ax=ax, fraction=0.046)
     _plot_curves(fig.add_subplot(grid[3, :2]), prepared, fit)
     _plot_voxels(fig.add_subplot(grid[3, 2:]), fit)
-    _plot_losses(fig.add_subplot(grid[4, :2]), fit)
+    _plot_losses(fig.add_subplot(grid[4, :2]), fit, summary.get("loss_norm", "l1"))
     _text(fig.add_subplot(grid[4, 2:]), summary)
     fig.suptitle(f"{summary['method']} perfusion maps: {summary.get('case', '')}", fontsize=12)
     fig.subplots_adjust(left=0.04, right=0.97, top=0.95, bottom=0.04, hspace=0.35, wspace=0.25)
@@ -95,8 +95,9 @@ def _plot_voxels(ax, fit: Any) -> None:
     ax.legend(fontsize=7)
 
 
-def _plot_losses(ax, fit: Any) -> None:
-    ax.set_title("losses (unit attenuation, L1)", fontsize=10)
+def _plot_losses(ax, fit: Any, norm: str) -> None:
+    """Training losses in the fit's norm; the held-out L_TAC is always L1."""
+    ax.set_title(f"losses (unit attenuation; training {norm.upper()}, held-out L1)", fontsize=10)
     if fit is None or not fit.history:
         ax.text(
             0.5, 0.5, "no training losses (classical method)", ha="center", transform=ax.transAxes
