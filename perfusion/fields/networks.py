@@ -57,8 +57,6 @@ class PerfusionFields(nn.Module):
         self.encoding = encoding
         self.n_input_dims = n_input_dims
         self.n_features = n_input_dims if encoding is None else encoding.n_output_dims
-        if f_mtt is not None and encoding is None:
-            raise PerfusionError("fields.mtt_levels needs a hash encoding (SPPINN has none)")
         self.mtt_features = 0 if f_mtt is None else f_mtt.in_features
         expected = {
             "f_aif": (1, 1),
@@ -75,7 +73,9 @@ class PerfusionFields(nn.Module):
             raise PerfusionError(f"fields.ode_typical: need 3 positive values, got {ode_typical}")
         if encoding is not None and encoding.n_input_dims != n_input_dims:
             raise PerfusionError("fields: encoding and n_input_dims disagree")
-        if encoding is not None and f_mtt is not None:
+        if f_mtt is not None:
+            if encoding is None:
+                raise PerfusionError("fields.mtt_levels needs a hash encoding (SPPINN has none)")
             per_level = encoding.n_features_per_level
             whole_levels = self.mtt_features % per_level == 0
             if f_mtt.out_features != 1 or not whole_levels or self.mtt_features > self.n_features:
@@ -131,7 +131,7 @@ class PerfusionFields(nn.Module):
     @property
     def mtt_levels(self) -> int | None:
         """k of ``f_mtt`` (the coarsest levels MTT reads), None for the paper's f_ODE."""
-        if self.f_mtt is None or self.encoding is None:
+        if self.f_mtt is None:
             return None
         return self.mtt_features // self.encoding.n_features_per_level
 
@@ -202,7 +202,7 @@ def build_fields(
         encoding = HashGridEncoding(n_input_dims, tcnn_like, backend=enc.backend, seed=enc.seed)
     n_features = n_input_dims if encoding is None else encoding.n_output_dims
     typical = list(cfg.ode_typical if ode_typical is None else ode_typical)
-    levels = getattr(cfg, "mtt_levels", None)
+    levels = cfg.mtt_levels
     f_mtt = None
     if levels is not None:
         if encoding is None:

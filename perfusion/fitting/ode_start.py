@@ -18,7 +18,8 @@ the neural fit the same:
 
 Measured (``bench/results/ablation``): the pre-fit is what lets the fit find an rCBF < 30 %
 region at all, but the joint fit then drives low-signal voxels to MTT ~1 s with very high flow,
-which costs whole-brain CBF correlation; it is off by default (``ode_prefit_steps=0``).
+which costs whole-brain CBF correlation unless MTT is pooled over neighbours
+(``fields.mtt_levels``); with both it is the default (``ode_prefit_steps=200``; 0 = off).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from torch import Tensor, nn
 
 from perfusion.baselines.nlr import BoxModel, NlrConfig, grid_start
 from perfusion.domain import Domain
+from perfusion.physics import l2
 
 MIN_DELAY_S = 0.1
 """The exp-output f_ODE needs t_d > 0: grid starts below this are raised to it."""
@@ -105,7 +107,7 @@ def prefit_ode(
         rows = rows.to(target.device)
         optimizer.zero_grad(set_to_none=True)
         predicted = fields.ode(features(fields, rows)).log()
-        loss = (predicted - target[rows]).square().mean()
+        loss = l2(predicted, target[rows])
         loss.backward()
         optimizer.step()
     return float(loss.detach())

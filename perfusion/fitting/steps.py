@@ -16,6 +16,7 @@ from perfusion.errors import PerfusionError
 from perfusion.fitting.config import (
     LOSS_NORMS,
     LOSS_VARIANTS,
+    FitConfig,
     LossConfig,
     OptimConfig,
     as_loss_config,
@@ -155,7 +156,7 @@ def make_optimizer(
 
 
 def prefit(
-    fields: nn.Module, features: FeatureSource, samples: CaseSamples, cfg
+    fields: nn.Module, features: FeatureSource, samples: CaseSamples, cfg: FitConfig
 ) -> tuple[float, float]:
     """The pre-fits before the joint fit (FitConfig ``cfg``): f_AIF, then f_ODE when
     ``samples.ode_start`` is set; returns the f_AIF pre-fit's final L1 (AIF units) and the
