@@ -119,8 +119,8 @@ def test_diverging_fit_names_the_step_and_writes_nothing(
 ) -> None:
     real = module_mod.compute_losses
 
-    def poisoned(fields, features, samples, batch, variant):
-        losses = real(fields, features, samples, batch, variant)
+    def poisoned(fields, features, samples, batch, variant, anchor=0.0):
+        losses = real(fields, features, samples, batch, variant, anchor)
         if fields.training and calls.append(1) is None and len(calls) == 4:
             losses.total = losses.total * float("nan")
         return losses

@@ -22,8 +22,10 @@ from perfusion.fitting.config import LossConfig, OptimConfig  # noqa: E402
 from perfusion.fitting.sampling import CaseSamples  # noqa: E402
 from perfusion.fitting.steps import (  # noqa: E402
     FeatureSource,
+    anchor_weight,
     compute_losses,
     make_optimizer,
+    optimizer_groups,
     prefit_aif,
     train_step,
 )
@@ -204,3 +206,63 @@ def test_unknown_loss_norm_is_a_clear_error() -> None:
         compute_losses(
             fields, FeatureSource(fields, samples.x), samples, batch, LossConfig(norm="l3")
         )
+
+
+def test_anchor_weight_falls_linearly_to_zero_at_its_share() -> None:
+    loss = LossConfig(anchor=10.0, anchor_share=0.5)
+    assert anchor_weight(loss, 0, 100) == pytest.approx(10.0)
+    assert anchor_weight(loss, 25, 100) == pytest.approx(5.0)
+    assert anchor_weight(loss, 50, 100) == 0.0 and anchor_weight(loss, 99, 100) == 0.0
+    assert anchor_weight(LossConfig(), 0, 100) == 0.0  # off by default
+
+
+def test_anchor_term_is_the_log_ratio_to_the_start_and_enters_the_total() -> None:
+    samples, fields = case_samples(), tiny_fields()
+    features = FeatureSource(fields, samples.x)
+    batch = samples.sample(256, torch.Generator().manual_seed(0))
+    loss = LossConfig(anchor=1.0)
+    without = compute_losses(fields, features, samples, batch, loss, 5.0)
+    assert float(without.anchor) == 0.0  # no pre-fit start: no term, whatever the weight
+    with torch.no_grad():
+        current = fields.ode(features(fields, torch.arange(samples.n_voxels)))
+    samples.ode_start = current * math.e  # log-ratio exactly -1 for all three parameters
+    torch.manual_seed(0)
+    plain = compute_losses(fields, features, samples, batch, loss, 0.0)
+    torch.manual_seed(0)
+    pulled = compute_losses(fields, features, samples, batch, loss, 5.0)
+    assert float(plain.anchor) == pytest.approx(1.0, rel=1e-4)
+    assert float(pulled.total - plain.total) == pytest.approx(5.0, rel=1e-4)
+
+
+def test_ode_lr_scale_slows_only_the_parameter_field() -> None:
+    fields = tiny_fields()
+    groups = optimizer_groups(fields, OptimConfig(lr=1e-2, ode_lr_scale=0.1))
+    ode = {id(p) for p in fields.parameter_groups()["ode"]}
+    assert {id(p) for p in groups[1]["params"]} == ode
+    listed = [id(p) for g in groups for p in g["params"]]
+    assert sorted(listed) == sorted(id(p) for p in fields.parameters())  # each exactly once
+    optimizer, _ = make_optimizer(groups, OptimConfig(lr=1e-2, ode_lr_scale=0.1), 100)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-2, 1e-3], rel=1e-3)
+
+
+def test_anchor_keeps_the_parameter_field_near_its_start() -> None:
+    """A few steps from a start f_ODE does not fit: the anchored fit stays nearer to it."""
+
+    def drift(anchor: float) -> float:
+        torch.manual_seed(0)
+        samples, fields = case_samples(), tiny_fields()
+        features = FeatureSource(fields, samples.x)
+        with torch.no_grad():
+            start = fields.ode(features(fields, torch.arange(samples.n_voxels)))
+        samples.ode_start = start.clone()
+        cfg = OptimConfig(lr=1e-2)
+        optimizer, scheduler = make_optimizer(optimizer_groups(fields, cfg), cfg, 30)
+        loss, generator = LossConfig(anchor=anchor), torch.Generator().manual_seed(0)
+        for step in range(30):
+            batch = samples.sample(256, generator)
+            train_step(fields, features, samples, batch, loss, optimizer, scheduler, step)
+        with torch.no_grad():
+            now = fields.ode(features(fields, torch.arange(samples.n_voxels)))
+        return float((now.log() - start.log()).pow(2).mean())
+
+    assert drift(100.0) < 0.5 * drift(0.0)

@@ -16,8 +16,10 @@ from perfusion.fitting.sampling import CaseSamples, FitBatch
 from perfusion.fitting.steps import (
     FeatureSource,
     LossTerms,
+    anchor_weight,
     compute_losses,
     make_optimizer,
+    optimizer_groups,
     prefit_aif,
     train_step,
 )
@@ -31,8 +33,10 @@ __all__ = [
     "LossTerms",
     "OptimConfig",
     "SamplingConfig",
+    "anchor_weight",
     "compute_losses",
     "make_optimizer",
+    "optimizer_groups",
     "prefit_aif",
     "resolve_steps",
     "train_step",

@@ -38,6 +38,18 @@ class LossConfig:
     """Norm of all three terms: ``l1`` (Table 3) or ``l2`` (mean squared error)."""
     aif_grid_points: int = 512
     """``integral``: points of the fine grid on which f_AIF is integrated each step."""
+    anchor: float = 0.0
+    """Weight of a pull of f_ODE toward the pre-fit's start: the mean squared log-ratio of
+    (flow, MTT, delay) to the smoothed grid start, added to the loss with this weight at step 0
+    and decaying linearly to 0 at ``anchor_share`` of the steps (no effect without the f_ODE
+    pre-fit). Off by default. On the 64x64x16 held-out phantoms of ``perfusion compare`` the joint
+    fit's first steps drive f_ODE away from the start and lose the lesions it found (one patient:
+    map error 0.44 after the pre-fit, 0.89 after 25 steps, 0.78 after 100); with ``anchor=10`` and
+    ``optim.ode_lr_scale=0.1`` the start survives and is refined (bench/results/compare-anchor).
+    On the 128x128x32 accuracy phantom (2.7 mm smoothing) the unanchored fit improves on the start
+    instead, and the anchor costs accuracy at 1000 steps (bench/results/ablation)."""
+    anchor_share: float = 1.0
+    """Share of the steps over which the anchor's weight falls to 0."""
 
 
 def as_loss_config(loss: LossConfig | str) -> LossConfig:
@@ -61,6 +73,9 @@ class OptimConfig:
     """The last learning rate is lr / (div_factor * final_div_factor), as in torch's default."""
     div_factor: float = 25.0
     """Initial lr = lr / div_factor when there is a warm-up (torch's default)."""
+    ode_lr_scale: float = 1.0
+    """Learning rate of f_ODE's networks relative to ``lr`` (the encoding, f_TAC and f_AIF keep
+    ``lr``); below 1 the parameter field refines the pre-fit's start instead of replacing it."""
 
 
 @dataclass

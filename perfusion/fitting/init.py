@@ -69,6 +69,9 @@ UNRECORDED_BEFORE = {
     "ode_prefit_lr": 0.01,
     "ode_prefit_median": [3, 3, 1],
     "fields.mtt_levels": None,
+    "loss.anchor": 0.0,
+    "loss.anchor_share": 1.0,
+    "optim.ode_lr_scale": 1.0,
 }
 """Inner-loop settings that older checkpoints do not record, with the value every fit had before
 the setting existed; a checkpoint without them repeats that value, not today's default."""

@@ -13,7 +13,14 @@ from torch import nn
 
 from perfusion.fitting.config import LossConfig, OptimConfig, as_loss_config
 from perfusion.fitting.sampling import CaseSamples, FitBatch
-from perfusion.fitting.steps import FeatureSource, check_finite, compute_losses, make_optimizer
+from perfusion.fitting.steps import (
+    FeatureSource,
+    anchor_weight,
+    check_finite,
+    compute_losses,
+    make_optimizer,
+    optimizer_groups,
+)
 from perfusion.physics import l1
 
 
@@ -68,7 +75,8 @@ class FieldFitModule(L.LightningModule):
         self._stale = 0
 
     def training_step(self, batch: FitBatch, batch_idx: int) -> torch.Tensor:
-        losses = compute_losses(self.fields, self.features, self.samples, batch, self.loss)
+        weight = anchor_weight(self.loss, self.global_step, self.total_steps)
+        losses = compute_losses(self.fields, self.features, self.samples, batch, self.loss, weight)
         check_finite(losses, self.global_step)
         values = losses.as_floats()
         self.log_dict({f"train/{k}": v for k, v in values.items()}, prog_bar=False)
@@ -108,7 +116,7 @@ class FieldFitModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer, scheduler = make_optimizer(
-            self.fields.parameters(), self.optim, self.total_steps
+            optimizer_groups(self.fields, self.optim), self.optim, self.total_steps
         )
         return {
             "optimizer": optimizer,

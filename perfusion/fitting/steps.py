@@ -34,6 +34,9 @@ class LossTerms:
     tac: Tensor
     aif: Tensor
     ode: Tensor
+    anchor: Tensor
+    """Mean squared log-ratio of f_ODE to the pre-fit's start (0 without one); in ``total``
+    with the step's anchor weight (:func:`anchor_weight`)."""
 
     def as_floats(self) -> dict[str, float]:
         return {k: float(v.detach()) for k, v in vars(self).items()}
@@ -62,6 +65,7 @@ def compute_losses(
     samples: CaseSamples,
     batch: FitBatch,
     loss: LossConfig | str,
+    anchor: float = 0.0,
 ) -> LossTerms:
     """L_TAC, L_AIF and L_ODE (Eq. (4)) of one batch under ``loss`` (LossConfig, or a variant name).
 
@@ -69,7 +73,8 @@ def compute_losses(
     batch's frame times at T instead of B evaluations. ``detached`` stops the residual's gradient
     into f_TAC (dC/dt enters as data), so a noisy f_TAC cannot flatten to satisfy the ODE;
     ``integral`` compares the detached f_TAC with Eq. (1)'s solution instead. ``loss.norm``
-    chooses L1 (Table 3) or squared errors for all three terms.
+    chooses L1 (Table 3) or squared errors for all three terms. ``anchor`` weighs the pull of
+    f_ODE toward ``samples.ode_start`` (:func:`anchor_weight`; no term without a start).
     """
     cfg = as_loss_config(loss)
     variant, grid = cfg.variant, int(cfg.aif_grid_points)
@@ -87,7 +92,23 @@ def compute_losses(
     else:
         residual = _derivative_residual(fields, feat, samples, batch.tau, flow, mtt, delay, variant)
     loss_ode = norm(residual, torch.zeros_like(residual))
-    return LossTerms(total_loss(loss_tac, loss_aif, loss_ode), loss_tac, loss_aif, loss_ode)
+    total = total_loss(loss_tac, loss_aif, loss_ode)
+    loss_anchor = torch.zeros_like(total)
+    if samples.ode_start is not None:
+        start = samples.ode_start[batch.rows].clamp_min(1e-12).log()
+        loss_anchor = l2(torch.cat([flow, mtt, delay], dim=1).log(), start)
+        if anchor > 0:
+            total = total + anchor * loss_anchor
+    return LossTerms(total, loss_tac, loss_aif, loss_ode, loss_anchor)
+
+
+def anchor_weight(loss: LossConfig | str, step: int, total_steps: int) -> float:
+    """The anchor's weight at ``step`` (0-based) of ``total_steps``: ``loss.anchor`` falling
+    linearly to 0 at ``loss.anchor_share`` of the steps."""
+    cfg = as_loss_config(loss)
+    if cfg.anchor <= 0 or cfg.anchor_share <= 0:
+        return 0.0
+    return cfg.anchor * max(0.0, 1.0 - step / (cfg.anchor_share * max(int(total_steps), 1)))
 
 
 def _derivative_residual(fields, feat, samples, tau, flow, mtt, delay, variant: str) -> Tensor:
@@ -131,7 +152,8 @@ def train_step(
 ) -> LossTerms:
     """One plain-torch optimisation step (Reptile's inner step); the same maths as the module."""
     optimizer.zero_grad(set_to_none=True)
-    losses = compute_losses(fields, features, samples, batch, loss)
+    weight = anchor_weight(loss, step, scheduler.total_steps)
+    losses = compute_losses(fields, features, samples, batch, loss, weight)
     check_finite(losses, step)
     losses.total.backward()
     optimizer.step()
@@ -139,14 +161,28 @@ def train_step(
     return losses
 
 
+def optimizer_groups(fields: nn.Module, cfg: OptimConfig) -> list[dict]:
+    """PerfusionFields' parameters as Adam groups: f_ODE's networks at ``lr * ode_lr_scale``,
+    the encoding, f_TAC and f_AIF at ``lr``."""
+    groups = fields.parameter_groups()
+    ode = groups.pop("ode")
+    rest = [p for part in groups.values() for p in part]
+    return [{"params": rest, "lr": cfg.lr}, {"params": ode, "lr": cfg.lr * cfg.ode_lr_scale}]
+
+
 def make_optimizer(
     parameters, cfg: OptimConfig, total_steps: int
 ) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.OneCycleLR]:
-    """Adam at ``cfg.lr`` with OneCycleLR over ``total_steps`` (Table 2; no warm-up by default)."""
+    """Adam at ``cfg.lr`` with OneCycleLR over ``total_steps`` (Table 2; no warm-up by default).
+
+    ``parameters``: tensors, or groups with their own peak ``lr`` (:func:`optimizer_groups`).
+    """
+    parameters = list(parameters)
+    grouped = bool(parameters) and isinstance(parameters[0], dict)
     optimizer = torch.optim.Adam(parameters, lr=cfg.lr, eps=cfg.eps)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
-        max_lr=cfg.lr,
+        max_lr=[g.get("lr", cfg.lr) for g in parameters] if grouped else cfg.lr,
         total_steps=max(int(total_steps), 2),
         pct_start=float(cfg.warmup_share),
         div_factor=cfg.div_factor,

@@ -94,8 +94,10 @@ class CompareConfig:
     """torch seed of the control's untrained fields."""
     device: str = "cpu"
     """Fit device for every arm (``cpu``, ``cuda``, ``auto``)."""
-    threads: int = 0
-    """torch CPU threads; 0 leaves torch's default."""
+    threads: int = 1
+    """torch CPU threads (0: torch's default, every core). One by default, as for ``perfusion fit``:
+    with torch's default, one Reptile outer step took 77 s instead of 6 s on the 2-core machine
+    while another one-thread job ran (OpenMP threads spin against each other)."""
     reuse: bool = True
     """Reuse a fit folder whose config.yaml equals the arm's (an interrupted run resumes)."""
     tracking: bool = True

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from perfusion.errors import PerfusionError
 from perfusion.fitting.config import FitConfig
-from perfusion.fitting.steps import make_optimizer, prefit, train_step
+from perfusion.fitting.steps import make_optimizer, optimizer_groups, prefit, train_step
 from perfusion.meta.config import OUTER_OPTIMIZERS, OuterConfig
 from perfusion.meta.tasks import Task
 
@@ -47,7 +47,7 @@ def adapt(
     the fields mid-adaptation (the comparison's CBF-against-iteration probe).
     """
     prefit(fields, task.features, task.samples, cfg)
-    optimizer, scheduler = make_optimizer(fields.parameters(), cfg.optim, steps)
+    optimizer, scheduler = make_optimizer(optimizer_groups(fields, cfg.optim), cfg.optim, steps)
     generator = torch.Generator(device=task.samples.tac.device).manual_seed(seed)
     history = []
     for step in range(steps):
