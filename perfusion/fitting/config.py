@@ -46,8 +46,9 @@ class LossConfig:
     fit's first steps drive f_ODE away from the start and lose the lesions it found (one patient:
     map error 0.44 after the pre-fit, 0.89 after 25 steps, 0.78 after 100); with ``anchor=10`` and
     ``optim.ode_lr_scale=0.1`` the start survives and is refined (bench/results/compare-anchor).
-    On the 128x128x32 accuracy phantom (2.7 mm smoothing) the unanchored fit improves on the start
-    instead, and the anchor costs accuracy at 1000 steps (bench/results/ablation)."""
+    On the 128x128x32 accuracy phantom it helped without smoothing (bench/results/ablation-nosmooth)
+    and cost accuracy after the 2.7 mm smoothing, where the unanchored fit improves on the start
+    (bench/results/ablation)."""
     anchor_share: float = 1.0
     """Share of the steps over which the anchor's weight falls to 0."""
 
