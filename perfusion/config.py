@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -60,10 +61,15 @@ def parse_overrides(overrides: Sequence[str]) -> DictConfig:
         key = item.split("=", 1)[0]
         if not key or key != key.strip():
             raise PerfusionError(f"bad override {item!r}: expected key=value")
-    try:
-        return OmegaConf.from_dotlist(list(overrides))
-    except OmegaConfBaseException as exc:
-        raise PerfusionError(f"bad override: {_first_line(exc)}") from None
+    merged = OmegaConf.create()
+    for item in overrides:
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+        except yaml.YAMLError as exc:  # e.g. unquoted brackets inside a list item
+            raise PerfusionError(f"bad override {item!r}: not YAML ({_first_line(exc)})") from None
+        except OmegaConfBaseException as exc:
+            raise PerfusionError(f"bad override {item!r}: {_first_line(exc)}") from None
+    return merged
 
 
 def load_config(

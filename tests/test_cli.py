@@ -74,3 +74,14 @@ def test_command_override_error_exits_2(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["inspect", str(tmp_path), "colour=red"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("perfusion inspect: ") and "colour" in err and err.count("\n") == 1
+
+
+def test_override_that_is_not_yaml_is_named() -> None:
+    """Brackets inside an unquoted list item used to escape as a yaml traceback."""
+    with pytest.raises(PerfusionError, match=r"bad override 'name=\[a=\[1,2\]\]': not YAML"):
+        load_config(_Schema, overrides=["name=[a=[1,2]]"])
+
+
+def test_later_override_of_the_same_key_wins() -> None:
+    cfg = load_config(_Schema, overrides=["inner.steps=3", "lr=0.5", "inner.steps=4"])
+    assert to_object(cfg) == _Schema(lr=0.5, inner=_Inner(steps=4))
