@@ -166,3 +166,20 @@ def test_other_methods_write_the_same_contract(case_dir: Path, tmp_path: Path, p
         assert summary["fits"] == make_prepared().shape[2]  # one 2-D fit per slice
     fitqc = np.asarray(nib.load(tmp_path / "fitqc.nii.gz").dataobj)
     assert np.isfinite(fitqc).all() and fitqc[make_prepared().tissue].max() > 0
+
+
+def test_zero_steps_gives_the_prefits_maps(case_dir: Path, tmp_path: Path) -> None:
+    """steps=0: no joint fit, the maps of f_ODE fitted to the smoothed grid start (noiseless case:
+    Tmax within 1 s in every tissue, the lesion's CBF below half of grey matter's)."""
+    summary = fit_case(case_dir, small_cfg("steps=0", "report=true"), tmp_path)
+    assert summary["steps"] == 0 and summary["history"] == []
+    assert (tmp_path / "report.png").is_file()
+    labels = tissue_labels(make_prepared().shape)
+    maps = {n: np.asarray(nib.load(tmp_path / f"{n}.nii.gz").dataobj) for n in ("cbf", "tmax")}
+    for i, (tissue, (_, mtt, delay)) in enumerate(TISSUES.items(), start=1):
+        assert abs(float(np.median(maps["tmax"][labels == i])) - (delay + mtt / 2)) < 1.0, tissue
+    grey, lesion = (list(TISSUES).index(t) + 1 for t in ("grey", "lesion"))
+    cbf = maps["cbf"]
+    assert np.median(cbf[labels == lesion]) < 0.5 * np.median(cbf[labels == grey])
+    with pytest.raises(PerfusionError, match="steps: -1"):
+        fit_case(case_dir, small_cfg("steps=-1"), tmp_path / "bad")

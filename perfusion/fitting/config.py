@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from perfusion.domain import DomainConfig
+from perfusion.errors import PerfusionError
 from perfusion.fields.config import FieldsConfig
 from perfusion.preprocess import PreprocessConfig
 
@@ -115,7 +116,8 @@ class FitConfig:
     """``resppinn`` (3-D hash-grid fields), ``sppinn`` (2-D slice-wise, no encoding), ``bsvd``
     or ``nlr`` (classical baselines, same outputs)."""
     steps: int | None = None
-    """Optimiser steps; null = 5000 without ``init``, 500 with one."""
+    """Optimiser steps; null = 5000 without ``init``, 500 with one; 0 = the pre-fits only (the
+    maps of f_ODE fitted to the smoothed box-model grid start, in seconds)."""
     init: str | None = None
     """Path of a meta-learned initialisation checkpoint (see perfusion.fitting.init)."""
     seed: int = 0
@@ -161,5 +163,7 @@ class FitConfig:
 def resolve_steps(cfg: FitConfig) -> int:
     """The step count: ``cfg.steps`` if set, else 500 with an initialisation and 5000 without."""
     if cfg.steps is not None:
+        if int(cfg.steps) < 0:
+            raise PerfusionError(f"steps: {cfg.steps}, expected 0 or more (or null)")
         return int(cfg.steps)
     return STEPS_WITH_INIT if cfg.init else STEPS_WITHOUT_INIT

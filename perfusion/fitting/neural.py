@@ -118,8 +118,9 @@ def _fit_region(
         cfg.select_best,
         cfg.early_stop_patience,
     )
-    data = CaseDataModule(samples, cfg.sampling.batch_size, cfg.seed, steps)
-    run_trainer(module, data, steps, cfg.progress_bar, logger)
+    if steps > 0:  # 0: the pre-fits only
+        data = CaseDataModule(samples, cfg.sampling.batch_size, cfg.seed, steps)
+        run_trainer(module, data, steps, cfg.progress_bar, logger)
     fields.eval()
     params = _sample_ode(fields, prepared, domain, region & prepared.brain, dims, device)
     qc = _fitqc(fields, features, samples, domain)
@@ -129,7 +130,10 @@ def _fit_region(
         "qc": _scatter(qc, tissue),
         "history": history,
         "steps": len(history),
-        "losses": {**history[-1], "val_tac_hu": module.heldout_tac() * domain.tissue_hu_per_unit},
+        "losses": {
+            **(history[-1] if history else {}),
+            "val_tac_hu": module.heldout_tac() * domain.tissue_hu_per_unit,
+        },
         "curves": _curves(fields, features, samples, domain, params, tissue),
         "info": {**info, "best_val_step": module.best[1], "select_best": cfg.select_best},
     }

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from perfusion.config import save_resolved, to_object
 from perfusion.errors import PerfusionError
-from perfusion.fitting.config import METHODS, FitConfig
+from perfusion.fitting.config import METHODS, FitConfig, resolve_steps
 from perfusion.fitting.defuse import defuse3_summary
 from perfusion.fitting.maps import (
     MAP_NAMES,
@@ -77,6 +77,7 @@ def fit_case(
     fit_cfg: FitConfig = to_object(cfg) if isinstance(cfg, DictConfig) else cfg
     if fit_cfg.method not in METHODS:
         raise PerfusionError(f"method: {fit_cfg.method!r}, expected one of {METHODS}")
+    resolve_steps(fit_cfg)  # a bad step count fails before minutes of preprocessing
     threads = torch.get_num_threads()
     if fit_cfg.threads > 0:
         torch.set_num_threads(fit_cfg.threads)
