@@ -7,7 +7,8 @@ the truth with :func:`perfusion.evaluation.evaluate_fit`:
 - ``meta-init@N``: the checkpoint's initialisation, N = its inner steps (issue 6: ReSPPINN@500);
 - ``random-init@N``: the control, a freshly built untrained field saved through
   :func:`~perfusion.meta.checkpoint.export_init` and loaded the same way (it must not help);
-- ``no-init@S`` for each S of ``no_init_steps`` (N added): ordinary fits from scratch;
+- ``no-init@S`` for each S of ``no_init_steps`` (N added): ordinary fits from scratch (``no-init@0``:
+  the pre-fits only, i.e. the smoothed box-model grid start as f_ODE represents it);
 - ``sppinn@S``: slice-wise SPPINN on ``sppinn.slices`` slices only (hours on a full volume on a
   CPU); its wall time is extrapolated to all tissue slices and labelled so.
 
@@ -86,7 +87,7 @@ class CompareConfig:
     """Where compare.md, compare.json and the compare-*.png figures go."""
     work_dir: str = "data/compare"
     """Prepared cases, fit folders, the control checkpoint and W&B files."""
-    no_init_steps: list[int] = field(default_factory=lambda: [500, 1000, 2000, 5000])
+    no_init_steps: list[int] = field(default_factory=lambda: [0, 500, 1000, 2000, 5000])
     """Step counts of the fits from scratch (the meta-init's N is always added)."""
     random_init: bool = True
     """Run the random-initialisation control."""
