@@ -57,12 +57,11 @@ def split_args(argv: Iterable[str]) -> tuple[list[str], list[str]]:
 
 def parse_overrides(overrides: Sequence[str]) -> DictConfig:
     """``["a.b=1", "c=[1,2]"]`` -> a DictConfig; values are parsed as YAML scalars or lists."""
+    merged = OmegaConf.create()
     for item in overrides:
         key = item.split("=", 1)[0]
         if not key or key != key.strip():
             raise PerfusionError(f"bad override {item!r}: expected key=value")
-    merged = OmegaConf.create()
-    for item in overrides:
         try:
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
         except yaml.YAMLError as exc:  # e.g. unquoted brackets inside a list item

@@ -177,12 +177,10 @@ def make_optimizer(
 
     ``parameters``: tensors, or groups with their own peak ``lr`` (:func:`optimizer_groups`).
     """
-    parameters = list(parameters)
-    grouped = bool(parameters) and isinstance(parameters[0], dict)
     optimizer = torch.optim.Adam(parameters, lr=cfg.lr, eps=cfg.eps)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
-        max_lr=[g.get("lr", cfg.lr) for g in parameters] if grouped else cfg.lr,
+        max_lr=[group["lr"] for group in optimizer.param_groups],  # each group's peak
         total_steps=max(int(total_steps), 2),
         pct_start=float(cfg.warmup_share),
         div_factor=cfg.div_factor,
