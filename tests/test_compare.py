@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from omegaconf import OmegaConf
 
 from perfusion.domain import Domain
+from perfusion.errors import PerfusionError
 from perfusion.fields import build_fields
 from perfusion.fields.config import EncodingConfig, FieldsConfig
 from perfusion.fitting.config import FitConfig
@@ -20,15 +22,17 @@ from perfusion.io import write_nifti_atomic
 from perfusion.meta import MetaConfig, export_init
 from perfusion.meta.compare import (
     CompareConfig,
+    PriorArmConfig,
     ProbeConfig,
     SppinnArmConfig,
+    _fit_folder_name,
     base_fit_config,
     build_arms,
     run_compare,
     thin_history,
 )
 from perfusion.meta.heldout import HeldoutConfig, spread_slices
-from perfusion.meta.report import table_lines
+from perfusion.meta.report import prior_line, table_lines
 from perfusion.meta.verdicts import VerdictConfig, clearly_lower, judge, map_error, summarize
 from perfusion.units import cbv_from_cbf_mtt, tmax_box
 
@@ -180,6 +184,13 @@ def test_arms_repeat_the_checkpoint_inner_loop_and_the_control_loads(tmp_path):
     assert [a.fit.steps for a in arms[:4]] == [7, 7, 7, 20]
     assert arms[0].fit.init == str(init) and arms[2].fit.init is None
     assert arms[4].fit.slice_wise and arms[4].fit.preprocess == base.preprocess
+    names = [_fit_folder_name(a) for a in arms]
+    assert len(set(names)) == len(arms) and names == [_fit_folder_name(a) for a in arms]
+    other = dataclasses.replace(arms[2], fit=dataclasses.replace(arms[2].fit, seed=1))
+    assert _fit_folder_name(other) != names[2]  # another recipe keeps its own fit folder
+    with_prior = build_arms(cfg, checkpoint, tmp_path / "control.ckpt", prior=True)
+    assert [a.name for a in with_prior][2:4] == ["population-prior", "no-init@7"]
+    assert with_prior[2].kind == "prior" and with_prior[2].steps == 0
     fields = build_fields(base.fields, 3)
     control = load_init(fields, tmp_path / "control.ckpt", Domain.from_config(base.domain).scales())
     assert control["fit"] == checkpoint["fit"]  # the same inner loop, only the weights differ
@@ -209,12 +220,17 @@ def test_tiny_compare_end_to_end(tmp_path):
     torch.manual_seed(fit.seed)  # the very weights a no-init fit starts from: results must match it
     init = export_init(build_fields(meta.fit.fields, 3), meta, tmp_path / "meta.ckpt", 2, ["a"])
     heldout_case(tmp_path / "held")
+    heldout_case(tmp_path / "cohort")  # a training patient with the same truth: a perfect prior
     cfg = CompareConfig(
         init=str(init), out=str(tmp_path / "results"), work_dir=str(tmp_path / "work"),
         no_init_steps=[6], tracking=False, heldout=HeldoutConfig(dir=str(tmp_path / "held"), n=1),
         sppinn=SppinnArmConfig(steps=3, slices=1, overrides=["sampling.batch_size=128", "aif_prefit_steps=5"]),
-        probe=ProbeConfig(voxels=2, every=1),
+        probe=ProbeConfig(voxels=2, every=1), prior=PriorArmConfig(cohort_dir=str(tmp_path / "cohort")),
     )  # fmt: skip
+    leak = copy.deepcopy(cfg)
+    leak.prior.cohort_dir = str(tmp_path / "held")
+    with pytest.raises(PerfusionError, match="held-out patient"):
+        run_compare(leak)
     payload = run_compare(cfg)
     out = tmp_path / "results"
     for name in (
@@ -224,8 +240,12 @@ def test_tiny_compare_end_to_end(tmp_path):
     ):
         assert (out / name).is_file(), name
     arms = [r["arm"] for r in payload["records"]]
-    assert arms == ["meta-init@3", "random-init@3", "no-init@3", "no-init@6", "sppinn@3"]
+    assert arms == [
+        "meta-init@3", "random-init@3", "population-prior", "no-init@3", "no-init@6", "sppinn@3"
+    ]  # fmt: skip
     by_arm = {r["arm"]: r for r in payload["records"]}
+    assert by_arm["population-prior"]["metrics"]["cbf_r"] == pytest.approx(1.0)
+    assert payload["probes"]["init_cbf_r"]["population-prior"] == pytest.approx(1.0)
     assert by_arm["no-init@6"]["history"]["step"][-1] == 6
     sppinn = by_arm["sppinn@3"]
     assert sppinn["extrapolated"] and sppinn["slices"] == {"fitted": 1, "tissue_slices": 4}
@@ -234,6 +254,19 @@ def test_tiny_compare_end_to_end(tmp_path):
     assert by_arm["meta-init@3"]["metrics"] == by_arm["no-init@3"]["metrics"]  # loading is exact
     assert by_arm["random-init@3"]["metrics"] != by_arm["no-init@3"]["metrics"]
     assert payload["probes"]["trajectories"]["step"] == [0, 1, 2, 3]
-    assert set(payload["probes"]["init_cbf_r"]) == {"meta-init", "random-init"}
+    assert set(payload["probes"]["init_cbf_r"]) == {"meta-init", "random-init", "population-prior"}
     text = (out / "compare.md").read_text()
     assert "## Verdicts" in text and "extrapolated" in text and str(init) in text
+
+
+def test_prior_line_compares_the_population_prior_with_the_pre_fits():
+    table = {
+        **TABLE,
+        "population-prior": ("prior", 0, 0.1, [(0.5, 0.0, 0.0), (0.6, 0.0, 0.0)]),  # 0.8333, 0.8
+        "no-init@0": ("noinit", 0, 3.0, [(0.6, 0.2, 0.3), (0.6, 0.2, 0.3)]),  # 0.6333
+    }
+    line = prior_line(summarize(records(table)))
+    assert "0.817" in line and "0.633" in line and "no initialisation" in line
+    better = {**table, "no-init@0": ("noinit", 0, 3.0, [(0.1, 0.1, 0.1), (0.1, 0.1, 0.1)])}
+    assert "can start closer" in prior_line(summarize(records(better)))
+    assert prior_line(summarize(records())) is None

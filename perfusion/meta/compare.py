@@ -9,6 +9,8 @@ the truth with :func:`perfusion.evaluation.evaluate_fit`:
   :func:`~perfusion.meta.checkpoint.export_init` and loaded the same way (it must not help);
 - ``no-init@S`` for each S of ``no_init_steps`` (N added): ordinary fits from scratch (``no-init@0``:
   the pre-fits only, i.e. the smoothed box-model grid start as f_ODE represents it);
+- ``population-prior``: no fit, the training cohort's true maps in the standard frame
+  (:mod:`perfusion.meta.population_prior`): the best any anatomical prior could start from;
 - ``sppinn@S``: slice-wise SPPINN on ``sppinn.slices`` slices only (hours on a full volume on a
   CPU); its wall time is extrapolated to all tissue slices and labelled so.
 
@@ -21,6 +23,7 @@ the targets: :mod:`perfusion.meta.verdicts`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -34,6 +37,7 @@ from omegaconf import OmegaConf
 
 from perfusion.config import load_config, to_object
 from perfusion.errors import PerfusionError
+from perfusion.evaluation import pearson_r
 from perfusion.fields import build_fields
 from perfusion.fitting.config import FitConfig
 from perfusion.fitting.init import read_init, recorded_settings
@@ -41,11 +45,19 @@ from perfusion.fitting.run import fit_case
 from perfusion.meta.checkpoint import export_init
 from perfusion.meta.config import MetaConfig
 from perfusion.meta.heldout import HeldoutConfig, ensure_heldout, prepare_patient, sppinn_view
-from perfusion.meta.probes import run_probes
+from perfusion.meta.population_prior import (
+    CohortTruth,
+    has_truth,
+    population_maps,
+    read_truth,
+    write_prior_fit,
+)
+from perfusion.meta.probes import PROBE_MAPS, run_probes
+from perfusion.meta.tasks import case_dirs
 from perfusion.meta.verdicts import VerdictConfig
 from perfusion.prepared import PreparedCase
 
-ARM_KINDS = ("meta", "random", "noinit", "sppinn")
+ARM_KINDS = ("meta", "random", "prior", "noinit", "sppinn")
 
 
 @dataclass
@@ -65,6 +77,16 @@ class SppinnArmConfig:
     overrides: list[str] = field(default_factory=lambda: ["sampling.batch_size=4096"])
     """FitConfig ``key=value`` applied over fit.yaml + model/sppinn.yaml (preprocessing is the
     checkpoint's either way)."""
+
+
+@dataclass
+class PriorArmConfig:
+    """The population-prior arm (perfusion.meta.population_prior): needs the cohort's truth."""
+
+    enabled: bool = True
+    """Score the population prior when the training cohort has truth maps (phantoms)."""
+    cohort_dir: str | None = None
+    """Folder of training cases with ``truth/``; null = the checkpoint's meta-training cohort."""
 
 
 @dataclass
@@ -105,6 +127,7 @@ class CompareConfig:
     """Log tables and figures to W&B (mode from WANDB_MODE; the CLI defaults it to offline)."""
     heldout: HeldoutConfig = field(default_factory=HeldoutConfig)
     sppinn: SppinnArmConfig = field(default_factory=SppinnArmConfig)
+    prior: PriorArmConfig = field(default_factory=PriorArmConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     verdict: VerdictConfig = field(default_factory=VerdictConfig)
 
@@ -136,8 +159,11 @@ def base_fit_config(cfg: CompareConfig, checkpoint: dict[str, Any]) -> FitConfig
     return to_object(conf)
 
 
-def build_arms(cfg: CompareConfig, checkpoint: dict[str, Any], control_path: Path) -> list[Arm]:
-    """Every arm of the run in table order (see the module docstring)."""
+def build_arms(
+    cfg: CompareConfig, checkpoint: dict[str, Any], control_path: Path, prior: bool = False
+) -> list[Arm]:
+    """Every arm of the run in table order (see the module docstring); the population prior
+    only when ``prior`` (a training cohort with truth was found)."""
     base = base_fit_config(cfg, checkpoint)
     n = int(checkpoint.get("fit", {}).get("steps") or 0)
     if n <= 0:
@@ -149,6 +175,8 @@ def build_arms(cfg: CompareConfig, checkpoint: dict[str, Any], control_path: Pat
         _write_control(base, n, cfg.random_seed, control_path)
         arms.append(Arm(f"random-init@{n}", "random", n,
                         dataclasses.replace(base, init=str(control_path), steps=n)))  # fmt: skip
+    if prior:
+        arms.append(Arm("population-prior", "prior", 0, base))
     for steps in sorted({*map(int, cfg.no_init_steps), n}):
         arms.append(
             Arm(f"no-init@{steps}", "noinit", steps, dataclasses.replace(base, steps=steps))
@@ -237,18 +265,25 @@ def fit_record(arm: Arm, patient: str, summary: dict[str, Any], metrics: dict[st
 
 
 def _fit_folder_name(arm: Arm) -> str:
-    """The arm's name, plus the start weights' digest for an init arm: a retrained checkpoint at
-    the same path must not reuse fits of the old one (config.yaml only records the path)."""
-    if not arm.fit.init:
-        return arm.name
-    return f"{arm.name}-{str(read_init(arm.fit.init).get('sha256'))[:12]}"
+    """The arm's name and a digest of its FitConfig and start weights: runs of other recipes
+    keep their own fits (each stays reusable), and a retrained checkpoint at the same path
+    never reuses fits of the old one (config.yaml only records the path)."""
+    config = OmegaConf.to_container(OmegaConf.structured(arm.fit), resolve=True)
+    weights = read_init(arm.fit.init).get("sha256") if arm.fit.init else None
+    text = json.dumps({"fit": config, "weights": weights}, sort_keys=True, default=str)
+    return f"{arm.name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 def run_patient(
-    arms: list[Arm], case_dir: Path, cfg: CompareConfig, base: FitConfig, index: int = 0
+    arms: list[Arm],
+    case_dir: Path,
+    cfg: CompareConfig,
+    base: FitConfig,
+    index: int = 0,
+    cohort: list[CohortTruth] | None = None,
 ) -> list[dict[str, Any]]:
     """Every arm on held-out patient ``index``; SPPINN (first ``sppinn.patients`` only) on a
-    slice subset, scored on those slices."""
+    slice subset, scored on those slices; the population prior from ``cohort``."""
     work = Path(cfg.work_dir)
     prepared_dir = prepare_patient(case_dir, base, work, cfg.reuse)
     truth_dir = case_dir / "truth"
@@ -262,6 +297,9 @@ def run_patient(
                                work / "sppinn" / f"{prepared_dir.name}-{cfg.sppinn.slices}")  # fmt: skip
             summary = run_arm(arm, view.prepared_dir, fit_dir, cfg.reuse)
             metrics, slices = score(fit_dir, view.truth_dir), (view.fitted, view.total)
+        elif arm.kind == "prior":
+            summary = write_prior_fit(PreparedCase.load(prepared_dir), cohort or [], fit_dir)
+            metrics, slices = score(fit_dir, truth_dir), None
         else:
             summary = run_arm(arm, prepared_dir, fit_dir, cfg.reuse)
             metrics, slices = score(fit_dir, truth_dir), None
@@ -284,8 +322,11 @@ def run_compare(cfg: CompareConfig, command: str = "perfusion compare") -> dict[
     work = Path(plain.work_dir)
     patients = ensure_heldout(plain.heldout, checkpoint, work / "heldout")
     base = base_fit_config(plain, checkpoint)
-    arms = build_arms(plain, checkpoint, work / "random-init-control.ckpt")
-    records = [r for i, d in enumerate(patients) for r in run_patient(arms, d, plain, base, i)]
+    cohort = prior_cohort(plain, checkpoint, base, patients)
+    arms = build_arms(plain, checkpoint, work / "random-init-control.ckpt", prior=bool(cohort))
+    records = [
+        r for i, d in enumerate(patients) for r in run_patient(arms, d, plain, base, i, cohort)
+    ]
     payload = {
         "command": command,
         "checkpoint": {"path": str(plain.init), "sha256": checkpoint.get("sha256"),
@@ -295,14 +336,54 @@ def run_compare(cfg: CompareConfig, command: str = "perfusion compare") -> dict[
         "arms": [{"name": a.name, "kind": a.kind, "steps": a.steps} for a in arms],
         "records": records,
     }  # fmt: skip
-    return write_report(plain, payload, _probes(plain, arms, patients[0], base))
+    return write_report(plain, payload, _probes(plain, arms, patients[0], base, cohort))
 
 
-def _probes(cfg: CompareConfig, arms: list[Arm], case_dir: Path, base: FitConfig) -> dict[str, Any]:
-    """Figure 5/6 data on the first held-out patient (meta-init first, then the control)."""
+def prior_cohort(
+    cfg: CompareConfig, checkpoint: dict[str, Any], base: FitConfig, heldout: list[Path]
+) -> list[CohortTruth]:
+    """The training patients with truth for the population prior, each preprocessed with the
+    checkpoint's settings (cached under ``<work_dir>/cohort``); empty when there are none."""
+    if not cfg.prior.enabled:
+        return []
+    if cfg.prior.cohort_dir:
+        dirs = case_dirs(cfg.prior.cohort_dir)
+    else:
+        meta = checkpoint.get("meta") or {}
+        folder = (meta.get("cohort_config") or {}).get("dir")
+        dirs = [Path(folder) / name for name in meta.get("cohort") or []] if folder else []
+    held = {d.resolve() for d in heldout}
+    if any(d.resolve() in held for d in dirs):
+        raise PerfusionError("prior.cohort_dir holds a held-out patient", cfg.prior.cohort_dir)
+    dirs = [d for d in dirs if d.is_dir() and has_truth(d)]
+    if not dirs:
+        print("[compare] no training patients with truth maps: no population-prior arm",
+              file=sys.stderr)  # fmt: skip
+        return []
+    work = Path(cfg.work_dir) / "cohort"  # its own folder: names repeat across cohorts
+    return [
+        CohortTruth(d.name, PreparedCase.load(prepare_patient(d, base, work, cfg.reuse)),
+                    read_truth(d))
+        for d in dirs
+    ]  # fmt: skip
+
+
+def _probes(
+    cfg: CompareConfig, arms: list[Arm], case_dir: Path, base: FitConfig, cohort: list[CohortTruth]
+) -> dict[str, Any]:
+    """Figure 5/6 data on the first held-out patient (meta-init first, then the control, then
+    the population prior's maps when there is one)."""
     inits = {f"{a.kind}-init": str(a.fit.init) for a in arms if a.kind in ("meta", "random")}
     prepared_dir = prepare_patient(case_dir, base, Path(cfg.work_dir), reuse=True)
     steps = arms[0].steps
-    return run_probes(
+    probes = run_probes(
         inits, prepared_dir, case_dir / "truth", base, steps, cfg.probe.voxels, cfg.probe.every
     )
+    if cohort:
+        prepared = PreparedCase.load(prepared_dir)
+        maps = population_maps(prepared, cohort)[0]
+        probes["maps"]["population-prior"] = {n: maps[n] for n in PROBE_MAPS}
+        probes["init_cbf_r"]["population-prior"] = pearson_r(
+            maps["cbf"], probes["truth"]["cbf"], prepared.tissue
+        )
+    return probes

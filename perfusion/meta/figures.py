@@ -6,7 +6,8 @@
   the truth, on the middle tissue slice of a held-out patient;
 - ``compare-voxels.png`` (Fig. 6): CBF of a few voxels against the inner iteration while the
   meta-learned initialisation adapts, with each voxel's true CBF dashed;
-- ``compare-accuracy.png``: CBF r, region Dice and Tmax MAE against steps for every arm.
+- ``compare-accuracy.png``: CBF r, region Dice and Tmax MAE against steps for every arm (the
+  population prior, which has no steps, as a dashed level).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np  # noqa: E402
 from perfusion.io import write_bytes_atomic  # noqa: E402
 
 STYLE = {"meta": ("tab:red", "o"), "random": ("tab:gray", "s"), "noinit": ("tab:blue", "^"),
-         "sppinn": ("tab:green", "D")}  # fmt: skip
+         "sppinn": ("tab:green", "D"), "prior": ("tab:purple", "*")}  # fmt: skip
 TITLES = {"cbf": "CBF", "tmax": "Tmax"}
 ACCURACY_PANELS = (("cbf_r", "CBF r"), ("rcbf30_dice", "Dice rCBF<30%"),
                    ("tmax6_dice", "Dice Tmax>6 s"), ("tmax_mae", "Tmax MAE (s)"))  # fmt: skip
@@ -152,7 +153,10 @@ def accuracy_figure(rows: dict[str, dict[str, Any]], path: Path) -> Path:
             ax.plot([s for s, _ in noinit], [r["metrics"][key] for _, r in noinit],
                     color=STYLE["noinit"][0], marker="^", label="no-init")  # fmt: skip
         for arm, row in rows.items():
-            if row["kind"] != "noinit":
+            if row["kind"] == "prior":  # no steps: a level to compare every arm with
+                ax.axhline(row["metrics"][key], color=STYLE["prior"][0], ls="--", lw=1.2,
+                           label=f"{arm} (no fit)")  # fmt: skip
+            elif row["kind"] != "noinit":
                 colour, marker = STYLE[row["kind"]]
                 label = arm + (" (few slices)" if row["extrapolated"] else "")
                 ax.scatter(

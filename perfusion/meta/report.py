@@ -113,12 +113,18 @@ def markdown(payload: dict[str, Any]) -> str:
         "Patient means. Map error = mean(1 - CBF r, 1 - Dice rCBF<30%, 1 - Dice Tmax>6 s); "
         "Tmax MAE in s, CBF MAE in ml/100g/min. SPPINN was fitted on a few slices only: its wall "
         "time per full volume is extrapolated and its accuracy is on those slices. The Dice of two "
-        "empty regions is 1 (perfusion.evaluation), so check the region volumes in compare.json.", "",
+        "empty regions is 1 (perfusion.evaluation), so check the region volumes in compare.json. "
+        "population-prior is no fit: the training patients' true maps, median at each "
+        "standard-frame position (perfusion.meta.population_prior), the most an anatomical "
+        "prior can hold before adaptation.", "",
         *table_lines(payload["rows"]), "", "## Verdicts (issue 6 targets)", "",
     ]  # fmt: skip
     for verdict in payload["verdicts"]:
         mark = {True: "PASS", False: "FAIL", None: "NOT RUN"}[verdict["passed"]]
         lines.append(f"- **{mark}** {verdict['target']}: {verdict['detail']}")
+    ceiling = prior_line(payload["rows"])
+    if ceiling:
+        lines += ["", ceiling]
     if "probes" in payload:
         r = ", ".join(f"{k} {_fmt(v, 2)}" for k, v in payload["probes"]["init_cbf_r"].items())
         lines += [
@@ -128,6 +134,27 @@ def markdown(payload: dict[str, Any]) -> str:
     lines += ["", "## Figures", ""]
     lines += [f"![{k}]({Path(v).name})" for k, v in payload["figures"].items()]
     return "\n".join(lines) + "\n"
+
+
+def prior_line(rows: dict[str, dict[str, Any]]) -> str | None:
+    """What the population prior (the best anatomical prior) says about target 1, or None
+    without that arm: before adaptation, can any learned initialisation beat no-init@0?"""
+    prior = next((r for r in rows.values() if r["kind"] == "prior"), None)
+    start = next((r for r in rows.values() if r["kind"] == "noinit" and r["steps"] == 0), None)
+    if prior is None:
+        return None
+    text = "Population prior (the cohort's true maps, no fit): "
+    text += f"map error {_fmt(prior['map_error'])}"
+    if start is None:
+        return text + "."
+    better = prior["map_error"] < start["map_error"]
+    verdict = (
+        "an anatomical prior can start closer to the truth than the patient's own pre-fits"
+        if better
+        else "no initialisation learned from these patients can start closer to the truth than "
+        "the patient's own pre-fits; a gain can only come from how it adapts"
+    )
+    return f"{text} against no-init@0 (the pre-fits) {_fmt(start['map_error'])}: {verdict}."
 
 
 def _log(cfg: Any, payload: dict[str, Any], paths: dict[str, Path]) -> None:
