@@ -266,7 +266,7 @@ def test_prior_line_compares_the_population_prior_with_the_pre_fits():
         "no-init@0": ("noinit", 0, 3.0, [(0.6, 0.2, 0.3), (0.6, 0.2, 0.3)]),  # 0.6333
     }
     line = prior_line(summarize(records(table)))
-    assert "0.817" in line and "0.633" in line and "no initialisation" in line
+    assert "0.817" in line and "0.633" in line and "not expected" in line
     better = {**table, "no-init@0": ("noinit", 0, 3.0, [(0.1, 0.1, 0.1), (0.1, 0.1, 0.1)])}
     assert "can start closer" in prior_line(summarize(records(better)))
     assert prior_line(summarize(records())) is None

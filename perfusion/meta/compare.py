@@ -10,7 +10,7 @@ the truth with :func:`perfusion.evaluation.evaluate_fit`:
 - ``no-init@S`` for each S of ``no_init_steps`` (N added): ordinary fits from scratch (``no-init@0``:
   the pre-fits only, i.e. the smoothed box-model grid start as f_ODE represents it);
 - ``population-prior``: no fit, the training cohort's true maps in the standard frame
-  (:mod:`perfusion.meta.population_prior`): the best any anatomical prior could start from;
+  (:mod:`perfusion.meta.population_prior`): an oracle for what an anatomical prior can hold;
 - ``sppinn@S``: slice-wise SPPINN on ``sppinn.slices`` slices only (hours on a full volume on a
   CPU); its wall time is extrapolated to all tissue slices and labelled so.
 

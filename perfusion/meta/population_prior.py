@@ -1,13 +1,14 @@
-"""The most any anatomical prior can know about a held-out patient: the cohort's true maps.
+"""An oracle for what an anatomical prior can know about a held-out patient: the cohort's truth.
 
 A meta-learned initialisation is a prior over maps in the standard frame (resppinn-paper.txt
 Fig. 5): it can carry what the training patients share at each position, not this patient's
-lesion. The *population prior* is the best such prior there can be before adaptation: every
-training patient's true maps (phantom truth) sampled at the held-out patient's voxel positions in
+lesion. The *population prior* estimates what such a prior can hold before adaptation, with
+the noise of fitting taken away: every training patient's true maps (phantom truth) sampled at the held-out patient's voxel positions in
 the standard frame (nearest voxel, inside that patient's brain), and the median over patients at
 each position. ``perfusion compare`` scores it like a fit (arm ``population-prior``): where its
-map error is above no-init@0 (the patient's own grid start, seconds of work), no initialisation
-learned from those patients can give better maps before adaptation than a fit from scratch.
+map error is above no-init@0 (the patient's own grid start, seconds of work), an initialisation
+learned from those patients is not expected to start closer to the truth than a fit from scratch
+(it could still adapt better).
 
 Needs truth maps, so only phantom cohorts (or a cohort a user has reference maps for) have it.
 """
@@ -25,9 +26,8 @@ from perfusion.atomic import atomic_dir, write_json_atomic
 from perfusion.evaluation import MAP_NAMES
 from perfusion.fitting.maps import write_maps
 from perfusion.io import load_nifti
+from perfusion.meta.heldout import TRUTH_DIR
 from perfusion.prepared import PreparedCase
-
-TRUTH_DIR = "truth"
 
 
 @dataclass
