@@ -36,7 +36,7 @@ fit: install ## fit maps to a case from the shipped init: make fit CASE=path OUT
 meta-train: install ## Reptile meta-training (CPU default; ARGS="config=meta/paper" for paper scale); resumes
 	$(BIN)/perfusion meta-train $(ARGS)
 
-compare: install ## meta-init@N vs no-init@500..5000 vs random-init vs SPPINN on held-out phantoms
+compare: install ## meta-init@N vs no-init@0..5000 vs random-init vs population prior vs SPPINN on held-out phantoms
 	$(BIN)/perfusion compare $(ARGS)
 
 loocv: install ## leave-one-out U-Net cross-validation on the phantom cohort; resumes finished folds
