@@ -37,7 +37,7 @@ def shifted_patient(name: str, shift: int, scale: float = 1.0) -> CohortTruth:
         prepared, brain=np.roll(prepared.brain, shift, axis=0), scan_to_standard=to_standard
     )
     truth = {n: scale * np.roll(v, shift, axis=0) for n, v in true_maps().items()}
-    return CohortTruth(name, moved, truth)
+    return CohortTruth.from_prepared(name, moved, truth)
 
 
 def test_prior_of_shifted_scans_is_the_truth_and_takes_the_median():
@@ -49,19 +49,19 @@ def test_prior_of_shifted_scans_is_the_truth_and_takes_the_median():
     for name in MAP_NAMES:  # two of three patients hold the truth: the median is the truth
         np.testing.assert_allclose(maps[name][target.brain], truth[name][target.brain])
         assert not maps[name][~target.brain].any()
-    wrong_frame = dataclasses.replace(cohort[0].prepared, scan_to_standard=target.scan_to_standard)
-    maps, _ = population_maps(target, [dataclasses.replace(cohort[0], prepared=wrong_frame)])
+    wrong_frame = target.scan_to_standard @ target.affine  # the shift forgotten
+    maps, _ = population_maps(
+        target, [dataclasses.replace(cohort[0], voxel_to_standard=wrong_frame)]
+    )
     assert not np.allclose(maps["cbf"][target.brain], truth["cbf"][target.brain])
 
 
 def test_uncovered_voxels_take_the_prior_median_and_coverage_says_so():
     target = make_prepared(shape=SHAPE)
     far = shifted_patient("far", 0)
-    to_standard = far.prepared.scan_to_standard.copy()
+    to_standard = far.voxel_to_standard.copy()
     to_standard[0, 3] += 8 * SPACING_MM[0]  # half the brain leaves this patient's scan
-    far = dataclasses.replace(
-        far, prepared=dataclasses.replace(far.prepared, scan_to_standard=to_standard)
-    )
+    far = dataclasses.replace(far, voxel_to_standard=to_standard)
     maps, coverage = population_maps(target, [far])
     assert 0.2 < coverage < 0.8
     assert np.isfinite(maps["cbf"]).all() and (maps["cbf"][target.brain] > 0).all()

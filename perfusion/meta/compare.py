@@ -362,8 +362,9 @@ def prior_cohort(
         return []
     work = Path(cfg.work_dir) / "cohort"  # its own folder: names repeat across cohorts
     return [
-        CohortTruth(d.name, PreparedCase.load(prepare_patient(d, base, work, cfg.reuse)),
-                    read_truth(d))
+        CohortTruth.from_prepared(
+            d.name, PreparedCase.load(prepare_patient(d, base, work, cfg.reuse)), read_truth(d)
+        )
         for d in dirs
     ]  # fmt: skip
 

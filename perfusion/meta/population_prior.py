@@ -32,11 +32,24 @@ from perfusion.prepared import PreparedCase
 
 @dataclass
 class CohortTruth:
-    """One training patient: its preprocessed case (standard frame, brain) and true maps."""
+    """One training patient: where its voxels lie in the standard frame, its brain and true maps.
+
+    Only these, not the whole PreparedCase: a cohort's 4-D curves would cost gigabytes at the
+    paper's scale (30 patients of 128x128x32x60) and the prior never reads them.
+    """
 
     name: str
-    prepared: PreparedCase
+    voxel_to_standard: np.ndarray
+    """(4, 4) scan voxel index -> standard-frame mm (``scan_to_standard @ affine``)."""
+    brain: np.ndarray
     truth: dict[str, np.ndarray]
+
+    @classmethod
+    def from_prepared(
+        cls, name: str, prepared: PreparedCase, truth: dict[str, np.ndarray]
+    ) -> CohortTruth:
+        voxel_to_standard = np.asarray(prepared.scan_to_standard) @ prepared.affine
+        return cls(name, voxel_to_standard, prepared.brain, truth)
 
 
 def has_truth(case_dir: Path) -> bool:
@@ -55,12 +68,11 @@ def read_truth(case_dir: Path) -> dict[str, np.ndarray]:
 def sample_at(patient: CohortTruth, standard_mm: np.ndarray) -> dict[str, np.ndarray]:
     """``patient``'s true maps at standard-frame positions (N, 3) mm: nearest voxel, NaN where
     the position falls outside the patient's scan or brain."""
-    prepared = patient.prepared
-    to_voxel = np.linalg.inv(prepared.scan_to_standard @ prepared.affine)
+    to_voxel = np.linalg.inv(patient.voxel_to_standard)
     homogeneous = np.c_[standard_mm, np.ones(len(standard_mm))]
     index = np.rint(homogeneous @ to_voxel.T)[:, :3].astype(np.int64)
-    inside = np.all((index >= 0) & (index < np.asarray(prepared.shape)), axis=1)
-    inside[inside] = prepared.brain[tuple(index[inside].T)]
+    inside = np.all((index >= 0) & (index < np.asarray(patient.brain.shape)), axis=1)
+    inside[inside] = patient.brain[tuple(index[inside].T)]
     out = {}
     for name in MAP_NAMES:
         values = np.full(len(standard_mm), np.nan)
