@@ -67,3 +67,21 @@ def test_prefit_fits_a_distinct_region() -> None:
     after = float((out.log() - start.log()).abs().mean())
     assert final < 0.05 and after < 0.3 * before
     assert float(out[lesion, 2].median()) > 2.5 * float(out[~lesion, 2].median())  # delays apart
+
+
+def test_the_anchor_gets_a_grid_start_without_the_prefit() -> None:
+    """The anchor pulls f_ODE toward the grid start, so the start is computed whenever the
+    pre-fit or the anchor needs it, and only then."""
+    from fitting_case import make_prepared  # noqa: PLC0415
+
+    from perfusion.fitting.config import FitConfig, LossConfig  # noqa: PLC0415
+    from perfusion.fitting.neural import case_samples  # noqa: PLC0415
+
+    prepared = make_prepared()
+    region = np.ones(prepared.shape, dtype=bool)
+    plain = FitConfig(ode_prefit_steps=0)
+    assert case_samples(prepared, plain, DOMAIN, region).ode_start is None
+    anchored = FitConfig(ode_prefit_steps=0, loss=LossConfig(anchor=10.0))
+    start = case_samples(prepared, anchored, DOMAIN, region).ode_start
+    assert start is not None and start.shape == (int(prepared.tissue.sum()), 3)
+    assert torch.isfinite(start).all() and (start > 0).all()

@@ -42,8 +42,8 @@ class LossConfig:
     anchor: float = 0.0
     """Weight of a pull of f_ODE toward the pre-fit's start: the mean squared log-ratio of
     (flow, MTT, delay) to the smoothed grid start, added to the loss with this weight at step 0
-    and decaying linearly to 0 at ``anchor_share`` of the steps (no effect without the f_ODE
-    pre-fit). Off by default. On the 64x64x16 held-out phantoms of ``perfusion compare`` the joint
+    and decaying linearly to 0 at ``anchor_share`` of the steps (the start is computed for it
+    with or without the f_ODE pre-fit). Off by default. On the 64x64x16 held-out phantoms of ``perfusion compare`` the joint
     fit's first steps drive f_ODE away from the start and lose the lesions it found (one patient:
     map error 0.44 after the pre-fit, 0.89 after 25 steps, 0.78 after 100); with ``anchor=10`` and
     ``optim.ode_lr_scale=0.1`` the start survives and is refined (bench/results/compare-anchor).

@@ -159,7 +159,7 @@ def case_samples(
         cfg.sampling.heldout_max,
         seed=cfg.seed,
     )
-    if cfg.ode_prefit_steps > 0:
+    if cfg.ode_prefit_steps > 0 or cfg.loss.anchor > 0:
         start = grid_start_units(
             prepared.tissue_hu[tissue], prepared.frame_times_s, prepared.aif_hu, domain
         )
