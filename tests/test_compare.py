@@ -18,7 +18,7 @@ from perfusion.fields import build_fields
 from perfusion.fields.config import EncodingConfig, FieldsConfig
 from perfusion.fitting.config import FitConfig
 from perfusion.fitting.init import load_init, read_init
-from perfusion.io import write_nifti_atomic
+from perfusion.io import load_nifti, write_nifti_atomic
 from perfusion.meta import MetaConfig, export_init
 from perfusion.meta.compare import (
     CompareConfig,
@@ -31,7 +31,7 @@ from perfusion.meta.compare import (
     run_compare,
     thin_history,
 )
-from perfusion.meta.heldout import HeldoutConfig, spread_slices
+from perfusion.meta.heldout import HeldoutConfig, lesion_slices, spread_slices
 from perfusion.meta.report import prior_line, table_lines
 from perfusion.meta.verdicts import VerdictConfig, clearly_lower, judge, map_error, summarize
 from perfusion.units import cbv_from_cbf_mtt, tmax_box
@@ -151,6 +151,27 @@ def test_spread_slices_picks_middles_of_the_tissue_slices():
     assert spread_slices(tissue, 99) == [2, 3, 4, 5, 6, 7]
 
 
+def test_lesion_slices_pick_the_slices_with_most_true_tmax_over_6_s(tmp_path):
+
+    tissue = np.ones((4, 4, 8), dtype=bool)
+    tmax = np.full(tissue.shape, 2.0)
+    tmax[:2, :2, 5] = 9.0  # 4 voxels
+    tmax[:, :, 2] = 7.0  # 16 voxels
+    tmax[0, 0, 6] = 6.0  # not above 6 s
+    assert lesion_slices(tissue, tmp_path, 1) is None  # no truth map: spread slices instead
+    write_nifti_atomic(tmp_path / "tmax.nii.gz", tmax, np.eye(4), np.float32)
+    assert lesion_slices(tissue, tmp_path, 1) == [2]
+    assert lesion_slices(tissue, tmp_path, 2) == [2, 5]
+    assert lesion_slices(tissue, tmp_path, 5) == [2, 5]  # only slices that hold any
+    outside = tissue.copy()
+    outside[..., 2] = False  # the big region outside the tissue does not count
+    assert lesion_slices(outside, tmp_path, 1) == [5]
+    write_nifti_atomic(tmp_path / "tmax.nii.gz", np.full(tissue.shape, 3.0), np.eye(4), np.float32)
+    assert lesion_slices(tissue, tmp_path, 1) is None  # no lesion: spread slices instead
+    with pytest.raises(PerfusionError, match="truth grid"):
+        lesion_slices(np.ones((4, 4, 7), dtype=bool), tmp_path, 1)
+
+
 def tiny_fit() -> FitConfig:
     enc = EncodingConfig(
         n_levels=3, log2_hashmap_size=10, base_resolution=4, finest_resolution=16, backend="torch"
@@ -248,7 +269,11 @@ def test_tiny_compare_end_to_end(tmp_path):
     assert payload["probes"]["init_cbf_r"]["population-prior"] == pytest.approx(1.0)
     assert by_arm["no-init@6"]["history"]["step"][-1] == 6
     sppinn = by_arm["sppinn@3"]
-    assert sppinn["extrapolated"] and sppinn["slices"] == {"fitted": 1, "tissue_slices": 4}
+    assert sppinn["extrapolated"] and sppinn["slices"]["fitted"] == 1
+    assert sppinn["slices"]["tissue_slices"] == 4
+    (z,) = sppinn["slices"]["z"]  # a slice with lesion: its region Dice means something
+    true_tmax = np.asarray(load_nifti(tmp_path / "held/patient-000/truth/tmax.nii.gz").dataobj)
+    assert (true_tmax[..., z] > 6.0).any()
     assert sppinn["wall_full_s"] == pytest.approx(4 * sppinn["wall_s"])
     assert all(np.isfinite(r["metrics"]["cbf_r"]) for r in payload["records"])
     assert by_arm["meta-init@3"]["metrics"] == by_arm["no-init@3"]["metrics"]  # loading is exact
@@ -257,6 +282,11 @@ def test_tiny_compare_end_to_end(tmp_path):
     assert set(payload["probes"]["init_cbf_r"]) == {"meta-init", "random-init", "population-prior"}
     text = (out / "compare.md").read_text()
     assert "## Verdicts" in text and "extrapolated" in text and str(init) in text
+    assert f"patient-000 z {z} of 4 tissue slices" in text
+    scored = [r for r in payload["records"] if r["kind"] != "sppinn"]
+    assert all("slice_metrics" in r for r in scored)  # every arm also on SPPINN's slice
+    assert by_arm["population-prior"]["slice_metrics"]["cbf_r"] == pytest.approx(1.0)
+    assert "On SPPINN's slices only (patient-000), map error: meta-init@3 " in text
 
 
 def test_prior_line_compares_the_population_prior_with_the_pre_fits():

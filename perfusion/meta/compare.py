@@ -44,7 +44,13 @@ from perfusion.fitting.init import read_init, recorded_settings
 from perfusion.fitting.run import fit_case
 from perfusion.meta.checkpoint import export_init
 from perfusion.meta.config import MetaConfig
-from perfusion.meta.heldout import HeldoutConfig, ensure_heldout, prepare_patient, sppinn_view
+from perfusion.meta.heldout import (
+    HeldoutConfig,
+    SliceView,
+    ensure_heldout,
+    prepare_patient,
+    sppinn_view,
+)
 from perfusion.meta.population_prior import (
     CohortTruth,
     has_truth,
@@ -69,8 +75,11 @@ class SppinnArmConfig:
     steps: int = 5000
     """Steps per slice (SPPINN's own count, as in the paper)."""
     slices: int = 1
-    """Slices actually fitted (spread over the tissue slices); wall time is scaled to all of them
-    (measured: ~2.3 s per step for one 64x64 slice at batch 4096 on the loaded 2-core CPU)."""
+    """Slices actually fitted; wall time is scaled to all of them (measured: ~2.3 s per step for
+    one 64x64 slice at batch 4096 on the loaded 2-core CPU)."""
+    lesion_slices: bool = True
+    """Fit the slices holding most true Tmax > 6 s tissue (spread over the tissue when the truth
+    shows none): on a lesion-free slice both region Dice scores are 1 (two empty regions)."""
     patients: int = 1
     """Held-out patients SPPINN runs on (the first ones): it is the wall-time reference, and
     one slice of 5000 steps already costs what a whole no-init@5000 volume does."""
@@ -251,14 +260,16 @@ def thin_history(history: list[dict[str, float]], points: int = 200) -> dict[str
 
 
 def fit_record(arm: Arm, patient: str, summary: dict[str, Any], metrics: dict[str, float],
-               slices: tuple[int, int] | None) -> dict[str, Any]:  # fmt: skip
+               view: SliceView | None) -> dict[str, Any]:  # fmt: skip
     """One arm on one patient: wall time (extrapolated for SPPINN), losses, metrics."""
     wall = float(summary["wall_time_s"])
-    fitted, total = slices if slices else (1, 1)
+    fitted, total = (view.fitted, view.total) if view else (1, 1)
+    slices = None if view is None else {"fitted": fitted, "tissue_slices": total,
+                                        "z": [int(z) for z in view.slices]}  # fmt: skip
     return {
         "arm": arm.name, "kind": arm.kind, "steps": arm.steps, "patient": patient,
-        "wall_s": wall, "wall_full_s": wall * total / fitted, "extrapolated": slices is not None,
-        "slices": None if slices is None else {"fitted": fitted, "tissue_slices": total},
+        "wall_s": wall, "wall_full_s": wall * total / fitted, "extrapolated": view is not None,
+        "slices": slices,
         "metrics": metrics, "history": thin_history(summary.get("history") or []),
         "load_1min": summary.get("load_1min"),  # None for a reused fit
     }  # fmt: skip
@@ -283,27 +294,35 @@ def run_patient(
     cohort: list[CohortTruth] | None = None,
 ) -> list[dict[str, Any]]:
     """Every arm on held-out patient ``index``; SPPINN (first ``sppinn.patients`` only) on a
-    slice subset, scored on those slices; the population prior from ``cohort``."""
+    slice subset, scored on those slices, where every other arm is scored too
+    (``slice_metrics``); the population prior from ``cohort``."""
     work = Path(cfg.work_dir)
     prepared_dir = prepare_patient(case_dir, base, work, cfg.reuse)
     truth_dir = case_dir / "truth"
+    view = None
+    if cfg.sppinn.enabled and index < cfg.sppinn.patients:
+        choice = "lesion" if cfg.sppinn.lesion_slices else "spread"
+        view = sppinn_view(PreparedCase.load(prepared_dir), truth_dir, cfg.sppinn.slices,
+                           work / "sppinn" / f"{prepared_dir.name}-{cfg.sppinn.slices}-{choice}",
+                           lesion=cfg.sppinn.lesion_slices)  # fmt: skip
     records = []
     for arm in arms:
-        if arm.kind == "sppinn" and index >= cfg.sppinn.patients:
+        if arm.kind == "sppinn" and view is None:
             continue
         fit_dir = work / "fits" / case_dir.name / _fit_folder_name(arm)
         if arm.kind == "sppinn":
-            view = sppinn_view(PreparedCase.load(prepared_dir), truth_dir, cfg.sppinn.slices,
-                               work / "sppinn" / f"{prepared_dir.name}-{cfg.sppinn.slices}")  # fmt: skip
+            fit_dir = fit_dir.with_name(f"{fit_dir.name}-z{'-'.join(map(str, view.slices))}")
             summary = run_arm(arm, view.prepared_dir, fit_dir, cfg.reuse)
-            metrics, slices = score(fit_dir, view.truth_dir), (view.fitted, view.total)
-        elif arm.kind == "prior":
-            summary = write_prior_fit(PreparedCase.load(prepared_dir), cohort or [], fit_dir)
-            metrics, slices = score(fit_dir, truth_dir), None
+            record = fit_record(arm, case_dir.name, summary, score(fit_dir, view.truth_dir), view)
         else:
-            summary = run_arm(arm, prepared_dir, fit_dir, cfg.reuse)
-            metrics, slices = score(fit_dir, truth_dir), None
-        records.append(fit_record(arm, case_dir.name, summary, metrics, slices))
+            if arm.kind == "prior":
+                summary = write_prior_fit(PreparedCase.load(prepared_dir), cohort or [], fit_dir)
+            else:
+                summary = run_arm(arm, prepared_dir, fit_dir, cfg.reuse)
+            record = fit_record(arm, case_dir.name, summary, score(fit_dir, truth_dir), None)
+            if view is not None:  # the same fit scored on SPPINN's slices only
+                record["slice_metrics"] = score(fit_dir, view.truth_dir)
+        records.append(record)
     return records
 
 

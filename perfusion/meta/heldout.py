@@ -110,6 +110,7 @@ class SliceView:
     truth_dir: Path
     fitted: int
     total: int
+    slices: tuple[int, ...] = ()
 
 
 def spread_slices(tissue: np.ndarray, k: int) -> list[int]:
@@ -121,14 +122,37 @@ def spread_slices(tissue: np.ndarray, k: int) -> list[int]:
     return [slices[int((i + 0.5) * len(slices) / k)] for i in range(k)]
 
 
-def sppinn_view(prepared: PreparedCase, truth_dir: Path, k: int, folder: Path) -> SliceView:
-    """Write ``folder/prepared`` (brain mask cut to ``k`` spread slices) and ``folder/truth``.
+def lesion_slices(tissue: np.ndarray, truth_dir: Path, k: int) -> list[int] | None:
+    """The ``k`` axial slices holding most of the true Tmax > 6 s tissue, ascending; None when
+    the truth has no Tmax map or no such tissue (then :func:`spread_slices` is the choice)."""
+    from perfusion.evaluation import HYPO_TMAX_S  # noqa: PLC0415
 
-    perfusion.evaluation.evaluate_fit scores inside the case's brain mask next to ``truth/``, so
-    the view holds the cut brain mask beside a link to the real truth folder: SPPINN is scored
-    only where it was fitted.
+    path = truth_dir / "tmax.nii.gz"
+    if not path.is_file():
+        return None
+    tmax = np.asarray(load_nifti(path).dataobj, dtype=np.float64)
+    if tmax.shape != tissue.shape:
+        raise PerfusionError(
+            f"truth grid {tmax.shape} differs from the case's {tissue.shape}", path
+        )
+    counts = ((tmax > HYPO_TMAX_S) & tissue).sum(axis=(0, 1))
+    ranked = [int(z) for z in np.argsort(-counts, kind="stable") if counts[z] > 0]
+    return sorted(ranked[: max(int(k), 1)]) or None
+
+
+def sppinn_view(
+    prepared: PreparedCase, truth_dir: Path, k: int, folder: Path, lesion: bool = False
+) -> SliceView:
+    """Write ``folder/prepared`` (brain mask cut to ``k`` slices) and ``folder/truth``.
+
+    The slices are spread over the tissue, or with ``lesion`` those holding most true Tmax > 6 s
+    tissue (spread when the truth shows none), so that region Dice on them is not the Dice of two
+    empty regions. perfusion.evaluation.evaluate_fit scores inside the case's brain mask next to
+    ``truth/``, so the view holds the cut brain mask beside a link to the real truth folder:
+    SPPINN is scored only where it was fitted.
     """
-    chosen = spread_slices(prepared.tissue, k)
+    found = lesion_slices(prepared.tissue, truth_dir, k) if lesion else None
+    chosen = found or spread_slices(prepared.tissue, k)
     keep = np.zeros(prepared.shape, dtype=bool)
     keep[..., chosen] = True
     total = len([z for z in range(prepared.shape[2]) if prepared.tissue[..., z].any()])
@@ -149,4 +173,4 @@ def sppinn_view(prepared: PreparedCase, truth_dir: Path, k: int, folder: Path) -
     link = view / TRUTH_DIR
     if not link.exists():
         link.symlink_to(truth_dir.resolve(), target_is_directory=True)
-    return SliceView(prepared_dir, link, len(chosen), total)
+    return SliceView(prepared_dir, link, len(chosen), total, tuple(chosen))

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from perfusion.io import write_json_atomic, write_text_atomic
 from perfusion.meta import figures
-from perfusion.meta.verdicts import REPORTED_KEYS, judge, summarize
+from perfusion.meta.verdicts import REPORTED_KEYS, judge, map_error, summarize
 from perfusion.tracking import finish, make_logger
 
 FIGURES = ("losses", "init", "voxels", "accuracy")
@@ -96,6 +96,17 @@ def _load(payload: dict[str, Any]) -> str:
     return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "n/a (reused fits)"
 
 
+def _sppinn_slices(payload: dict[str, Any]) -> str:
+    """Which slices SPPINN fitted, per patient (axial indices of the case grid)."""
+    parts = [
+        f"{r['patient']} z {', '.join(map(str, r['slices'].get('z', [])))} of "
+        f"{r['slices']['tissue_slices']} tissue slices"
+        for r in payload["records"]
+        if r["kind"] == "sppinn" and r.get("slices")
+    ]
+    return "; ".join(parts) if parts else "none fitted"
+
+
 def markdown(payload: dict[str, Any]) -> str:
     """compare.md: provenance, the table, the verdicts, the figures."""
     ckpt = payload["checkpoint"]
@@ -111,9 +122,10 @@ def markdown(payload: dict[str, Any]) -> str:
         f"Held-out patients: {', '.join(payload['patients'])} (seed {payload['heldout_seed']}, "
         "never seen in meta-training)", "",
         "Patient means. Map error = mean(1 - CBF r, 1 - Dice rCBF<30%, 1 - Dice Tmax>6 s); "
-        "Tmax MAE in s, CBF MAE in ml/100g/min. SPPINN was fitted on a few slices only: its wall "
-        "time per full volume is extrapolated and its accuracy is on those slices. The Dice of two "
-        "empty regions is 1 (perfusion.evaluation), so check the region volumes in compare.json. "
+        "Tmax MAE in s, CBF MAE in ml/100g/min. SPPINN was fitted on a few slices only "
+        f"({_sppinn_slices(payload)}): its wall time per full volume is extrapolated and its "
+        "accuracy is on those slices. The Dice of two empty regions is 1 (perfusion.evaluation), "
+        "so check the region volumes in compare.json. "
         "population-prior is no fit: the training patients' true maps, median at each "
         "standard-frame position (perfusion.meta.population_prior), an oracle for what an "
         "anatomical prior can hold before adaptation.", "",
@@ -122,6 +134,9 @@ def markdown(payload: dict[str, Any]) -> str:
     for verdict in payload["verdicts"]:
         mark = {True: "PASS", False: "FAIL", None: "NOT RUN"}[verdict["passed"]]
         lines.append(f"- **{mark}** {verdict['target']}: {verdict['detail']}")
+    same_slices = slice_line(payload["records"])
+    if same_slices:
+        lines += ["", same_slices]
     ceiling = prior_line(payload["rows"])
     if ceiling:
         lines += ["", ceiling]
@@ -134,6 +149,26 @@ def markdown(payload: dict[str, Any]) -> str:
     lines += ["", "## Figures", ""]
     lines += [f"![{k}]({Path(v).name})" for k, v in payload["figures"].items()]
     return "\n".join(lines) + "\n"
+
+
+def slice_line(records: list[dict[str, Any]]) -> str | None:
+    """Every arm's map error on SPPINN's slices (its patients only), or None without SPPINN:
+    the table scores SPPINN on its slices and the others on whole volumes."""
+    sppinn = [r for r in records if r["kind"] == "sppinn"]
+    if not sppinn:
+        return None
+    patients = {r["patient"] for r in sppinn}
+    parts = [
+        f"{r['arm'] if len(patients) == 1 else r['arm'] + ' (' + r['patient'] + ')'} "
+        f"{_fmt(map_error(r.get('slice_metrics') or r['metrics']))}"
+        for r in records
+        if r["patient"] in patients and (r["kind"] == "sppinn" or "slice_metrics" in r)
+    ]
+    return (
+        f"On SPPINN's slices only ({', '.join(sorted(patients))}), map error: "
+        + ", ".join(parts)
+        + "."
+    )
 
 
 def prior_line(rows: dict[str, dict[str, Any]]) -> str | None:
