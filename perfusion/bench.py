@@ -68,7 +68,7 @@ class BenchConfig:
     """Extra rows: label -> FitConfig overrides (after ``fit_overrides``; ``method=`` picks the
     method, default resppinn), e.g. ``{resppinn-l2: [loss.norm=l2]}`` for an ablation."""
     sppinn_slices: int = 2
-    """SPPINN fits this many spread slices (hours per volume on a CPU); it is scored on them and
+    """SPPINN fits this many slices (hours per volume on a CPU); it is scored on them and
     its wall time is extrapolated to the whole volume (flagged ``wall_time_extrapolated``). 0 = all."""
     sppinn_lesion_slices: bool = True
     """SPPINN's slices are those holding most true Tmax > 6 s tissue (spread over the tissue when
