@@ -56,8 +56,23 @@ class InputCurves:
     source: str = "file"
 
 
+class VoxelGeometry:
+    """Voxel size and volume of anything with a voxel-to-world ``affine`` (mm)."""
+
+    affine: np.ndarray
+
+    @property
+    def spacing_mm(self) -> np.ndarray:
+        """Voxel size (3,) in mm from the affine's column norms."""
+        return voxel_spacing_mm(self.affine)
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        return float(np.prod(self.spacing_mm)) / 1000.0
+
+
 @dataclass
-class Case:
+class Case(VoxelGeometry):
     """One CTP scan with its optional curves and masks, as read from a case folder.
 
     Attributes:
@@ -83,15 +98,6 @@ class Case:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.ctp_hu.shape[:3])  # type: ignore[return-value]
-
-    @property
-    def spacing_mm(self) -> np.ndarray:
-        """Voxel size (3,) in mm from the affine's column norms."""
-        return voxel_spacing_mm(self.affine)
-
-    @property
-    def voxel_volume_ml(self) -> float:
-        return float(np.prod(self.spacing_mm)) / 1000.0
 
 
 def voxel_spacing_mm(affine: np.ndarray) -> np.ndarray:

@@ -18,10 +18,10 @@ import numpy as np
 from perfusion.errors import PerfusionError
 from perfusion.io import (
     InputCurves,
+    VoxelGeometry,
     atomic_dir,
     load_nifti,
     read_curves,
-    voxel_spacing_mm,
     write_curves,
     write_json_atomic,
     write_nifti_atomic,
@@ -34,7 +34,7 @@ MASK_FILES = {"brain": "brainmask.nii.gz", "csf": "csf.nii.gz", "vessels": "vess
 
 
 @dataclass
-class PreparedCase:
+class PreparedCase(VoxelGeometry):
     """A preprocessed case.
 
     Attributes:
@@ -68,14 +68,6 @@ class PreparedCase:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.tissue_hu.shape[:3])  # type: ignore[return-value]
-
-    @property
-    def spacing_mm(self) -> np.ndarray:
-        return voxel_spacing_mm(self.affine)
-
-    @property
-    def voxel_volume_ml(self) -> float:
-        return float(np.prod(self.spacing_mm)) / 1000.0
 
     @property
     def tissue(self) -> np.ndarray:
