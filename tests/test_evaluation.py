@@ -65,3 +65,38 @@ def test_evaluate_maps_combines_map_and_region_metrics():
     assert out["rcbf30_dice"] == 0.0 and out["rcbf30_volume_error_ml"] == 0.0
     # Tmax > 6: truth {2, 3}, method {2} -> Dice 2/3, volume error -2 ml
     assert out["tmax6_dice"] == pytest.approx(2 / 3) and out["tmax6_volume_error_ml"] == -2.0
+
+
+def test_voxels_with_any_vessel_content_are_left_out(tmp_path):
+    """A voxel of vessel fraction f holds f of blood: its measured CBV is not the tissue truth's,
+    so evaluate_fit scores only voxels without vessel content (and without CSF)."""
+    from perfusion.evaluation import evaluate_fit  # noqa: PLC0415
+    from perfusion.io import write_nifti_atomic  # noqa: PLC0415
+
+    shape = (4, 4, 2)
+    rng = np.random.default_rng(0)
+    truth = {
+        "cbf": rng.uniform(20, 60, shape),
+        "mtt": np.full(shape, 4.0),
+        "delay": np.full(shape, 1.0),
+    }
+    truth["cbv"] = truth["cbf"] * truth["mtt"] / 60.0
+    truth["tmax"] = truth["delay"] + truth["mtt"] / 2
+    vessels = np.zeros(shape)
+    vessels[0, 0, 0] = 0.2  # a partial-vessel voxel: a method measures its blood
+    fit = {k: v.copy() for k, v in truth.items()}
+    fit["cbv"][0, 0, 0] = 30.0
+    (tmp_path / "truth").mkdir()
+    (tmp_path / "fit").mkdir()
+    for name, volume in truth.items():
+        write_nifti_atomic(tmp_path / "truth" / f"{name}.nii.gz", volume, np.eye(4))
+        write_nifti_atomic(tmp_path / "fit" / f"{name}.nii.gz", fit[name], np.eye(4))
+    write_nifti_atomic(tmp_path / "truth" / "csf.nii.gz", np.zeros(shape), np.eye(4))
+    write_nifti_atomic(tmp_path / "brainmask.nii.gz", np.ones(shape), np.eye(4), np.uint8)
+    write_nifti_atomic(tmp_path / "truth" / "vessels.nii.gz", vessels, np.eye(4))
+    out = evaluate_fit(tmp_path / "fit", tmp_path / "truth")
+    assert out["n_voxels"] == np.prod(shape) - 1
+    assert out["cbv_r"] == pytest.approx(1.0) and out["cbv_mae"] == pytest.approx(0.0)
+    write_nifti_atomic(tmp_path / "truth" / "vessels.nii.gz", np.zeros(shape), np.eye(4))
+    with_it = evaluate_fit(tmp_path / "fit", tmp_path / "truth")
+    assert with_it["n_voxels"] == np.prod(shape) and with_it["cbv_r"] < 0.5
