@@ -259,7 +259,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Command: `{result['command']}`",
         f"AIF source: {result['aif_source']}; patients per noise level: {result['config']['n_patients']}.",
-        "Metrics inside brain tissue (no CSF, no large vessels); rCBF<30% Dice is against the same "
+        "Metrics inside brain tissue (no CSF, no voxel with vessel content); rCBF<30% Dice is against the same "
         "rule applied to the true CBF; CBF in ml/100g/min, times in s.",
         "",
     ]
