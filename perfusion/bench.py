@@ -205,7 +205,7 @@ def bench_row(
         )
         prepared, truth, scale = view.prepared_dir, view.truth_dir, view.total / view.fitted
         slices = ",".join(map(str, view.slices))
-        out_dir = out_dir.with_name(f"{out_dir.name}-z{slices.replace(',', '-')}")
+        out_dir = out_dir.with_name(f"{out_dir.name}-{view.tag}")
     summary = fit_one(cfg, method, prepared, out_dir, extra)
     wall = summary.get("wall_time_s")
     return {

@@ -45,12 +45,14 @@ def test_missing_aif_file_falls_back_to_parametric(tmp_path):
     assert aif_source(str(present)) == str(present)
 
 
+def quick_config(tmp_path, *overrides: str) -> BenchConfig:
+    """The quick benchmark writing under ``tmp_path``, with ``overrides``."""
+    paths = [f"out={tmp_path}/results", f"work_dir={tmp_path}"]
+    return load_config(BenchConfig, ["bench.yaml"], ["config=bench/quick", *paths, *overrides])
+
+
 def test_quick_mode_writes_tables_for_a_baseline(tmp_path):
-    cfg = load_config(
-        BenchConfig,
-        ["bench.yaml"],
-        ["config=bench/quick", f"out={tmp_path}/results", f"work_dir={tmp_path}", "methods=[bsvd]"],
-    )
+    cfg = quick_config(tmp_path, "methods=[bsvd]")
     result = run_accuracy(cfg, "perfusion bench config=bench/quick methods=[bsvd]")
     saved = json.loads((tmp_path / "results" / "accuracy.json").read_text())
     assert saved["means"][0]["method"] == "bsvd" and saved["means"][0]["noise_hu"] == 5.0
@@ -64,16 +66,10 @@ def test_quick_mode_writes_tables_for_a_baseline(tmp_path):
 
 def test_variants_are_extra_labelled_rows(tmp_path):
     """An ablation row per variant: its own overrides and method, labelled by its name."""
-    cfg = load_config(
-        BenchConfig,
-        ["bench.yaml"],
-        [
-            "config=bench/quick",
-            f"out={tmp_path}/results",
-            f"work_dir={tmp_path}",
-            "methods=[]",
-            "variants={again: [method=bsvd], integral: [loss.variant=integral, ode_prefit_steps=5]}",
-        ],
+    cfg = quick_config(
+        tmp_path,
+        "methods=[]",
+        "variants={again: [method=bsvd], integral: [loss.variant=integral, ode_prefit_steps=5]}",
     )
     result = run_accuracy(cfg, "variants")
     assert [r["method"] for r in result["rows"]] == ["again", "integral"]
@@ -85,17 +81,7 @@ def test_variants_are_extra_labelled_rows(tmp_path):
 def test_sppinn_is_fitted_and_scored_on_the_lesion_slice(tmp_path):
     """SPPINN fits a slice subset: the one holding most true Tmax > 6 s tissue, named in the
     row and in accuracy.md, so its region Dice is not that of two empty regions."""
-    cfg = load_config(
-        BenchConfig,
-        ["bench.yaml"],
-        [
-            "config=bench/quick",
-            f"out={tmp_path}/results",
-            f"work_dir={tmp_path}",
-            "methods=[sppinn]",
-            "sppinn_slices=1",
-        ],
-    )
+    cfg = quick_config(tmp_path, "methods=[sppinn]", "sppinn_slices=1")
     row = run_accuracy(cfg, "sppinn")["rows"][0]
     truth = tmp_path / "phantom-noise5" / "patient-000"
     tmax = np.asarray(load_nifti(truth / "truth" / "tmax.nii.gz").dataobj)

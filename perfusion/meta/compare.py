@@ -311,7 +311,7 @@ def run_patient(
             continue
         fit_dir = work / "fits" / case_dir.name / _fit_folder_name(arm)
         if arm.kind == "sppinn":
-            fit_dir = fit_dir.with_name(f"{fit_dir.name}-z{'-'.join(map(str, view.slices))}")
+            fit_dir = fit_dir.with_name(f"{fit_dir.name}-{view.tag}")
             summary = run_arm(arm, view.prepared_dir, fit_dir, cfg.reuse)
             record = fit_record(arm, case_dir.name, summary, score(fit_dir, view.truth_dir), view)
         else:

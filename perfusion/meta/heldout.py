@@ -108,9 +108,19 @@ class SliceView:
 
     prepared_dir: Path
     truth_dir: Path
-    fitted: int
+    slices: tuple[int, ...]
+    """Axial indices of the fitted slices (case grid), ascending."""
     total: int
-    slices: tuple[int, ...] = ()
+    """Slices holding tissue (the wall-time extrapolation's denominator is ``fitted``)."""
+
+    @property
+    def fitted(self) -> int:
+        return len(self.slices)
+
+    @property
+    def tag(self) -> str:
+        """``z<i>-<j>...``: names a fit of these slices apart from fits of other slices."""
+        return "z" + "-".join(map(str, self.slices))
 
 
 def spread_slices(tissue: np.ndarray, k: int) -> list[int]:
@@ -173,4 +183,4 @@ def sppinn_view(
     link = view / TRUTH_DIR
     if not link.exists():
         link.symlink_to(truth_dir.resolve(), target_is_directory=True)
-    return SliceView(prepared_dir, link, len(chosen), total, tuple(chosen))
+    return SliceView(prepared_dir, link, tuple(chosen), total)
