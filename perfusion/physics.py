@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -71,6 +72,25 @@ class CumulativeAif:
         self.cumulative = torch.cat([values.new_zeros(1), torch.cumsum(steps, 0)])
         self.last = values[-1]
 
+    @classmethod
+    def from_samples(
+        cls, t: Tensor, values: Tensor, points_per_interval: int = 16
+    ) -> CumulativeAif:
+        """``cumA`` of a measured AIF: ``values`` (T,) at frame times ``t`` (T,), read between
+        frames by :func:`aif_between_frames` (built once per fit: a measured AIF is fixed).
+
+        The fine grid holds ``points_per_interval`` points per mean frame interval.
+        """
+        times = t.detach().cpu().double().numpy()
+        samples = values.detach().cpu().double().numpy()
+        n = points_per_interval * (len(times) - 1) + 1
+
+        def aif(grid: Tensor) -> Tensor:
+            fine = aif_between_frames(grid.detach().cpu().double().numpy(), times, samples)
+            return torch.as_tensor(fine, dtype=values.dtype, device=t.device)
+
+        return cls(aif, float(times[0]), float(times[-1]), n, t.device)
+
     def __call__(self, t: Tensor) -> Tensor:
         position = (t - self.t_start) / self.step
         n = self.cumulative.numel()
@@ -80,6 +100,22 @@ class CumulativeAif:
         beyond = self.cumulative[-1] + self.last * (position - (n - 1)) * self.step
         inside = torch.where(position > n - 1, beyond, inside)
         return torch.where(position < 0, torch.zeros_like(inside), inside)
+
+
+def aif_between_frames(query: np.ndarray, t: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """A sampled AIF between its frames: monotone cubic (PCHIP) interpolation of ``values`` at
+    increasing ``t``, 0 (the baseline) before the first frame and the last value after the last.
+
+    PCHIP neither overshoots nor makes new extrema. Between 2 s frames of a sharp bolus, linear
+    interpolation misplaces enough of the AIF's area in time that the box model (Eq. (1)) misfits
+    a grey-matter curve by ~4 % RMS, and a fit then trades MTT for flow; PCHIP misfits by ~1 %
+    (tests/test_physics.py).
+    """
+    from scipy.interpolate import PchipInterpolator
+
+    q = np.asarray(query, dtype=np.float64)
+    inside = PchipInterpolator(t, values, extrapolate=False)(np.clip(q, t[0], t[-1]))
+    return np.where(q < t[0], 0.0, np.where(q > t[-1], values[-1], inside))
 
 
 def l1(prediction: Tensor, target: Tensor) -> Tensor:

@@ -90,11 +90,12 @@ def test_bsvd_masks_and_handles_non_uniform_frames():
 
 
 def test_box_model_table_integrates_a_linear_aif_exactly():
-    model = BoxModel(np.array([0.0, 2.0, 4.0]), np.array([0.0, 4.0, 4.0]))
+    model = BoxModel(np.array([0.0, 2.0, 4.0]), np.array([0.0, 4.0, 8.0]))
     t = torch.tensor([-1.0, 1.0, 3.0, 6.0], dtype=torch.float64)
-    # ramp 2t: 1 by 1 s, 4 by 2 s, 4 + 4 by 3 s, 12 by 4 s; then held at 4: 12 + 2 * 4 by 6 s
-    np.testing.assert_allclose(model.cumulative(t).numpy(), [0.0, 1.0, 8.0, 20.0], atol=1e-9)
-    np.testing.assert_allclose(model.aif_at(t).numpy(), [0.0, 2.0, 4.0, 4.0])
+    # ramp 2t (PCHIP keeps a straight line straight): 1 by 1 s, 9 by 3 s, 16 by 4 s; then held
+    # at 8: 16 + 2 * 8 by 6 s
+    np.testing.assert_allclose(model.cumulative(t).numpy(), [0.0, 1.0, 9.0, 32.0], atol=1e-9)
+    np.testing.assert_allclose(model.aif_at(t).numpy(), [0.0, 2.0, 6.0, 8.0])
 
 
 def test_nlr_recovers_parameters_of_its_own_model_exactly():

@@ -135,7 +135,7 @@ def test_table_lines_mark_extrapolated_rows():
 
 
 def test_thin_history_takes_chunk_means_at_chunk_ends():
-    history = [{"step": float(i), "tac": float(i), "ode": 2.0 * i} for i in range(10)]
+    history = [{"step": float(i + 1), "tac": float(i), "ode": 2.0 * i} for i in range(10)]
     thinned = thin_history(history, points=5)
     assert thinned["step"] == [2, 4, 6, 8, 10]  # steps completed at each chunk's end
     assert thinned["tac"] == pytest.approx([0.5, 2.5, 4.5, 6.5, 8.5])

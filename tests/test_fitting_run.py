@@ -23,10 +23,12 @@ from perfusion.fitting import module as module_mod  # noqa: E402
 from perfusion.fitting.config import FitConfig  # noqa: E402
 from perfusion.fitting.init import init_overrides  # noqa: E402
 from perfusion.fitting.maps import MAP_NAMES  # noqa: E402
-from perfusion.fitting.run import fit_case  # noqa: E402
+from perfusion.fitting.run import fit_case, read_history  # noqa: E402
 
 SMALL = [
     "sampling.batch_size=512",
+    "sampling.voxels=128",
+    "ode_prefit_voxels=512",
     "fields.encoding.n_levels=4",
     "fields.encoding.log2_hashmap_size=12",
     "fields.encoding.finest_resolution=64",
@@ -49,7 +51,7 @@ def small_cfg(*extra: str):
 
 def test_output_contract(case_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "fit"
-    summary = fit_case(case_dir, small_cfg("steps=30", "report=true"), out)
+    summary = fit_case(case_dir, small_cfg("steps=30", "report=true", "stop.rule=none"), out)
     prepared = make_prepared()
     for name in (*MAP_NAMES, "tissuemask", "fitqc"):
         image = nib.load(out / f"{name}.nii.gz")
@@ -66,12 +68,18 @@ def test_output_contract(case_dir: Path, tmp_path: Path) -> None:
     assert saved["affected_side"] in ("left", "right")
     assert OmegaConf.load(out / "config.yaml").steps == 30
     assert (out / "report.png").stat().st_size > 10_000
+    assert saved["history"] == "history.csv" and saved["stop"]["reason"].startswith(
+        "stop.rule=none"
+    )
+    rows = (out / "history.csv").read_text().splitlines()
+    assert rows[0].startswith("step,") and len(rows) == 31 and rows[-1].startswith("30,")
+    assert {"sd_hu", "method", "expected_residual_rms_hu"} <= set(saved["noise"])
 
 
 def test_recovers_known_parameters(case_dir: Path, tmp_path: Path) -> None:
     """Noiseless three-tissue case; 400 steps at lr 3e-3. Tolerances: grey and white CBF within
     10 %, Tmax within 0.5 s everywhere, and the lesion clearly below 30 % of grey-matter CBF."""
-    fit_case(case_dir, small_cfg("steps=400", "optim.lr=0.003"), tmp_path)
+    fit_case(case_dir, small_cfg("steps=400", "optim.lr=0.003", "stop.rule=none"), tmp_path)
     labels = tissue_labels(make_prepared().shape)
     maps = {n: np.asarray(nib.load(tmp_path / f"{n}.nii.gz").dataobj) for n in ("cbf", "tmax")}
     median = {
@@ -110,8 +118,9 @@ def test_init_with_steps_defaults_to_500_and_loads(case_dir: Path, tmp_path: Pat
     assert summary["init"]["path"] == str(path)
     from perfusion.fitting.config import resolve_steps
 
-    assert resolve_steps(load_config(FitConfig, ["fit.yaml"], [f"init={path}"])) == 500
-    assert resolve_steps(load_config(FitConfig, ["fit.yaml"], [])) == 5000
+    assert resolve_steps(FitConfig(init=str(path))) == 500
+    assert resolve_steps(FitConfig()) == 5000
+    assert resolve_steps(load_config(FitConfig, ["fit.yaml"], [f"init={path}"])) == 1000
 
 
 def test_diverging_fit_names_the_step_and_writes_nothing(
@@ -172,7 +181,7 @@ def test_zero_steps_gives_the_prefits_maps(case_dir: Path, tmp_path: Path) -> No
     """steps=0: no joint fit, the maps of f_ODE fitted to the smoothed grid start (noiseless case:
     Tmax within 1 s in every tissue, the lesion's CBF below half of grey matter's)."""
     summary = fit_case(case_dir, small_cfg("steps=0", "report=true"), tmp_path)
-    assert summary["steps"] == 0 and summary["history"] == []
+    assert summary["steps"] == 0 and (tmp_path / summary["history"]).read_text() == "step\n"
     assert (tmp_path / "report.png").is_file()
     labels = tissue_labels(make_prepared().shape)
     maps = {n: np.asarray(nib.load(tmp_path / f"{n}.nii.gz").dataobj) for n in ("cbf", "tmax")}
@@ -183,3 +192,53 @@ def test_zero_steps_gives_the_prefits_maps(case_dir: Path, tmp_path: Path) -> No
     assert np.median(cbf[labels == lesion]) < 0.5 * np.median(cbf[labels == grey])
     with pytest.raises(PerfusionError, match="steps: -1"):
         fit_case(case_dir, small_cfg("steps=-1"), tmp_path / "bad")
+
+
+@pytest.fixture(scope="module")
+def noisy_dir(tmp_path_factory) -> Path:
+    """The tiny case at 1 s frames (four pre-bolus frames) with white noise of SD 1 HU."""
+    prepared = make_prepared(n_frames=40, interval_s=1.0)
+    rng = np.random.default_rng(0)
+    prepared.tissue_hu = prepared.tissue_hu + rng.normal(0, 1.0, prepared.tissue_hu.shape).astype(
+        np.float32
+    )
+    folder = tmp_path_factory.mktemp("noisy") / "prepared"
+    prepared.save(folder)
+    return folder
+
+
+def test_noise_rule_stops_at_the_noise_level(noisy_dir: Path, tmp_path: Path) -> None:
+    summary = fit_case(noisy_dir, small_cfg("steps=1000"), tmp_path)
+    noise, stop = summary["noise"], summary["stop"]
+    assert noise["sd_hu"] == pytest.approx(1.0, rel=0.1)
+    assert noise["method"] == "pre-bolus frame differences"
+    assert stop["reason"].startswith("noise level: training residual RMS reached")
+    assert 0 < summary["steps"] == stop["step"] == stop["maps_from_step"] < 1000
+    history = read_history(tmp_path)
+    last = np.mean([row["rms_hu"] for row in history[-5:]])
+    assert last <= 1.15 * stop["target_rms_hu"]  # stopped where it reached the noise
+
+
+def test_noiseless_case_stops_on_the_plateau_or_the_cap(case_dir: Path, tmp_path: Path) -> None:
+    summary = fit_case(case_dir, small_cfg("steps=150", "stop.patience=3"), tmp_path)
+    assert summary["stop"]["target_rms_hu"] is None or summary["noise"]["warnings"]
+    reason = summary["stop"]["reason"]
+    assert reason.startswith(("noise level: no relative improvement", "cap: steps=150", "noise"))
+
+
+def test_heldout_rule_keeps_its_best_step(noisy_dir: Path, tmp_path: Path) -> None:
+    summary = fit_case(noisy_dir, small_cfg("steps=60", "stop.rule=heldout"), tmp_path)
+    stop = summary["stop"]
+    assert stop["rule"] == "heldout" and stop["maps_from_step"] == summary["best_val_step"]
+    checks = [r for r in read_history(tmp_path) if "val_rms_hu" in r]
+    best = min(checks, key=lambda r: r["val_rms_hu"])
+    assert int(best["step"]) == stop["maps_from_step"]
+
+
+def test_same_seed_same_maps(noisy_dir: Path, tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        fit_case(noisy_dir, small_cfg("steps=40"), tmp_path / name)
+    for name in MAP_NAMES:
+        a = np.asarray(nib.load(tmp_path / "a" / f"{name}.nii.gz").dataobj)
+        b = np.asarray(nib.load(tmp_path / "b" / f"{name}.nii.gz").dataobj)
+        np.testing.assert_array_equal(a, b)

@@ -101,7 +101,7 @@ def test_losses_vanish_at_the_true_parameters() -> None:
     rows = torch.as_tensor(np.nonzero(grey)[0])
     assert len(rows) > 10
     fields, generator = ExactFields(), torch.Generator().manual_seed(1)
-    batch = samples.sample(4096, generator)
+    batch = samples.sample_points(4096, generator)
     keep = torch.isin(batch.rows, rows)
     for name in ("rows", "t", "tac", "tau"):
         setattr(batch, name, getattr(batch, name)[keep])
@@ -116,6 +116,57 @@ def test_losses_vanish_at_the_true_parameters() -> None:
         assert wrong.as_floats()["tac"] > floor and wrong.as_floats()["ode"] > floor / 5, loss
 
 
+@pytest.mark.parametrize("aif", ["measured", "field"])
+def test_direct_prediction_is_the_closed_form_box_model(aif: str) -> None:
+    """Eq. (1) from f_ODE, by either AIF, against the analytic box-model curves of the case.
+
+    Frames 0.25 s apart: the measured AIF is linear between frames, so its integral differs
+    from the gamma variate's by the interpolation error only."""
+    prepared = make_prepared(n_frames=160, interval_s=0.25)
+    tissue = prepared.tissue
+    grey = tissue_labels(prepared.shape)[tissue] == 1
+    x = DOMAIN.space_unit(prepared.standard_mm(np.argwhere(tissue)))
+    samples = CaseSamples.build(
+        x, prepared.tissue_hu[tissue], prepared.frame_times_s, prepared.aif_hu, DOMAIN, 0.0, 0
+    )
+    fields = ExactFields()
+    batch = samples.sample_curves(64, torch.Generator().manual_seed(0))
+    keep = torch.as_tensor(grey)[batch.rows]
+    for name in ("rows", "t", "tac", "tau"):
+        setattr(batch, name, getattr(batch, name)[keep])
+    loss = LossConfig(variant="direct", aif=aif, aif_grid_points=2048)
+    values = compute_losses(fields, FeatureSource(fields, samples.x), samples, batch, loss)
+    scale = float(batch.tac.square().mean().sqrt())
+    assert float(values.rms) < 2e-3 * scale
+    assert float(values.ode) == 0.0 and float(values.aif) < 1e-6
+    fields.scale.data.fill_(1.5)  # f_TAC is not part of the direct loss: nothing changes
+    again = compute_losses(fields, FeatureSource(fields, samples.x), samples, batch, loss)
+    assert float(again.rms) == pytest.approx(float(values.rms))
+    truth = samples.tac[batch.rows]
+    doubled = compute_losses(
+        _Scaled(fields, 2.0), FeatureSource(fields, samples.x), samples, batch, loss
+    )
+    assert float(doubled.rms) == pytest.approx(float(truth.square().mean().sqrt()), rel=0.01)
+
+
+class _Scaled(nn.Module):
+    """ExactFields with the flow multiplied: the direct prediction doubles with it."""
+
+    def __init__(self, exact: ExactFields, factor: float) -> None:
+        super().__init__()
+        self.exact, self.factor = exact, factor
+
+    def ode(self, feat):
+        flow, mtt, delay = self.exact.ode(feat).split(1, dim=1)
+        return torch.cat([flow * self.factor, mtt, delay], dim=1)
+
+    def aif(self, t):
+        return self.exact.aif(t)
+
+    def features_plan(self, plan, rows):
+        return self.exact.features_plan(plan, rows)
+
+
 def tiny_fields() -> nn.Module:
     cfg = FieldsConfig()
     cfg.encoding.n_levels, cfg.encoding.log2_hashmap_size, cfg.encoding.finest_resolution = (
@@ -126,12 +177,20 @@ def tiny_fields() -> nn.Module:
     return build_fields(cfg, 3)
 
 
+@pytest.mark.parametrize("whole_curves", [False, True])
 @pytest.mark.parametrize(
     "variant, reaches_tac", [("literal", True), ("detached", False), ("integral", False)]
 )
-def test_detached_residual_does_not_train_f_tac(variant: str, reaches_tac: bool) -> None:
+def test_detached_residual_does_not_train_f_tac(
+    variant: str, reaches_tac: bool, whole_curves: bool
+) -> None:
     samples, fields = case_samples(), tiny_fields()
-    batch = samples.sample(256, torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    batch = (
+        samples.sample_curves(16, generator)
+        if whole_curves
+        else samples.sample_points(256, generator)
+    )
     losses = compute_losses(fields, FeatureSource(fields, samples.x), samples, batch, variant)
     losses.ode.backward()
     tac_grad = sum(
@@ -150,7 +209,7 @@ def test_nan_loss_names_the_step() -> None:
         for p in fields.f_aif.parameters():
             p.fill_(float("nan"))
     optimizer, scheduler = make_optimizer(fields.parameters(), OptimConfig(), 10)
-    batch = samples.sample(64, torch.Generator().manual_seed(0))
+    batch = samples.sample_points(64, torch.Generator().manual_seed(0))
     with pytest.raises(PerfusionError, match="step 7"):
         train_step(
             fields,
@@ -161,12 +220,13 @@ def test_nan_loss_names_the_step() -> None:
             optimizer,
             scheduler,
             7,
+            10,
         )
 
 
 def test_one_cycle_without_warmup_starts_at_lr_and_decays() -> None:
     params = [nn.Parameter(torch.zeros(1))]
-    optimizer, scheduler = make_optimizer(params, OptimConfig(lr=1e-3), 100)
+    optimizer, scheduler = make_optimizer(params, OptimConfig(lr=1e-3, schedule="onecycle"), 100)
     lrs = []
     for _ in range(100):
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -176,17 +236,41 @@ def test_one_cycle_without_warmup_starts_at_lr_and_decays() -> None:
     assert lrs[-1] < 1e-6 and all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
 
 
-def test_sampler_never_trains_on_heldout_samples() -> None:
+def test_constant_schedule_warms_up_then_holds_lr() -> None:
+    params = [nn.Parameter(torch.zeros(1))]
+    cfg = OptimConfig(lr=1e-3, schedule="constant", warmup_steps=10, div_factor=10.0)
+    optimizer, scheduler = make_optimizer(params, cfg, 20)  # the cap does not shape it
+    lrs = []
+    for _ in range(50):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(1e-4) and lrs[5] == pytest.approx(5.5e-4)
+    assert lrs[10:] == pytest.approx([1e-3] * 40)
+
+
+def test_samplers_never_train_on_heldout_voxels() -> None:
     samples = case_samples(heldout_share=0.2)
+    train = set(samples.train_rows.tolist())
+    held = set(range(samples.n_voxels)) - train
+    assert math.isclose(len(held) / samples.n_voxels, 0.2, abs_tol=0.01)
+    assert set(samples.heldout_rows.tolist()) <= held and len(samples.heldout_rows) == 100
     generator = torch.Generator().manual_seed(0)
     for _ in range(20):
-        batch = samples.sample(500, generator)
-        assert len(batch.rows) == 500
-        frames = torch.searchsorted(samples.frame_t, batch.t.squeeze(1))
-        assert not samples.heldout[batch.rows, frames].any()
-        assert torch.equal(batch.tac.squeeze(1), samples.tac[batch.rows, frames])
-        assert float(batch.tau.min()) >= samples.t_start and float(batch.tau.max()) <= samples.t_end
-    assert math.isclose(float(samples.heldout.float().mean()), 0.2, abs_tol=0.01)
+        points = samples.sample_points(500, generator)
+        assert len(points.rows) == 500 and not held & set(points.rows.tolist())
+        frames = torch.searchsorted(samples.frame_t, points.t.squeeze(1))
+        assert torch.equal(points.tac.squeeze(1), samples.tac[points.rows, frames])
+        curves = samples.sample_curves(30, generator)
+        assert not held & set(curves.rows.tolist())
+        assert curves.tac.shape == curves.tau.shape == (30, samples.n_frames)
+        assert torch.equal(curves.tac, samples.tac[curves.rows])  # every frame of each voxel
+        assert torch.equal(curves.t, samples.frame_t.expand(30, -1))
+        for batch in (points, curves):
+            assert float(batch.tau.min()) >= samples.t_start
+            assert float(batch.tau.max()) <= samples.t_end
+    heldout = samples.heldout_batch()
+    assert torch.equal(heldout.tac, samples.tac[samples.heldout_rows])
 
 
 def test_aif_prefit_fits_the_samples() -> None:
@@ -201,7 +285,7 @@ def test_aif_prefit_fits_the_samples() -> None:
 
 def test_unknown_loss_norm_is_a_clear_error() -> None:
     samples, fields = case_samples(), tiny_fields()
-    batch = samples.sample(64, torch.Generator().manual_seed(0))
+    batch = samples.sample_points(64, torch.Generator().manual_seed(0))
     with pytest.raises(PerfusionError, match="loss.norm: 'l3'"):
         compute_losses(
             fields, FeatureSource(fields, samples.x), samples, batch, LossConfig(norm="l3")
@@ -219,8 +303,8 @@ def test_anchor_weight_falls_linearly_to_zero_at_its_share() -> None:
 def test_anchor_term_is_the_log_ratio_to_the_start_and_enters_the_total() -> None:
     samples, fields = case_samples(), tiny_fields()
     features = FeatureSource(fields, samples.x)
-    batch = samples.sample(256, torch.Generator().manual_seed(0))
-    loss = LossConfig(anchor=1.0)
+    batch = samples.sample_points(256, torch.Generator().manual_seed(0))
+    loss = LossConfig(variant="integral", anchor=1.0)
     without = compute_losses(fields, features, samples, batch, loss, 5.0)
     assert float(without.anchor) == 0.0  # no pre-fit start: no term, whatever the weight
     with torch.no_grad():
@@ -241,7 +325,9 @@ def test_ode_lr_scale_slows_only_the_parameter_field() -> None:
     assert {id(p) for p in groups[1]["params"]} == ode
     listed = [id(p) for g in groups for p in g["params"]]
     assert sorted(listed) == sorted(id(p) for p in fields.parameters())  # each exactly once
-    optimizer, _ = make_optimizer(groups, OptimConfig(lr=1e-2, ode_lr_scale=0.1), 100)
+    optimizer, _ = make_optimizer(
+        groups, OptimConfig(lr=1e-2, ode_lr_scale=0.1, warmup_steps=0), 100
+    )
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-2, 1e-3], rel=1e-3)
 
 
@@ -259,8 +345,8 @@ def test_anchor_keeps_the_parameter_field_near_its_start() -> None:
         optimizer, scheduler = make_optimizer(optimizer_groups(fields, cfg), cfg, 30)
         loss, generator = LossConfig(anchor=anchor), torch.Generator().manual_seed(0)
         for step in range(30):
-            batch = samples.sample(256, generator)
-            train_step(fields, features, samples, batch, loss, optimizer, scheduler, step)
+            batch = samples.sample_curves(16, generator)
+            train_step(fields, features, samples, batch, loss, optimizer, scheduler, step, 30)
         with torch.no_grad():
             now = fields.ode(features(fields, torch.arange(samples.n_voxels)))
         return float((now.log() - start.log()).pow(2).mean())

@@ -26,6 +26,7 @@ LAYERS: list[set[str]] = [
         "domain",
         "gamma_variate",
         "prepared",
+        "noise",
     },
     {"phantom", "fields"},
     {"fitting", "baselines"},
@@ -35,7 +36,7 @@ LAYERS: list[set[str]] = [
 ]
 LAYER_OF = {name: index for index, names in enumerate(LAYERS) for name in names}
 LIGHTNING = {"lightning", "pytorch_lightning", "lightning_fabric"}
-LIGHTNING_FILES = {"tracking.py", "experiments.py", "experiment.py"}
+LIGHTNING_FILES = {"tracking.py", "experiments.py", "experiment.py", "stopping.py"}
 
 
 def _module_parts(path: Path, root: Path) -> list[str]:

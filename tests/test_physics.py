@@ -67,3 +67,37 @@ def test_l2_is_the_mean_squared_error() -> None:
     from perfusion.physics import l2
 
     assert float(l2(col(1.0, 3.0), col(0.0, 0.0))) == 5.0
+
+
+def test_aif_between_frames_keeps_the_baseline_and_the_last_value() -> None:
+    import numpy as np
+
+    from perfusion.physics import aif_between_frames
+
+    t, a = np.array([0.0, 2.0, 4.0, 6.0]), np.array([0.0, 10.0, 4.0, 2.0])
+    out = aif_between_frames(np.array([-1.0, 0.0, 2.0, 3.0, 6.0, 9.0]), t, a)
+    assert out[0] == 0.0 and out[1] == 0.0 and out[2] == 10.0 and out[-2:].tolist() == [2.0, 2.0]
+    assert 4.0 <= out[3] <= 10.0  # monotone between frames: no overshoot past the samples
+
+
+def test_measured_cumulative_aif_fits_the_box_model_between_sparse_frames() -> None:
+    """A sharp gamma-variate bolus sampled every 2 s: Eq. (1) with the measured AIF against the
+    closed form misfits a grey-matter curve by ~1 % RMS (linear interpolation: ~4 %)."""
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    from perfusion.physics import CumulativeAif
+    from perfusion.units import cbf_to_flow
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fitting_case import AIF, box_tac
+
+    t = np.arange(0.0, 40.0, 2.0)
+    exact = box_tac(t, 60.0, 4.0, 1.0)
+    cumulative = CumulativeAif.from_samples(torch.tensor(t), torch.tensor(AIF(t)))
+    times = torch.tensor(t)
+    fitted = cbf_to_flow(60.0) * (cumulative(times - 1.0) - cumulative(times - 5.0))
+    error = np.sqrt(np.mean((fitted.numpy() - exact) ** 2) / np.mean(exact**2))
+    assert error < 0.015

@@ -343,12 +343,12 @@ def test_trial_metrics_from_a_fit_summary(tmp_path: Path) -> None:
     summary = {
         "wall_time_s": 12.5,
         "n_params": 34821,
-        "losses": {"val_tac": 0.063, "tac": 0.05},
+        "losses": {"val_rms_hu": 0.063, "tac": 0.05},
         "loss": 2.0,
     }
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     assert trial_metrics(tmp_path, tmp_path / "no-case", wall_s=99.0) == {
-        "time/wall_s": 12.5, "model/n_params": 34821.0, "val/tac": 0.063,
+        "time/wall_s": 12.5, "model/n_params": 34821.0, "val/rms_hu": 0.063,
     }  # fmt: skip
     assert trial_metrics(tmp_path, keep=("loss",))["loss"] == 2.0
 

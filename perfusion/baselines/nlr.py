@@ -1,8 +1,8 @@
 """Box-model nonlinear regression (Bennink et al., J. Med. Imaging 2016;3:026003), in torch.
 
 Eq. (1) of resppinn-paper.txt: ``C(t) = F * int_{t - t_d - MTT}^{t - t_d} C_a(tau) dtau
-= F * (S(t - t_d) - S(t - t_d - MTT))`` with ``S`` the running integral of the AIF (taken as
-piecewise linear between frames, 0 before the first frame, held at its last value after the last).
+= F * (S(t - t_d) - S(t - t_d - MTT))`` with ``S`` the running integral of the AIF (read between frames by
+``physics.aif_between_frames``: 0 before the first frame, held at its last value after the last).
 ``S`` and the AIF are looked up in a fine table (:class:`BoxModel`); the AIF is the derivative of
 ``S`` and gives the Jacobian analytically.
 
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from perfusion.errors import PerfusionError
+from perfusion.physics import aif_between_frames
 from perfusion.prepared import PreparedCase
 from perfusion.units import cbv_from_cbf_mtt, flow_to_cbf, tmax_box
 
@@ -66,7 +67,7 @@ class BoxModel:
         self.step = float(np.min(np.diff(t))) / 8.0 if table_step_s is None else float(table_step_s)
         self.start = float(t[0])
         nodes = self.start + self.step * np.arange(int(np.ceil((t[-1] - t[0]) / self.step)) + 2)
-        a_nodes = np.interp(nodes, t, a)  # held at the last value past the end
+        a_nodes = aif_between_frames(nodes, t, a)  # held at the last value past the end
         cum = np.concatenate([[0.0], np.cumsum(0.5 * self.step * (a_nodes[1:] + a_nodes[:-1]))])
         self.last = len(nodes) - 1
         self.time = torch.as_tensor(t)

@@ -15,18 +15,23 @@ from perfusion.fields.config import FieldsConfig
 from perfusion.preprocess import PreprocessConfig
 
 METHODS = ("resppinn", "sppinn", "bsvd", "nlr")
-LOSS_VARIANTS = ("literal", "detached", "integral")
+LOSS_VARIANTS = ("direct", "literal", "detached", "integral")
 LOSS_NORMS = ("l1", "l2")
+AIF_SOURCES = ("measured", "field")
+STOP_RULES = ("noise", "heldout", "both", "none")
+SCHEDULES = ("constant", "onecycle")
 STEPS_WITHOUT_INIT = 5000
 STEPS_WITH_INIT = 500
 
 
 @dataclass
 class LossConfig:
-    """Which gradients the Eq. (4) residual sends where."""
+    """What the fit compares with the data, and which gradients the Eq. (4) residual sends where."""
 
-    variant: str = "integral"
-    """``literal``: the paper's loss, the residual also trains f_TAC through dC/dt. ``detached``:
+    variant: str = "direct"
+    """``direct``: f_ODE is compared with the data through Eq. (1),
+    ``C(t) = F [cumA(t - t_d) - cumA(t - t_d - MTT)]``, with no f_TAC field (``aif`` says whose
+    AIF); the data term is then the whole loss (plus L_AIF with ``aif=field``). ``literal``: the paper's loss, the residual also trains f_TAC through dC/dt. ``detached``:
     dC/dt is detached in the residual, so the data term alone fits f_TAC and the residual trains
     f_ODE, f_AIF and the shared encoding (the literal loss collapses to CBF ~ 0 on noisy data).
     ``integral``: Eq. (1) in its integrated form, ``f_TAC(x, tau) = F [cumA(tau - t_d) -
@@ -37,6 +42,10 @@ class LossConfig:
     and 10 HU in bench/results/ablation-cohort (README, "Why the fit misses ischaemic tissue")."""
     norm: str = "l2"
     """Norm of all three terms: ``l1`` (Table 3) or ``l2`` (mean squared error)."""
+    aif: str = "measured"
+    """``direct`` only: ``measured``, Eq. (1) with the preprocessed AIF samples (linear between
+    frames, :meth:`perfusion.physics.CumulativeAif.from_samples`), or ``field``, with f_AIF
+    (fitted to the samples through L_AIF at the same time). The other variants always use f_AIF."""
     aif_grid_points: int = 512
     """``integral``: points of the fine grid on which f_AIF is integrated each step."""
     anchor: float = 0.0
@@ -64,34 +73,76 @@ class OptimConfig:
     """Adam + OneCycleLR (Table 2)."""
 
     lr: float = 5e-3
-    """Peak learning rate of OneCycleLR. Table 2 says 1e-3; on the default 128x128x32 phantom at
-    500 steps (no init, detached loss) 5e-3 fitted better: sigma 5 HU CBF r 0.66 vs 0.55, Tmax>6 s
-    Dice 0.83 vs 0.00; sigma 10 HU (1.5-voxel smoothing) r 0.57 vs 0.47, Dice 0.67 vs 0.00."""
-    eps: float = 1e-8
-    """Adam's epsilon (torch's default; Instant-NGP uses 1e-15 for its hash tables)."""
+    """Peak learning rate (Table 2: 1e-3)."""
+    eps: float = 1e-15
+    """Adam's epsilon. Instant-NGP's 1e-15: a hash table starts at +-1e-4, its gradients are tiny
+    and torch's 1e-8 would swamp them (older checkpoints recorded 1e-8)."""
+    schedule: str = "constant"
+    """``constant``: a linear rise over ``warmup_steps``, then ``lr`` until the fit stops (its
+    length is the stopping rule's, so the schedule must not depend on the cap ``steps``);
+    ``onecycle``: Table 2's OneCycleLR over ``steps`` (with ``warmup_share``)."""
+    warmup_steps: int = 20
+    """``constant``: steps rising linearly from lr / ``div_factor`` to ``lr``."""
     warmup_share: float = 0.0
-    """Share of steps rising to ``lr`` (Table 2: no warm-up; 0 starts at ``lr``)."""
+    """``onecycle``: share of steps rising to ``lr`` (Table 2: no warm-up; 0 starts at ``lr``)."""
     final_div_factor: float = 1e4
-    """The last learning rate is lr / (div_factor * final_div_factor), as in torch's default."""
+    """``onecycle``: the last learning rate is lr / (div_factor * final_div_factor) (torch's)."""
     div_factor: float = 25.0
     """Initial lr = lr / div_factor when there is a warm-up (torch's default)."""
-    ode_lr_scale: float = 1.0
+    ode_lr_scale: float = 0.1
     """Learning rate of f_ODE's networks relative to ``lr`` (the encoding, f_TAC and f_AIF keep
-    ``lr``); below 1 the parameter field refines the pre-fit's start instead of replacing it."""
+    ``lr``). f_ODE's SIRENs are shared by every voxel: at the table's rate their first steps,
+    driven by the healthy majority, move every voxel's output and erase the lesion the pre-fit
+    put into the table (docs/method.md, "Why the first steps lost the grid start")."""
 
 
 @dataclass
 class SamplingConfig:
-    """Random voxel-time batches from the tissue mask and continuous collocation times."""
+    """Which data a step sees: whole voxel curves (default) or random voxel-time samples."""
 
+    whole_curves: bool = True
+    """A step takes ``voxels`` tissue voxels with all their frames (the encoding is evaluated
+    once per voxel, not once per sample), and as many collocation times per voxel as frames.
+    False: Table 2's sampler, ``batch_size`` independent voxel-time samples."""
+    voxels: int = 2048
+    """``whole_curves``: voxels per step."""
     batch_size: int = 25000
-    """Voxel-time samples per step (Table 2: 25,000); collocation times use the same voxels."""
+    """Without ``whole_curves``: voxel-time samples per step (Table 2: 25,000); collocation
+    times use the same voxels."""
     heldout_share: float = 0.02
-    """Share of voxel-time samples never trained on; their L_TAC measures fit quality."""
-    heldout_max: int = 25000
-    """At most this many held-out samples are evaluated (cost of one forward pass)."""
-    val_every: int = 50
-    """Steps between held-out evaluations (``val/tac``)."""
+    """Share of the tissue voxels held out whole (all frames), never trained on. After in-plane
+    smoothing a held-out voxel's noise is shared with its trained neighbours, so its loss is
+    biased low (it sees some of the noise the fit learnt): a diagnostic and a stopping signal
+    that errs late, not an unbiased test error (docs/method.md)."""
+    heldout_max: int = 2000
+    """At most this many held-out voxels are evaluated (cost of one forward pass)."""
+    val_every: int = 10
+    """Steps between checks of the stopping rule and held-out evaluations (``val/rms_hu``)."""
+
+
+@dataclass
+class StopConfig:
+    """When the fit stops (perfusion.fitting.stopping); ``steps`` is only a cap.
+
+    The noise level of the data as fitted (perfusion.noise, after preprocessing and smoothing)
+    bounds what the data can tell: a fit whose residual is below it memorises noise.
+    """
+
+    rule: str = "noise"
+    """``noise``: the discrepancy principle, stop once the training residual's RMS is within
+    ``margin`` of the RMS a perfect fit would leave (the noise estimate corrected for the
+    baseline frames), or when it stops improving; ``heldout``: stop when the held-out
+    voxels' RMS stops improving and keep its best step's weights; ``both``: whichever first
+    (the held-out best weights are kept); ``none``: run ``steps`` steps."""
+    margin: float = 0.02
+    """``noise``: stop when residual RMS <= (1 + margin) x the expected noise RMS."""
+    patience: int = 10
+    """Checks (every ``sampling.val_every`` steps) without a relative improvement of at least
+    ``min_delta`` before stopping on a plateau (the only stop when the noise is ~0)."""
+    min_delta: float = 0.002
+    """Relative improvement that counts (on the log of the monitored RMS)."""
+    ema: float = 0.8
+    """Weight of the past in the exponential moving average of the per-step training RMS."""
 
 
 @dataclass
@@ -134,18 +185,16 @@ class FitConfig:
     """Adam steps fitting f_AIF alone to the AIF samples before the joint fit (~0.5 s)."""
     aif_prefit_lr: float = 1e-2
     """Learning rate of the f_AIF pre-fit."""
-    ode_prefit_steps: int = 200
+    ode_prefit_steps: int = 300
     """Adam steps fitting f_ODE (and the encoding) to a per-voxel box-model grid start before the
     joint fit (perfusion.fitting.ode_start: from one typical start the joint fit falls into a
     short-MTT local minimum in ischaemic tissue); 0 = off, the paper's recipe."""
+    ode_prefit_voxels: int = 4096
+    """Voxels per step of the f_ODE pre-fit."""
     ode_prefit_median: list[int] = field(default_factory=lambda: [3, 3, 1])
     """Voxels of the median filter applied to the grid start's log-parameters (scan axes)."""
-    ode_prefit_lr: float = 1e-2
-    """Learning rate of the f_ODE pre-fit."""
-    select_best: bool = False
-    """Keep the weights of the step with the lowest held-out L_TAC (label-free step choice)."""
-    early_stop_patience: int = 0
-    """Stop after this many held-out evaluations without improvement; 0 = never."""
+    ode_prefit_lr: float = 5e-3
+    """Learning rate of the f_ODE pre-fit (1e-2 diverged now and then with Adam's eps 1e-15)."""
     progress_bar: bool = True
     """Show a progress bar while fitting."""
     report: bool = True
@@ -156,6 +205,7 @@ class FitConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 

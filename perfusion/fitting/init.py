@@ -72,6 +72,13 @@ UNRECORDED_BEFORE = {
     "loss.anchor": 0.0,
     "loss.anchor_share": 1.0,
     "optim.ode_lr_scale": 1.0,
+    "optim.schedule": "onecycle",
+    "optim.warmup_steps": 0,
+    "loss.aif": "field",
+    "sampling.whole_curves": False,
+    "sampling.heldout_share": 0.02,
+    "ode_prefit_voxels": 25000,
+    "stop.rule": "none",
 }
 """Inner-loop settings that older checkpoints do not record, with the value every fit had before
 the setting existed; a checkpoint without them repeats that value, not today's default."""

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import warnings
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from torch import nn
 
 from perfusion.fitting.config import LossConfig, OptimConfig, as_loss_config
@@ -18,29 +21,30 @@ from perfusion.fitting.steps import (
     anchor_weight,
     check_finite,
     compute_losses,
+    eq1_prediction,
     make_optimizer,
     optimizer_groups,
 )
-from perfusion.physics import l1
+from perfusion.fitting.stopping import HELDOUT_MONITOR, NOISE_MONITOR
 
 
 class FieldFitModule(L.LightningModule):
     """One patient's ReSPPINN/SPPINN fit (resppinn-paper.txt Eq. (4)-(5), Tables 2-3).
 
-    Logs ``train/{total,tac,aif,ode}`` every step, ``train/lr``, and ``val/tac`` (L1 on the
-    held-out voxel-time samples, in ΔHU) every ``val_every`` steps. Keeps a plain ``history``
-    of the same numbers for the report.
+    Logs ``train/{total,tac,aif,ode,anchor}`` and ``train/rms_hu`` (the data residual's RMS in
+    ΔHU) every step, ``train/lr``; at every check (Lightning's validation, every
+    ``val_every`` steps) ``val/rms_hu`` of the held-out voxels and the two monitors of
+    perfusion.fitting.stopping. Keeps a plain ``history`` of the same numbers.
 
     Args:
         fields: PerfusionFields (parameters being fitted).
         samples: the case's data in Domain units, on the fit's device.
         features: voxel features by row (hash-grid plan built once).
-        loss: the loss options (LossConfig: variant, norm), or just a variant name.
-        optim: Adam/OneCycle settings; total_steps: the scheduler's length.
-        val_every: steps between held-out evaluations.
-        tissue_hu_per_unit: converts the held-out L1 to ΔHU for logging.
-        select_best: restore the weights of the lowest held-out L_TAC at the end.
-        early_stop_patience: held-out evaluations without improvement before stopping (0: off).
+        loss: the loss options (LossConfig), or just a variant name.
+        optim: Adam and its schedule; total_steps: the cap (OneCycleLR's length).
+        tissue_hu_per_unit: converts residuals to ΔHU.
+        keep_best: restore the weights of the lowest held-out RMS at the end.
+        ema: weight of the past in the moving average of the training RMS.
     """
 
     def __init__(
@@ -51,68 +55,66 @@ class FieldFitModule(L.LightningModule):
         loss: LossConfig | str,
         optim: OptimConfig,
         total_steps: int,
-        val_every: int = 50,
         tissue_hu_per_unit: float = 1.0,
-        select_best: bool = False,
-        early_stop_patience: int = 0,
+        keep_best: bool = False,
+        ema: float = 0.8,
     ) -> None:
         super().__init__()
         self.fields, self.samples, self.features = fields, samples, features
         self.loss = as_loss_config(loss)
         self.optim, self.total_steps = optim, int(total_steps)
-        self.val_every, self.hu = max(int(val_every), 1), float(tissue_hu_per_unit)
-        self.select_best, self.patience = select_best, int(early_stop_patience)
+        self.hu, self.keep_best, self.ema = float(tissue_hu_per_unit), keep_best, float(ema)
         self.save_hyperparameters(
-            {
-                "loss": vars(self.loss),
-                "total_steps": total_steps,
-                "lr": optim.lr,
-                "val_every": val_every,
-            }
+            {"loss": vars(self.loss), "total_steps": total_steps, "lr": optim.lr}
         )
         self.history: list[dict[str, float]] = []
-        self.best: tuple[float, int, dict | None] = (float("inf"), -1, None)
-        self._stale = 0
+        self.rms_ema_hu = float("nan")
+        self.best: dict[str, Any] = {"rms_hu": float("inf"), "step": 0, "state": None}
 
     def training_step(self, batch: FitBatch, batch_idx: int) -> torch.Tensor:
         weight = anchor_weight(self.loss, self.global_step, self.total_steps)
         losses = compute_losses(self.fields, self.features, self.samples, batch, self.loss, weight)
         check_finite(losses, self.global_step)
         values = losses.as_floats()
-        self.log_dict({f"train/{k}": v for k, v in values.items()}, prog_bar=False)
-        self.log("train/tac_hu", values["tac"] * self.hu, prog_bar=True)
+        rms_hu = values.pop("rms") * self.hu
+        past = self.ema if math.isfinite(self.rms_ema_hu) else 0.0
+        self.rms_ema_hu = past * self.rms_ema_hu if past else 0.0
+        self.rms_ema_hu += (1.0 - past) * rms_hu
+        self.log_dict({f"train/{k}": v for k, v in values.items()})
+        self.log("train/rms_hu", rms_hu, prog_bar=True)
         lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer else self.optim.lr
         self.log("train/lr", lr)
-        self.history.append({"step": float(self.global_step), **values})
-        if (self.global_step + 1) % self.val_every == 0 or self.global_step + 1 == self.total_steps:
-            self._validate()
+        self.history.append({"step": self.global_step + 1, **values, "rms_hu": rms_hu})
         return losses.total
 
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """One check: the held-out voxels' RMS and the stopping monitors (logs only)."""
+        heldout = self.heldout_rms_hu()
+        one = {"batch_size": 1}  # the placeholder batch says nothing about a size
+        self.log(NOISE_MONITOR, math.log(max(self.rms_ema_hu, 1e-30)), **one)
+        self.log("stop/rms_hu", self.rms_ema_hu, **one)
+        if math.isfinite(heldout):
+            self.log("val/rms_hu", heldout, prog_bar=True, **one)
+            self.log(HELDOUT_MONITOR, math.log(max(heldout, 1e-30)), **one)
+            if self.history:
+                self.history[-1]["val_rms_hu"] = heldout
+            if heldout < self.best["rms_hu"]:
+                state = copy.deepcopy(self.fields.state_dict()) if self.keep_best else None
+                self.best = {"rms_hu": heldout, "step": self.global_step, "state": state}
+
     @torch.no_grad()
-    def heldout_tac(self) -> float:
-        """L1 (unit attenuation) of f_TAC on the held-out voxel-time samples."""
+    def heldout_rms_hu(self) -> float:
+        """RMS (ΔHU) of the fit against the held-out voxels' curves; NaN without any."""
         batch = self.samples.heldout_batch()
         if len(batch.rows) == 0:
             return float("nan")
         feat = self.features(self.fields, batch.rows)
-        return float(l1(self.fields.tac(feat, batch.t), batch.tac))
-
-    def _validate(self) -> None:
-        value = self.heldout_tac()
-        self.log("val/tac", value)
-        self.log("val/tac_hu", value * self.hu)
-        self.history[-1]["val_tac"] = value
-        if value < self.best[0]:
-            state = copy.deepcopy(self.fields.state_dict()) if self.select_best else None
-            self.best, self._stale = (value, self.global_step + 1, state), 0
-            return
-        self._stale += 1
-        if self.patience and self._stale >= self.patience:
-            self.trainer.should_stop = True
+        fitted = eq1_prediction(self.fields, feat, self.samples, batch.t, self.loss)
+        return float((fitted - batch.tac).square().mean().sqrt()) * self.hu
 
     def on_train_end(self) -> None:
-        if self.select_best and self.best[2] is not None:
-            self.fields.load_state_dict(self.best[2])
+        if self.keep_best and self.best["state"] is not None:
+            self.fields.load_state_dict(self.best["state"])
 
     def configure_optimizers(self):
         optimizer, scheduler = make_optimizer(
@@ -124,14 +126,31 @@ class FieldFitModule(L.LightningModule):
         }
 
 
+class _Progress(TQDMProgressBar):
+    """One bar for the fit: the residual against the noise, no validation bars, no ``v_num``."""
+
+    def init_validation_tqdm(self):
+        return Tqdm(disable=True)
+
+    def get_metrics(self, trainer, pl_module) -> dict[str, Any]:
+        metrics = trainer.progress_bar_metrics
+        shown = {"residual ΔHU": metrics.get("train/rms_hu")}
+        if "val/rms_hu" in metrics:
+            shown["held-out ΔHU"] = metrics["val/rms_hu"]
+        return {k: f"{float(v):.3g}" for k, v in shown.items() if v is not None}
+
+
 def run_trainer(
     module: FieldFitModule,
     data: L.LightningDataModule,
     steps: int,
+    val_every: int,
+    callbacks: list[L.Callback],
     progress_bar: bool = True,
     logger: Any = None,
-) -> None:
-    """Fit ``module`` for ``steps`` optimiser steps (the batch stream is endless; max_steps ends it)."""
+) -> L.Trainer:
+    """Fit ``module`` for at most ``steps`` optimiser steps (the batch stream is endless;
+    max_steps or a stopping callback ends it), checking every ``val_every`` steps."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         # an endless in-memory stream needs no workers and has no epoch length
@@ -144,10 +163,14 @@ def run_trainer(
             accelerator="gpu" if module.samples.tac.is_cuda else "cpu",
             devices=1,
             logger=logger if logger is not None else False,
+            callbacks=[*callbacks, *([_Progress(refresh_rate=10)] if progress_bar else [])],
             enable_checkpointing=False,
             enable_model_summary=False,
             enable_progress_bar=progress_bar,
             log_every_n_steps=max(1, min(10, steps)),
             num_sanity_val_steps=0,
+            val_check_interval=max(1, min(int(val_every), steps)),
+            check_val_every_n_epoch=None,
         )
         trainer.fit(module, datamodule=data)
+    return trainer

@@ -15,13 +15,17 @@ import torch
 
 from perfusion.domain import Domain
 from perfusion.fields import PerfusionFields, build_fields
-from perfusion.fitting.config import FitConfig, resolve_steps
+from perfusion.fitting import stopping
+from perfusion.fitting.config import FitConfig, LossConfig, resolve_steps
 from perfusion.fitting.data import CaseDataModule
 from perfusion.fitting.init import load_init
 from perfusion.fitting.module import FieldFitModule, run_trainer
 from perfusion.fitting.ode_start import grid_start_units, smoothed_start
 from perfusion.fitting.sampling import CaseSamples
-from perfusion.fitting.steps import FeatureSource, prefit
+from perfusion.fitting.steps import FeatureSource, eq1_prediction, prefit
+from perfusion.fitting.stopping import plan_stop, stop_reason
+from perfusion.noise import estimate_noise
+from perfusion.physics import aif_between_frames
 from perfusion.prepared import PreparedCase
 
 _CHUNK = 8192
@@ -106,6 +110,13 @@ def _fit_region(
     info["aif_prefit_l1_hu"] = domain.aif_hu(aif_l1)
     info["ode_prefit_mse_log"] = ode_mse
     steps = resolve_steps(cfg)
+    noise = estimate_noise(
+        prepared.tissue_hu[tissue], prepared.frame_times_s, prepared.bolus_arrival_s
+    )
+    n_base = prepared.meta.get("baseline_frames", 1)
+    expected = noise.residual_rms_hu(len(prepared.frame_times_s), n_base)
+    data_rms = domain.tissue_hu(float(samples.tac.square().mean().sqrt()))
+    plan = plan_stop(cfg.stop, expected, data_rms, len(samples.heldout_rows) > 0)
     module = FieldFitModule(
         fields,
         samples,
@@ -113,29 +124,41 @@ def _fit_region(
         cfg.loss,
         cfg.optim,
         steps,
-        cfg.sampling.val_every,
         domain.tissue_hu_per_unit,
-        cfg.select_best,
-        cfg.early_stop_patience,
+        keep_best=plan.keep_best,
+        ema=cfg.stop.ema,
     )
+    callbacks = plan.callbacks(cfg.stop)
+    steps_run = 0
     if steps > 0:  # 0: the pre-fits only
-        data = CaseDataModule(samples, cfg.sampling.batch_size, cfg.seed, steps)
-        run_trainer(module, data, steps, cfg.progress_bar, logger)
+        data = CaseDataModule(samples, cfg.sampling, cfg.seed, steps)
+        trainer = run_trainer(
+            module, data, steps, cfg.sampling.val_every, callbacks, cfg.progress_bar, logger
+        )
+        steps_run = int(trainer.global_step)
+    reason = (
+        stop_reason(callbacks, steps_run, steps, plan) if steps > 0 else "steps=0: pre-fits only"
+    )
     fields.eval()
     params = _sample_ode(fields, prepared, domain, region & prepared.brain, dims, device)
-    qc = _fitqc(fields, features, samples, domain)
+    qc = _fitqc(fields, features, samples, domain, cfg.loss)
     history = module.history
     return {
         **params,
         "qc": _scatter(qc, tissue),
         "history": history,
-        "steps": len(history),
+        "steps": steps_run,
         "losses": {
-            **(history[-1] if history else {}),
-            "val_tac_hu": module.heldout_tac() * domain.tissue_hu_per_unit,
+            **{k: v for k, v in (history[-1] if history else {}).items() if k != "step"},
+            "val_rms_hu": module.heldout_rms_hu(),
         },
-        "curves": _curves(fields, features, samples, domain, params, tissue),
-        "info": {**info, "best_val_step": module.best[1], "select_best": cfg.select_best},
+        "curves": _curves(fields, features, samples, domain, params, tissue, cfg.loss),
+        "info": {
+            **info,
+            "noise": {**noise.to_dict(), "expected_residual_rms_hu": expected},
+            "stop": stopping.summary(plan, reason, steps_run, module.best),
+            "best_val_step": int(module.best["step"]),
+        },
     }
 
 
@@ -194,39 +217,49 @@ def _sample_ode(
 
 @torch.no_grad()
 def _fitqc(
-    fields: PerfusionFields, features: FeatureSource, samples: CaseSamples, domain: Domain
+    fields: PerfusionFields,
+    features: FeatureSource,
+    samples: CaseSamples,
+    domain: Domain,
+    loss: LossConfig,
 ) -> np.ndarray:
-    """Per tissue voxel: mean over frames of |f_TAC - data| in ΔHU (V,)."""
-    n_frames, values = samples.n_frames, []
-    chunk = max(1, 200_000 // n_frames)
-    t = samples.frame_t.unsqueeze(1)
+    """Per tissue voxel: mean over frames of |fit - data| in ΔHU (V,); the fit is Eq. (1) from
+    f_ODE for ``direct``, f_TAC otherwise."""
+    values = []
+    chunk = max(1, 400_000 // samples.n_frames)
     for start in range(0, samples.n_voxels, chunk):
-        rows = torch.arange(start, min(start + chunk, samples.n_voxels), device=t.device)
-        feat = features(fields, rows).repeat_interleave(n_frames, dim=0)
-        fitted = fields.tac(feat, t.repeat(len(rows), 1)).view(len(rows), n_frames)
+        rows = torch.arange(start, min(start + chunk, samples.n_voxels), device=samples.x.device)
+        t = samples.frame_t.expand(len(rows), -1)
+        fitted = eq1_prediction(fields, features(fields, rows), samples, t, loss)
         values.append((fitted - samples.tac[rows]).abs().mean(1).cpu().numpy())
     return domain.tissue_hu(np.concatenate(values).astype(np.float64))
 
 
 @torch.no_grad()
-def _curves(fields, features, samples, domain, params, tissue) -> dict[str, Any]:
-    """Fitted f_AIF on a fine grid, and data vs f_TAC for four voxels spanning the CBF range."""
-    fine = torch.linspace(samples.t_start, samples.t_end, 400, device=samples.x.device).unsqueeze(1)
+def _curves(fields, features, samples, domain, params, tissue, loss) -> dict[str, Any]:
+    """The AIF the fit used on a fine grid, and data vs fit for four voxels spanning the CBF
+    range."""
+    fine = torch.linspace(samples.t_start, samples.t_end, 400, device=samples.x.device)
     flow = params["flow"][tissue]
     order = np.argsort(flow)
     picks = [int(order[int(q * (len(order) - 1))]) for q in (0.02, 0.3, 0.6, 0.95)]
     rows = torch.as_tensor(picks, device=fine.device)
-    feat = features(fields, rows)
-    voxel_fits = [
-        fields.tac(feat[i : i + 1].expand(len(fine), -1), fine) for i in range(len(picks))
-    ]
+    fits = eq1_prediction(
+        fields, features(fields, rows), samples, fine.expand(len(picks), -1), loss
+    )
+    measured = loss.variant == "direct" and loss.aif == "measured"
+    if measured:
+        frames = samples.frame_t.cpu().double().numpy()
+        aif = aif_between_frames(fine.cpu().numpy(), frames, samples.aif.cpu().double().numpy())
+    else:
+        aif = fields.aif(fine.unsqueeze(1)).squeeze(1).cpu().numpy()
     return {
         "time_s": domain.time_s(samples.frame_t.cpu().numpy()),
-        "fine_time_s": domain.time_s(fine.squeeze(1).cpu().numpy()),
-        "aif_fit_hu": domain.aif_hu(fields.aif(fine).squeeze(1).cpu().numpy()),
+        "fine_time_s": domain.time_s(fine.cpu().numpy()),
+        "aif_fit_hu": domain.aif_hu(aif),
         "voxels": np.argwhere(tissue)[picks].tolist(),
         "voxel_data_hu": domain.tissue_hu(samples.tac[rows].cpu().numpy()),
-        "voxel_fit_hu": [domain.tissue_hu(v.squeeze(1).cpu().numpy()) for v in voxel_fits],
+        "voxel_fit_hu": [domain.tissue_hu(v.cpu().numpy()) for v in fits],
     }
 
 
@@ -241,7 +274,7 @@ def _mean_history(histories: list[list[dict[str, float]]]) -> list[dict[str, flo
     if len(histories) == 1:
         return histories[0]
     length = min(len(h) for h in histories)
-    keys = [k for k in histories[0][0] if k != "val_tac"]
+    keys = [k for k in histories[0][0] if k != "val_rms_hu"]
     return [{k: float(np.mean([h[i][k] for h in histories])) for k in keys} for i in range(length)]
 
 

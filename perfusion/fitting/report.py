@@ -96,20 +96,24 @@ def _plot_voxels(ax, fit: Any) -> None:
 
 
 def _plot_losses(ax, fit: Any, norm: str) -> None:
-    """Training losses in the fit's norm; the held-out L_TAC is always L1."""
-    ax.set_title(f"losses (unit attenuation; training {norm.upper()}, held-out L1)", fontsize=10)
+    """The fit's residual against the data's noise, step by step."""
+    ax.set_title("fit residual (RMS, ΔHU) and the noise of the data", fontsize=10)
     if fit is None or not fit.history:
         ax.text(
-            0.5, 0.5, "no training losses (classical method)", ha="center", transform=ax.transAxes
+            0.5, 0.5, "no training steps (classical method)", ha="center", transform=ax.transAxes
         )
         return
     steps = [h["step"] for h in fit.history]
-    for key in ("tac", "aif", "ode"):
-        ax.plot(steps, [h[key] for h in fit.history], label=f"L_{key.upper()}", lw=1)
-    held = [(h["step"], h["val_tac"]) for h in fit.history if "val_tac" in h]
+    ax.plot(steps, [h["rms_hu"] for h in fit.history], lw=1, label="training voxels")
+    held = [(h["step"], h["val_rms_hu"]) for h in fit.history if "val_rms_hu" in h]
     if held:
-        ax.plot(*zip(*held, strict=True), "o-", ms=3, label="held-out L_TAC")
-    ax.set_yscale("log")
+        ax.plot(*zip(*held, strict=True), "o-", ms=3, label="held-out voxels")
+    expected = (fit.info.get("noise") or {}).get("expected_residual_rms_hu")
+    if expected:
+        ax.axhline(expected, color="k", ls="--", lw=1, label="noise level (estimated)")
+    stop = fit.info.get("stop") or {}
+    if stop.get("maps_from_step"):
+        ax.axvline(stop["maps_from_step"], color="C3", lw=1, label="maps from this step")
     ax.set_xlabel("step")
     ax.legend(fontsize=8)
 

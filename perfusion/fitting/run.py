@@ -30,9 +30,12 @@ from perfusion.fitting.maps import (
 )
 from perfusion.fitting.neural import fit_fields
 from perfusion.fitting.report import write_report
-from perfusion.io import atomic_dir, read_case, write_json_atomic
+from perfusion.io import atomic_dir, read_case, write_json_atomic, write_text_atomic
 from perfusion.prepared import PREPARED_JSON, PreparedCase
 from perfusion.units import TMAX_CONVENTION
+
+HISTORY_CSV = "history.csv"
+"""Per-step losses beside summary.json (the same numbers go to the W&B run)."""
 
 TMAX_CONVENTIONS = {
     "bsvd": "tmax = argmax of the deconvolved residue (s after the AIF); delay = tmax - mtt/2",
@@ -112,10 +115,13 @@ def _fit_and_write(case_dir, cfg, fit_cfg: FitConfig, out_dir: Path, logger: Any
             prepared.aif_hu,
         )
     wall = time.perf_counter() - start
-    summary = _summary(prepared, fit_cfg, maps, valid, counts, wall, extra.get("fit"), case_dir)
+    fit = extra.get("fit")
+    summary = _summary(prepared, fit_cfg, maps, valid, counts, wall, fit, case_dir)
     with atomic_dir(out_dir) as tmp:
         write_maps(tmp, maps, prepared.affine, prepared.tissue, fitqc)
         write_json_atomic(tmp / "summary.json", summary)
+        if fit is not None:
+            write_history(tmp / HISTORY_CSV, fit.history)
         save_resolved(cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg), tmp)
         if fit_cfg.report:
             write_report(tmp / "report.png", maps, prepared, summary, extra.get("fit"))
@@ -167,13 +173,40 @@ def _summary(prepared, cfg, maps, valid, counts, wall, fit, case_dir) -> dict[st
             loss_variant=cfg.loss.variant,
             loss_norm=cfg.loss.norm,
             losses=fit.losses,
-            history=fit.history,  # per-step losses (Domain units), for loss-vs-step figures
-            fitqc="mean |f_TAC - data| over frames (ΔHU) per tissue voxel",
+            history=HISTORY_CSV,
+            fitqc=(
+                "mean |Eq. (1) prediction - data| over frames (ΔHU) per tissue voxel"
+                if cfg.loss.variant == "direct"
+                else "mean |f_TAC - data| over frames (ΔHU) per tissue voxel"
+            ),
             **fit.info,
         )
     else:
         summary.update(steps=0, losses={}, fitqc="mean |Eq. (1) prediction - data| (ΔHU)")
     return summary
+
+
+def write_history(path: Path, history: list[dict[str, float]]) -> None:
+    """Per-step losses (unit attenuation) and residual RMS (ΔHU) as CSV, one row per step."""
+    keys = list(dict.fromkeys(["step", *(k for row in history for k in row)]))
+    lines = [",".join(keys)]
+    lines += [",".join(_cell(row.get(k)) for k in keys) for row in history]
+    write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def read_history(fit_dir: str | Path) -> list[dict[str, float]]:
+    """The per-step rows of a fit folder's history.csv (empty when there is none)."""
+    path = Path(fit_dir) / HISTORY_CSV
+    if not path.is_file():
+        return []
+    lines = path.read_text().splitlines()
+    keys = lines[0].split(",")
+    rows = (zip(keys, line.split(","), strict=True) for line in lines[1:])
+    return [{k: float(v) for k, v in row if v} for row in rows]
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def _median(values: np.ndarray) -> float:

@@ -14,8 +14,10 @@ from torch import Tensor, nn
 
 from perfusion.errors import PerfusionError
 from perfusion.fitting.config import (
+    AIF_SOURCES,
     LOSS_NORMS,
     LOSS_VARIANTS,
+    SCHEDULES,
     FitConfig,
     LossConfig,
     OptimConfig,
@@ -32,11 +34,16 @@ class LossTerms:
 
     total: Tensor
     tac: Tensor
+    """The data term: f_TAC against the data, or Eq. (1)'s prediction against it (``direct``)."""
     aif: Tensor
     ode: Tensor
+    """The Eq. (4) residual term (0 for ``direct``, where Eq. (1) is the data term)."""
     anchor: Tensor
     """Mean squared log-ratio of f_ODE to the pre-fit's start (0 without one); in ``total``
     with the step's anchor weight (:func:`anchor_weight`)."""
+    rms: Tensor
+    """RMS of the data residual (unit attenuation, detached), whatever ``norm``: what the
+    stopping rule compares with the noise."""
 
     def as_floats(self) -> dict[str, float]:
         return {k: float(v.detach()) for k, v in vars(self).items()}
@@ -67,14 +74,16 @@ def compute_losses(
     loss: LossConfig | str,
     anchor: float = 0.0,
 ) -> LossTerms:
-    """L_TAC, L_AIF and L_ODE (Eq. (4)) of one batch under ``loss`` (LossConfig, or a variant name).
+    """The losses of one batch under ``loss`` (LossConfig, or a variant name).
 
-    L_AIF is the mean over all T frames, the expectation of Table 3's per-sample mean over the
-    batch's frame times at T instead of B evaluations. ``detached`` stops the residual's gradient
-    into f_TAC (dC/dt enters as data), so a noisy f_TAC cannot flatten to satisfy the ODE;
+    ``direct``: the data term compares Eq. (1)'s prediction from f_ODE with the data (no
+    f_TAC, no residual term); L_AIF fits f_AIF only when it is the AIF in Eq. (1). The other
+    variants: L_TAC, L_AIF and L_ODE of Eq. (4), where L_AIF is the mean over all T frames (the
+    expectation of Table 3's per-sample mean), ``detached`` stops the residual's gradient into
+    f_TAC (dC/dt enters as data), so a noisy f_TAC cannot flatten to satisfy the ODE, and
     ``integral`` compares the detached f_TAC with Eq. (1)'s solution instead. ``loss.norm``
-    chooses L1 (Table 3) or squared errors for all three terms. ``anchor`` weighs the pull of
-    f_ODE toward ``samples.ode_start`` (:func:`anchor_weight`; no term without a start).
+    chooses L1 (Table 3) or squared errors for every term. ``anchor`` weighs the pull of f_ODE
+    toward ``samples.ode_start`` (:func:`anchor_weight`; no term without a start).
     """
     cfg = as_loss_config(loss)
     variant, grid = cfg.variant, int(cfg.aif_grid_points)
@@ -82,16 +91,32 @@ def compute_losses(
         raise PerfusionError(f"loss.variant: {variant!r}, expected one of {LOSS_VARIANTS}")
     if cfg.norm not in LOSS_NORMS:
         raise PerfusionError(f"loss.norm: {cfg.norm!r}, expected one of {LOSS_NORMS}")
+    if cfg.aif not in AIF_SOURCES:
+        raise PerfusionError(f"loss.aif: {cfg.aif!r}, expected one of {AIF_SOURCES}")
     norm = l1 if cfg.norm == "l1" else l2
     feat = features(fields, batch.rows)
-    loss_tac = norm(fields.tac(feat, batch.t), batch.tac)
-    loss_aif = norm(fields.aif(samples.frame_t.unsqueeze(1)), samples.aif.unsqueeze(1))
     flow, mtt, delay = fields.ode(feat).split(1, dim=1)
-    if variant == "integral":
-        residual = _integral_residual(fields, feat, samples, batch.tau, flow, mtt, delay, grid)
+    zero = flow.new_zeros(())
+    uses_aif_field = variant != "direct" or cfg.aif == "field"
+    loss_aif = (
+        norm(fields.aif(samples.frame_t.unsqueeze(1)), samples.aif.unsqueeze(1))
+        if uses_aif_field
+        else zero
+    )
+    if variant == "direct":
+        fitted = box_model_tac(_cumulative(fields, samples, cfg, grid), batch.t, flow, mtt, delay)
+        loss_ode = zero
     else:
-        residual = _derivative_residual(fields, feat, samples, batch.tau, flow, mtt, delay, variant)
-    loss_ode = norm(residual, torch.zeros_like(residual))
+        fitted = tac_at(fields, feat, batch.t)
+        if variant == "integral":
+            residual = _integral_residual(fields, feat, samples, batch.tau, flow, mtt, delay, grid)
+        else:
+            residual = _derivative_residual(
+                fields, feat, samples, batch.tau, flow, mtt, delay, variant
+            )
+        loss_ode = norm(residual, torch.zeros_like(residual))
+    loss_tac = norm(fitted, batch.tac)
+    rms = (fitted.detach() - batch.tac).square().mean().sqrt()
     total = total_loss(loss_tac, loss_aif, loss_ode)
     loss_anchor = torch.zeros_like(total)
     if samples.ode_start is not None:
@@ -99,7 +124,33 @@ def compute_losses(
         loss_anchor = l2(torch.cat([flow, mtt, delay], dim=1).log(), start)
         if anchor > 0:
             total = total + anchor * loss_anchor
-    return LossTerms(total, loss_tac, loss_aif, loss_ode, loss_anchor)
+    return LossTerms(total, loss_tac, loss_aif, loss_ode, loss_anchor, rms)
+
+
+def tac_at(fields: nn.Module, feat: Tensor, t: Tensor) -> Tensor:
+    """f_TAC of B voxels (features (B, E)) at their times ``t`` (B, F) -> (B, F)."""
+    n_times = t.shape[1]
+    return fields.tac(feat.unsqueeze(1).expand(-1, n_times, -1), t.unsqueeze(-1)).squeeze(-1)
+
+
+def _cumulative(fields: nn.Module, samples: CaseSamples, cfg: LossConfig, grid: int):
+    """``cumA`` for ``direct``: the measured AIF's (fixed), or f_AIF's (rebuilt every step)."""
+    if cfg.aif == "measured":
+        return samples.measured_cumulative()
+    return CumulativeAif(fields.aif, samples.t_start, samples.t_end, grid, samples.tac.device)
+
+
+def eq1_prediction(
+    fields: nn.Module, feat: Tensor, samples: CaseSamples, t: Tensor, loss: LossConfig | str
+) -> Tensor:
+    """What a fit says the data are at times ``t`` (B, F): Eq. (1) from f_ODE for ``direct``,
+    f_TAC otherwise."""
+    cfg = as_loss_config(loss)
+    if cfg.variant != "direct":
+        return tac_at(fields, feat, t)
+    flow, mtt, delay = fields.ode(feat).split(1, dim=1)
+    cumulative = _cumulative(fields, samples, cfg, int(cfg.aif_grid_points))
+    return box_model_tac(cumulative, t, flow, mtt, delay)
 
 
 def anchor_weight(loss: LossConfig | str, step: int, total_steps: int) -> float:
@@ -112,21 +163,25 @@ def anchor_weight(loss: LossConfig | str, step: int, total_steps: int) -> float:
 
 
 def _derivative_residual(fields, feat, samples, tau, flow, mtt, delay, variant: str) -> Tensor:
-    """Eq. (4) with dC/dtau of f_TAC by autograd (detached unless ``variant`` is literal)."""
+    """Eq. (4) at collocation times ``tau`` (B, K), dC/dtau of f_TAC by autograd (detached
+    unless ``variant`` is literal) -> (B, K)."""
     literal = variant == "literal"
     tau_grad = tau.detach().requires_grad_(True)
     with torch.enable_grad():
-        c_tau = fields.tac(feat if literal else feat.detach(), tau_grad)
+        c_tau = tac_at(fields, feat if literal else feat.detach(), tau_grad)
         (dc_dtau,) = torch.autograd.grad(c_tau.sum(), tau_grad, create_graph=literal)
     if not literal:
         dc_dtau = dc_dtau.detach()
-    return ode_residual(dc_dtau, flow, mtt, delay, fields.aif, tau, samples.t_start)
+    # f_AIF maps (N, 1) -> (N, 1): the K times of each voxel go along a trailing axis
+    column = (v.unsqueeze(-1) for v in (dc_dtau, flow, mtt, delay, tau))
+    dc, f, m, d, t = column
+    return ode_residual(dc, f, m, d, fields.aif, t, samples.t_start).squeeze(-1)
 
 
 def _integral_residual(fields, feat, samples, tau, flow, mtt, delay, grid: int) -> Tensor:
     """Eq. (1) integrated from the first frame: detached f_TAC(x, tau) minus the box model."""
     with torch.no_grad():
-        c_tau = fields.tac(feat, tau)
+        c_tau = tac_at(fields, feat, tau)
     cumulative = CumulativeAif(fields.aif, samples.t_start, samples.t_end, grid, tau.device)
     return c_tau - box_model_tac(cumulative, tau, flow, mtt, delay)
 
@@ -149,10 +204,11 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     step: int,
+    total_steps: int,
 ) -> LossTerms:
     """One plain-torch optimisation step (Reptile's inner step); the same maths as the module."""
     optimizer.zero_grad(set_to_none=True)
-    weight = anchor_weight(loss, step, scheduler.total_steps)
+    weight = anchor_weight(loss, step, total_steps)
     losses = compute_losses(fields, features, samples, batch, loss, weight)
     check_finite(losses, step)
     losses.total.backward()
@@ -172,12 +228,23 @@ def optimizer_groups(fields: nn.Module, cfg: OptimConfig) -> list[dict]:
 
 def make_optimizer(
     parameters, cfg: OptimConfig, total_steps: int
-) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.OneCycleLR]:
-    """Adam at ``cfg.lr`` with OneCycleLR over ``total_steps`` (Table 2; no warm-up by default).
+) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LRScheduler]:
+    """Adam at ``cfg.lr`` and its schedule: ``constant`` after a linear warm-up, or Table 2's
+    OneCycleLR over ``total_steps`` (no warm-up by default).
 
     ``parameters``: tensors, or groups with their own peak ``lr`` (:func:`optimizer_groups`).
     """
+    if cfg.schedule not in SCHEDULES:
+        raise PerfusionError(f"optim.schedule: {cfg.schedule!r}, expected one of {SCHEDULES}")
     optimizer = torch.optim.Adam(parameters, lr=cfg.lr, eps=cfg.eps)
+    if cfg.schedule == "constant":
+        warmup = max(int(cfg.warmup_steps), 0)
+        start = 1.0 / cfg.div_factor
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: 1.0 if step >= warmup else start + (1.0 - start) * step / warmup,
+        )
+        return optimizer, scheduler
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=[group["lr"] for group in optimizer.param_groups],  # each group's peak
@@ -192,10 +259,14 @@ def make_optimizer(
 def prefit(
     fields: nn.Module, features: FeatureSource, samples: CaseSamples, cfg: FitConfig
 ) -> tuple[float, float]:
-    """The pre-fits before the joint fit (FitConfig ``cfg``): f_AIF, then f_ODE when
-    ``samples.ode_start`` is set; returns the f_AIF pre-fit's final L1 (AIF units) and the
-    f_ODE pre-fit's final mean squared log-ratio (NaN when it did not run)."""
-    aif = prefit_aif(fields, samples, cfg.aif_prefit_steps, cfg.aif_prefit_lr)
+    """The pre-fits before the joint fit (FitConfig ``cfg``): f_AIF (unless the fit never uses
+    it: ``direct`` with the measured AIF), then f_ODE when ``samples.ode_start`` is set; returns
+    the f_AIF pre-fit's final L1 (AIF units) and the f_ODE pre-fit's final mean squared
+    log-ratio (NaN when either did not run)."""
+    loss = as_loss_config(cfg.loss)
+    aif = float("nan")
+    if loss.variant != "direct" or loss.aif == "field":
+        aif = prefit_aif(fields, samples, cfg.aif_prefit_steps, cfg.aif_prefit_lr)
     ode = float("nan")
     if samples.ode_start is not None and cfg.ode_prefit_steps > 0:
         generator = torch.Generator().manual_seed(int(cfg.seed))
@@ -205,7 +276,7 @@ def prefit(
             samples.ode_start,
             cfg.ode_prefit_steps,
             cfg.ode_prefit_lr,
-            cfg.sampling.batch_size,
+            cfg.ode_prefit_voxels,
             generator,
         )
     return aif, ode

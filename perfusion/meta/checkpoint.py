@@ -48,7 +48,7 @@ def inner_fit_settings(cfg: MetaConfig) -> dict[str, Any]:
     fit = OmegaConf.to_container(OmegaConf.structured(cfg.fit), resolve=True)
     settings = {
         "steps": int(cfg.n_inner),
-        "sampling.batch_size": fit["sampling"]["batch_size"],
+        "ode_prefit_voxels": fit["ode_prefit_voxels"],
         "aif_prefit_steps": fit["aif_prefit_steps"],
         "aif_prefit_lr": fit["aif_prefit_lr"],
         "ode_prefit_steps": fit["ode_prefit_steps"],
@@ -56,7 +56,8 @@ def inner_fit_settings(cfg: MetaConfig) -> dict[str, Any]:
         "ode_prefit_median": fit["ode_prefit_median"],
     }
     settings.update({f"optim.{k}": v for k, v in fit["optim"].items()})
-    for section in ("loss", "preprocess", "fields", "domain"):
+    settings["stop.rule"] = "none"  # Reptile's inner loop runs n_inner steps, always
+    for section in ("loss", "sampling", "preprocess", "fields", "domain"):
         settings.update(_flatten(fit[section], section))
     return settings
 

@@ -41,7 +41,7 @@ from perfusion.evaluation import pearson_r
 from perfusion.fields import build_fields
 from perfusion.fitting.config import FitConfig
 from perfusion.fitting.init import read_init, recorded_settings
-from perfusion.fitting.run import fit_case
+from perfusion.fitting.run import fit_case, read_history
 from perfusion.meta.checkpoint import export_init
 from perfusion.meta.config import MetaConfig
 from perfusion.meta.heldout import (
@@ -253,14 +253,14 @@ def thin_history(history: list[dict[str, float]], points: int = 200) -> dict[str
         return {"step": [], "tac": [], "ode": []}
     chunks = np.array_split(np.arange(len(history)), min(points, len(history)))
     return {
-        "step": [int(history[c[-1]].get("step", c[-1])) + 1 for c in chunks],
+        "step": [int(history[c[-1]].get("step", c[-1] + 1)) for c in chunks],
         "tac": [float(np.mean([history[i]["tac"] for i in c])) for c in chunks],
         "ode": [float(np.mean([history[i]["ode"] for i in c])) for c in chunks],
     }
 
 
 def fit_record(arm: Arm, patient: str, summary: dict[str, Any], metrics: dict[str, float],
-               view: SliceView | None) -> dict[str, Any]:  # fmt: skip
+               view: SliceView | None, history: list[dict[str, float]]) -> dict[str, Any]:  # fmt: skip
     """One arm on one patient: wall time (extrapolated for SPPINN), losses, metrics."""
     wall = float(summary["wall_time_s"])
     fitted, total = (view.fitted, view.total) if view else (1, 1)
@@ -270,7 +270,7 @@ def fit_record(arm: Arm, patient: str, summary: dict[str, Any], metrics: dict[st
         "arm": arm.name, "kind": arm.kind, "steps": arm.steps, "patient": patient,
         "wall_s": wall, "wall_full_s": wall * total / fitted, "extrapolated": view is not None,
         "slices": slices,
-        "metrics": metrics, "history": thin_history(summary.get("history") or []),
+        "metrics": metrics, "history": thin_history(history),
         "load_1min": summary.get("load_1min"),  # None for a reused fit
     }  # fmt: skip
 
@@ -313,13 +313,15 @@ def run_patient(
         if arm.kind == "sppinn":
             fit_dir = fit_dir.with_name(f"{fit_dir.name}-{view.tag}")
             summary = run_arm(arm, view.prepared_dir, fit_dir, cfg.reuse)
-            record = fit_record(arm, case_dir.name, summary, score(fit_dir, view.truth_dir), view)
+            record = fit_record(arm, case_dir.name, summary, score(fit_dir, view.truth_dir), view,
+                                read_history(fit_dir))  # fmt: skip
         else:
             if arm.kind == "prior":
                 summary = write_prior_fit(PreparedCase.load(prepared_dir), cohort or [], fit_dir)
             else:
                 summary = run_arm(arm, prepared_dir, fit_dir, cfg.reuse)
-            record = fit_record(arm, case_dir.name, summary, score(fit_dir, truth_dir), None)
+            record = fit_record(arm, case_dir.name, summary, score(fit_dir, truth_dir), None,
+                                read_history(fit_dir))  # fmt: skip
             if view is not None:  # the same fit scored on SPPINN's slices only
                 record["slice_metrics"] = score(fit_dir, view.truth_dir)
         records.append(record)

@@ -51,9 +51,9 @@ def adapt(
     generator = torch.Generator(device=task.samples.tac.device).manual_seed(seed)
     history = []
     for step in range(steps):
-        batch = task.samples.sample(cfg.sampling.batch_size, generator)
+        batch = task.samples.batch(cfg.sampling, generator)
         losses = train_step(
-            fields, task.features, task.samples, batch, cfg.loss, optimizer, scheduler, step
+            fields, task.features, task.samples, batch, cfg.loss, optimizer, scheduler, step, steps
         )
         history.append(losses.as_floats())
         if callback is not None:

@@ -14,7 +14,7 @@ key                       meaning                                               
 ``eval/map_error``        mean of (1 - cbf_r, 1 - rcbf30_dice, 1 - tmax6_dice)        minimize
 ``time/wall_s``           fit wall time for the volume, s (the fit's own clock)       minimize
 ``model/n_params``        trainable parameters of the fields                          --
-``val/tac``               L1 of f_TAC on held-out voxel-time samples (no truth)       minimize
+``val/rms_hu``            RMS (ΔHU) of the fit on held-out voxels (no truth)          minimize
 ========================  ==========================================================  ========
 
 ``eval/*`` exist only for cases with ``truth/`` (phantoms); ``eval/map_error`` weighs CBF
@@ -44,7 +44,7 @@ EVAL_KEYS: dict[str, str] = {
     "eval/tmax6_dice": "tmax6_dice",
 }
 MAP_ERROR_PARTS = ("eval/cbf_r", "eval/rcbf30_dice", "eval/tmax6_dice")
-LABEL_FREE_KEYS = ("val/tac", "val/l_tac", "losses.val/tac", "losses.val_tac", "losses.heldout_tac")
+LABEL_FREE_KEYS = ("val/rms_hu", "losses.val_rms_hu")
 
 
 def map_error(metrics: dict[str, float]) -> float | None:
@@ -87,10 +87,10 @@ def trial_metrics(
         wall = summary.get("wall_time_s", wall_s)
         if _is_num(wall):
             out["time/wall_s"] = float(wall)
-    if "val/tac" not in out:
+    if "val/rms_hu" not in out:
         value = _find_label_free(summary)
         if value is not None:
-            out["val/tac"] = value
+            out["val/rms_hu"] = value
     if "model/n_params" not in out:
         count = parameter_count(fit_dir, summary)
         if count is not None:
@@ -164,7 +164,7 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _is_stable(key: str) -> bool:
-    return key.split("/")[0] in ("eval", "time", "model") or key == "val/tac"
+    return key.split("/")[0] in ("eval", "time", "model") or key == "val/rms_hu"
 
 
 def _is_num(value: Any) -> bool:
@@ -177,15 +177,15 @@ def record_trial_metrics(
     """Hook for ``perfusion fit``: add the stable keys to ``summary.json`` and the W&B run.
 
     Called after a fit, so a trial launched by ``wandb agent`` reports ``eval/*`` (when the case
-    has ``truth/``), ``time/wall_s``, ``model/n_params`` and ``val/tac`` in its W&B summary,
+    has ``truth/``), ``time/wall_s``, ``model/n_params`` and ``val/rms_hu`` in its W&B summary,
     where W&B's sweep controller reads the metric. ``logger`` is any object with
     ``log_metrics(dict)`` (Lightning's WandbLogger), or None.
     """
     from perfusion.io import write_json_atomic
 
     fit_dir = Path(fit_dir)
-    # val/tac is already in the run's history (the fit logs it); add only the summary-only keys
-    metrics = {k: v for k, v in trial_metrics(fit_dir, Path(case_dir)).items() if k != "val/tac"}
+    # val/rms_hu is already in the run's history (the fit logs it); add only the summary-only keys
+    metrics = {k: v for k, v in trial_metrics(fit_dir, Path(case_dir)).items() if k != "val/rms_hu"}
     summary = read_summary(fit_dir)
     if summary and any(summary.get(k) != v for k, v in metrics.items()):
         write_json_atomic(fit_dir / "summary.json", {**summary, **metrics})

@@ -27,7 +27,7 @@ EXTRA_COLUMNS = (
     "eval/tmax_mae_s",
     "eval/rcbf30_dice",
     "eval/tmax6_dice",
-    "val/tac",
+    "val/rms_hu",
 )
 
 
