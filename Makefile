@@ -8,7 +8,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test fit meta-train compare loocv train-seg sweep bench bench-accuracy bench-ablation lint clean
+.PHONY: help install demo test fit meta-train compare loocv train-seg sweep bench bench-accuracy lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -48,13 +48,13 @@ train-seg: install ## train the final infarct-core U-Net on a whole cohort
 sweep: install ## run the hash-encoding sweep offline: make sweep ARGS="count=8"
 	$(BIN)/perfusion sweep $(or $(SWEEP),configs/sweeps/hash_encoding.yaml) $(ARGS)
 
-bench-accuracy: install ## accuracy of every method against phantom truth -> bench/results/accuracy.md
+BENCHES := auto-aif white exponential heldout-white smoothing speed
+
+bench-accuracy: install ## every method and the candidate recipes against phantom truth -> bench/results/accuracy/
 	$(BIN)/perfusion bench $(ARGS)
 
-bench-ablation: install ## fit-recipe ablation (loss variants, norms, f_ODE pre-fit) -> bench/results/ablation/
-	$(BIN)/perfusion bench config=bench/ablation $(ARGS)
-
-bench: bench-accuracy bench-ablation ## all benchmarks
+bench: bench-accuracy ## every benchmark -> bench/results/<name>/ (configs/bench.yaml, configs/bench/*.yaml)
+	for name in $(BENCHES); do $(BIN)/perfusion bench config=bench/$$name $(ARGS) || exit 1; done
 
 lint: install ## ruff
 	$(BIN)/ruff check perfusion tests && $(BIN)/ruff format --check perfusion tests

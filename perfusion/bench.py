@@ -1,16 +1,19 @@
 """Accuracy benchmark: every method on phantoms at several noise levels, scored against truth.
 
-For each noise SD: a phantom cohort (real RAPID AIFs from the shared TSV when present, else the
-parametric AIF) is written under ``work_dir`` (reused when its config is unchanged) and
-preprocessed once (the ``preprocess.*`` options of ``fit_overrides``, shared by every method);
-every method goes through :func:`perfusion.fitting.run.fit_case` (skipped when its
-``summary.json`` exists and ``resume`` is on); :func:`perfusion.evaluation.evaluate_fit` scores it. Results: ``accuracy.json``
-(config, command, per-fit rows, per method x noise means) and ``accuracy.md`` (tables), written
-atomically into ``out``. Layer: experiments (imports phantom, fitting, evaluation).
+For each noise SD a phantom cohort is written under ``work_dir`` (reused while its config is
+unchanged); each case is preprocessed once per preprocessing configuration (and, with
+``auto_aif``, once more as a real scan: without its ``aif.tsv`` and brain mask), every row
+(method or variant) goes through :func:`perfusion.fitting.run.fit_case` (a finished fit is reused
+only when its ``config.yaml`` is the one this run would write), and
+:func:`perfusion.evaluation.evaluate_fit` scores it. Results: ``accuracy.json`` (config, command,
+per-fit rows, per method x noise x AIF-mode means) and ``README.md`` (the command and the
+tables), written atomically into ``out``. Layer: experiments (imports phantom, fitting,
+evaluation).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shlex
@@ -34,8 +37,8 @@ METHOD_PRESETS = {"sppinn": ["config=model/sppinn"]}
 class BenchConfig:
     """``perfusion bench`` options (``configs/bench.yaml``; quick mode ``config=bench/quick``)."""
 
-    out: str = "bench/results"
-    """Folder of accuracy.md and accuracy.json."""
+    out: str = "bench/results/accuracy"
+    """Folder of README.md (the command and the tables) and accuracy.json."""
     work_dir: str = "data/bench"
     """Folder of the phantoms and fit outputs (kept, so an interrupted run resumes)."""
     noise_hu: list[float] = field(default_factory=lambda: [0.0, 5.0, 10.0, 15.0])
@@ -55,7 +58,11 @@ class BenchConfig:
     )
     """FitConfig key=value overrides applied to every method."""
     resume: bool = True
-    """Reuse existing phantoms and finished fits."""
+    """Reuse existing phantoms, preprocessing and fits (a fit only when its config.yaml is the
+    one this run would write)."""
+    auto_aif: bool = False
+    """Also fit every case as a real scan arrives: ``aif.tsv`` and the brain mask ignored, so
+    AIF, VOF and masks are chosen automatically (rows marked ``auto``)."""
     method_overrides: dict[str, list[str]] = field(
         default_factory=lambda: {
             "resppinn": ["steps=1000"],
@@ -64,6 +71,12 @@ class BenchConfig:
     )
     """Extra FitConfig overrides per method, after ``fit_overrides`` (an ``init=`` applies the
     checkpoint's recorded inner loop first, as ``perfusion fit`` does)."""
+    recipes: dict[str, list[str]] = field(default_factory=dict)
+    """Candidate fit recipes: label -> FitConfig overrides, rows like ``variants`` (kept apart
+    so that a configuration can drop them with ``run_recipes: false``: YAML merging cannot
+    empty an inherited mapping)."""
+    run_recipes: bool = False
+    """Add a row per entry of ``recipes``."""
     variants: dict[str, list[str]] = field(default_factory=dict)
     """Extra rows: label -> FitConfig overrides (after ``fit_overrides``; ``method=`` picks the
     method, default resppinn), e.g. ``{resppinn-l2: [loss.norm=l2]}`` for an ablation."""
@@ -104,9 +117,11 @@ def make_phantoms(cfg: BenchConfig, noise_hu: float) -> Path:
 
 
 def runs(cfg: BenchConfig) -> list[tuple[str, str, list[str]]]:
-    """(label, method, extra overrides) of every row: the methods, then the variants."""
+    """(label, method, extra overrides) of every row: the methods, the recipes (when
+    ``run_recipes``), then the variants."""
     rows = [(m, m, list(cfg.method_overrides.get(m, []))) for m in cfg.methods]
-    for label, overrides in cfg.variants.items():
+    named = {**(cfg.recipes if cfg.run_recipes else {}), **cfg.variants}
+    for label, overrides in named.items():
         methods = [o.split("=", 1)[1] for o in overrides if o.startswith("method=")]
         extra = [o for o in overrides if not o.startswith("method=")]
         rows.append((label, methods[-1] if methods else "resppinn", extra))
@@ -129,44 +144,55 @@ def fit_config(cfg: BenchConfig, method: str, extra: list[str] | None = None) ->
     return load_config(FitConfig, ["fit.yaml"], overrides)
 
 
-def prepare_once(cfg: BenchConfig, case_dir: Path, prepared_dir: Path) -> Path:
-    """Preprocess a case once for every method (``fit_overrides``' preprocess.* options)."""
+def prepare_once(
+    cfg: BenchConfig, case_dir: Path, work: Path, fit_cfg: Any, auto: bool = False
+) -> Path:
+    """Preprocess a case once per preprocessing configuration (``fit_cfg.preprocess``) and AIF
+    mode; ``auto`` ignores ``aif.tsv`` and the brain mask, as a real scan has neither."""
     from perfusion.io import read_case
     from perfusion.prepared import PREPARED_JSON
     from perfusion.preprocess import prepare_case
 
-    if cfg.resume and (prepared_dir / PREPARED_JSON).is_file():
-        return prepared_dir
-    options = OmegaConf.to_object(fit_config(cfg, "bsvd")).preprocess
-    return prepare_case(read_case(case_dir), options).save(prepared_dir)
+    options = OmegaConf.to_object(fit_cfg).preprocess
+    text = OmegaConf.to_yaml(OmegaConf.structured(options))
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    folder = work / f"prepared-{digest}" / f"{case_dir.name}{'-auto' if auto else ''}"
+    if cfg.resume and (folder / PREPARED_JSON).is_file():
+        return folder
+    case = read_case(case_dir)
+    if auto:
+        case.curves, case.brainmask = None, None
+    return prepare_case(case, options).save(folder)
 
 
-def fit_one(
-    cfg: BenchConfig, method: str, prepared_dir: Path, out_dir: Path, extra: list[str] | None = None
-) -> dict[str, Any]:
-    """Fit a prepared case with ``method`` into ``out_dir`` (or reuse a finished fit); its summary."""
+def fit_one(cfg: BenchConfig, fit_cfg: Any, prepared_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Fit a prepared case into ``out_dir``, or reuse a finished fit made with the same config."""
     from perfusion.fitting.run import fit_case
 
-    summary_path = out_dir / "summary.json"
-    if cfg.resume and summary_path.is_file():
+    summary_path, saved = out_dir / "summary.json", out_dir / "config.yaml"
+    wanted = OmegaConf.to_yaml(fit_cfg, resolve=True)
+    if cfg.resume and summary_path.is_file() and saved.is_file() and saved.read_text() == wanted:
         return json.loads(summary_path.read_text())
-    return fit_case(prepared_dir, fit_config(cfg, method, extra), out_dir)
+    return fit_case(prepared_dir, fit_cfg, out_dir)
 
 
 def run_accuracy(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
-    """Run the benchmark and write ``accuracy.json`` and ``accuracy.md``; returns the JSON dict."""
+    """Run the benchmark and write ``accuracy.json`` and ``README.md``; returns the JSON dict."""
     rows = []
+    work = Path(cfg.work_dir)
     for noise in cfg.noise_hu:
         cohort = make_phantoms(cfg, noise)
         for case_dir in sorted(cohort.glob("patient-*")):
-            prepared = prepare_once(
-                cfg, case_dir, Path(cfg.work_dir) / f"prepared-noise{noise:g}" / case_dir.name
-            )
-            for label, method, extra in runs(cfg):
-                out_dir = Path(cfg.work_dir) / f"fits-noise{noise:g}" / label / case_dir.name
-                row = bench_row(cfg, method, noise, case_dir, prepared, out_dir, extra)
-                rows.append({**row, "method": label})
-                print(_progress_line(rows[-1]), flush=True)
+            for auto in [False, True] if cfg.auto_aif else [False]:
+                for label, method, extra in runs(cfg):
+                    fit_cfg = fit_config(cfg, method, extra)
+                    prepared = prepare_once(cfg, case_dir, work / f"noise{noise:g}", fit_cfg, auto)
+                    name = f"{case_dir.name}{'-auto' if auto else ''}"
+                    out_dir = work / f"fits-noise{noise:g}" / label / name
+                    row = bench_row(cfg, method, noise, case_dir, prepared, out_dir, fit_cfg)
+                    rows.append({**row, "method": label, "aif": "auto" if auto else "supplied"})
+                    print(_progress_line(rows[-1]), flush=True)
+    _fit_time_ratios(rows)
     result = {
         "command": command,
         "aif_source": aif_source(cfg.aif_source),
@@ -176,8 +202,21 @@ def run_accuracy(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
     }
     out = Path(cfg.out)
     write_json_atomic(out / "accuracy.json", result)
-    write_text_atomic(out / "accuracy.md", markdown(result))
+    write_text_atomic(out / "README.md", markdown(result))
     return result
+
+
+def _fit_time_ratios(rows: list[dict[str, Any]]) -> None:
+    """``fit_time_ratio``: each fit's time over bSVD's on the same case and AIF mode (same run)."""
+    reference = {
+        (r["noise_hu"], r["case"], r["aif"]): r.get("fit_time_s")
+        for r in rows
+        if r["method"] == "bsvd"
+    }
+    for row in rows:
+        base = reference.get((row["noise_hu"], row["case"], row["aif"]))
+        own = row.get("fit_time_s")
+        row["fit_time_ratio"] = own / base if own and base else None
 
 
 def bench_row(
@@ -187,7 +226,7 @@ def bench_row(
     case_dir: Path,
     prepared: Path,
     out_dir: Path,
-    extra: list[str] | None = None,
+    fit_cfg: Any,
 ) -> dict[str, Any]:
     """Fit (or reuse) one method on one case and score it against the case's truth."""
     truth, scale, slices = case_dir / "truth", 1.0, None
@@ -200,43 +239,68 @@ def bench_row(
             PreparedCase.load(prepared),
             truth,
             cfg.sppinn_slices,
-            out_dir.parent / f"{case_dir.name}-view{'-lesion' if lesion else ''}",
+            out_dir.parent / f"{out_dir.name}-view{'-lesion' if lesion else ''}",
             lesion=lesion,
         )
         prepared, truth, scale = view.prepared_dir, view.truth_dir, view.total / view.fitted
         slices = ",".join(map(str, view.slices))
         out_dir = out_dir.with_name(f"{out_dir.name}-{view.tag}")
-    summary = fit_one(cfg, method, prepared, out_dir, extra)
-    wall = summary.get("wall_time_s")
+    summary = fit_one(cfg, fit_cfg, prepared, out_dir)
+    metrics = evaluate_fit(out_dir, truth)
+    wall, fit_time = summary.get("wall_time_s"), summary.get("fit_time_s")
     return {
         "method": method,
         "noise_hu": noise,
         "case": case_dir.name,
         "wall_time_s": None if wall is None else float(wall) * scale,
+        "fit_time_s": None if fit_time is None else float(fit_time) * scale,
         "wall_time_extrapolated": scale != 1.0,
         "slices_z": slices,
         "steps": summary.get("steps"),
-        **evaluate_fit(out_dir, truth),
+        "stop_reason": (summary.get("stop") or {}).get("reason"),
+        "noise_sd_hu": (summary.get("noise") or {}).get("sd_hu"),
+        **metrics,
+        "map_score": map_score(metrics),
     }
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean of every numeric metric per (method, noise) over patients (NaN-aware)."""
-    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    """Mean of every numeric metric per (method, noise, AIF mode) over patients (NaN-aware)."""
+    groups: dict[tuple[str, float, str], list[dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault((row["method"], row["noise_hu"]), []).append(row)
+        key = (row["method"], row["noise_hu"], row.get("aif", "supplied"))
+        groups.setdefault(key, []).append(row)
     means = []
-    for (method, noise), group in groups.items():
-        keys = [k for k, v in group[0].items() if isinstance(v, int | float) and k != "noise_hu"]
-        entry: dict[str, Any] = {"method": method, "noise_hu": noise, "n": len(group)}
+    for (method, noise, aif), group in groups.items():
+        numeric = {
+            k for r in group for k, v in r.items() if isinstance(v, int | float) and v is not True
+        }
+        keys = sorted(numeric - {"noise_hu", "wall_time_extrapolated"})
+        entry: dict[str, Any] = {"method": method, "noise_hu": noise, "aif": aif, "n": len(group)}
         for key in keys:
-            values = np.array([np.nan if r.get(key) is None else float(r[key]) for r in group])
+            values = np.array([_number(r.get(key)) for r in group])
             entry[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+        entry["wall_time_extrapolated"] = any(r.get("wall_time_extrapolated") for r in group)
         means.append(entry)
     return means
 
 
+def _number(value: Any) -> float:
+    return np.nan if value is None or isinstance(value, bool) else float(value)
+
+
+def map_score(row: dict[str, Any]) -> float:
+    """One number per fit for choosing a recipe: the mean of CBF r, rCBF<30% Dice, Tmax>6 s
+    Dice and max(0, 1 - Tmax MAE / 2 s) (each 1 at best)."""
+    parts = [row.get("cbf_r"), row.get("rcbf30_dice"), row.get("tmax6_dice")]
+    mae = row.get("tmax_mae")
+    parts.append(None if mae is None else max(0.0, 1.0 - float(mae) / 2.0))
+    values = [_number(v) for v in parts]
+    return float(np.mean(values)) if np.isfinite(values).all() else float("nan")
+
+
 COLUMNS = (
+    ("score", "map_score", 3),
     ("CBF r", "cbf_r", 3),
     ("CBF MAE", "cbf_mae", 1),
     ("CBF bias", "cbf_bias", 1),
@@ -248,21 +312,45 @@ COLUMNS = (
     ("rCBF<30% vol err ml", "rcbf30_volume_error_ml", 1),
     ("Tmax>6s Dice", "tmax6_dice", 3),
     ("Tmax>6s vol err ml", "tmax6_volume_error_ml", 1),
-    ("wall s", "wall_time_s", 1),
+    ("steps", "steps", 0),
+    ("fit s", "fit_time_s", 1),
+    ("fit / bSVD", "fit_time_ratio", 2),
+)
+GAP_COLUMNS = (
+    ("score", "map_score", 3),
+    ("CBF r", "cbf_r", 3),
+    ("Tmax MAE s", "tmax_mae", 2),
+    ("rCBF<30% Dice", "rcbf30_dice", 3),
+    ("Tmax>6s Dice", "tmax6_dice", 3),
 )
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The tables of ``accuracy.md``: one per noise level, one row per method (patient means)."""
+    """The README.md of a result: the command, then per noise level one row per method (patient
+    means), rows with the automatic AIF marked ``auto``, and the auto - supplied gaps."""
+    auto = any(m.get("aif") == "auto" for m in result["means"])
+    config = result["config"]
     lines = [
-        "# Accuracy benchmark: every method against phantom truth",
+        "# Accuracy against phantom truth",
         "",
         f"Command: `{result['command']}`",
-        f"AIF source: {result['aif_source']}; patients per noise level: {result['config']['n_patients']}.",
-        "Metrics inside brain tissue (no CSF, no voxel with vessel content); rCBF<30% Dice is against the same "
-        "rule applied to the true CBF; CBF in ml/100g/min, times in s.",
+        "",
+        f"AIF source: {result['aif_source']}; patients per noise level: {config['n_patients']}; "
+        f"phantom overrides: {', '.join(config.get('phantom_overrides') or []) or 'none'}.",
+        "Metrics inside brain tissue (no CSF, no voxel with vessel content); rCBF<30% Dice is "
+        "against the same rule applied to the true CBF; CBF in ml/100g/min, times in s; score: "
+        "the mean of CBF r, both Dice and max(0, 1 - Tmax MAE / 2 s) (perfusion.bench.map_score). "
+        "fit s: "
+        "the method alone (no reading, preprocessing or writing); fit / bSVD: its ratio to "
+        "bSVD's on the same case in the same run.",
         "",
     ]
+    if auto:
+        lines += [
+            "Rows marked `auto` fitted each case as a real scan arrives: `aif.tsv` and the brain "
+            "mask ignored, so AIF, VOF and masks were chosen automatically.",
+            "",
+        ]
     for noise in sorted({m["noise_hu"] for m in result["means"]}):
         lines += [f"## noise sigma {noise:g} HU", ""]
         lines.append("| method | " + " | ".join(c[0] for c in COLUMNS) + " |")
@@ -270,9 +358,12 @@ def markdown(result: dict[str, Any]) -> str:
         for entry in (m for m in result["means"] if m["noise_hu"] == noise):
             cells = [_fmt(entry.get(key), digits) for _, key, digits in COLUMNS]
             if entry.get("wall_time_extrapolated"):
-                cells[-1] += " (extrapolated from a slice subset)"
-            lines.append(f"| {entry['method']} | " + " | ".join(cells) + " |")
+                cells[-2] += " (extrapolated)"
+            label = entry["method"] + (" auto" if entry.get("aif") == "auto" else "")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
+        if auto:
+            lines += _gap_table(result["means"], noise)
     fitted = [r for r in result.get("rows", []) if r.get("slices_z")]
     if fitted:
         where = "; ".join(
@@ -280,6 +371,24 @@ def markdown(result: dict[str, Any]) -> str:
         )
         lines += [f"Slices fitted and scored (slice-wise methods, a subset): {where}.", ""]
     return "\n".join(lines)
+
+
+def _gap_table(means: list[dict[str, Any]], noise: float) -> list[str]:
+    """Automatic minus supplied AIF, per method, at one noise level."""
+    by = {(m["method"], m.get("aif")): m for m in means if m["noise_hu"] == noise}
+    lines = ["Automatic minus supplied AIF:", ""]
+    lines.append("| method | " + " | ".join(c[0] for c in GAP_COLUMNS) + " |")
+    lines.append("|---" * (len(GAP_COLUMNS) + 1) + "|")
+    for method in dict.fromkeys(m for m, _ in by):
+        auto, supplied = by.get((method, "auto")), by.get((method, "supplied"))
+        if auto is not None and supplied is not None:
+            cells = [_fmt(_minus(auto.get(k), supplied.get(k)), d) for _, k, d in GAP_COLUMNS]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _minus(a: Any, b: Any) -> float | None:
+    return None if a is None or b is None else float(a) - float(b)
 
 
 def _fmt(value: Any, digits: int) -> str:
@@ -290,9 +399,9 @@ def _fmt(value: Any, digits: int) -> str:
 
 def _progress_line(row: dict[str, Any]) -> str:
     return (
-        f"noise {row['noise_hu']:g} HU {row['case']} {row['method']}: CBF r {row['cbf_r']:.3f}, "
-        f"Tmax MAE {row['tmax_mae']:.2f} s, rCBF<30% Dice {row['rcbf30_dice']:.3f}, "
-        f"Tmax>6s Dice {row['tmax6_dice']:.3f}"
+        f"noise {row['noise_hu']:g} HU {row['case']} {row['method']} ({row['aif']} AIF): "
+        f"CBF r {row['cbf_r']:.3f}, Tmax MAE {row['tmax_mae']:.2f} s, "
+        f"rCBF<30% Dice {row['rcbf30_dice']:.3f}, Tmax>6s Dice {row['tmax6_dice']:.3f}"
     )
 
 

@@ -56,9 +56,10 @@ def test_quick_mode_writes_tables_for_a_baseline(tmp_path):
     result = run_accuracy(cfg, "perfusion bench config=bench/quick methods=[bsvd]")
     saved = json.loads((tmp_path / "results" / "accuracy.json").read_text())
     assert saved["means"][0]["method"] == "bsvd" and saved["means"][0]["noise_hu"] == 5.0
+    assert saved["means"][0]["aif"] == "supplied"
     row = result["rows"][0]
     assert -1.0 <= row["cbf_r"] <= 1.0 and 0.0 <= row["tmax6_dice"] <= 1.0 and row["n_voxels"] > 0
-    assert "| bsvd |" in (tmp_path / "results" / "accuracy.md").read_text()
+    assert "| bsvd |" in (tmp_path / "results" / "README.md").read_text()
     # resumable: the second run reuses the phantom and the fit
     again = run_accuracy(cfg, "again")
     assert again["rows"][0]["cbf_r"] == row["cbf_r"]
@@ -68,11 +69,13 @@ def test_variants_are_extra_labelled_rows(tmp_path):
     """An ablation row per variant: its own overrides and method, labelled by its name."""
     cfg = quick_config(
         tmp_path,
-        "methods=[]",
+        "methods=[bsvd]",
         "variants={again: [method=bsvd], integral: [loss.variant=integral, ode_prefit_steps=5]}",
     )
     result = run_accuracy(cfg, "variants")
-    assert [r["method"] for r in result["rows"]] == ["again", "integral"]
+    assert [r["method"] for r in result["rows"]] == ["bsvd", "again", "integral"]
+    assert result["rows"][2]["fit_time_ratio"] > 0  # against the bsvd row on the same case
+    assert result["rows"][0]["fit_time_ratio"] == 1.0
     assert (tmp_path / "fits-noise5" / "integral" / "patient-000" / "cbf.nii.gz").is_file()
     saved = (tmp_path / "fits-noise5" / "integral" / "patient-000" / "config.yaml").read_text()
     assert "variant: integral" in saved and "ode_prefit_steps: 5" in saved
@@ -91,6 +94,4 @@ def test_sppinn_is_fitted_and_scored_on_the_lesion_slice(tmp_path):
     (z,) = map(int, row["slices_z"].split(","))
     assert per_slice[z] >= 0.5 * per_slice.max()  # tissue mask, not brain mask, picks it
     assert row["wall_time_extrapolated"]
-    assert (
-        f"sppinn sigma 5 patient-000: z {z}" in (tmp_path / "results" / "accuracy.md").read_text()
-    )
+    assert f"sppinn sigma 5 patient-000: z {z}" in (tmp_path / "results" / "README.md").read_text()

@@ -137,7 +137,7 @@ def grid_start(model: BoxModel, curves: torch.Tensor, cfg: NlrConfig) -> torch.T
     )
     d, m = torch.meshgrid(delays, mtts, indexing="ij")
     d, m = d.reshape(-1), m.reshape(-1)
-    g = model.shape(d, m)  # (K, T)
+    g = model.shape(d, m).to(curves.dtype)  # (K, T); float32 curves: an argmax needs no more
     gg = (g * g).sum(-1).clamp_min(1e-12)
     cg = curves @ g.T  # (V, K)
     # residual norm at the optimal F is |c|^2 - <c,g>^2/<g,g>; keep F >= 0

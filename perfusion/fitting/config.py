@@ -189,7 +189,7 @@ class FitConfig:
     """Adam steps fitting f_ODE (and the encoding) to a per-voxel box-model grid start before the
     joint fit (perfusion.fitting.ode_start: from one typical start the joint fit falls into a
     short-MTT local minimum in ischaemic tissue); 0 = off, the paper's recipe."""
-    ode_prefit_voxels: int = 4096
+    ode_prefit_voxels: int = 2048
     """Voxels per step of the f_ODE pre-fit."""
     ode_prefit_median: list[int] = field(default_factory=lambda: [3, 3, 1])
     """Voxels of the median filter applied to the grid start's log-parameters (scan axes)."""

@@ -155,7 +155,7 @@ def run_trainer(
     with warnings.catch_warnings():
         # an endless in-memory stream needs no workers and has no epoch length
         warnings.filterwarnings(
-            "ignore", message=".*(num_workers|log_every_n_steps|IterableDataset).*"
+            "ignore", message=".*(num_workers|log_every_n_steps|IterableDataset|LeafSpec).*"
         )
         trainer = L.Trainer(
             max_steps=steps,

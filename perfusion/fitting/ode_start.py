@@ -47,7 +47,7 @@ def grid_start_units(
 ) -> Tensor:
     """(V, 3) float32 Domain-unit (flow, mtt, delay) starts of ``tac_hu`` (V, T) ΔHU curves."""
     model, cfg = BoxModel(frame_times_s, aif_hu), NlrConfig()
-    curves = torch.as_tensor(np.asarray(tac_hu, dtype=np.float64))
+    curves = torch.as_tensor(np.asarray(tac_hu, dtype=np.float32))
     with torch.no_grad():
         chunks = [
             grid_start(model, curves[i : i + cfg.chunk], cfg)

@@ -98,6 +98,7 @@ def _fit_and_write(case_dir, cfg, fit_cfg: FitConfig, out_dir: Path, logger: Any
         else None
     )
     prepared = load_prepared(case_dir, fit_cfg, say)
+    fit_start = time.perf_counter()
     if fit_cfg.method in ("bsvd", "nlr"):
         raw, fitqc, extra = _baseline(prepared, fit_cfg.method)
     else:
@@ -106,6 +107,7 @@ def _fit_and_write(case_dir, cfg, fit_cfg: FitConfig, out_dir: Path, logger: Any
         fitqc = fit.fitqc_hu
         extra = {"fit": fit}
     maps, valid, counts = mask_unphysical(raw, prepared.brain)
+    fit_time = time.perf_counter() - fit_start
     if fitqc is None:
         fitqc = box_model_fitqc(
             maps,
@@ -117,6 +119,7 @@ def _fit_and_write(case_dir, cfg, fit_cfg: FitConfig, out_dir: Path, logger: Any
     wall = time.perf_counter() - start
     fit = extra.get("fit")
     summary = _summary(prepared, fit_cfg, maps, valid, counts, wall, fit, case_dir)
+    summary["fit_time_s"] = fit_time
     with atomic_dir(out_dir) as tmp:
         write_maps(tmp, maps, prepared.affine, prepared.tissue, fitqc)
         write_json_atomic(tmp / "summary.json", summary)

@@ -102,7 +102,7 @@ def _plain(callback: EarlyStopping, plan: StopPlan) -> str:
         return f"training residual RMS reached {plan.target_rms_hu:.3g} ΔHU"
     if callback.stopping_reason.name == "PATIENCE_EXHAUSTED":
         return (
-            f"no relative improvement of {callback.min_delta:g} in {callback.patience} checks "
+            f"no relative improvement of {abs(callback.min_delta):g} in {callback.patience} checks "
             f"(best RMS {best:.3g} ΔHU)"
         )
     return str(callback.stopping_reason_message)
