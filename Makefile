@@ -22,16 +22,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv (torch 2.13.0 CPU first, then the project); fast when done
 
-INIT ?= checkpoints/resppinn-meta-cpu.ckpt
+INIT ?=
+INIT_ARG = $(if $(INIT),init=$(INIT))
 
-demo: install ## make the built-in phantom and fit ReSPPINN maps to it from the shipped init (data/demo/)
-	$(BIN)/perfusion phantom out=data/demo/phantom n=1 seed=0 && $(BIN)/perfusion fit data/demo/phantom/patient-000 out=data/demo/fit init=$(INIT) $(ARGS)
+demo: install ## make the built-in phantom and fit ReSPPINN maps to it with the default recipe (data/demo/)
+	$(BIN)/perfusion phantom out=data/demo/phantom n=1 seed=0 && $(BIN)/perfusion fit data/demo/phantom/patient-000 out=data/demo/fit $(INIT_ARG) $(ARGS)
 
 test: install ## run the test suite (no GPU, no network)
 	$(BIN)/python -m pytest -q $(ARGS)
 
-fit: install ## fit maps to a case from the shipped init: make fit CASE=path OUT=dir ARGS="key=value ..." (INIT= for none)
-	$(BIN)/perfusion fit $(or $(CASE),data/demo/phantom/patient-000) out=$(or $(OUT),data/fit) init=$(INIT) $(ARGS)
+fit: install ## fit maps to a case: make fit CASE=path OUT=dir ARGS="key=value ..." (INIT=ckpt to start from one)
+	$(BIN)/perfusion fit $(or $(CASE),data/demo/phantom/patient-000) out=$(or $(OUT),data/fit) $(INIT_ARG) $(ARGS)
 
 meta-train: install ## Reptile meta-training (CPU default; ARGS="config=meta/paper" for paper scale); resumes
 	$(BIN)/perfusion meta-train $(ARGS)

@@ -1,8 +1,8 @@
 """``perfusion bench [key=value ...]``: the accuracy benchmark (``make bench-accuracy``).
 
 Options are :class:`~perfusion.bench.BenchConfig` keys over ``configs/bench.yaml``;
-``config=bench/quick`` is the tiny quick mode used by the tests. Writes ``accuracy.md`` and
-``accuracy.json`` into ``out`` (default ``bench/results``).
+``config=bench/NAME`` runs another cohort (``configs/bench/*.yaml``), ``config=bench/quick`` the
+tiny quick mode the tests use. Writes ``README.md`` and ``accuracy.json`` into ``out``.
 """
 
 from __future__ import annotations
@@ -20,4 +20,4 @@ def main(argv: list[str]) -> None:
         raise PerfusionError(f"unexpected arguments {positionals}. {USAGE}")
     cfg = load_config(BenchConfig, ["bench.yaml"], overrides)
     result = run_accuracy(cfg, command_line(argv))
-    print(f"accuracy of {len(result['rows'])} fits: {cfg.out}/accuracy.md")
+    print(f"accuracy of {len(result['rows'])} fits: {cfg.out}/README.md")

@@ -73,7 +73,7 @@ class FieldsConfig:
     MTT comes from its own SIREN (shape of ``ode``) that reads only the k coarsest levels, so the
     MTT field is smooth on the scale of level k's cells while flow and delay keep full resolution.
     MTT is poorly identified per voxel at clinical noise; pooling it over neighbours keeps noisy
-    voxels out of the short-box minimum of Eq. (1) (bench/results/ablation). Needs an encoding."""
+    voxels out of the short-box minimum of Eq. (1) (docs/method.md). Needs an encoding."""
     ode_typical: list[float] = field(default_factory=lambda: [1.0, 0.4, 0.1])
     """Typical (flow, mtt, delay) in the fit's (Domain) units; a fresh f_ODE starts near them.
 

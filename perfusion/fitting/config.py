@@ -37,9 +37,7 @@ class LossConfig:
     ``integral``: Eq. (1) in its integrated form, ``f_TAC(x, tau) = F [cumA(tau - t_d) -
     cumA(tau - t_d - MTT)]`` with the tissue at rest before the first frame; f_TAC is detached
     as in ``detached``. It needs no derivative of the noisy f_TAC (see physics.CumulativeAif).
-    The default with ``norm=l2``, ``ode_prefit_steps=200`` and ``fields.mtt_levels=4``: the one
-    recipe that beat both classical baselines on CBF r and both region Dice scores at sigma 5
-    and 10 HU in bench/results/ablation-cohort (README, "Why the fit misses ischaemic tissue")."""
+    docs/method.md explains the default."""
     norm: str = "l2"
     """Norm of all three terms: ``l1`` (Table 3) or ``l2`` (mean squared error)."""
     aif: str = "measured"
@@ -52,13 +50,7 @@ class LossConfig:
     """Weight of a pull of f_ODE toward the pre-fit's start: the mean squared log-ratio of
     (flow, MTT, delay) to the smoothed grid start, added to the loss with this weight at step 0
     and decaying linearly to 0 at ``anchor_share`` of the steps (the start is computed for it
-    with or without the f_ODE pre-fit). Off by default. On the 64x64x16 held-out phantoms of ``perfusion compare`` the joint
-    fit's first steps drive f_ODE away from the start and lose the lesions it found (one patient:
-    map error 0.44 after the pre-fit, 0.89 after 25 steps, 0.78 after 100); with ``anchor=10`` and
-    ``optim.ode_lr_scale=0.1`` the start survives and is refined (bench/results/compare-anchor).
-    On the 128x128x32 accuracy phantom it helped without smoothing (bench/results/ablation-nosmooth)
-    and cost accuracy after the 2.7 mm smoothing, where the unanchored fit improves on the start
-    (bench/results/ablation)."""
+    with or without the f_ODE pre-fit). Off by default."""
     anchor_share: float = 1.0
     """Share of the steps over which the anchor's weight falls to 0."""
 

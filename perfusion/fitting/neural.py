@@ -7,6 +7,7 @@ f_TAC at every tissue voxel and frame (the fitqc residual), all back in physical
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,13 +130,14 @@ def _fit_region(
         ema=cfg.stop.ema,
     )
     callbacks = plan.callbacks(cfg.stop)
-    steps_run = 0
+    steps_run, train_s = 0, 0.0
     if steps > 0:  # 0: the pre-fits only
         data = CaseDataModule(samples, cfg.sampling, cfg.seed, steps)
+        started = time.perf_counter()
         trainer = run_trainer(
             module, data, steps, cfg.sampling.val_every, callbacks, cfg.progress_bar, logger
         )
-        steps_run = int(trainer.global_step)
+        steps_run, train_s = int(trainer.global_step), time.perf_counter() - started
     reason = (
         stop_reason(callbacks, steps_run, steps, plan) if steps > 0 else "steps=0: pre-fits only"
     )
@@ -158,6 +160,8 @@ def _fit_region(
             "noise": {**noise.to_dict(), "expected_residual_rms_hu": expected},
             "stop": stopping.summary(plan, reason, steps_run, module.best),
             "best_val_step": int(module.best["step"]),
+            "train_time_s": train_s,
+            "ms_per_step": 1000.0 * train_s / steps_run if steps_run else None,
         },
     }
 

@@ -2,24 +2,15 @@
 
 Eq. (1) is non-convex in (t_d, MTT). From the usual single starting point (healthy tissue:
 MTT 4 s, delay 1 s), gradient descent on a delayed, dispersed curve (ischaemic tissue) slides
-into a "short box, long delay" local minimum. On the noiseless 128x128x32 benchmark phantom,
-per-voxel Adam from that start gave core MTT 2.9 s and CBF 33 ml/100g/min (truth 8.3 s and 7.4)
-at a 27x higher residual than from a start near MTT 8 s; the neural fit, noiseless or at
-sigma 5 HU, ended with core MTT 2-3 s under every loss variant, norm, encoding resolution and
-step count tried. The classical box-model NLR avoids it with a grid start; this module gives
-the neural fit the same:
+into a "short box, long delay" local minimum with the same Tmax. The classical box-model NLR
+avoids it with a grid start; this module gives the neural fit the same (docs/method.md):
 
 1. :func:`grid_start_units`: per tissue voxel, the best (F, t_d, MTT) over the NLR start grid
    (F by linear least squares at each node), converted to Domain units;
-2. :func:`smoothed_start`: a small median filter of its log-parameters (noisy low-signal voxels);
+2. :func:`smoothed_start`: a median filter of its log-parameters (noisy low-signal voxels);
 3. :func:`prefit_ode`: a short Adam fit of f_ODE and the shared encoding to the logarithm of
    that start (squared error: an L1 fit treats a small lesion as outliers and ignores it),
-   before the joint fit, as ``prefit_aif`` does for f_AIF. The joint fit then refines it.
-
-Measured (``bench/results/ablation``): the pre-fit is what lets the fit find an rCBF < 30 %
-region at all, but the joint fit then drives low-signal voxels to MTT ~1 s with very high flow,
-which costs whole-brain CBF correlation unless MTT is pooled over neighbours
-(``fields.mtt_levels``); with both it is the default (``ode_prefit_steps=200``; 0 = off).
+   before the fit proper, as ``prefit_aif`` does for f_AIF. The fit then refines it.
 """
 
 from __future__ import annotations
@@ -36,8 +27,7 @@ MIN_DELAY_S = 0.1
 """The exp-output f_ODE needs t_d > 0: grid starts below this are raised to it."""
 ADAM_EPS = 1e-15
 """Instant-NGP's Adam epsilon. A fresh hash table starts at +-1e-4, so its gradients are tiny and
-the usual 1e-8 swamps them: with 1e-8 the 200-step pre-fit left the 10 ml lesion of the noiseless
-benchmark phantom at the healthy delay (core t_d 0.8-1.2 s, grid start 5.0 s); with 1e-15 it followed."""
+the usual 1e-8 swamps them: the pre-fit then leaves small lesions at the healthy delay."""
 MIN_FLOW_PER_S = 1e-4
 """Voxels without a positive least-squares flow start at this flow (CBF ~0.4 ml/100g/min)."""
 

@@ -1,8 +1,8 @@
 """``report.png``: what a user should look at after a fit, on one page.
 
 Rows: CBF, CBV, MTT and Tmax on three axial slices in clinical colour scales (jet-like, fixed
-ranges as clinical viewers show them); the AIF/VOF samples with the fitted f_AIF; four voxels'
-data against the fitted f_TAC; the loss curves; a text box with the DEFUSE-3 numbers and the
+ranges as clinical viewers show them); the AIF/VOF samples with the AIF the fit used; four
+voxels' data against the fit; the residual against the noise level; a text box with the DEFUSE-3 numbers and the
 note that Tmax is well determined while its delay/MTT split is not.
 """
 
@@ -73,7 +73,7 @@ def _plot_curves(ax, prepared: PreparedCase, fit: Any) -> None:
         ax.plot(prepared.frame_times_s, prepared.vof_hu, "s", ms=3, color="tab:blue", label="VOF")
     if fit is not None and fit.curves:
         c = fit.curves
-        ax.plot(c["fine_time_s"], c["aif_fit_hu"], "-", color="k", label="fitted f_AIF")
+        ax.plot(c["fine_time_s"], c["aif_fit_hu"], "-", color="k", label="AIF of the fit")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("ΔHU")
     ax.set_title("arterial / venous input", fontsize=10)
@@ -81,7 +81,7 @@ def _plot_curves(ax, prepared: PreparedCase, fit: Any) -> None:
 
 
 def _plot_voxels(ax, fit: Any) -> None:
-    ax.set_title("tissue curves: data (dots) vs fitted f_TAC (lines)", fontsize=10)
+    ax.set_title("tissue curves: data (dots) vs the fit (lines)", fontsize=10)
     if fit is None or not fit.curves:
         ax.text(0.5, 0.5, "no neural fit", ha="center", transform=ax.transAxes)
         return

@@ -1,0 +1,65 @@
+"""Apply the recipe rule stated in configs/bench.yaml to finished bench results.
+
+    .venv/bin/python bench/rank_recipes.py
+
+Score of a recipe: the mean of its 3-patient mean map scores (perfusion.bench.map_score) over
+sigma 5, 10, 15 of bench/results/accuracy and sigma 5, 10 of bench/results/white and
+bench/results/exponential. Eligible: its sigma 0 row in bench/results/accuracy is within 0.03 of
+NLR's on CBF r and on both region Dice. Writes the ranking, best first, to
+bench/results/recipes/README.md and prints it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+CELLS = {"accuracy": (5.0, 10.0, 15.0), "white": (5.0, 10.0), "exponential": (5.0, 10.0)}
+NOT_RECIPES = {"bsvd", "nlr", "sppinn"}
+TOLERANCE = 0.03
+
+
+def means(name: str) -> dict[tuple[str, float], dict]:
+    data = json.loads((RESULTS / name / "accuracy.json").read_text())
+    return {(m["method"], m["noise_hu"]): m for m in data["means"] if m.get("aif") == "supplied"}
+
+
+def main() -> None:
+    tables = {name: means(name) for name in CELLS}
+    accuracy = tables["accuracy"]
+    recipes = sorted({m for m, _ in accuracy} - NOT_RECIPES)
+    nlr0 = accuracy[("nlr", 0.0)]
+    lines = []
+    for recipe in recipes:
+        scores = [tables[n][(recipe, s)]["map_score"] for n, cells in CELLS.items() for s in cells]
+        own0 = accuracy[(recipe, 0.0)]
+        short = [k for k in ("cbf_r", "rcbf30_dice", "tmax6_dice") if own0[k] < nlr0[k] - TOLERANCE]
+        fit_s = sum(tables[n][(recipe, s)]["fit_time_s"] for n, c in CELLS.items() for s in c)
+        lines.append((sum(scores) / len(scores), recipe, short, fit_s / len(scores)))
+    table = [
+        "# Choosing the default fit recipe",
+        "",
+        "Command: `.venv/bin/python bench/rank_recipes.py` over the results of `perfusion bench`,",
+        "`perfusion bench config=bench/white` and `perfusion bench config=bench/exponential`.",
+        "",
+        "Rule (configs/bench.yaml, stated before the runs): the highest mean map score over the",
+        "3-patient means at sigma 5, 10, 15 (accuracy) and 5, 10 (white, exponential), among the",
+        f"recipes whose sigma 0 row is within {TOLERANCE} of NLR's on CBF r and both region Dice;",
+        "within 0.01, the faster. `resppinn` is configs/fit.yaml as it stood before the runs.",
+        "",
+        "| recipe | mean score | mean fit s | sigma 0 against NLR |",
+        "|---|---|---|---|",
+    ]
+    for score, recipe, short, fit_s in sorted(lines, reverse=True):
+        verdict = "within" if not short else f"below by more than {TOLERANCE}: {', '.join(short)}"
+        table.append(f"| {recipe} | {score:.3f} | {fit_s:.1f} | {verdict} |")
+    text = "\n".join(table) + "\n"
+    out = RESULTS / "recipes" / "README.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
