@@ -25,6 +25,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from perfusion.config import load_config
+from perfusion.errors import PerfusionError
 from perfusion.evaluation import evaluate_fit
 from perfusion.io import write_json_atomic, write_text_atomic
 
@@ -186,10 +187,16 @@ def run_accuracy(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
             for auto in [False, True] if cfg.auto_aif else [False]:
                 for label, method, extra in runs(cfg):
                     fit_cfg = fit_config(cfg, method, extra)
-                    prepared = prepare_once(cfg, case_dir, work / f"noise{noise:g}", fit_cfg, auto)
                     name = f"{case_dir.name}{'-auto' if auto else ''}"
                     out_dir = work / f"fits-noise{noise:g}" / label / name
-                    row = bench_row(cfg, method, noise, case_dir, prepared, out_dir, fit_cfg)
+                    try:
+                        prepared = prepare_once(
+                            cfg, case_dir, work / f"noise{noise:g}", fit_cfg, auto
+                        )
+                        row = bench_row(cfg, method, noise, case_dir, prepared, out_dir, fit_cfg)
+                    except PerfusionError as exc:  # a failure is a result: recorded, not fatal
+                        row = {"method": method, "noise_hu": noise, "case": case_dir.name,
+                               "error": str(exc)}  # fmt: skip
                     rows.append({**row, "method": label, "aif": "auto" if auto else "supplied"})
                     print(_progress_line(rows[-1]), flush=True)
     _fit_time_ratios(rows)
@@ -267,7 +274,7 @@ def bench_row(
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean of every numeric metric per (method, noise, AIF mode) over patients (NaN-aware)."""
     groups: dict[tuple[str, float, str], list[dict[str, Any]]] = {}
-    for row in rows:
+    for row in (r for r in rows if not r.get("error")):
         key = (row["method"], row["noise_hu"], row.get("aif", "supplied"))
         groups.setdefault(key, []).append(row)
     means = []
@@ -364,6 +371,14 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("")
         if auto:
             lines += _gap_table(result["means"], noise)
+    failed = [r for r in result.get("rows", []) if r.get("error")]
+    if failed:
+        lines += ["Failed (left out of the means):", ""]
+        lines += [
+            f"- {r['method']} ({r['aif']} AIF) sigma {r['noise_hu']:g} {r['case']}: {r['error']}"
+            for r in failed
+        ]
+        lines.append("")
     fitted = [r for r in result.get("rows", []) if r.get("slices_z")]
     if fitted:
         where = "; ".join(
@@ -398,6 +413,9 @@ def _fmt(value: Any, digits: int) -> str:
 
 
 def _progress_line(row: dict[str, Any]) -> str:
+    if row.get("error"):
+        where = f"noise {row['noise_hu']:g} HU {row['case']} {row['method']} ({row['aif']} AIF)"
+        return f"{where}: failed: {row['error']}"
     return (
         f"noise {row['noise_hu']:g} HU {row['case']} {row['method']} ({row['aif']} AIF): "
         f"CBF r {row['cbf_r']:.3f}, Tmax MAE {row['tmax_mae']:.2f} s, "

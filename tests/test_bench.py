@@ -95,3 +95,24 @@ def test_sppinn_is_fitted_and_scored_on_the_lesion_slice(tmp_path):
     assert per_slice[z] >= 0.5 * per_slice.max()  # tissue mask, not brain mask, picks it
     assert row["wall_time_extrapolated"]
     assert f"sppinn sigma 5 patient-000: z {z}" in (tmp_path / "results" / "README.md").read_text()
+
+
+def test_a_failing_case_is_a_row_not_a_crash(tmp_path, monkeypatch):
+    """Automatic AIF selection can fail on a case: the bench records it and goes on."""
+    import perfusion.bench as bench
+    from perfusion.errors import PerfusionError
+
+    real = bench.prepare_once
+
+    def failing(cfg, case_dir, work, fit_cfg, auto=False):
+        if auto:
+            raise PerfusionError("automatic AIF selection: no voxel with an arterial bolus shape")
+        return real(cfg, case_dir, work, fit_cfg, auto)
+
+    monkeypatch.setattr(bench, "prepare_once", failing)
+    cfg = quick_config(tmp_path, "methods=[bsvd]", "auto_aif=true")
+    result = run_accuracy(cfg, "auto")
+    assert [r["aif"] for r in result["rows"]] == ["supplied", "auto"]
+    assert "error" in result["rows"][1] and len(result["means"]) == 1
+    text = (tmp_path / "results" / "README.md").read_text()
+    assert "Failed (left out of the means)" in text and "no voxel with an arterial" in text
