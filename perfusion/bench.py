@@ -170,11 +170,42 @@ def fit_one(cfg: BenchConfig, fit_cfg: Any, prepared_dir: Path, out_dir: Path) -
     """Fit a prepared case into ``out_dir``, or reuse a finished fit made with the same config."""
     from perfusion.fitting.run import fit_case
 
-    summary_path, saved = out_dir / "summary.json", out_dir / "config.yaml"
-    wanted = OmegaConf.to_yaml(fit_cfg, resolve=True)
-    if cfg.resume and summary_path.is_file() and saved.is_file() and saved.read_text() == wanted:
+    summary_path = out_dir / "summary.json"
+    if cfg.resume and summary_path.is_file() and _same_config(out_dir / "config.yaml", fit_cfg):
         return json.loads(summary_path.read_text())
     return fit_case(prepared_dir, fit_cfg, out_dir)
+
+
+def _same_config(saved: Path, fit_cfg: Any) -> bool:
+    """Whether the fit at ``saved`` ran ``fit_cfg`` in everything that shapes its maps: its
+    config.yaml, completed with today's defaults for keys added since (a new key's default keeps
+    the old behaviour), against ``fit_cfg``, both through :func:`effective_settings`."""
+    from perfusion.fitting.config import FitConfig
+
+    if not saved.is_file():
+        return False
+    completed = OmegaConf.merge(OmegaConf.structured(FitConfig), OmegaConf.load(saved))
+    return effective_settings(completed) == effective_settings(fit_cfg)
+
+
+CLASSICAL = ("bsvd", "nlr")
+
+
+def effective_settings(fit_cfg: Any) -> dict[str, Any]:
+    """The FitConfig keys that can change a fit's maps: a classical method reads only its
+    preprocessing; the noise target and margin matter only to the noise rule; no stop setting
+    but the rule matters when the fit runs its ``steps``; logging and display never do."""
+    settings = OmegaConf.to_container(fit_cfg, resolve=True)
+    for key in ("progress_bar", "report", "tracking"):
+        settings.pop(key, None)
+    if settings["method"] in CLASSICAL:
+        return {"method": settings["method"], "preprocess": settings["preprocess"]}
+    stop = settings["stop"]
+    if stop["rule"] == "none":
+        settings["stop"] = {"rule": "none"}
+    elif stop["rule"] == "heldout":
+        stop.pop("target"), stop.pop("margin")
+    return settings
 
 
 def run_accuracy(cfg: BenchConfig, command: str = "") -> dict[str, Any]:

@@ -116,3 +116,17 @@ def test_a_failing_case_is_a_row_not_a_crash(tmp_path, monkeypatch):
     assert "error" in result["rows"][1] and len(result["means"]) == 1
     text = (tmp_path / "results" / "README.md").read_text()
     assert "Failed (left out of the means)" in text and "no voxel with an arterial" in text
+
+
+def test_a_fit_is_reused_when_nothing_that_shapes_its_maps_changed():
+    from perfusion.bench import effective_settings
+    from perfusion.fitting.config import FitConfig
+
+    def settings(*overrides):
+        return effective_settings(load_config(FitConfig, ["fit.yaml"], list(overrides)))
+
+    assert settings("method=bsvd", "stop.target=fit") == settings("method=bsvd", "steps=5")
+    assert settings("method=bsvd", "preprocess.smooth_sigma_mm=0") != settings("method=bsvd")
+    assert settings("stop.rule=none", "stop.target=fit") == settings("stop.rule=none")
+    assert settings("stop.target=fit") != settings("stop.target=sd")  # the noise rule reads it
+    assert settings("report=false") == settings("report=true")

@@ -117,7 +117,7 @@ def _fit_region(
     n_base = prepared.meta.get("baseline_frames", 1)
     expected = noise.residual_rms_hu(len(prepared.frame_times_s), n_base)
     data_rms = domain.tissue_hu(float(samples.tac.square().mean().sqrt()))
-    plan = plan_stop(cfg.stop, expected, data_rms, len(samples.heldout_rows) > 0)
+    plan = plan_stop(cfg.stop, noise, expected, data_rms, len(samples.heldout_rows) > 0)
     module = FieldFitModule(
         fields,
         samples,

@@ -24,7 +24,8 @@ from typing import Any
 from lightning.pytorch.callbacks import EarlyStopping
 
 from perfusion.errors import PerfusionError
-from perfusion.fitting.config import STOP_RULES, StopConfig
+from perfusion.fitting.config import STOP_RULES, STOP_TARGETS, StopConfig
+from perfusion.noise import NoiseEstimate
 
 NOISE_MONITOR = "stop/log_rms"
 HELDOUT_MONITOR = "val/log_rms"
@@ -66,12 +67,17 @@ class StopPlan:
 
 
 def plan_stop(
-    cfg: StopConfig, expected_rms_hu: float, data_rms_hu: float, has_heldout: bool
-) -> StopPlan:
-    """The plan for ``cfg`` given the residual RMS a perfect fit would leave (ΔHU) and the
-    RMS of the data themselves (ΔHU, the scale against which the noise counts as ~0)."""
+    cfg: StopConfig, noise: NoiseEstimate, expected_rms_hu: float, data_rms_hu: float,
+    has_heldout: bool,
+) -> StopPlan:  # fmt: skip
+    """The plan for ``cfg`` given the noise estimate, the residual RMS a perfect fit would leave
+    (ΔHU) and the RMS of the data themselves (ΔHU, the scale against which noise counts as ~0)."""
     if cfg.rule not in STOP_RULES:
         raise PerfusionError(f"stop.rule: {cfg.rule!r}, expected one of {STOP_RULES}")
+    if cfg.target not in STOP_TARGETS:
+        raise PerfusionError(f"stop.target: {cfg.target!r}, expected one of {STOP_TARGETS}")
+    if cfg.target == "sd":
+        expected_rms_hu = noise.sd_hu
     if cfg.rule in ("heldout", "both") and not has_heldout:
         raise PerfusionError(
             f"stop.rule={cfg.rule} needs held-out voxels (sampling.heldout_share > 0)"
