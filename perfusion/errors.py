@@ -11,9 +11,17 @@ class PerfusionError(Exception):
     Args:
         message: what is wrong, in one line.
         path: the file or folder at fault; prefixed to the message when given.
+        full_path: prefix the whole path, not only its name (for files whose name alone is
+            ambiguous, such as ``core.nii.gz`` in one of many case folders).
     """
 
-    def __init__(self, message: str, path: str | Path | None = None) -> None:
+    def __init__(
+        self, message: str, path: str | Path | None = None, full_path: bool = False
+    ) -> None:
         self.path = None if path is None else Path(path)
         self.fault = message
-        super().__init__(message if path is None else f"{Path(path).name or path}: {message}")
+        if path is None:
+            text = message
+        else:
+            text = f"{path if full_path else Path(path).name or path}: {message}"
+        super().__init__(text)

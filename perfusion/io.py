@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,12 @@ CTP_STORE_STEP_HU = 0.1
 integer HU (what scanners store) come back exactly; a range beyond +-3276 HU gets a coarser slope."""
 
 _TIME_UNIT_TO_S = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6, "unknown": 1.0}
+SPACING_RANGE_MM = (0.05, 50.0)
+"""Accepted voxel size per axis (mm): CT in-plane 0.2-1 mm, slices 0.5-10 mm, phantoms 1-6 mm.
+Outside it the affine is broken (0, NaN, metres, microns) and volumes in ml would be nonsense."""
+MAX_FRAME_GAP_S = 60.0
+"""Longest accepted interval between frames (s): CTP samples every 1-3 s, late phases every
+5-10 s; a minute is a second scan, lost frames, or times in ms read as s."""
 
 
 @dataclass
@@ -147,11 +154,29 @@ def read_ctp(
         bad = int((~np.isfinite(data)).sum())
         raise PerfusionError(f"{bad} NaN/Inf voxel values", path)
     check_hu(data, path)
+    check_affine(image.affine, path)
     if frame_times_s is None:
         times = read_frame_times(path, image, data.shape[3])
     else:
         times = validate_frame_times(frame_times_s, data.shape[3], path)
     return data, image.affine.astype(np.float64), times
+
+
+def check_affine(affine: np.ndarray, path: Path) -> None:
+    """Refuse a voxel-to-world affine that is not finite, is degenerate, or has absurd spacing."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if not np.isfinite(affine).all():
+        raise PerfusionError("affine (voxel-to-world) holds NaN/Inf", path)
+    spacing = voxel_spacing_mm(affine)
+    low, high = SPACING_RANGE_MM
+    if np.any(spacing < low) or np.any(spacing > high):
+        shown = " x ".join(f"{v:.3g}" for v in spacing)
+        raise PerfusionError(
+            f"voxel spacing {shown} mm outside {low:g}-{high:g} mm (broken affine or pixdim)", path
+        )
+    # columns nearly parallel: the voxels would be flat, their volume near 0
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-3 * float(np.prod(spacing)):
+        raise PerfusionError("affine axes are (nearly) parallel: not a 3-D grid", path)
 
 
 # Stored CT values are HU + 1024 (RescaleIntercept -1024): unsigned, air near 0-24, water at
@@ -225,13 +250,32 @@ def validate_frame_times(times: np.ndarray, n_frames: int, path: Path) -> np.nda
         raise PerfusionError(f"{times.size} frame times for {n_frames} frames", path)
     if not np.isfinite(times).all():
         raise PerfusionError("frame times contain NaN/Inf", path)
-    if np.any(np.diff(times) <= 0):
-        raise PerfusionError("frame times are not strictly increasing", path)
+    steps = np.diff(times)
+    if np.any(steps <= 0):
+        first = int(np.argmax(steps <= 0))
+        raise PerfusionError(
+            f"frame times are not strictly increasing (frame {first + 2} at "
+            f"{times[first + 1]:g} s after frame {first + 1} at {times[first]:g} s)",
+            path,
+        )
+    if steps.size and steps.max() > MAX_FRAME_GAP_S:
+        first = int(np.argmax(steps))
+        raise PerfusionError(
+            f"frames {first + 1} and {first + 2} are {steps[first]:g} s apart (more than "
+            f"{MAX_FRAME_GAP_S:g} s: a second scan, lost frames, or times in ms?)",
+            path,
+        )
     return times
 
 
-def read_mask(path: str | Path, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
-    """A binary mask that must lie on the scan's grid (same shape and affine within 1e-3 mm)."""
+def read_mask(
+    path: str | Path, shape: tuple[int, ...], affine: np.ndarray, label: int | None = None
+) -> np.ndarray:
+    """A 0/1 mask that must lie on the scan's grid (same shape and affine within 1e-3 mm).
+
+    ``label``: read a label image (values 0..N) keeping only voxels equal to ``label``; without
+    it any value other than 0 and 1 is refused (:func:`binary_mask`).
+    """
     path = Path(path)
     image = load_nifti(path)
     data = np.asarray(image.dataobj)
@@ -243,18 +287,64 @@ def read_mask(path: str | Path, shape: tuple[int, ...], affine: np.ndarray) -> n
         )
     if not np.allclose(image.affine, affine, atol=1e-3):
         raise PerfusionError("affine differs from the scan's affine", path)
+    return binary_mask(data, path, label)
+
+
+def binary_mask(data: np.ndarray, path: Path, label: int | None = None) -> np.ndarray:
+    """bool mask of a 0/1 image, or of one ``label`` of a label image; anything else is refused.
+
+    A label image (core 0-4, a probability map, a resampled 0.5) read as ``> 0.5`` would count
+    every label as lesion, silently; so the values must be exactly 0 and 1 unless a label is
+    chosen. Errors name the full path: mask files share names across case folders.
+    """
+    data = np.asarray(data)
     if not np.isfinite(data).all():
-        raise PerfusionError("mask contains NaN/Inf", path)
-    return data > 0.5
+        raise PerfusionError("mask contains NaN/Inf", path, full_path=True)
+    values = np.unique(data)
+    if label is not None:
+        if not np.any(values == label):
+            raise PerfusionError(
+                f"no voxel has label {label} (values found: {_values_text(values)})",
+                path,
+                full_path=True,
+            )
+        return data == label
+    if not np.isin(values, (0, 1)).all():
+        raise PerfusionError(
+            f"mask holds values {_values_text(values)}; expected 0 and 1 only "
+            "(a label image: pick one label)",
+            path,
+            full_path=True,
+        )
+    return data == 1
+
+
+def _values_text(values: np.ndarray, shown: int = 8) -> str:
+    """Sorted distinct values, e.g. ``0, 1, 2`` or ``0, 0.1, ..., 1 (1000 distinct values)``."""
+    text = [f"{v:g}" for v in np.asarray(values, dtype=np.float64)]
+    if len(text) <= shown:
+        return ", ".join(text)
+    return f"{', '.join(text[: shown - 1])}, ..., {text[-1]} ({len(text)} distinct values)"
 
 
 def read_curves(path: str | Path, frame_times_s: np.ndarray | None = None) -> InputCurves:
     """Read ``aif.tsv`` (columns ``time``, ``aif``, optional ``vof``) and check it against the scan."""
     path = Path(path)
     try:
-        table = np.genfromtxt(path, delimiter="\t", names=True, dtype=np.float64)
-    except (OSError, ValueError) as exc:
-        raise PerfusionError(f"unreadable TSV ({exc})", path) from None
+        rows = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PerfusionError(f"unreadable TSV ({type(exc).__name__})", path) from None
+    if len(rows) < 3:  # genfromtxt fails on these with IndexError, or returns a 0-d table
+        raise PerfusionError(
+            f"{max(len(rows) - 1, 0)} data rows; expected a header and at least 2 rows", path
+        )
+    try:
+        with warnings.catch_warnings():  # ragged rows warn, then raise ValueError below
+            warnings.simplefilter("ignore")
+            table = np.genfromtxt(path, delimiter="\t", names=True, dtype=np.float64)
+    except (OSError, ValueError, IndexError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise PerfusionError(f"unreadable TSV ({first})", path) from None
     names = table.dtype.names or ()
     for column in ("time", "aif"):
         if column not in names:
@@ -282,8 +372,12 @@ def read_curves(path: str | Path, frame_times_s: np.ndarray | None = None) -> In
     return InputCurves(time_s=time_s, aif_hu=aif, vof_hu=vof, source=str(path))
 
 
-def read_case(path: str | Path) -> Case:
-    """Read and validate a case folder (see the module docstring for the contract)."""
+def read_case(path: str | Path, core_label: int | None = None) -> Case:
+    """Read and validate a case folder (see the module docstring for the contract).
+
+    ``core_label``: read ``core.nii.gz`` as a label image and keep that label as the core;
+    without it the core must be a 0/1 mask.
+    """
     folder = Path(path)
     if not folder.is_dir():
         raise PerfusionError("case folder not found", folder)
@@ -299,7 +393,7 @@ def read_case(path: str | Path) -> Case:
         if not case.brainmask.any():
             raise PerfusionError("brain mask is empty", folder / BRAINMASK_FILE)
     if (folder / CORE_FILE).is_file():
-        case.core = read_mask(folder / CORE_FILE, case.shape, affine)
+        case.core = read_mask(folder / CORE_FILE, case.shape, affine, core_label)
     return case
 
 

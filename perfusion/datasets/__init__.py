@@ -86,17 +86,30 @@ def read_nifti(path: str | Path) -> Case:
     return Case(path=path, ctp_hu=ctp, affine=affine, frame_times_s=times, meta={"layout": "nifti"})
 
 
-def read_any(path: str | Path, subject: str = "") -> Case:
-    """Read whatever :func:`detect_layout` finds at ``path`` (``subject``: ISLES 2024 root)."""
+def read_any(
+    path: str | Path,
+    subject: str = "",
+    series: int | None = None,
+    drop_incomplete: bool = False,
+    core_label: int | None = None,
+) -> Case:
+    """Read whatever :func:`detect_layout` finds at ``path``.
+
+    Args:
+        subject: ISLES 2024 root: the subject to read.
+        series: DICOM folder holding several series: the SeriesNumber to read.
+        drop_incomplete: DICOM: leave out frames lacking a slice instead of refusing.
+        core_label: case folder: keep this label of a label-image ``core.nii.gz``.
+    """
     layout = detect_layout(path)
     if layout == "case":
-        case = read_case(path)
+        case = read_case(path, core_label)
         case.meta.setdefault("layout", "case")
         return case
     readers = {
         "isles2018": read_isles2018,
         "isles2024": lambda p: read_isles2024(p, subject),
-        "dicom": read_dicom_series,
+        "dicom": lambda p: read_dicom_series(p, series, drop_incomplete),
         "nifti": read_nifti,
     }
     return readers[layout](path)

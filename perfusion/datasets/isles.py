@@ -24,7 +24,7 @@ import numpy as np
 
 from perfusion.datasets.grid import resample_nearest
 from perfusion.errors import PerfusionError
-from perfusion.io import Case, load_nifti, read_ctp
+from perfusion.io import Case, binary_mask, load_nifti, read_ctp
 
 VENDOR_MAPS = ("cbf", "cbv", "mtt", "tmax")
 ISLES2018_KINDS = {
@@ -158,9 +158,8 @@ def _load_3d(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def _mask_on_grid(path: Path, case: Case) -> np.ndarray:
     """A mask file as bool on the CTP grid (nearest through the world affines)."""
     data, affine = _load_3d(path)
-    if not np.isfinite(data).all():
-        raise PerfusionError("mask contains NaN/Inf", path)
-    return resample_nearest(data > 0.5, affine, case.shape, case.affine, fill=0).astype(bool)
+    mask = binary_mask(data, path)  # a label image is refused, never read as "> 0.5"
+    return resample_nearest(mask, affine, case.shape, case.affine, fill=0).astype(bool)
 
 
 def read_vendor_maps(case: Case) -> dict[str, np.ndarray]:

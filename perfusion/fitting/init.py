@@ -10,6 +10,9 @@ settings (steps, batch, loss) so the fit can repeat the inner loop.
 from __future__ import annotations
 
 import json
+import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +22,53 @@ from torch import nn
 from perfusion.errors import PerfusionError
 
 
+class UnsafeCheckpointError(PerfusionError):
+    """A torch file holding pickled objects beyond tensors and plain values: never loaded."""
+
+
+_UNSAFE_GLOBAL = re.compile(r"Unsupported (?:global|class): (?:GLOBAL )?([\w.]+)")
+
+
+def load_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
+    """``torch.load`` of a trusted-format file: tensors and plain containers only, on the CPU.
+
+    Every torch file the project reads goes through here with ``weights_only=True``: a pickle
+    may name any importable function (``os.system``, ``builtins.open``) and unpickling calls it,
+    so a crafted ``.ckpt``/``.pt`` would run code before any check could look at its content.
+    Our own files hold only tensors, dicts, lists, strings and numbers (numpy states are stored
+    as tensors, see :mod:`perfusion.meta.reptile`), so no global needs allow-listing.
+
+    Raises:
+        UnsafeCheckpointError: the file names a global that is not a tensor or plain value.
+        PerfusionError: the file is missing, truncated or not a torch file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PerfusionError(f"{what} not found", path)
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error says it
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = _UNSAFE_GLOBAL.search(str(exc))
+        if found or "WeightsUnpickler" in str(exc):
+            name = found.group(1) if found else "an unsupported object"
+            raise UnsafeCheckpointError(
+                f"refused {what}: it holds pickled code or objects ({name}), not only tensors "
+                "and plain values; nothing was loaded",
+                path,
+            ) from None
+        raise PerfusionError(f"unreadable {what} (UnpicklingError)", path) from None
+    except Exception as exc:  # torch raises many types for corrupt or foreign files
+        raise PerfusionError(f"unreadable {what} ({type(exc).__name__})", path) from None
+
+
 def read_init(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint dict; missing or unreadable files raise :class:`PerfusionError`."""
+    """Read a checkpoint dict; missing, unreadable or unsafe files raise :class:`PerfusionError`."""
     path = Path(path)
     if not path.is_file():
         raise PerfusionError("initialisation checkpoint not found", path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise PerfusionError(f"unreadable checkpoint ({type(exc).__name__})", path) from None
+    checkpoint = load_torch_file(path, "checkpoint")
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise PerfusionError("not a field initialisation (no 'state_dict')", path)
     return checkpoint

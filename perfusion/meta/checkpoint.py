@@ -11,6 +11,9 @@
   preprocessing) that ``perfusion fit init=...`` repeats;
 - ``fit_config``: the whole inner-loop FitConfig (plain dict), to rebuild the same fields;
 - ``meta``: how it was made (outer steps, cohort, machine, time); ``sha256`` of the weights.
+
+It is read with ``weights_only=True`` (:func:`perfusion.fitting.init.load_torch_file`), so the
+payload holds tensors and plain values only (dicts, lists, str, int, float, bool, None).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from perfusion.config import save_resolved, to_object
 from perfusion.errors import PerfusionError
 from perfusion.fields import build_fields
+from perfusion.fitting.init import UnsafeCheckpointError, load_torch_file
 from perfusion.meta.checkpoint import export_init
 from perfusion.meta.config import MetaConfig
 from perfusion.meta.reptile import MetaReptileModule, frame_of
@@ -85,7 +86,10 @@ def run_meta_train(cfg: MetaConfig) -> Path:
         config=OmegaConf.to_container(cfg, resolve=True),
     )
     start = time.perf_counter()
-    _trainer(plain, run_dir, logger).fit(module, ckpt_path=str(resume) if resume else None)
+    # weights_only: Lightning would otherwise follow torch's default; say it, never rely on it
+    _trainer(plain, run_dir, logger).fit(
+        module, ckpt_path=str(resume) if resume else None, weights_only=True
+    )
     finish(logger)
     if module.global_step < plain.n_outer:
         raise PerfusionError(
@@ -114,21 +118,22 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     """
     steps = {}
     for path in [run_dir / "last.ckpt", *sorted(run_dir.glob("step-*.ckpt"))]:
-        try:
-            steps[path] = int(
-                torch.load(path, map_location="cpu", weights_only=False)["global_step"]
-            )
-        except Exception:  # missing, partial or foreign file: not a resume point
+        if not path.is_file():
             continue
+        try:
+            steps[path] = int(load_torch_file(path, "resume checkpoint")["global_step"])
+        except UnsafeCheckpointError:
+            raise  # crafted, not killed mid-write: refuse the run rather than skip the file
+        except (PerfusionError, KeyError, TypeError, ValueError, IndexError):
+            continue  # partial or foreign file: not a resume point
     return max(steps, key=steps.get) if steps else None
 
 
 def check_resumable(last: Path, fields, cfg: MetaConfig) -> int:
     """The outer step of ``last``; refuses a checkpoint of other fields or another frame."""
-    try:
-        saved = torch.load(last, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for a corrupt file
-        raise PerfusionError(f"unreadable resume checkpoint ({type(exc).__name__})", last) from None
+    saved = load_torch_file(last, "resume checkpoint")
+    if not isinstance(saved, dict):
+        raise PerfusionError("not a resume checkpoint (no dict)", last)
     for key, now in (("architecture", fields.architecture()), ("frame", frame_of(cfg.fit))):
         found = saved.get(key)
         if found is not None and found != now:

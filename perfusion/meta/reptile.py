@@ -220,8 +220,9 @@ class MetaReptileModule(L.LightningModule):
 
 
 def _numpy_state_plain() -> list[Any]:
-    """numpy's RNG state as a tensor and scalars: Lightning resumes with ``torch.load`` under
-    ``weights_only=True``, which refuses numpy arrays (resuming failed with UnpicklingError)."""
+    """numpy's RNG state as a tensor and scalars: resuming loads with ``weights_only=True``
+    (:func:`perfusion.fitting.init.load_torch_file`, ``Trainer.fit(weights_only=True)``), which
+    refuses numpy arrays, so nothing but tensors and plain values may enter a checkpoint."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return [
         str(name),

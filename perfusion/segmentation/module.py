@@ -24,6 +24,7 @@ from monai.networks.nets import UNet
 from monai.transforms import DivisiblePad
 
 from perfusion.errors import PerfusionError
+from perfusion.fitting.init import load_torch_file
 from perfusion.io import write_bytes_atomic
 from perfusion.segmentation.metrics import dice
 
@@ -187,10 +188,12 @@ def load_bundle(path: str | Path) -> tuple[SegmentationModule, dict[str, Any]]:
     path = path / MODEL_FILE if path.is_dir() else path
     if not path.is_file():
         raise PerfusionError("no trained model (run `perfusion train-seg` first)", path)
+    payload = load_torch_file(path, "trained model")  # tensors and plain values only
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
         module = SegmentationModule(**payload["hparams"])
         module.load_state_dict(payload["state_dict"])
+        meta = payload["meta"]
     except (RuntimeError, KeyError, TypeError, ValueError) as exc:
-        raise PerfusionError(f"unreadable model: {str(exc).splitlines()[0]}", path) from None
-    return module.eval(), payload["meta"]
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise PerfusionError(f"unreadable model: {first}", path) from None
+    return module.eval(), meta
