@@ -2,10 +2,12 @@
 
 Rules (field.md section 3): core = rCBF < 30 % (Straka 2010; CBF relative to the healthy
 hemisphere's median), hypoperfusion = Tmax > 6 s (Olivot 2014), DEFUSE-3 target = core < 70 ml,
-mismatch ratio >= 1.8 and mismatch volume >= 15 ml (Albers 2018). CSF and large vessels are
-excluded (``tissue`` mask). Hemispheres are split at the standard frame's mid-sagittal plane
-(x = 0 mm); the affected side is the one with the larger Tmax > 6 s volume, or, when neither has
-any, the one with the lower median CBF.
+mismatch ratio >= 1.8 and mismatch volume >= 15 ml (Albers 2018); hypoperfusion intensity ratio
+HIR = volume Tmax > 10 s / volume Tmax > 6 s. CSF and large vessels are excluded (``tissue``
+mask). Hemispheres are split at the standard frame's mid-sagittal plane (x = 0 mm); the core is
+measured in the hemisphere with the larger Tmax > 6 s volume, or, when neither has any, the one
+with the lower median CBF. That hemisphere is reported as the affected side only when a lesion
+was found (core >= 1 ml or Tmax > 6 s >= 5 ml): below both, the maps name no side.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ SEVERE_TMAX_S = 10.0
 DEFUSE3_MAX_CORE_ML = 70.0
 DEFUSE3_MIN_RATIO = 1.8
 DEFUSE3_MIN_MISMATCH_ML = 15.0
+LESION_MIN_CORE_ML = 1.0
+LESION_MIN_TMAX_ML = 5.0
+"""Below both volumes no perfusion lesion is reported (and no side is named): a few voxels of
+noise cross the thresholds in every healthy brain."""
 
 
 def hemispheres(standard_x_mm: np.ndarray) -> dict[str, np.ndarray]:
@@ -34,16 +40,23 @@ def affected_side(cbf: np.ndarray, tmax: np.ndarray, usable: np.ndarray, sides: 
     return "left" if medians["left"] <= medians["right"] else "right"
 
 
-def defuse3_summary(
-    maps: dict, usable: np.ndarray, standard_x_mm: np.ndarray, voxel_volume_ml: float
-) -> dict:
-    """The summary dict for ``summary.json``.
+def lesion_found(core_ml: float, hypo_ml: float) -> bool:
+    """Whether the volumes make a perfusion lesion: core >= 1 ml or Tmax > 6 s >= 5 ml."""
+    return core_ml >= LESION_MIN_CORE_ML or hypo_ml >= LESION_MIN_TMAX_ML
+
+
+def defuse3_masks(maps: dict, usable: np.ndarray, standard_x_mm: np.ndarray) -> dict:
+    """The regions behind the summary, as bool volumes (the report draws these).
 
     Args:
         maps: ``cbf`` and ``tmax`` volumes (ml/100g/min, s).
         usable: bool volume, tissue voxels (no CSF or vessels) whose maps are physical.
         standard_x_mm: the standard-frame x (mm) of every voxel, same shape.
-        voxel_volume_ml: volume of one voxel (ml).
+
+    Returns:
+        ``core`` (rCBF < 30 % on the measured side), ``core_both_sides``, ``hypo`` (Tmax > 6 s),
+        ``severe`` (Tmax > 10 s), bool volumes; ``side`` (the hemisphere the core is measured
+        in) and ``healthy_median_cbf`` (the rCBF reference, ml/100g/min).
     """
     cbf, tmax = maps["cbf"], maps["tmax"]
     sides = hemispheres(standard_x_mm)
@@ -51,21 +64,48 @@ def defuse3_summary(
     healthy = "right" if side == "left" else "left"
     reference = _median(cbf[usable & sides[healthy]])
     rcbf = cbf / reference if reference > 0 else np.zeros_like(cbf)
-    core_mask = usable & sides[side] & (rcbf < CORE_RCBF)
-    hypo_mask = usable & (tmax > HYPO_TMAX_S)
-    core = float(core_mask.sum()) * voxel_volume_ml
-    hypo = float(hypo_mask.sum()) * voxel_volume_ml
-    severe = float((usable & (tmax > SEVERE_TMAX_S)).sum()) * voxel_volume_ml
+    low = usable & (rcbf < CORE_RCBF)
+    return {
+        "core": low & sides[side],
+        "core_both_sides": low,
+        "hypo": usable & (tmax > HYPO_TMAX_S),
+        "severe": usable & (tmax > SEVERE_TMAX_S),
+        "side": side,
+        "healthy_median_cbf": reference,
+    }
+
+
+def defuse3_summary(
+    maps: dict, usable: np.ndarray, standard_x_mm: np.ndarray, voxel_volume_ml: float
+) -> dict:
+    """The summary dict for ``summary.json`` (arguments as :func:`defuse3_masks`).
+
+    ``affected_side`` is ``left``/``right`` when a lesion was found (:func:`lesion_found`), else
+    None; ``measured_side`` always names the hemisphere the core was measured in.
+
+    Args:
+        maps: ``cbf`` and ``tmax`` volumes (ml/100g/min, s).
+        usable: bool volume, tissue voxels (no CSF or vessels) whose maps are physical.
+        standard_x_mm: the standard-frame x (mm) of every voxel, same shape.
+        voxel_volume_ml: volume of one voxel (ml).
+    """
+    masks = defuse3_masks(maps, usable, standard_x_mm)
+    core, hypo, severe = (
+        float(masks[k].sum()) * voxel_volume_ml for k in ("core", "hypo", "severe")
+    )
     ratio = hypo / core if core > 0 else None
     mismatch = hypo - core
     eligible = core < DEFUSE3_MAX_CORE_ML and mismatch >= DEFUSE3_MIN_MISMATCH_ML
     eligible = bool(eligible and (ratio is None or ratio >= DEFUSE3_MIN_RATIO))
+    found = lesion_found(core, hypo)
     return {
-        "affected_side": side,
-        "healthy_median_cbf": reference,
+        "lesion_found": found,
+        "affected_side": masks["side"] if found else None,
+        "measured_side": masks["side"],
+        "healthy_median_cbf": masks["healthy_median_cbf"],
         "core_rule": f"rCBF < {CORE_RCBF:.0%} of the healthy hemisphere's median, affected side",
         "core_volume_ml": core,
-        "core_volume_both_sides_ml": float((usable & (rcbf < CORE_RCBF)).sum()) * voxel_volume_ml,
+        "core_volume_both_sides_ml": float(masks["core_both_sides"].sum()) * voxel_volume_ml,
         "tmax_gt_6s_volume_ml": hypo,
         "tmax_gt_10s_volume_ml": severe,
         "hypoperfusion_intensity_ratio": severe / hypo if hypo > 0 else None,

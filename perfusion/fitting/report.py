@@ -1,139 +1,159 @@
-"""``report.png``: what a user should look at after a fit, on one page.
+"""The pages written after a fit: ``report.png``, ``mosaic.png`` and ``diagnostics.png``.
 
-Rows: CBF, CBV, MTT and Tmax on three axial slices in clinical colour scales (jet-like, fixed
-ranges as clinical viewers show them); the AIF/VOF samples with the AIF the fit used; four
-voxels' data against the fit; the residual against the noise level; a text box with the DEFUSE-3 numbers and the
-note that Tmax is well determined while its delay/MTT split is not.
+This module assembles what the pages show from the fit's outputs and hands it to
+:mod:`perfusion.report`, which only draws:
+
+- ``report.png``, the clinical page: maps on the slices with the most lesion, outlines of the
+  core and of Tmax > 6 s exactly as :func:`perfusion.fitting.defuse.defuse3_masks` defines them
+  (the regions behind the DEFUSE-3 numbers of ``summary.json``), the AIF/VOF with preprocessing's
+  record of them (``meta["aif"]``), and, when the case folder holds ``core.nii.gz``, its outline
+  and the Dice of the predicted core.
+- ``mosaic.png``: Tmax and CBF on every slice of the brain.
+- ``diagnostics.png``: the fit against the data, the residual against the noise, the losses.
 """
 
 from __future__ import annotations
 
+import json
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from perfusion.errors import PerfusionError
+from perfusion.evaluation import dice
+from perfusion.fitting.defuse import defuse3_masks
+from perfusion.io import CORE_FILE, SIDECAR_FILE, read_mask, write_bytes_atomic
+from perfusion.prepared import PreparedCase
+from perfusion.report import (
+    ArterialInput,
+    Header,
+    MapSet,
+    Reference,
+    clinical_figure,
+    diagnostics_figure,
+    mosaic_figure,
+)
 
-from perfusion.io import write_bytes_atomic  # noqa: E402
-from perfusion.prepared import PreparedCase  # noqa: E402
-
-CLINICAL_SCALES = {
-    "cbf": ("CBF (ml/100g/min)", 0.0, 80.0),
-    "cbv": ("CBV (ml/100g)", 0.0, 6.0),
-    "mtt": ("MTT (s)", 0.0, 12.0),
-    "tmax": ("Tmax (s)", 0.0, 12.0),
-}
-"""Display ranges as common clinical viewers set them (RAPID-like Tmax 0-10+ s)."""
+MOSAIC_PNG = "mosaic.png"
+DIAGNOSTICS_PNG = "diagnostics.png"
+ACQUISITION_KEYS = ("AcquisitionDateTime", "acquisition_time", "AcquisitionTime")
+"""Keys of the acquisition time in ``prepared.meta`` or the case's ``ctp.json``, first found."""
 
 
 def write_report(
-    path: Path, maps: dict, prepared: PreparedCase, summary: dict[str, Any], fit: Any = None
-) -> Path:
-    """Draw the report for ``maps`` (volumes) of ``prepared`` and save it atomically as PNG."""
-    fig = plt.figure(figsize=(16, 13), dpi=80)
-    grid = fig.add_gridspec(5, 4, height_ratios=[1, 1, 1, 1, 1.1])
-    zs = _slices(prepared.brain)
-    for col, (name, (label, low, high)) in enumerate(CLINICAL_SCALES.items()):
-        for row, z in enumerate(zs):
-            ax = fig.add_subplot(grid[row, col])
-            image = np.where(prepared.brain[..., z], maps[name][..., z], np.nan)
-            shown = ax.imshow(np.rot90(image), cmap="jet", vmin=low, vmax=high)
-            ax.set_axis_off()
-            ax.set_title(f"{label}, z={z}", fontsize=9)
-            if row == len(zs) - 1:
-                fig.colorbar(shown, ax=ax, fraction=0.046)
-    _plot_curves(fig.add_subplot(grid[3, :2]), prepared, fit)
-    _plot_voxels(fig.add_subplot(grid[3, 2:]), fit)
-    _plot_losses(fig.add_subplot(grid[4, :2]), fit, summary.get("loss_norm", "l1"))
-    _text(fig.add_subplot(grid[4, 2:]), summary)
-    fig.suptitle(f"{summary['method']} perfusion maps: {summary.get('case', '')}", fontsize=12)
-    fig.subplots_adjust(left=0.04, right=0.97, top=0.95, bottom=0.04, hspace=0.35, wspace=0.25)
-    png = path.with_suffix(".tmp.png")
-    fig.savefig(png)
-    plt.close(fig)
-    write_bytes_atomic(path, png.read_bytes())
-    png.unlink()
-    return path
+    path: Path,
+    maps: dict,
+    prepared: PreparedCase,
+    summary: dict[str, Any],
+    fit: Any = None,
+    usable: np.ndarray | None = None,
+) -> list[Path]:
+    """Write the clinical page to ``path`` and the mosaic and diagnostics beside it (atomically).
+
+    Args:
+        path: the clinical page's file (``report.png``).
+        maps: ``cbf``, ``cbv``, ``mtt``, ``tmax`` volumes (masked as written).
+        prepared: the case the maps were fitted to.
+        summary: the ``summary.json`` dict (``case``, ``method``, ``defuse3``, ...).
+        fit: the neural fit (FieldFit) or None for classical methods.
+        usable: bool volume of the voxels the DEFUSE-3 numbers count (tissue with physical
+            maps); ``prepared.tissue`` when None.
+
+    Returns:
+        The three paths written.
+    """
+    path = Path(path)
+    figures = report_figures(maps, prepared, summary, fit, usable)
+    targets = [path, path.with_name(MOSAIC_PNG), path.with_name(DIAGNOSTICS_PNG)]
+    for target, figure in zip(targets, figures.values(), strict=True):
+        _save(figure, target)
+    return targets
 
 
-def _slices(brain: np.ndarray) -> list[int]:
-    """Three axial slices through the brain (quartiles of its z extent)."""
-    zs = np.nonzero(brain.any(axis=(0, 1)))[0]
-    if zs.size == 0:
-        return [brain.shape[2] // 2] * 3
-    return [int(zs[int(q * (len(zs) - 1))]) for q in (0.3, 0.5, 0.7)]
+def report_figures(
+    maps: dict,
+    prepared: PreparedCase,
+    summary: dict[str, Any],
+    fit: Any = None,
+    usable: np.ndarray | None = None,
+) -> dict[str, Figure]:
+    """The three pages as Figures (arguments as :func:`write_report`), keyed clinical, mosaic,
+    diagnostics."""
+    case_dir = Path(str(summary.get("case") or "."))
+    truth = _reference_core(case_dir, prepared)
+    mapset = report_mapset(maps, prepared, usable, truth)
+    inputs = ArterialInput.from_meta(
+        prepared.frame_times_s, prepared.aif_hu, prepared.vof_hu, prepared.meta.get("aif")
+    )
+    reference = None
+    if truth is not None:
+        volume = float(truth.sum()) * prepared.voxel_volume_ml
+        reference = Reference(volume, dice(mapset.regions["core"], truth))
+    name = case_dir.name or "case"
+    header = Header(name, summary["method"], acquisition_time(case_dir, prepared.meta))
+    return {
+        "clinical": clinical_figure(mapset, summary["defuse3"], header, inputs, reference),
+        "mosaic": mosaic_figure(mapset, f"{name}: Tmax and CBF on every slice"),
+        "diagnostics": diagnostics_figure(
+            summary, inputs, fit, f"{name}: {summary['method']} fit diagnostics"
+        ),
+    }
 
 
-def _plot_curves(ax, prepared: PreparedCase, fit: Any) -> None:
-    ax.plot(prepared.frame_times_s, prepared.aif_hu, "o", ms=3, color="tab:red", label="AIF (data)")
-    if prepared.vof_hu is not None:
-        ax.plot(prepared.frame_times_s, prepared.vof_hu, "s", ms=3, color="tab:blue", label="VOF")
-    if fit is not None and fit.curves:
-        c = fit.curves
-        ax.plot(c["fine_time_s"], c["aif_fit_hu"], "-", color="k", label="AIF of the fit")
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("ΔHU")
-    ax.set_title("arterial / venous input", fontsize=10)
-    ax.legend(fontsize=8)
+def report_mapset(
+    maps: dict,
+    prepared: PreparedCase,
+    usable: np.ndarray | None = None,
+    truth_core: np.ndarray | None = None,
+) -> MapSet:
+    """What the pages draw: the maps, the DEFUSE-3 regions, the orientation, the vessel MIP."""
+    usable = prepared.tissue if usable is None else usable
+    standard_x = prepared.standard_mm()[:, 0].reshape(prepared.shape)
+    masks = defuse3_masks(maps, usable, standard_x)
+    regions = {"core": masks["core"], "hypo": masks["hypo"]}
+    if truth_core is not None:
+        regions["truth"] = truth_core
+    return MapSet(
+        maps={k: maps[k] for k in ("cbf", "cbv", "mtt", "tmax")},
+        brain=prepared.brain,
+        regions=regions,
+        voxel_to_patient=np.asarray(prepared.scan_to_standard) @ prepared.affine,
+        vessel_mip=prepared.tissue_hu.max(axis=(2, 3)),
+    )
 
 
-def _plot_voxels(ax, fit: Any) -> None:
-    ax.set_title("tissue curves: data (dots) vs the fit (lines)", fontsize=10)
-    if fit is None or not fit.curves:
-        ax.text(0.5, 0.5, "no neural fit", ha="center", transform=ax.transAxes)
-        return
-    c = fit.curves
-    for i, (data, fitted) in enumerate(zip(c["voxel_data_hu"], c["voxel_fit_hu"], strict=True)):
-        color = f"C{i}"
-        ax.plot(c["time_s"], data, ".", color=color, ms=4)
-        ax.plot(c["fine_time_s"], fitted, "-", color=color, label=f"voxel {tuple(c['voxels'][i])}")
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("ΔHU")
-    ax.legend(fontsize=7)
+def acquisition_time(case_dir: Path, meta: dict[str, Any]) -> str | None:
+    """The scan's acquisition time from ``meta`` or the case's ``ctp.json``; None when absent."""
+    sources = [meta]
+    sidecar = case_dir / SIDECAR_FILE
+    if sidecar.is_file():
+        try:
+            sources.append(json.loads(sidecar.read_text()))
+        except (OSError, ValueError):
+            pass
+    for source in sources:
+        for key in ACQUISITION_KEYS:
+            if source.get(key):
+                date = source.get("AcquisitionDate") if key == "AcquisitionTime" else None
+                return f"{date} {source[key]}" if date else str(source[key])
+    return None
 
 
-def _plot_losses(ax, fit: Any, norm: str) -> None:
-    """The fit's residual against the data's noise, step by step."""
-    ax.set_title("fit residual (RMS, ΔHU) and the noise of the data", fontsize=10)
-    if fit is None or not fit.history:
-        ax.text(
-            0.5, 0.5, "no training steps (classical method)", ha="center", transform=ax.transAxes
-        )
-        return
-    steps = [h["step"] for h in fit.history]
-    ax.plot(steps, [h["rms_hu"] for h in fit.history], lw=1, label="training voxels")
-    held = [(h["step"], h["val_rms_hu"]) for h in fit.history if "val_rms_hu" in h]
-    if held:
-        ax.plot(*zip(*held, strict=True), "o-", ms=3, label="held-out voxels")
-    expected = (fit.info.get("noise") or {}).get("expected_residual_rms_hu")
-    if expected:
-        ax.axhline(expected, color="k", ls="--", lw=1, label="noise level (estimated)")
-    stop = fit.info.get("stop") or {}
-    if stop.get("maps_from_step"):
-        ax.axvline(stop["maps_from_step"], color="C3", lw=1, label="maps from this step")
-    ax.set_xlabel("step")
-    ax.legend(fontsize=8)
+def _reference_core(case_dir: Path, prepared: PreparedCase) -> np.ndarray | None:
+    """The case folder's ``core.nii.gz`` on the maps' grid, or None (absent or not matching)."""
+    path = case_dir / CORE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return read_mask(path, prepared.shape, prepared.affine)
+    except PerfusionError:
+        return None
 
 
-def _text(ax, summary: dict[str, Any]) -> None:
-    ax.set_axis_off()
-    d = summary["defuse3"]
-    ratio = d["mismatch_ratio"]
-    lines = [
-        f"method {summary['method']}, steps {summary.get('steps', 0)}, "
-        f"wall time {summary['wall_time_s']:.0f} s",
-        f"affected side: {d['affected_side']}; healthy median CBF {d['healthy_median_cbf']:.1f}",
-        f"core (rCBF < 30%): {d['core_volume_ml']:.1f} ml",
-        f"Tmax > 6 s: {d['tmax_gt_6s_volume_ml']:.1f} ml; > 10 s: {d['tmax_gt_10s_volume_ml']:.1f} ml",
-        f"mismatch {d['mismatch_volume_ml']:.1f} ml, ratio "
-        + ("n/a (no core)" if ratio is None else f"{ratio:.2f}"),
-        f"DEFUSE-3 target mismatch: {'yes' if d['defuse3_target_mismatch'] else 'no'}",
-        f"unphysical voxels masked: {summary['unphysical_voxels']['any']}",
-        f"Tmax convention: {summary['tmax_convention']}",
-        "",
-        summary["note"],
-    ]
-    ax.text(0, 1, "\n".join(lines), va="top", fontsize=9, wrap=True, transform=ax.transAxes)
+def _save(figure: Figure, path: Path) -> None:
+    buffer = BytesIO()
+    figure.savefig(buffer, format="png")
+    write_bytes_atomic(path, buffer.getvalue())

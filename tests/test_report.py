@@ -1,0 +1,168 @@
+"""The fit report's pages on tiny synthetic maps (no fitting): radiological orientation with R/L
+marks, the lesion's slices shown, no side named without a lesion, the three files written."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.text import Text
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fitting_case import make_prepared, tissue_labels, truth_volumes  # noqa: E402
+
+from perfusion.fitting.defuse import defuse3_summary  # noqa: E402
+from perfusion.fitting.report import write_report  # noqa: E402
+from perfusion.io import CORE_FILE, write_nifti_atomic  # noqa: E402
+from perfusion.report import (  # noqa: E402
+    ArterialInput,
+    AxialView,
+    Header,
+    MapSet,
+    clinical_figure,
+    lesion_slices,
+    mosaic_figure,
+)
+from perfusion.report.clinical import NO_LESION  # noqa: E402
+
+SHAPE = (12, 10, 6)
+RAS = np.diag([2.0, 2.0, 5.0, 1.0])  # increasing i runs to the patient's right
+LAS = np.diag([-2.0, 2.0, 5.0, 1.0])  # increasing i runs to the patient's left
+
+
+def x_mm(affine: np.ndarray) -> np.ndarray:
+    """Patient x (mm, RAS: > 0 right) of every voxel, the midline at the grid's centre."""
+    ijk = np.indices(SHAPE, dtype=float).reshape(3, -1)
+    x = affine[0, :3] @ ijk
+    return (x - x.mean()).reshape(SHAPE)
+
+
+def synthetic(affine=RAS, lesion: bool = True) -> tuple[MapSet, dict]:
+    """An ellipsoid brain, CBF 50 / Tmax 3 s; with ``lesion`` a left-sided lesion: Tmax 9 s on
+    slices 1-4 (more of it on 1-3), core (CBF 5) largest on slice 4. Returns the MapSet and the DEFUSE-3 numbers."""
+    i, j, _ = np.indices(SHAPE)
+    brain = ((i - 5.5) / 5.5) ** 2 + ((j - 4.5) / 4.5) ** 2 < 1.0
+    brain[..., 0] = False
+    x = x_mm(affine)
+    maps = {"cbf": np.full(SHAPE, 50.0), "cbv": np.full(SHAPE, 4.0), "mtt": np.full(SHAPE, 4.8)}
+    maps["tmax"] = np.full(SHAPE, 3.0)
+    if lesion:
+        hypo = brain & (x < -1.0)  # wider on slices 1-3 than on slice 4
+        hypo[..., 4] &= x[..., 4] < -5.0
+        hypo[..., 5] = False
+        maps["tmax"][hypo] = 9.0
+        core = hypo & (x < -6.0)
+        core[..., 1:4] &= j[..., 1:4] < 3  # a smaller core on slices 1-3
+        maps["cbf"][core] = 5.0
+    numbers = defuse3_summary(maps, brain, x, voxel_volume_ml=1.0)
+    regions = {"core": brain & (maps["cbf"] < 15.0), "hypo": brain & (maps["tmax"] > 6.0)}
+    return MapSet(maps, brain, regions, affine), numbers
+
+
+def map_axes(fig, vmax: float | None = None) -> list:
+    """Axes showing a map (jet images), optionally only those of the scale ending at ``vmax``."""
+    axes = [ax for ax in fig.axes if ax.images and ax.images[0].get_cmap().name == "jet"]
+    return axes if vmax is None else [ax for ax in axes if ax.images[0].norm.vmax == vmax]
+
+
+def texts(fig) -> list[str]:
+    return [t.get_text() for t in fig.findobj(Text)]
+
+
+def test_axial_view_by_hand() -> None:
+    plane = np.arange(6).reshape(3, 2)  # plane[i, j]
+    view = AxialView.from_affine(RAS, (3, 2))
+    # columns: i reversed (patient right on the left); rows: j reversed (anterior up)
+    np.testing.assert_array_equal(view.image(plane), [[5, 3, 1], [4, 2, 0]])
+    shown = view.image(plane)
+    for i, j in np.ndindex(3, 2):
+        col, row = view.position(i, j)
+        assert shown[int(row), int(col)] == plane[i, j]
+    assert AxialView.from_affine(LAS, (3, 2)).image(plane).tolist() == [[1, 3, 5], [0, 2, 4]]
+
+
+def test_every_map_panel_has_side_marks() -> None:
+    mapset, numbers = synthetic()
+    fig = clinical_figure(mapset, numbers, Header("case", "bsvd"))
+    panels = map_axes(fig)
+    assert len(panels) == 4 * 5  # four maps on five slices
+    for ax in panels:
+        marks = {t.get_text(): t.get_position()[0] for t in ax.texts}
+        assert marks["R"] < 0.5 < marks["L"]  # R at the image's left edge
+
+
+@pytest.mark.parametrize("affine", [RAS, LAS], ids=["RAS", "LAS"])
+def test_left_lesion_shows_on_the_image_right(affine: np.ndarray) -> None:
+    mapset, numbers = synthetic(affine)
+    assert numbers["affected_side"] == "left"
+    fig = clinical_figure(mapset, numbers, Header("case", "bsvd"))
+    tmax_and_mtt, lesion_seen = map_axes(fig, 12.0), False
+    assert len(tmax_and_mtt) == 2 * 5
+    for ax in tmax_and_mtt:
+        image = np.asarray(ax.images[0].get_array().filled(np.nan))
+        columns = np.nonzero((image > 6.0).any(axis=0))[0]  # Tmax 9 s (MTT is 4.8 s)
+        if columns.size:
+            assert columns.min() > image.shape[1] / 2  # all of it right of the image's centre
+            lesion_seen = True
+    assert lesion_seen
+
+
+def test_the_slice_with_the_most_core_is_shown() -> None:
+    mapset, numbers = synthetic()
+    core_area = mapset.regions["core"].sum(axis=(0, 1))
+    lesion_area = core_area + mapset.regions["hypo"].sum(axis=(0, 1))
+    assert int(np.argmax(core_area)) == 4 and lesion_area[4] < lesion_area[1:4].min()
+    fig = clinical_figure(mapset, numbers, Header("case", "bsvd"), n_slices=2)
+    assert "slice 4" in [ax.get_title() for ax in map_axes(fig)]
+    # ranked by core + Tmax > 6 s alone, slices 1-3 (larger Tmax > 6 s) would win
+    brain, hypo = mapset.brain, mapset.regions["hypo"]
+    assert 4 in lesion_slices(brain, mapset.regions["core"], hypo, 1)
+    spread = lesion_slices(brain, np.zeros_like(brain), np.zeros_like(brain), 3)
+    assert len(spread) == 3 and spread == sorted(spread)
+
+
+def test_no_side_is_named_without_a_lesion() -> None:
+    mapset, numbers = synthetic(lesion=False)
+    assert numbers["lesion_found"] is False and numbers["affected_side"] is None
+    shown = texts(clinical_figure(mapset, numbers, Header("case", "bsvd")))
+    assert NO_LESION in shown
+    assert not any("left" in t.lower() or "right" in t.lower() for t in shown)
+    with_lesion = texts(clinical_figure(*synthetic(), Header("case", "bsvd")))
+    assert "Affected side: left" in with_lesion and NO_LESION not in with_lesion
+
+
+def test_aif_record_becomes_source_confidence_and_warnings() -> None:
+    meta = {"source": "auto", "flags": ["truncated_bolus"], "confidence": 0.41, "confident": False,
+            "aif_voxels": [[1, 2, 3]], "vof_voxels": None}  # fmt: skip
+    inputs = ArterialInput.from_meta(np.arange(3.0), np.ones(3), None, meta)
+    assert inputs.describe() == "AIF automatic, confidence 0.41"
+    warnings = inputs.warnings()
+    assert warnings[0].startswith("truncated bolus") and "not confident (0.41)" in warnings[1]
+    assert inputs.aif_voxels.shape == (1, 3) and inputs.vof_voxels is None
+
+
+def test_mosaic_shows_every_brain_slice() -> None:
+    mapset, _ = synthetic()
+    fig = mosaic_figure(mapset, "case")
+    assert len(map_axes(fig)) == 2 * 5  # Tmax and CBF on slices 1-5 (slice 0 holds no brain)
+
+
+def test_write_report_writes_three_pages_with_the_reference(tmp_path: Path) -> None:
+    prepared = make_prepared()
+    truth = truth_volumes(tissue_labels(prepared.shape))
+    maps = {**truth, "cbv": truth["cbf"] * truth["mtt"] / 60, "tmax": truth["delay"] + 2}
+    maps["tmax"][truth["cbf"] == 12.0] = 9.0  # the lesion block
+    case = tmp_path / "case"
+    case.mkdir()
+    write_nifti_atomic(case / CORE_FILE, truth["cbf"] == 12.0, prepared.affine, np.uint8)
+    standard = prepared.standard_mm()[:, 0].reshape(prepared.shape)
+    summary = {
+        "method": "bsvd", "case": str(case), "wall_time_s": 1.0, "steps": 0, "note": "",
+        "tmax_convention": "tmax", "unphysical_voxels": {"any": 0},
+        "defuse3": defuse3_summary(maps, prepared.tissue, standard, prepared.voxel_volume_ml),
+    }  # fmt: skip
+    paths = write_report(tmp_path / "out" / "report.png", maps, prepared, summary)
+    assert [p.name for p in paths] == ["report.png", "mosaic.png", "diagnostics.png"]
+    assert all(p.stat().st_size > 10_000 for p in paths)
