@@ -38,7 +38,7 @@ def resolve_config_path(name: str | Path) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise PerfusionError("config file not found", path)
+    raise PerfusionError(f"config file not found (nor under {config_dir()})", path)
 
 
 def split_args(argv: Iterable[str]) -> tuple[list[str], list[str]]:

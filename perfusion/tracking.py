@@ -8,7 +8,9 @@ hangs for 90 s (field.md section 6), so the default is ``offline`` (files under
 from __future__ import annotations
 
 import json
+import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,20 @@ from lightning.pytorch.loggers import WandbLogger
 
 MODES = ("online", "offline", "disabled")
 HISTORY_ENV = "PERFUSION_SWEEP_HISTORY"
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
+"""Their INFO lines (GPU/TPU/HPU available, LOCAL_RANK, the litlogger tip) say nothing to a user."""
+LIGHTNING_WARNING = ".*LeafSpec.*"
+"""Lightning's own pytree use under torch >= 2.13: a deprecation only Lightning can act on."""
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's banners and its LeafSpec deprecation; call after importing Lightning.
+
+    Lightning sets its loggers to INFO when imported, so the level is set here, afterwards.
+    """
+    for name in LIGHTNING_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=LIGHTNING_WARNING)
 
 
 def make_logger(
@@ -57,6 +73,12 @@ class HistoryWandbLogger(WandbLogger):
     The offline sweep driver (perfusion.sweeps) sets that variable for each trial and reads the
     file for hyperband early termination, as W&B's server reads the run history online.
     """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Lightning always passes anonymous=None, which wandb (0.31 here) answers with "The anonymous
+        # setting has no effect" on every run; left out, wandb's default applies and is silent.
+        self._wandb_init.pop("anonymous", None)
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         super().log_metrics(metrics, step)

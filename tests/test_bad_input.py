@@ -159,7 +159,8 @@ def test_bad_input_fails_with_one_line_and_no_output(
         assert main(command) == 2, command
         err = capsys.readouterr().err
         assert err.count("\n") == 1, err
-        assert err.startswith(f"perfusion {command[0]}: {file_name}: "), err
+        assert err.startswith(f"perfusion {command[0]}: /"), err  # the full path
+        assert f"/{file_name}: " in err, err
         assert text in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no out/, no .out.*.tmp
 

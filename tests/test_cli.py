@@ -1,15 +1,23 @@
-"""The command line: help, unknown commands, and config errors that name the key."""
+"""The command line: help, version, config errors naming the key, refusals naming full paths."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+from layouts import make_case
 
-from perfusion.cli import COMMANDS, main
+from perfusion.cli import COMMANDS, error_line, main
 from perfusion.config import load_config, save_resolved, split_args, to_object
 from perfusion.errors import PerfusionError
+from perfusion.help import Options, command_help, one_line, plain
+from perfusion.resources import check_out_dir
 
 
 @dataclass
@@ -85,3 +93,137 @@ def test_override_that_is_not_yaml_is_named() -> None:
 def test_later_override_of_the_same_key_wins() -> None:
     cfg = load_config(_Schema, overrides=["inner.steps=3", "lr=0.5", "inner.steps=4"])
     assert to_object(cfg) == _Schema(lr=0.5, inner=_Inner(steps=4))
+
+
+# --- help and version ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_every_command_answers_help(name: str, flag: str, capsys: pytest.CaptureFixture) -> None:
+    assert main([name, flag]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: perfusion {name}"), out[:200]
+    assert "\nkeys (key=value" in out
+
+
+def test_help_lines_come_from_yaml_defaults_and_field_docs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PERFUSION_CONFIGS", str(tmp_path))
+    (tmp_path / "tiny.yaml").write_text("lr: 0.5\n")
+    module = ModuleType("fake")
+    module.__doc__ = "``perfusion fake CASE [key=value ...]``: does a thing.\n\nMore words."
+    module.OPTIONS = Options(_Schema, ("tiny.yaml",), aliases={"n": "inner.steps"})
+    text = command_help("fake", module, "summary")
+    lines = text.splitlines()
+    assert lines[:5] == [
+        "usage: perfusion fake CASE [key=value ...]",
+        "",
+        "does a thing.",
+        "",
+        "More words.",
+    ]
+    assert f"  {'lr=0.5':<32}  Learning rate." in lines  # the YAML's value, the field's docstring
+    assert f"  {'name=run':<32}  Run name." in lines
+    assert "  inner.*: Nested options." in lines
+    assert f"  {'inner.steps=10':<32}  Iterations." in lines
+    assert lines[-1] == "shorthands: n= for inner.steps="
+
+
+def test_one_line_keeps_eq_references_and_cuts_long_text() -> None:
+    assert one_line("Uses Eq. (1), ``C(t)``. Second sentence.") == "Uses Eq. (1), C(t)."
+    assert one_line("word " * 30, chars=20) == "word word word ..."
+    assert plain(":class:`~perfusion.io.Case` or :mod:`perfusion.io`") == "Case or perfusion.io"
+
+
+def test_version_is_the_distribution_version(capsys: pytest.CaptureFixture) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"perfusion {version('perfusion-fields')}\n"
+
+
+def test_a_dash_option_is_refused_naming_key_value(capsys: pytest.CaptureFixture) -> None:
+    assert main(["fit", "case", "--steps", "4"]) == 2
+    assert capsys.readouterr().err == (
+        "perfusion fit: unknown option '--steps': options are key=value (perfusion fit --help)\n"
+    )
+
+
+# --- refusals before any work: full paths, no torch -----------------------------------------------
+
+NO_TORCH = """
+import sys
+from perfusion.cli import main
+code = main(sys.argv[1:])
+print(code, "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("command", ["fit", "preprocess", "segment"])
+def test_missing_case_folder_names_full_path_before_torch(tmp_path: Path, command: str) -> None:
+    words = [command, "no-such-case", f"out={tmp_path / 'out'}"]
+    done = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, *words],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert done.stdout == "2 False\n", done.stderr
+    assert (
+        done.stderr == f"perfusion {command}: {tmp_path / 'no-such-case'}: case folder not found\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def _out_commands(tmp_path: Path) -> dict[str, list[str]]:
+    case = tmp_path / "case"
+    make_case(case)
+    return {
+        "fit": ["fit", str(case)],
+        "preprocess": ["preprocess", str(case)],
+        "convert": ["convert", str(case)],
+        "phantom": ["phantom"],
+        "bench": ["bench"],
+        "train-seg": ["train-seg", str(tmp_path / "cohort")],
+        "segment": ["segment", str(case)],
+    }
+
+
+@pytest.mark.parametrize(
+    "command", ["fit", "preprocess", "convert", "phantom", "bench", "train-seg", "segment"]
+)
+def test_out_naming_a_file_or_under_a_file_is_refused(
+    tmp_path: Path, command: str, capsys: pytest.CaptureFixture
+) -> None:
+    words = _out_commands(tmp_path)[command]
+    taken = tmp_path / "taken.txt"
+    taken.write_text("keep me")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main([*words, f"out={taken}"]) == 2
+    assert capsys.readouterr().err == (
+        f"perfusion {command}: {taken}: out= names an existing file, not a folder\n"
+    )
+    assert main([*words, f"out={taken / 'sub'}"]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"perfusion {command}: {taken}: out= lies under a file, not a folder\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and taken.read_text() == "keep me"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_unwritable_out_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(PerfusionError, match="out= is not writable") as info:
+        check_out_dir("/proc/perfusion-test/out")
+    assert info.value.path == Path("/proc")
+    assert check_out_dir(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+    assert list(tmp_path.iterdir()) == []  # the probe file is gone, nothing created
+
+
+def test_relative_error_paths_are_shown_absolute() -> None:
+    assert error_line(PerfusionError("3-D image", "case/ctp.nii.gz")) == (
+        f"{Path.cwd() / 'case' / 'ctp.nii.gz'}: 3-D image"
+    )
+    assert error_line(PerfusionError("no path here")) == "no path here"

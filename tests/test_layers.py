@@ -15,8 +15,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "perfusion"
 LAYERS: list[set[str]] = [
-    {"units", "config", "errors", "atomic", "tracking"},
-    {"io", "datasets"},
+    {"units", "config", "errors", "atomic", "tracking", "help", "resources"},
+    {"io", "datasets", "evaluation"},
     {
         "preprocess",
         "registration",
@@ -28,7 +28,7 @@ LAYERS: list[set[str]] = [
         "prepared",
         "noise",
     },
-    {"phantom", "fields"},
+    {"phantom", "fields", "report"},
     {"fitting", "baselines"},
     {"meta"},
     {"segmentation"},

@@ -7,9 +7,19 @@ Prints the table and the verdicts; writes ``<out>/compare.md``, ``compare.json``
 
 from __future__ import annotations
 
-from perfusion.config import load_config, split_args
+from perfusion.config import split_args
 from perfusion.errors import PerfusionError
-from perfusion.meta.compare import CompareConfig, run_compare
+from perfusion.help import Options
+from perfusion.resources import check_out_dir
+
+
+def _schema() -> type:
+    from perfusion.meta.compare import CompareConfig  # imports torch
+
+    return CompareConfig
+
+
+OPTIONS = Options(_schema, ("compare.yaml",))
 
 
 def main(argv: list[str]) -> None:
@@ -18,7 +28,11 @@ def main(argv: list[str]) -> None:
         raise PerfusionError(
             f"unexpected argument {positionals[0]!r} (use key=value, e.g. init=PATH)"
         )
-    cfg = load_config(CompareConfig, ["compare.yaml"], overrides)
+    cfg = OPTIONS.load(overrides)
+    out = check_out_dir(cfg.out)
+    check_out_dir(cfg.work_dir)
+    from perfusion.meta.compare import run_compare
+
     command = " ".join(["perfusion compare", *argv])
     payload = run_compare(cfg, command)
     from perfusion.meta.report import table_lines  # noqa: PLC0415
@@ -27,4 +41,4 @@ def main(argv: list[str]) -> None:
     for verdict in payload["verdicts"]:
         mark = {True: "PASS", False: "FAIL", None: "NOT RUN"}[verdict["passed"]]
         print(f"{mark}: {verdict['target']}: {verdict['detail']}")
-    print(f"written: {cfg.out}/compare.md, compare.json, compare-*.png")
+    print(f"wrote {out}: compare.md, compare.json, compare-*.png")

@@ -9,23 +9,28 @@ Everything is read and checked before anything is written, and the folder appear
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from perfusion.config import load_config, save_resolved, split_args
+from perfusion.commands.outputs import wrote_line
+from perfusion.config import save_resolved, split_args
 from perfusion.datasets import VENDOR_MAPS, read_any, read_vendor_maps
 from perfusion.errors import PerfusionError
+from perfusion.help import Options
 from perfusion.io import (
     AIF_FILE,
     BRAINMASK_FILE,
     CORE_FILE,
+    CTP_FILE,
     atomic_dir,
     write_case,
     write_json_atomic,
     write_nifti_atomic,
 )
+from perfusion.resources import check_memory, check_out_dir
 
 VENDOR_DIR = "vendor"
 
@@ -40,6 +45,9 @@ class ConvertConfig:
     """ISLES 2024: the subject (``sub-...``) to convert when PATH holds several."""
     overwrite: bool = False
     """Allow writing into an existing, non-empty ``out`` folder."""
+
+
+OPTIONS = Options(ConvertConfig)
 
 
 def _drop_stale(out: Path, written: Path) -> None:
@@ -60,30 +68,34 @@ def _drop_stale(out: Path, written: Path) -> None:
 
 
 def main(argv: list[str]) -> None:
+    started = time.time()
     paths, overrides = split_args(argv)
-    cfg = load_config(ConvertConfig, overrides=overrides)
+    cfg = OPTIONS.load(overrides)
     if len(paths) != 1:
         raise PerfusionError(
             f"expected one PATH, got {len(paths)}: perfusion convert PATH out=CASE"
         )
     if not cfg.out:
         raise PerfusionError("missing out=CASE (the case folder to write)")
-    out = Path(cfg.out)
+    out = check_out_dir(cfg.out)
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise PerfusionError("exists and is not empty (pass overwrite=true)", out)
-    case = read_any(paths[0], subject=cfg.subject)
+    source = Path(paths[0]).absolute()
+    check_memory("convert", source if source.is_file() else source / CTP_FILE)
+    case = read_any(source, subject=cfg.subject)
     maps = read_vendor_maps(case)
     with atomic_dir(out) as tmp:
         write_case(tmp, case)
         for kind, values in maps.items():
             write_nifti_atomic(tmp / VENDOR_DIR / f"{kind}.nii.gz", values, case.affine)
-        provenance = {"source": str(Path(paths[0]).resolve()), **case.meta}
+        provenance = {"source": str(source.resolve()), **case.meta}
         provenance["vendor_maps"] = sorted(maps)
         write_json_atomic(tmp / "source.json", provenance)
         save_resolved(cfg, tmp)
         _drop_stale(out, tmp)
     n = int(np.count_nonzero(case.core)) if case.core is not None else 0
     print(
-        f"wrote {out} ({case.meta.get('layout', 'case')}, {case.ctp_hu.shape[3]} frames, "
-        f"{len(maps)} vendor maps, core {n * case.voxel_volume_ml:.2f} ml)"
+        f"{case.meta.get('layout', 'case')}: {case.ctp_hu.shape[3]} frames, "
+        f"{len(maps)} vendor maps, core {n * case.voxel_volume_ml:.2f} ml"
     )
+    print(wrote_line(out, started))

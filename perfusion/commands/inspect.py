@@ -7,12 +7,14 @@ with the same one-line error.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from perfusion.config import load_config, split_args
+from perfusion.config import split_args
 from perfusion.datasets import read_any
 from perfusion.errors import PerfusionError
+from perfusion.help import Options
 from perfusion.io import Case
 
 UNIFORM_TOL_S = 0.05  # interval spread below which frames count as uniformly spaced
@@ -26,6 +28,9 @@ class InspectConfig:
     """ISLES 2024: the subject (``sub-...``) to read when PATH holds several."""
     times: bool = False
     """Also print every frame time (s)."""
+
+
+OPTIONS = Options(InspectConfig)
 
 
 def timing_line(times_s: np.ndarray) -> str:
@@ -81,8 +86,8 @@ def _mask_line(label: str, mask: np.ndarray | None, case: Case, absent: str) -> 
 
 def main(argv: list[str]) -> None:
     paths, overrides = split_args(argv)
-    cfg = load_config(InspectConfig, overrides=overrides)
+    cfg = OPTIONS.load(overrides)
     if len(paths) != 1:
         raise PerfusionError(f"expected one PATH, got {len(paths)}: perfusion inspect PATH")
-    case = read_any(paths[0], subject=cfg.subject)
+    case = read_any(Path(paths[0]).absolute(), subject=cfg.subject)
     print("\n".join(describe(case, cfg.times)))

@@ -9,49 +9,40 @@ rCBF < 30 % rule, per-patient values and a Bland-Altman PNG per method.
 from __future__ import annotations
 
 import json
-import logging
 import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning as L
 import numpy as np
-import torch
 from filelock import FileLock, Timeout
 from omegaconf import OmegaConf
 
-from perfusion.config import config_dir, load_config, save_resolved, split_args
+from perfusion.config import save_resolved, split_args
 from perfusion.errors import PerfusionError
+from perfusion.help import Options, expand_aliases
 from perfusion.io import write_json_atomic, write_nifti_atomic
 from perfusion.segmentation.cohort import ensure_cohort, load_cohort
 from perfusion.segmentation.config import INPUT_METHODS, LoocvConfig, TrainConfig, UNetConfig
-from perfusion.segmentation.data import LeaveOneOutDataModule, patch_size, reported_folds
 from perfusion.segmentation.inputs import PatientInputs
-from perfusion.segmentation.loocv import (
-    aggregate,
-    config_hash,
-    evaluate,
-    predict_core,
-    read_unit,
-    unit_path,
-    write_results,
-)
-from perfusion.segmentation.module import SegmentationModule
-from perfusion.tracking import finish, make_logger
 
+if TYPE_CHECKING:
+    from perfusion.segmentation.module import SegmentationModule
+
+# torch, Lightning and MONAI are imported inside the functions that train, so that a bad key
+# or argument is refused before they load
 LIST_KEYS = ("inputs", "seeds")
+ALIASES = {"cohort": "cohort.path"}
+OPTIONS = Options(LoocvConfig, ("loocv.yaml",), aliases=ALIASES)
 
 
 def normalise_overrides(overrides: Sequence[str]) -> list[str]:
     """Shorthands: ``cohort=DIR`` -> ``cohort.path=DIR``; ``inputs=a,b`` -> ``inputs=[a,b]``."""
     out = []
-    for item in overrides:
+    for item in expand_aliases(overrides, ALIASES):
         key, _, value = item.partition("=")
-        if key == "cohort":
-            item = f"cohort.path={value}"
-        elif key in LIST_KEYS and not value.startswith("["):
+        if key in LIST_KEYS and not value.startswith("["):
             item = f"{key}=[{value}]"
         out.append(item)
     return out
@@ -66,9 +57,14 @@ def train_model(
     logger: Any = False,
 ) -> SegmentationModule:
     """Train one U-Net with a fresh Trainer on ``fold``'s training patients; return the selected weights."""
+    import lightning as L
+
+    from perfusion.segmentation.data import LeaveOneOutDataModule, patch_size
+    from perfusion.segmentation.module import SegmentationModule
+    from perfusion.tracking import quiet_lightning
+
     L.seed_everything(seed, workers=True, verbose=False)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one line per fold is enough
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning vs torch 2.13 deprecation
+    quiet_lightning()  # one line per fold is enough
     # patients without a core cannot give core-centred patches; MONAI then crops anywhere
     warnings.filterwarnings("ignore", message="Num foregrounds 0.*")
     grid = np.min([p.rcbf.shape for p in patients], axis=0)
@@ -131,6 +127,8 @@ def fold_logger(enabled: bool, group: str, job: str, name: str, save_dir: Path) 
     """
     if not enabled:
         return False
+    from perfusion.tracking import make_logger
+
     logger = make_logger(name, save_dir, group=group, job_type=job)
     return logger if logger is not None else False
 
@@ -145,6 +143,8 @@ def run_unit(
     digest: str,
 ) -> None:
     """Train, select and test one (method, seed, fold) unless finished or claimed elsewhere."""
+    from perfusion.segmentation.loocv import read_unit, unit_path
+
     path = unit_path(run_dir, method, seed, fold)
     label = f"{method} seed {seed} fold {fold}"
     if read_unit(path, digest) is not None:
@@ -180,6 +180,9 @@ def train_and_score(
     run_dir: Path,
 ) -> dict[str, Any]:
     """A fresh logger and Trainer for one unit; the test patient's prediction and metrics."""
+    from perfusion.segmentation.loocv import evaluate, predict_core
+    from perfusion.tracking import finish
+
     start, cpu_start = time.time(), time.process_time()
     name = f"{method}-s{seed}-f{fold}"
     logger = fold_logger(cfg.wandb, cfg.run, f"{method}/seed-{seed}", name, run_dir)
@@ -209,13 +212,18 @@ def main(argv: list[str]) -> None:
     overrides = normalise_overrides(overrides)
     if positionals:
         overrides.insert(0, f"cohort.path={positionals[0]}")
-    cfg = load_config(LoocvConfig, [config_dir() / "loocv.yaml"], overrides)
-    torch.set_num_threads(cfg.train.threads)
+    cfg = OPTIONS.load(overrides)
     unknown = [m for m in cfg.inputs if m not in INPUT_METHODS]
     if unknown:
         raise PerfusionError(
             f"inputs: unknown method(s) {unknown}, expected some of {INPUT_METHODS}"
         )
+    import torch
+
+    from perfusion.segmentation.data import reported_folds
+    from perfusion.segmentation.loocv import aggregate, config_hash, write_results
+
+    torch.set_num_threads(cfg.train.threads)
     cases = ensure_cohort(cfg.cohort)
     if cfg.fold >= len(cases):
         raise PerfusionError(
@@ -254,6 +262,8 @@ def log_aggregate(cfg: LoocvConfig, methods: dict[str, Any], run_dir: Path) -> N
     logger = fold_logger(cfg.wandb, cfg.run, "aggregate", f"{cfg.run}-aggregate", run_dir)
     if not logger:
         return
+    from perfusion.tracking import finish
+
     logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     logger.log_metrics(
         {

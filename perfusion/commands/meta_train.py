@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from perfusion.config import load_config, split_args
+from perfusion.config import split_args
 from perfusion.errors import PerfusionError
-from perfusion.meta.config import MetaConfig
-from perfusion.meta.experiment import run_meta_train
+from perfusion.help import Options
+
+
+def _schema() -> type:
+    from perfusion.meta.config import MetaConfig  # imports torch
+
+    return MetaConfig
+
+
+OPTIONS = Options(_schema, ("meta/default.yaml",), nested={"fit": "fit.yaml"})
 
 
 def main(argv: list[str]) -> None:
     positionals, overrides = split_args(argv)
     if positionals:
         raise PerfusionError(f"unexpected argument {positionals[0]!r} (use key=value)")
-    cfg = load_config(MetaConfig, ["meta/default.yaml"], overrides, nested={"fit": "fit.yaml"})
+    cfg = OPTIONS.load(overrides)
+    from perfusion.meta.experiment import run_meta_train
+
     run_meta_train(cfg)

@@ -7,16 +7,33 @@ Writes ``DIR/patient-000/ ...`` case folders with ``truth/`` (see perfusion/phan
 
 from __future__ import annotations
 
-from perfusion.config import load_config, save_resolved, split_args
+import time
+
+from perfusion.commands.outputs import wrote_line
+from perfusion.config import save_resolved, split_args
 from perfusion.errors import PerfusionError
-from perfusion.phantom.cohort import make_cohort
-from perfusion.phantom.config import PhantomConfig
+from perfusion.help import Options
+from perfusion.resources import check_out_dir
+
+
+def _schema() -> type:
+    from perfusion.phantom.config import PhantomConfig  # the package imports torch
+
+    return PhantomConfig
+
+
+OPTIONS = Options(_schema, ("phantom.yaml",))
 
 
 def main(argv: list[str]) -> None:
+    started = time.time()
     positionals, overrides = split_args(argv)
     if positionals:
         raise PerfusionError(f"unexpected argument '{positionals[0]}' (use out=DIR)")
-    cfg = load_config(PhantomConfig, ["phantom"], overrides)
-    make_cohort(cfg, cfg.out)
-    save_resolved(cfg, cfg.out, "phantom.yaml")
+    cfg = OPTIONS.load(overrides)
+    out = check_out_dir(cfg.out)
+    from perfusion.phantom.cohort import make_cohort
+
+    make_cohort(cfg, cfg.out)  # as given: cohort.json records the folders relative to it
+    save_resolved(cfg, out, "phantom.yaml")
+    print(wrote_line(out, started))

@@ -9,16 +9,20 @@ correction ran) and the resolved ``config.yaml``. Progress goes to stderr.
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from perfusion.config import load_config, save_resolved, split_args
+from perfusion.commands.outputs import wrote_line
+from perfusion.config import save_resolved, split_args
 from perfusion.errors import PerfusionError
-from perfusion.io import atomic_dir, read_case, write_text_atomic
+from perfusion.help import Options
+from perfusion.io import CTP_FILE, atomic_dir, read_case, write_text_atomic
 from perfusion.preprocess import PreprocessConfig, prepare_case
 from perfusion.registration import motion_table, plot_motion
+from perfusion.resources import check_memory, check_out_dir
 
 
 @dataclass
@@ -29,23 +33,31 @@ class PreprocessRunConfig(PreprocessConfig):
     """Output folder of the prepared case (required)."""
 
 
+OPTIONS = Options(PreprocessRunConfig, ("preprocess.yaml",))
+
+
 def _progress(message: str) -> None:
     print(f"preprocess: {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str]) -> None:
+    started = time.time()
     paths, overrides = split_args(argv)
-    cfg = load_config(PreprocessRunConfig, ["preprocess"], overrides)
+    cfg = OPTIONS.load(overrides)
     if len(paths) != 1:
         raise PerfusionError(
             f"expected one CASE_DIR, got {len(paths)}: perfusion preprocess CASE_DIR out=DIR"
         )
     if not cfg.out:
         raise PerfusionError("missing out=DIR (the folder to write the prepared case to)")
-    case = read_case(paths[0])
+    out = check_out_dir(cfg.out)
+    case_dir = Path(paths[0]).absolute()
+    if not case_dir.is_dir():
+        raise PerfusionError("case folder not found", case_dir)
+    check_memory("preprocess", case_dir / CTP_FILE)
+    case = read_case(case_dir)
     _progress(f"{case.path}: {case.ctp_hu.shape} voxels x frames")
     prepared = prepare_case(case, cfg, _progress)
-    out = Path(cfg.out)
     with atomic_dir(out) as tmp:
         prepared.save(tmp)
         motion = prepared.meta.get("motion")
@@ -56,8 +68,9 @@ def main(argv: list[str]) -> None:
         save_resolved(cfg, tmp)
     aif = prepared.meta["aif"]
     _progress(
-        f"wrote {out}: brain {prepared.meta['brain_ml']:.0f} ml, CSF {prepared.meta['csf_ml']:.0f} ml, "
+        f"brain {prepared.meta['brain_ml']:.0f} ml, CSF {prepared.meta['csf_ml']:.0f} ml, "
         f"vessels {prepared.meta['vessels_ml']:.1f} ml; AIF {aif['source']} (VOF scale "
         f"{aif['vof_scale']:.2f}, flags: {', '.join(aif['flags']) or 'none'}); arrival "
         f"{prepared.bolus_arrival_s:.1f} s; {prepared.meta['runtime_s']:.1f} s"
     )
+    _progress(wrote_line(out, started))

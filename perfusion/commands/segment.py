@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from perfusion.config import load_config, split_args
+from perfusion.commands.outputs import wrote_line
+from perfusion.config import split_args
 from perfusion.errors import PerfusionError
+from perfusion.help import Options
 from perfusion.io import write_json_atomic, write_nifti_atomic
+from perfusion.resources import check_out_dir
 from perfusion.segmentation.config import SegmentConfig
 from perfusion.segmentation.inputs import CBF_FILE, PatientInputs, fit_maps, load_patient, save_rcbf
-from perfusion.segmentation.loocv import predict_core
 from perfusion.segmentation.metrics import dice, volume_ml
-from perfusion.segmentation.module import load_bundle
 from perfusion.segmentation.report import overlay_png
+
+OPTIONS = Options(SegmentConfig)
 
 
 def find_maps(
@@ -32,7 +36,7 @@ def find_maps(
     """The maps folder: ``maps=``, ``<case>/fits/<method>``, ``<cohort>/fits/<method>/<case>``, or a new fit."""
     if maps:
         if not (Path(maps) / CBF_FILE).is_file():
-            raise PerfusionError(f"no {CBF_FILE}", maps)
+            raise PerfusionError(f"no {CBF_FILE}", Path(maps).absolute())
         return Path(maps)
     if method == "truth":
         return case / "truth"
@@ -67,13 +71,19 @@ def warn_mismatch(patient: PatientInputs, method: str, meta: dict) -> list[str]:
 
 
 def main(argv: list[str]) -> None:
+    started = time.time()
     positionals, overrides = split_args(argv)
     if len(positionals) != 1:
         raise PerfusionError("usage: perfusion segment CASE_DIR [model=PATH] [key=value ...]")
-    case = Path(positionals[0])
+    case = Path(positionals[0]).absolute()
+    cfg = OPTIONS.load(overrides)
     if not case.is_dir():
         raise PerfusionError("case folder not found", case)
-    cfg = load_config(SegmentConfig, [], overrides)
+    if cfg.out:
+        check_out_dir(cfg.out)
+    from perfusion.segmentation.loocv import predict_core  # torch and MONAI from here on
+    from perfusion.segmentation.module import load_bundle
+
     module, meta = load_bundle(cfg.model)
     method = cfg.method or meta["input_method"]
     folder = find_maps(case, method, cfg.maps, cfg.fit_missing, cfg.fit_overrides)
@@ -99,6 +109,5 @@ def main(argv: list[str]) -> None:
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     write_json_atomic(summary_path, {**summary, "segmentation": result})
-    print(
-        f"segment: {case.name}: core {result['core_volume_ml']:.1f} ml ({patient.affected}) -> {out}"
-    )
+    print(f"segment: {case.name}: core {result['core_volume_ml']:.1f} ml ({patient.affected})")
+    print(wrote_line(out, started))

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from perfusion.config import config_dir, load_config, split_args, to_object
+from perfusion.config import split_args, to_object
 from perfusion.errors import PerfusionError
+from perfusion.help import Options
 from perfusion.sweeps import (
     SweepRunConfig,
     load_spec,
@@ -26,6 +27,7 @@ from perfusion.sweeps.report import log_report, write_report
 USAGE = (
     "usage: perfusion sweep configs/sweeps/NAME.yaml [count=N] [dir=DIR] [seed=S] [reference=false]"
 )
+OPTIONS = Options(SweepRunConfig, ("sweep.yaml",))
 
 
 def main(argv: list[str]) -> None:
@@ -37,7 +39,7 @@ def main(argv: list[str]) -> None:
     violations = wandb_schema_errors(spec.raw)
     if violations:
         raise PerfusionError(f"W&B sweep schema: {violations[0]}", spec.path)
-    cfg = to_object(load_config(SweepRunConfig, [config_dir() / "sweep.yaml"], overrides))
+    cfg = to_object(OPTIONS.load(overrides))
     if cfg.count < 0:
         raise PerfusionError(f"config key 'count': expected >= 0, got {cfg.count}")
     known = run_sweep(spec, cfg)

@@ -9,32 +9,34 @@ architecture, the input-map method and grid it expects) with the resolved ``conf
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-import torch
-
-from perfusion.commands.loocv import fold_logger, normalise_overrides, train_model
-from perfusion.config import config_dir, load_config, save_resolved, split_args
+from perfusion.commands.loocv import ALIASES, fold_logger, normalise_overrides, train_model
+from perfusion.commands.outputs import wrote_line
+from perfusion.config import save_resolved, split_args
+from perfusion.help import Options, expand_aliases
+from perfusion.resources import check_out_dir
 from perfusion.segmentation.cohort import ensure_cohort, load_cohort
 from perfusion.segmentation.config import LoocvConfig
-from perfusion.segmentation.module import save_bundle
-from perfusion.tracking import finish
 
-SHORTHANDS = {"input": "inputs", "seed": "seeds", "out": "model_out"}
+SHORTHANDS = {"input": "inputs", "seed": "seeds", "out": "model_out", **ALIASES}
+OPTIONS = Options(LoocvConfig, ("loocv.yaml",), aliases=SHORTHANDS)
 
 
 def main(argv: list[str]) -> None:
+    started = time.time()
     positionals, overrides = split_args(argv)
-    renamed = []
-    for item in overrides:
-        key, _, value = item.partition("=")
-        renamed.append(f"{SHORTHANDS.get(key, key)}={value}")
-    overrides = normalise_overrides(renamed)
+    overrides = normalise_overrides(expand_aliases(overrides, SHORTHANDS))
     if positionals:
         overrides.insert(0, f"cohort.path={positionals[0]}")
-    cfg = load_config(LoocvConfig, [config_dir() / "loocv.yaml"], overrides)
+    cfg = OPTIONS.load(overrides)
+    out = check_out_dir(cfg.model_out)
+    import torch  # torch, Lightning and MONAI from here on
+
+    from perfusion.segmentation.module import save_bundle
+    from perfusion.tracking import finish
+
     torch.set_num_threads(cfg.train.threads)
-    method, seed, out = cfg.inputs[0], cfg.seeds[0], Path(cfg.model_out)
+    method, seed = cfg.inputs[0], cfg.seeds[0]
     cases = ensure_cohort(cfg.cohort)
     patients = load_cohort(cases, method, cfg.cohort)
     start = time.time()
@@ -56,5 +58,6 @@ def main(argv: list[str]) -> None:
     save_resolved(cfg, out)
     print(
         f"train-seg: {len(patients)} patients ({method}), epoch {module.selected_epoch} selected, "
-        f"{time.time() - start:.0f} s -> {out / 'model.pt'}"
+        f"{time.time() - start:.0f} s"
     )
+    print(wrote_line(out, started))

@@ -155,7 +155,7 @@ class TrackingConfig:
     group: str | None = None
     """W&B group (a benchmark or sweep sets it)."""
     save_dir: str | None = None
-    """Folder of the W&B run files; null = ``wandb-runs/`` beside the output folder (not inside it)."""
+    """Folder of the W&B run files; null = the output folder (files in ``<out>/wandb/``)."""
 
 
 @dataclass

@@ -127,7 +127,8 @@ def _fit_and_write(case_dir, cfg, fit_cfg: FitConfig, out_dir: Path, logger: Any
             write_history(tmp / HISTORY_CSV, fit.history)
         save_resolved(cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg), tmp)
         if fit_cfg.report:
-            write_report(tmp / "report.png", maps, prepared, summary, extra.get("fit"))
+            usable = prepared.tissue & valid
+            write_report(tmp / "report.png", maps, prepared, summary, extra.get("fit"), usable)
     if logger is not None:
         _log_summary(logger, summary, Path(out_dir))
     return summary
