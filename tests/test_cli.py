@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,13 +11,15 @@ from importlib.metadata import version
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
-from layouts import make_case
+from layouts import AFFINE, SHAPE, make_case
 
 from perfusion.cli import COMMANDS, error_line, main
 from perfusion.config import load_config, save_resolved, split_args, to_object
 from perfusion.errors import PerfusionError
 from perfusion.help import Options, command_help, one_line, plain
+from perfusion.io import read_case, write_nifti_atomic
 from perfusion.resources import check_out_dir
 
 
@@ -177,6 +180,56 @@ def test_missing_case_folder_names_full_path_before_torch(tmp_path: Path, comman
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+NO_TORCH_EACH = """
+import contextlib, io, json, sys
+from perfusion.cli import main
+answers = []
+for words in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(words)
+    answers.append([code, out.getvalue()[:40], err.getvalue(), "torch" in sys.modules])
+print(json.dumps(answers))
+"""
+
+
+def test_help_and_key_errors_of_every_command_answer_without_torch(tmp_path: Path) -> None:
+    """One interpreter runs them in turn, so the first that imports torch is the one named."""
+    case = tmp_path / "case"
+    make_case(case)
+    out = f"out={tmp_path / 'out'}"
+    runs = [[name, "--help"] for name in COMMANDS]
+    refusals = {  # argv: what the one-line error must say
+        ("fit", str(case), out, "colour=red"): "colour",
+        ("fit", str(case), out, "steps=-5"): "steps: -5, expected 0 or more",
+        ("fit", str(case), out, "method=foo"): "method: 'foo', expected one of",
+        ("fit", str(case), out, "seed=many"): "'seed'",
+        ("phantom", out, "colour=red"): "colour",
+        ("phantom", out, "n=many"): "'n'",
+        ("meta-train", "colour=red"): "colour",
+        ("compare", "colour=red"): "colour",
+    }
+    runs += [list(words) for words in refusals]
+    done = subprocess.run(
+        [sys.executable, "-c", NO_TORCH_EACH, json.dumps(runs)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    answers = json.loads(done.stdout)
+    for words, (code, start, err, torch) in zip(runs[: len(COMMANDS)], answers, strict=False):
+        assert (code, torch) == (0, False), f"{words}: exit {code}, torch imported: {torch}"
+        assert start.startswith(f"usage: perfusion {words[0]}") and err == "", words
+    for words, (code, _, err, torch) in zip(refusals, answers[len(COMMANDS) :], strict=True):
+        assert (code, torch) == (2, False), f"{words}: exit {code}, torch imported: {torch}"
+        assert err.startswith(f"perfusion {words[0]}: ") and err.count("\n") == 1, err
+        assert refusals[words] in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def _out_commands(tmp_path: Path) -> dict[str, list[str]]:
     case = tmp_path / "case"
     make_case(case)
@@ -227,3 +280,26 @@ def test_relative_error_paths_are_shown_absolute() -> None:
         f"{Path.cwd() / 'case' / 'ctp.nii.gz'}: 3-D image"
     )
     assert error_line(PerfusionError("no path here")) == "no path here"
+
+
+# --- reading options: core_label= -----------------------------------------------------------------
+
+
+def test_label_core_is_refused_until_core_label_picks_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    case = tmp_path / "case"
+    make_case(case)
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[2, 2, 1] = 1
+    labels[3, 2, 1] = labels[4, 2, 1] = 2
+    write_nifti_atomic(case / "core.nii.gz", labels, AFFINE, dtype=np.uint8)
+    assert main(["inspect", str(case)]) == 2
+    assert "mask holds values 0, 1, 2" in capsys.readouterr().err
+    assert main(["inspect", str(case), "core_label=1"]) == 0
+    assert "core: 1 voxels, 0.02 ml" in capsys.readouterr().out  # 2 x 2 x 5 mm voxels
+    assert main(["convert", str(case), f"out={tmp_path / 'out'}", "core_label=2"]) == 0
+    converted = read_case(tmp_path / "out")  # written as a 0/1 mask: no label needed any more
+    assert converted.core is not None and converted.core.sum() == 2 and converted.core[4, 2, 1]
+    assert main(["inspect", str(case), "core_label=3"]) == 2
+    assert "no voxel has label 3 (values found: 0, 1, 2)" in capsys.readouterr().err

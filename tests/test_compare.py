@@ -21,17 +21,20 @@ from perfusion.fitting.init import load_init, read_init
 from perfusion.io import load_nifti, write_nifti_atomic
 from perfusion.meta import MetaConfig, export_init
 from perfusion.meta.compare import (
-    CompareConfig,
-    PriorArmConfig,
-    ProbeConfig,
-    SppinnArmConfig,
     _fit_folder_name,
     base_fit_config,
     build_arms,
     run_compare,
     thin_history,
 )
-from perfusion.meta.heldout import HeldoutConfig, lesion_slices, spread_slices
+from perfusion.meta.compare_config import (
+    CompareConfig,
+    HeldoutConfig,
+    PriorArmConfig,
+    ProbeConfig,
+    SppinnArmConfig,
+)
+from perfusion.meta.heldout import lesion_slices, spread_slices
 from perfusion.meta.report import prior_line, table_lines
 from perfusion.meta.verdicts import VerdictConfig, clearly_lower, judge, map_error, summarize
 from perfusion.units import cbv_from_cbf_mtt, tmax_box

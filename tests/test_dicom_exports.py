@@ -174,3 +174,23 @@ def test_several_series_are_listed_and_one_is_picked(
     assert main(["inspect", str(tmp_path / "dicom")]) == 2  # through the CLI: one line
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pick one with series=N" in err
+
+
+def test_convert_and_inspect_take_series_and_drop_incomplete(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    write_series(tmp_path / "dicom", [0, 1, 2, 4])
+    write_series(tmp_path / "dicom", [0, 2, 4], number=4, description="MIP", hu_offset=-200)
+    out = tmp_path / "case"
+    assert main(["convert", str(tmp_path / "dicom"), f"out={out}", "series=4"]) == 0
+    case = read_any(out)  # the case folder convert wrote: the offset series' 3 frames
+    assert case.ctp_hu.shape[3] == 3 and case.ctp_hu.min() == 30 - 200
+    np.testing.assert_allclose(case.frame_times_s, [0, 2, 4], atol=1e-3)
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "dicom"), "series=3"]) == 0
+    assert "frames: 4 frames, 0.00-4.00 s" in capsys.readouterr().out
+    write_series(tmp_path / "gappy", [0, 1, 2, 4, 7], skip=((2, 1),))
+    assert main(["inspect", str(tmp_path / "gappy")]) == 2
+    assert "drop_incomplete=true" in capsys.readouterr().err
+    assert main(["inspect", str(tmp_path / "gappy"), "drop_incomplete=true"]) == 0
+    assert "frames: 4 frames, 0.00-7.00 s" in capsys.readouterr().out

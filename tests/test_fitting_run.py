@@ -65,7 +65,9 @@ def test_output_contract(case_dir: Path, tmp_path: Path) -> None:
     assert saved["method"] == "resppinn" and saved["steps"] == 30 == summary["steps"]
     assert saved["tmax_convention"].startswith("tmax = delay + mtt/2")
     assert {"core_volume_ml", "tmax_gt_6s_volume_ml", "mismatch_ratio"} <= set(saved["defuse3"])
-    assert saved["affected_side"] in ("left", "right")
+    # the lesion (Tmax 7 s, ~50 ml) lies at standard x < 0: the patient's left (RAS)
+    assert saved["defuse3"]["lesion_found"] is True
+    assert saved["affected_side"] == saved["defuse3"]["affected_side"] == "left"
     assert OmegaConf.load(out / "config.yaml").steps == 30
     assert (out / "report.png").stat().st_size > 10_000
     assert saved["history"] == "history.csv" and saved["stop"]["reason"].startswith(
@@ -74,6 +76,18 @@ def test_output_contract(case_dir: Path, tmp_path: Path) -> None:
     rows = (out / "history.csv").read_text().splitlines()
     assert rows[0].startswith("step,") and len(rows) == 31 and rows[-1].startswith("30,")
     assert {"sd_hu", "method", "expected_residual_rms_hu"} <= set(saved["noise"])
+
+
+def test_lesion_free_case_names_no_side(tmp_path: Path) -> None:
+    """The lesion's voxels given grey-matter curves: no core, no Tmax > 6 s, so no side."""
+    prepared = make_prepared()
+    labels = tissue_labels(prepared.shape)
+    prepared.tissue_hu[labels == 3] = prepared.tissue_hu[labels == 1][0]
+    prepared.save(tmp_path / "healthy")
+    summary = fit_case(tmp_path / "healthy", small_cfg("steps=0"), tmp_path / "fit")
+    assert summary["defuse3"]["lesion_found"] is False
+    assert summary["affected_side"] is None and summary["defuse3"]["affected_side"] is None
+    assert summary["defuse3"]["measured_side"] in ("left", "right")  # still says where it looked
 
 
 def test_recovers_known_parameters(case_dir: Path, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "perfusion"
 LAYERS: list[set[str]] = [
-    {"units", "config", "errors", "atomic", "tracking", "help", "resources"},
+    {"units", "config", "errors", "atomic", "tracking", "help", "resources", "lazy"},
     {"io", "datasets", "evaluation"},
     {
         "preprocess",

@@ -24,7 +24,7 @@ from perfusion.config import load_config
 from perfusion.domain import Domain
 from perfusion.errors import PerfusionError
 from perfusion.fields import build_fields
-from perfusion.fitting.init import load_init
+from perfusion.fitting.init import load_init, load_torch_file
 from perfusion.meta.config import MetaConfig
 from perfusion.meta.experiment import run_meta_train
 
@@ -106,7 +106,7 @@ def test_kill_9_resumes_from_the_last_checkpoint_and_finishes(cohort, tmp_path, 
     exported = load_init(fields, ckpt / "tiny.ckpt", Domain.from_config(cfg.fit.domain).scales())
     assert exported["meta"]["outer_steps"] == N_OUTER
     assert exported["fit"]["steps"] == 3 and exported["fit"]["sampling.batch_size"] == 256
-    final = torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=False)
+    final = load_torch_file(run_dir / "last.ckpt")  # weights_only: Lightning's last.ckpt loads
     assert final["global_step"] == N_OUTER
 
 

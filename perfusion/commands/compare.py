@@ -1,6 +1,6 @@
 """``perfusion compare [init=checkpoints/<name>.ckpt] [key=value ...]``: meta-init vs no-init vs SPPINN.
 
-Options are :class:`~perfusion.meta.compare.CompareConfig` keys over ``configs/compare.yaml``.
+Options are :class:`~perfusion.meta.compare_config.CompareConfig` keys over ``configs/compare.yaml``.
 Prints the table and the verdicts; writes ``<out>/compare.md``, ``compare.json`` and the
 ``compare-*.png`` figures (default ``bench/results/``).
 """
@@ -10,16 +10,10 @@ from __future__ import annotations
 from perfusion.config import split_args
 from perfusion.errors import PerfusionError
 from perfusion.help import Options
+from perfusion.meta.compare_config import CompareConfig
 from perfusion.resources import check_out_dir
 
-
-def _schema() -> type:
-    from perfusion.meta.compare import CompareConfig  # imports torch
-
-    return CompareConfig
-
-
-OPTIONS = Options(_schema, ("compare.yaml",))
+OPTIONS = Options(CompareConfig, ("compare.yaml",))
 
 
 def main(argv: list[str]) -> None:

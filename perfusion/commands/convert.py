@@ -43,6 +43,12 @@ class ConvertConfig:
     """Output case folder (required)."""
     subject: str = ""
     """ISLES 2024: the subject (``sub-...``) to convert when PATH holds several."""
+    series: int | None = None
+    """DICOM folder with several series: the SeriesNumber to read."""
+    drop_incomplete: bool = False
+    """DICOM: leave out frames lacking a slice."""
+    core_label: int | None = None
+    """Keep this label of a label-image ``core.nii.gz`` (null: a 0/1 mask)."""
     overwrite: bool = False
     """Allow writing into an existing, non-empty ``out`` folder."""
 
@@ -82,7 +88,13 @@ def main(argv: list[str]) -> None:
         raise PerfusionError("exists and is not empty (pass overwrite=true)", out)
     source = Path(paths[0]).absolute()
     check_memory("convert", source if source.is_file() else source / CTP_FILE)
-    case = read_any(source, subject=cfg.subject)
+    case = read_any(
+        source,
+        subject=cfg.subject,
+        series=cfg.series,
+        drop_incomplete=cfg.drop_incomplete,
+        core_label=cfg.core_label,
+    )
     maps = read_vendor_maps(case)
     with atomic_dir(out) as tmp:
         write_case(tmp, case)

@@ -16,6 +16,7 @@ from pathlib import Path
 from perfusion.commands.outputs import wrote_line
 from perfusion.config import load_config, split_args
 from perfusion.errors import PerfusionError
+from perfusion.fitting.config import FitConfig, check_fit_config
 from perfusion.help import Options
 from perfusion.io import CTP_FILE
 from perfusion.prepared import TISSUE_FILE
@@ -32,13 +33,7 @@ class FitOutput:
     """Output folder (required): maps, summary.json, history.csv, report.png, config.yaml."""
 
 
-def _schema() -> type:
-    from perfusion.fitting.config import FitConfig  # imports torch: after the cheap checks
-
-    return FitConfig
-
-
-OPTIONS = Options(_schema, ("fit.yaml",), own=FitOutput)
+OPTIONS = Options(FitConfig, ("fit.yaml",), own=FitOutput)
 
 
 def main(argv: list[str]) -> None:
@@ -56,6 +51,7 @@ def main(argv: list[str]) -> None:
     out_dir = check_out_dir(out)
     prepared_scan = case_dir / TISSUE_FILE
     check_memory("fit", prepared_scan if prepared_scan.is_file() else case_dir / CTP_FILE)
+    check_fit_config(OPTIONS.load(overrides))  # keys, types, method, steps: still torch-free
 
     from perfusion.fitting.init import with_init_settings  # torch from here on
     from perfusion.fitting.run import fit_case

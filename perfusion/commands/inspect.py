@@ -26,6 +26,12 @@ class InspectConfig:
 
     subject: str = ""
     """ISLES 2024: the subject (``sub-...``) to read when PATH holds several."""
+    series: int | None = None
+    """DICOM folder with several series: the SeriesNumber to read."""
+    drop_incomplete: bool = False
+    """DICOM: leave out frames lacking a slice."""
+    core_label: int | None = None
+    """Keep this label of a label-image ``core.nii.gz`` (null: a 0/1 mask)."""
     times: bool = False
     """Also print every frame time (s)."""
 
@@ -89,5 +95,11 @@ def main(argv: list[str]) -> None:
     cfg = OPTIONS.load(overrides)
     if len(paths) != 1:
         raise PerfusionError(f"expected one PATH, got {len(paths)}: perfusion inspect PATH")
-    case = read_any(Path(paths[0]).absolute(), subject=cfg.subject)
+    case = read_any(
+        Path(paths[0]).absolute(),
+        subject=cfg.subject,
+        series=cfg.series,
+        drop_incomplete=cfg.drop_incomplete,
+        core_label=cfg.core_label,
+    )
     print("\n".join(describe(case, cfg.times)))

@@ -5,15 +5,9 @@ from __future__ import annotations
 from perfusion.config import split_args
 from perfusion.errors import PerfusionError
 from perfusion.help import Options
+from perfusion.meta.config import MetaConfig
 
-
-def _schema() -> type:
-    from perfusion.meta.config import MetaConfig  # imports torch
-
-    return MetaConfig
-
-
-OPTIONS = Options(_schema, ("meta/default.yaml",), nested={"fit": "fit.yaml"})
+OPTIONS = Options(MetaConfig, ("meta/default.yaml",), nested={"fit": "fit.yaml"})
 
 
 def main(argv: list[str]) -> None:

@@ -13,16 +13,10 @@ from perfusion.commands.outputs import wrote_line
 from perfusion.config import save_resolved, split_args
 from perfusion.errors import PerfusionError
 from perfusion.help import Options
+from perfusion.phantom.config import PhantomConfig
 from perfusion.resources import check_out_dir
 
-
-def _schema() -> type:
-    from perfusion.phantom.config import PhantomConfig  # the package imports torch
-
-    return PhantomConfig
-
-
-OPTIONS = Options(_schema, ("phantom.yaml",))
+OPTIONS = Options(PhantomConfig, ("phantom.yaml",))
 
 
 def main(argv: list[str]) -> None:

@@ -31,6 +31,8 @@ class PreprocessRunConfig(PreprocessConfig):
 
     out: str = ""
     """Output folder of the prepared case (required)."""
+    core_label: int | None = None
+    """Keep this label of a label-image ``core.nii.gz`` (null: a 0/1 mask)."""
 
 
 OPTIONS = Options(PreprocessRunConfig, ("preprocess.yaml",))
@@ -55,7 +57,7 @@ def main(argv: list[str]) -> None:
     if not case_dir.is_dir():
         raise PerfusionError("case folder not found", case_dir)
     check_memory("preprocess", case_dir / CTP_FILE)
-    case = read_case(case_dir)
+    case = read_case(case_dir, cfg.core_label)
     _progress(f"{case.path}: {case.ctp_hu.shape} voxels x frames")
     prepared = prepare_case(case, cfg, _progress)
     with atomic_dir(out) as tmp:

@@ -172,6 +172,8 @@ class FitConfig:
     """Path of a meta-learned initialisation checkpoint (see perfusion.fitting.init)."""
     seed: int = 0
     """Seed of sampling and network initialisation."""
+    core_label: int | None = None
+    """Keep this label of a label-image ``core.nii.gz`` (null: a 0/1 mask)."""
     device: str = "auto"
     """``cpu``, ``cuda`` or ``auto`` (cuda when available)."""
     threads: int = 1
@@ -207,6 +209,16 @@ class FitConfig:
     stop: StopConfig = field(default_factory=StopConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def check_fit_config(cfg: FitConfig) -> None:
+    """Refuse a method or step count :func:`~perfusion.fitting.run.fit_case` cannot run.
+
+    Torch-free, so ``perfusion fit`` refuses ``method=foo`` or ``steps=-5`` before importing it.
+    """
+    if cfg.method not in METHODS:
+        raise PerfusionError(f"method: {cfg.method!r}, expected one of {METHODS}")
+    resolve_steps(cfg)
 
 
 def resolve_steps(cfg: FitConfig) -> int:

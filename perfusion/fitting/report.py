@@ -50,6 +50,7 @@ def write_report(
     summary: dict[str, Any],
     fit: Any = None,
     usable: np.ndarray | None = None,
+    core_label: int | None = None,
 ) -> list[Path]:
     """Write the clinical page to ``path`` and the mosaic and diagnostics beside it (atomically).
 
@@ -61,12 +62,14 @@ def write_report(
         fit: the neural fit (FieldFit) or None for classical methods.
         usable: bool volume of the voxels the DEFUSE-3 numbers count (tissue with physical
             maps); ``prepared.tissue`` when None.
+        core_label: the label of a label-image ``core.nii.gz`` that is the reference core
+            (FitConfig.core_label); None reads it as a 0/1 mask.
 
     Returns:
         The three paths written.
     """
     path = Path(path)
-    figures = report_figures(maps, prepared, summary, fit, usable)
+    figures = report_figures(maps, prepared, summary, fit, usable, core_label)
     targets = [path, path.with_name(MOSAIC_PNG), path.with_name(DIAGNOSTICS_PNG)]
     for target, figure in zip(targets, figures.values(), strict=True):
         _save(figure, target)
@@ -79,11 +82,12 @@ def report_figures(
     summary: dict[str, Any],
     fit: Any = None,
     usable: np.ndarray | None = None,
+    core_label: int | None = None,
 ) -> dict[str, Figure]:
     """The three pages as Figures (arguments as :func:`write_report`), keyed clinical, mosaic,
     diagnostics."""
     case_dir = Path(str(summary.get("case") or "."))
-    truth = _reference_core(case_dir, prepared)
+    truth = _reference_core(case_dir, prepared, core_label)
     mapset = report_mapset(maps, prepared, usable, truth)
     inputs = ArterialInput.from_meta(
         prepared.frame_times_s, prepared.aif_hu, prepared.vof_hu, prepared.meta.get("aif")
@@ -142,13 +146,16 @@ def acquisition_time(case_dir: Path, meta: dict[str, Any]) -> str | None:
     return None
 
 
-def _reference_core(case_dir: Path, prepared: PreparedCase) -> np.ndarray | None:
-    """The case folder's ``core.nii.gz`` on the maps' grid, or None (absent or not matching)."""
+def _reference_core(
+    case_dir: Path, prepared: PreparedCase, core_label: int | None = None
+) -> np.ndarray | None:
+    """The case folder's ``core.nii.gz`` on the maps' grid (label ``core_label`` of a label
+    image), or None (absent or not matching)."""
     path = case_dir / CORE_FILE
     if not path.is_file():
         return None
     try:
-        return read_mask(path, prepared.shape, prepared.affine)
+        return read_mask(path, prepared.shape, prepared.affine, core_label)
     except PerfusionError:
         return None
 

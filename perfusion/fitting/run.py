@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from perfusion.config import save_resolved, to_object
 from perfusion.errors import PerfusionError
-from perfusion.fitting.config import METHODS, FitConfig, resolve_steps
+from perfusion.fitting.config import FitConfig, check_fit_config
 from perfusion.fitting.defuse import defuse3_summary
 from perfusion.fitting.maps import (
     MAP_NAMES,
@@ -55,7 +55,7 @@ def load_prepared(case_dir: str | Path, cfg: FitConfig, progress: Any = None) ->
     folder = Path(case_dir)
     if (folder / PREPARED_JSON).is_file():
         return PreparedCase.load(folder)
-    case = read_case(folder)
+    case = read_case(folder, cfg.core_label)
     try:
         from perfusion.preprocess import prepare_case
     except ImportError:
@@ -78,9 +78,7 @@ def fit_case(
         The ``summary.json`` dict.
     """
     fit_cfg: FitConfig = to_object(cfg) if isinstance(cfg, DictConfig) else cfg
-    if fit_cfg.method not in METHODS:
-        raise PerfusionError(f"method: {fit_cfg.method!r}, expected one of {METHODS}")
-    resolve_steps(fit_cfg)  # a bad step count fails before minutes of preprocessing
+    check_fit_config(fit_cfg)  # a bad method or step count fails before preprocessing
     threads = torch.get_num_threads()
     if fit_cfg.threads > 0:
         torch.set_num_threads(fit_cfg.threads)
@@ -128,7 +126,15 @@ def _fit_and_write(case_dir, cfg, fit_cfg: FitConfig, out_dir: Path, logger: Any
         save_resolved(cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg), tmp)
         if fit_cfg.report:
             usable = prepared.tissue & valid
-            write_report(tmp / "report.png", maps, prepared, summary, extra.get("fit"), usable)
+            write_report(
+                tmp / "report.png",
+                maps,
+                prepared,
+                summary,
+                extra.get("fit"),
+                usable,
+                core_label=fit_cfg.core_label,
+            )
     if logger is not None:
         _log_summary(logger, summary, Path(out_dir))
     return summary

@@ -1,8 +1,22 @@
-"""Reptile meta-learning of field initialisations (resppinn-paper.txt Algorithm 1, Table 4)."""
+"""Reptile meta-learning of field initialisations (resppinn-paper.txt Algorithm 1, Table 4).
 
-from perfusion.meta.checkpoint import export_init, weights_digest
-from perfusion.meta.config import CohortConfig, MetaConfig, OuterConfig
-from perfusion.meta.reptile import MetaReptileModule, adapt, outer_optimizer, reptile_gradients
+The names below load on first use (:mod:`perfusion.lazy`), so ``perfusion.meta.config`` and
+``perfusion.meta.compare_config`` are importable without torch or Lightning.
+"""
+
+from typing import TYPE_CHECKING
+
+from perfusion.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from perfusion.meta.checkpoint import export_init, weights_digest
+    from perfusion.meta.config import CohortConfig, MetaConfig, OuterConfig
+    from perfusion.meta.reptile import (
+        MetaReptileModule,
+        adapt,
+        outer_optimizer,
+        reptile_gradients,
+    )
 
 __all__ = [
     "CohortConfig",
@@ -15,3 +29,12 @@ __all__ = [
     "reptile_gradients",
     "weights_digest",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "checkpoint": ("export_init", "weights_digest"),
+        "config": ("CohortConfig", "MetaConfig", "OuterConfig"),
+        "reptile": ("MetaReptileModule", "adapt", "outer_optimizer", "reptile_gradients"),
+    },
+)

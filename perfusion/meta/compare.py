@@ -27,7 +27,7 @@ import hashlib
 import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +43,9 @@ from perfusion.fitting.config import FitConfig
 from perfusion.fitting.init import read_init, recorded_settings
 from perfusion.fitting.run import fit_case, read_history
 from perfusion.meta.checkpoint import export_init
+from perfusion.meta.compare_config import CompareConfig
 from perfusion.meta.config import MetaConfig
 from perfusion.meta.heldout import (
-    HeldoutConfig,
     SliceView,
     ensure_heldout,
     prepare_patient,
@@ -60,85 +60,9 @@ from perfusion.meta.population_prior import (
 )
 from perfusion.meta.probes import PROBE_MAPS, run_probes
 from perfusion.meta.tasks import case_dirs
-from perfusion.meta.verdicts import VerdictConfig
 from perfusion.prepared import PreparedCase
 
 ARM_KINDS = ("meta", "random", "prior", "noinit", "sppinn")
-
-
-@dataclass
-class SppinnArmConfig:
-    """The SPPINN arm: slice-wise 2-D fits (configs/model/sppinn.yaml), timed on a few slices."""
-
-    enabled: bool = True
-    """Run the SPPINN arm."""
-    steps: int = 5000
-    """Steps per slice (SPPINN's own count, as in the paper)."""
-    slices: int = 1
-    """Slices actually fitted; wall time is scaled to all of them (measured: ~2.3 s per step for
-    one 64x64 slice at batch 4096 on the loaded 2-core CPU)."""
-    lesion_slices: bool = True
-    """Fit the slices holding most true Tmax > 6 s tissue (spread over the tissue when the truth
-    shows none): on a lesion-free slice both region Dice scores are 1 (two empty regions)."""
-    patients: int = 1
-    """Held-out patients SPPINN runs on (the first ones): it is the wall-time reference, and
-    one slice of 5000 steps already costs what a whole no-init@5000 volume does."""
-    overrides: list[str] = field(default_factory=lambda: ["sampling.batch_size=4096"])
-    """FitConfig ``key=value`` applied over fit.yaml + model/sppinn.yaml (preprocessing is the
-    checkpoint's either way)."""
-
-
-@dataclass
-class PriorArmConfig:
-    """The population-prior arm (perfusion.meta.population_prior): needs the cohort's truth."""
-
-    enabled: bool = True
-    """Score the population prior when the training cohort has truth maps (phantoms)."""
-    cohort_dir: str | None = None
-    """Folder of training cases with ``truth/``; null = the checkpoint's meta-training cohort."""
-
-
-@dataclass
-class ProbeConfig:
-    """The Figure 5/6 probes on the first held-out patient."""
-
-    voxels: int = 4
-    """Voxels whose CBF is traced during a meta-init adaptation (spread over the true CBF range)."""
-    every: int = 5
-    """Inner steps between traced values."""
-
-
-@dataclass
-class CompareConfig:
-    """One ``perfusion compare`` run (configs/compare.yaml)."""
-
-    init: str = "checkpoints/resppinn-meta-cpu.ckpt"
-    """The meta-learned initialisation (``perfusion meta-train`` writes checkpoints/<name>.ckpt)."""
-    out: str = "bench/results"
-    """Where compare.md, compare.json and the compare-*.png figures go."""
-    work_dir: str = "data/compare"
-    """Prepared cases, fit folders, the control checkpoint and W&B files."""
-    no_init_steps: list[int] = field(default_factory=lambda: [0, 500, 1000, 2000, 5000])
-    """Step counts of the fits from scratch (the meta-init's N is always added)."""
-    random_init: bool = True
-    """Run the random-initialisation control."""
-    random_seed: int = 1
-    """torch seed of the control's untrained fields."""
-    device: str = "cpu"
-    """Fit device for every arm (``cpu``, ``cuda``, ``auto``)."""
-    threads: int = 1
-    """torch CPU threads (0: torch's default, every core). One by default, as for ``perfusion fit``:
-    with torch's default, one Reptile outer step took 77 s instead of 6 s on the 2-core machine
-    while another one-thread job ran (OpenMP threads spin against each other)."""
-    reuse: bool = True
-    """Reuse a fit folder whose config.yaml equals the arm's (an interrupted run resumes)."""
-    tracking: bool = True
-    """Log tables and figures to W&B (mode from WANDB_MODE; the CLI defaults it to offline)."""
-    heldout: HeldoutConfig = field(default_factory=HeldoutConfig)
-    sppinn: SppinnArmConfig = field(default_factory=SppinnArmConfig)
-    prior: PriorArmConfig = field(default_factory=PriorArmConfig)
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
-    verdict: VerdictConfig = field(default_factory=VerdictConfig)
 
 
 @dataclass

@@ -8,7 +8,6 @@ states, the outer step) is written to ``<checkpoint_dir>/<name>/last.ckpt`` ever
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 import warnings
@@ -27,7 +26,7 @@ from perfusion.meta.checkpoint import export_init
 from perfusion.meta.config import MetaConfig
 from perfusion.meta.reptile import MetaReptileModule, frame_of
 from perfusion.meta.tasks import case_dirs, load_tasks
-from perfusion.tracking import finish, make_logger
+from perfusion.tracking import finish, make_logger, quiet_lightning
 
 
 def ensure_cohort(cfg: MetaConfig) -> list[Path]:
@@ -147,10 +146,15 @@ def check_resumable(last: Path, fields, cfg: MetaConfig) -> int:
 
 
 def _trainer(cfg: MetaConfig, run_dir: Path, logger) -> L.Trainer:
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    quiet_lightning()  # no GPU/TPU banners; Lightning set its loggers to INFO on import
     warnings.filterwarnings(
         "ignore",
         message=".*(num_workers|does not have many workers|IterableDataset|log_every_n_steps).*",
+    )
+    # a resumed run's folder holds its checkpoints by design; and the weights after the outer
+    # step are the ones a checkpoint should hold (Reptile has no pre-step state worth keeping)
+    warnings.filterwarnings(
+        "ignore", message=".*(exists and is not empty|pre-optimization state).*"
     )
     checkpoint = ModelCheckpoint(
         dirpath=run_dir,

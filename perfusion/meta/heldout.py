@@ -22,25 +22,12 @@ from perfusion.config import load_config
 from perfusion.errors import PerfusionError
 from perfusion.fitting.config import FitConfig
 from perfusion.io import load_nifti, read_case, write_nifti_atomic
+from perfusion.meta.compare_config import HeldoutConfig
 from perfusion.meta.tasks import case_dirs
 from perfusion.prepared import PREPARED_JSON, PreparedCase
 
 BRAINMASK_FILE = "brainmask.nii.gz"
 TRUTH_DIR = "truth"
-
-
-@dataclass
-class HeldoutConfig:
-    """The held-out phantom cohort (generated when its folder holds too few patients)."""
-
-    dir: str | None = None
-    """Folder of the held-out cases; null = ``<work_dir>/heldout``."""
-    n: int = 2
-    """Held-out patients (each is fitted by every arm)."""
-    seed: int = 2000
-    """Phantom seed; must differ from the meta-training cohort's (refused otherwise)."""
-    phantom: list[str] | None = None
-    """Phantom ``key=value`` overrides; null = the training cohort's, read from the checkpoint."""
 
 
 def ensure_heldout(cfg: HeldoutConfig, checkpoint: dict[str, Any], default_dir: Path) -> list[Path]:

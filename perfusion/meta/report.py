@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from perfusion.io import write_json_atomic, write_text_atomic
 from perfusion.meta import figures
 from perfusion.meta.verdicts import REPORTED_KEYS, judge, map_error, summarize
-from perfusion.tracking import finish, make_logger
+from perfusion.tracking import finish, make_logger, quiet_lightning
 
 FIGURES = ("losses", "init", "voxels", "accuracy")
 
@@ -194,6 +194,7 @@ def prior_line(rows: dict[str, dict[str, Any]]) -> str | None:
 
 def _log(cfg: Any, payload: dict[str, Any], paths: dict[str, Path]) -> None:
     """The table, verdicts, loss curves and figures to one W&B run (group ``compare``)."""
+    quiet_lightning()  # importing perfusion.tracking imported Lightning, which logs at INFO
     logger = make_logger("compare", Path(cfg.work_dir) / "wandb-runs", group="compare",
                          job_type="compare", config=payload["config"])  # fmt: skip
     if logger is None:
