@@ -40,6 +40,8 @@ SIDECAR_FILE = "ctp.json"
 AIF_FILE = "aif.tsv"
 BRAINMASK_FILE = "brainmask.nii.gz"
 CORE_FILE = "core.nii.gz"
+CORE_LABEL_KEY = "core_label"
+"""The key (FitConfig, convert, inspect, preprocess) that picks the core's label of a label image."""
 CTP_STORE_STEP_HU = 0.1
 """HU per count of the int16 ``ctp.nii.gz`` (scl_slope): +-0.05 HU, far below CT noise (~5-10 HU);
 integer HU (what scanners store) come back exactly; a range beyond +-3276 HU gets a coarser slope."""
@@ -269,12 +271,18 @@ def validate_frame_times(times: np.ndarray, n_frames: int, path: Path) -> np.nda
 
 
 def read_mask(
-    path: str | Path, shape: tuple[int, ...], affine: np.ndarray, label: int | None = None
+    path: str | Path,
+    shape: tuple[int, ...],
+    affine: np.ndarray,
+    label: int | None = None,
+    label_key: str | None = None,
 ) -> np.ndarray:
     """A 0/1 mask that must lie on the scan's grid (same shape and affine within 1e-3 mm).
 
     ``label``: read a label image (values 0..N) keeping only voxels equal to ``label``; without
-    it any value other than 0 and 1 is refused (:func:`binary_mask`).
+    it any value other than 0 and 1 is refused (:func:`binary_mask`). ``label_key``: the key
+    that chooses ``label`` (``core_label``), named in the refusal; None where no key can (a
+    brain mask must be 0/1).
     """
     path = Path(path)
     image = load_nifti(path)
@@ -287,15 +295,18 @@ def read_mask(
         )
     if not np.allclose(image.affine, affine, atol=1e-3):
         raise PerfusionError("affine differs from the scan's affine", path)
-    return binary_mask(data, path, label)
+    return binary_mask(data, path, label, label_key)
 
 
-def binary_mask(data: np.ndarray, path: Path, label: int | None = None) -> np.ndarray:
+def binary_mask(
+    data: np.ndarray, path: Path, label: int | None = None, label_key: str | None = None
+) -> np.ndarray:
     """bool mask of a 0/1 image, or of one ``label`` of a label image; anything else is refused.
 
     A label image (core 0-4, a probability map, a resampled 0.5) read as ``> 0.5`` would count
     every label as lesion, silently; so the values must be exactly 0 and 1 unless a label is
-    chosen. Errors name the full path: mask files share names across case folders.
+    chosen. The refusal names ``label_key`` (e.g. ``core_label``), the key that chooses one, when
+    the caller has one. Errors name the full path: mask files share names across case folders.
     """
     data = np.asarray(data)
     if not np.isfinite(data).all():
@@ -310,9 +321,9 @@ def binary_mask(data: np.ndarray, path: Path, label: int | None = None) -> np.nd
             )
         return data == label
     if not np.isin(values, (0, 1)).all():
+        hint = f" (a label image: pick one label with {label_key}=N)" if label_key else ""
         raise PerfusionError(
-            f"mask holds values {_values_text(values)}; expected 0 and 1 only "
-            "(a label image: pick one label)",
+            f"mask holds values {_values_text(values)}; expected 0 and 1 only{hint}",
             path,
             full_path=True,
         )
@@ -393,7 +404,9 @@ def read_case(path: str | Path, core_label: int | None = None) -> Case:
         if not case.brainmask.any():
             raise PerfusionError("brain mask is empty", folder / BRAINMASK_FILE)
     if (folder / CORE_FILE).is_file():
-        case.core = read_mask(folder / CORE_FILE, case.shape, affine, core_label)
+        case.core = read_mask(
+            folder / CORE_FILE, case.shape, affine, core_label, label_key=CORE_LABEL_KEY
+        )
     return case
 
 

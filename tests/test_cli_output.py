@@ -84,10 +84,31 @@ def test_progress_bar_shows_residual_against_noise_not_v_num() -> None:
     bar.n = 10
     bar.set_postfix(shown)
     bar.close()
-    assert "fit step 10/50 |" in text.getvalue()
+    assert "fit step 10 (at most 50) |" in text.getvalue()
     assert re.search(
         r"\| 00:0\d, residual=5.31 ΔHU, held-out=5.4 ΔHU, noise=5.02 ΔHU", text.getvalue()
     )
+
+
+def test_progress_bar_total_is_a_cap_under_a_stopping_rule() -> None:
+    """A fit the noise rule stops at step 30 of at most 1000 must not read "step 30/1000"."""
+    from lightning.pytorch.callbacks import EarlyStopping
+    from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+
+    from perfusion.fitting.module import FitProgressBar
+    from perfusion.fitting.stopping import NOISE_MONITOR
+
+    stopping = SimpleNamespace(early_stopping_callbacks=[EarlyStopping(NOISE_MONITOR)])
+    fixed = SimpleNamespace(early_stopping_callbacks=[])
+    for trainer, shown in (
+        (stopping, "fit step 30 (at most 1000) |"),
+        (fixed, "fit step 30/1000 |"),
+    ):
+        text = io.StringIO()
+        bar = Tqdm(total=1000, desc="fit", bar_format=FitProgressBar.bar_format(trainer), file=text)
+        bar.n = 30
+        bar.close()
+        assert shown in text.getvalue()
 
 
 def test_wandb_logger_passes_no_anonymous_setting(tmp_path: Path) -> None:

@@ -37,11 +37,13 @@ def test_label_core_is_refused_naming_full_path_and_values(tmp_path: Path, capsy
         read_case(tmp_path / "case")
     assert str(info.value) == (
         f"{path}: mask holds values 0, 1, 2, 3, 4; expected 0 and 1 only "
-        "(a label image: pick one label)"
+        "(a label image: pick one label with core_label=N)"
     )
     assert main(["inspect", str(tmp_path / "case")]) == 2  # it used to print a 16-voxel core
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(path) in err and "0, 1, 2, 3, 4" in err, err
+    assert "core_label=N" in err  # the key that reads it, as the command line takes it
+    assert main(["inspect", str(tmp_path / "case"), "core_label=3"]) == 0
 
 
 def test_a_chosen_core_label_is_read_as_the_mask(tmp_path: Path) -> None:
@@ -66,14 +68,18 @@ def test_a_chosen_core_label_is_read_as_the_mask(tmp_path: Path) -> None:
 def test_binary_mask_lists_what_it_found(values, shown: str) -> None:
     with pytest.raises(PerfusionError, match=re.escape(f"mask holds values {shown};")):
         binary_mask(np.asarray(values), Path("/data/brainmask.nii.gz"))
+    with pytest.raises(PerfusionError, match=r"only \(a label image: pick one label with k=N\)$"):
+        binary_mask(np.asarray(values), Path("/data/core.nii.gz"), label_key="k")
     np.testing.assert_array_equal(binary_mask(np.array([0, 1, 1.0]), Path("m")), [0, 1, 1])
 
 
 def test_brain_mask_and_isles_core_are_checked_too(tmp_path: Path) -> None:
     make_case(tmp_path / "case")
     save_nifti(tmp_path / "case" / "brainmask.nii.gz", np.full(SHAPE, 255, np.uint8))
-    with pytest.raises(PerfusionError, match=r"brainmask.nii.gz: mask holds values 255;"):
-        read_case(tmp_path / "case")
+    with pytest.raises(PerfusionError, match=r"brainmask.nii.gz: mask holds values 255;") as info:
+        read_case(tmp_path / "case", core_label=1)
+    # no key picks a label of a brain mask: the core's key is not offered for it
+    assert str(info.value).endswith("expected 0 and 1 only") and "label" not in str(info.value)
     root = make_isles2018(tmp_path / "isles", n_frames=6)
     ot = next(root.rglob("*OT*.nii"))
     save_nifti(ot, np.asarray(nib.load(str(ot)).dataobj) * 2)  # labels 0/2

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fitting_case import make_prepared, tissue_labels, truth_volumes  # noqa: E402
 
 from perfusion.fitting.defuse import defuse3_summary  # noqa: E402
-from perfusion.fitting.report import write_report  # noqa: E402
+from perfusion.fitting.report import report_mapset, write_report  # noqa: E402
 from perfusion.io import CORE_FILE, write_nifti_atomic  # noqa: E402
 from perfusion.report import (  # noqa: E402
     ArterialInput,
@@ -149,6 +150,73 @@ def test_mosaic_shows_every_brain_slice() -> None:
     assert len(map_axes(fig)) == 2 * 5  # Tmax and CBF on slices 1-5 (slice 0 holds no brain)
 
 
+def with_reference(mapset: MapSet) -> MapSet:
+    """The MapSet with a reference core (its outline white, dashed: white on the white page)."""
+    mapset.regions["truth"] = mapset.regions["core"].copy()
+    return mapset
+
+
+def rendered(fig) -> tuple[np.ndarray, object]:
+    """The figure's RGB pixels (rows from the top, floats 0-1) and the renderer that drew them."""
+    canvas = FigureCanvasAgg(fig)  # the pages are plain Figures, saved without pyplot
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3] / 255.0, canvas.get_renderer()
+
+
+def legend_backgrounds(fig) -> list[tuple[object, np.ndarray]]:
+    """Every legend with the colour it is drawn on: its frame's face, else the figure's."""
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]
+    out = []
+    for legend in legends:
+        frame = legend.get_frame()
+        face = frame.get_facecolor() if frame.get_visible() else fig.get_facecolor()
+        out.append((legend, np.asarray(face[:3])))
+    return out
+
+
+@pytest.mark.parametrize("page", ["mosaic", "clinical"])
+def test_every_legend_sample_shows_on_its_background(page: str) -> None:
+    mapset, numbers = synthetic()
+    mapset = with_reference(mapset)
+    if page == "mosaic":
+        fig = mosaic_figure(mapset, "case")
+    else:
+        fig = clinical_figure(mapset, numbers, Header("case", "bsvd"))
+    pixels, renderer = rendered(fig)
+    height = pixels.shape[0]
+    samples = [(line, bg) for legend, bg in legend_backgrounds(fig) for line in legend.get_lines()]
+    assert len(samples) == 3  # core, Tmax > 6 s, reference core
+    for line, background in samples:
+        box = line.get_window_extent(renderer)  # the line itself, zero height: widen by 4 px
+        patch = pixels[
+            int(height - box.y1) - 4 : int(np.ceil(height - box.y0)) + 5,
+            int(box.x0) : int(np.ceil(box.x1)) + 1,
+        ]
+        contrast = np.abs(patch - background).max(axis=-1)
+        assert (contrast > 0.5).sum() >= 10, f"{line.get_label()} invisible on {background}"
+
+
+def test_mosaic_has_one_colour_bar_per_map_and_no_overlapping_ticks() -> None:
+    mapset, _ = synthetic()
+    fig = mosaic_figure(mapset, "case", columns=2)  # three row pairs: bars per row would stack
+    bars = [ax for ax in fig.axes if not ax.images and ax.collections]
+    labels = sorted(ax.get_xlabel() or ax.get_ylabel() for ax in bars)
+    assert labels == ["CBF (ml/100g/min)", "Tmax (s)"]
+    _, renderer = rendered(fig)
+    boxes = [
+        t.get_window_extent(renderer)
+        for ax in bars
+        for t in [*ax.get_xticklabels(), *ax.get_yticklabels()]
+        if t.get_visible() and t.get_text()
+    ]
+    assert len(boxes) >= 10
+    for a in range(len(boxes)):
+        for b in range(a + 1, len(boxes)):
+            assert not boxes[a].overlaps(boxes[b]), (boxes[a], boxes[b])
+    legend = fig.legends[0].get_window_extent(renderer)  # beside the bars, even on a narrow page
+    assert not any(legend.overlaps(ax.get_tightbbox(renderer)) for ax in bars)
+
+
 def test_write_report_writes_three_pages_with_the_reference(tmp_path: Path) -> None:
     prepared = make_prepared()
     truth = truth_volumes(tissue_labels(prepared.shape))
@@ -166,3 +234,22 @@ def test_write_report_writes_three_pages_with_the_reference(tmp_path: Path) -> N
     paths = write_report(tmp_path / "out" / "report.png", maps, prepared, summary)
     assert [p.name for p in paths] == ["report.png", "mosaic.png", "diagnostics.png"]
     assert all(p.stat().st_size > 10_000 for p in paths)
+
+
+def test_outlines_are_the_regions_the_summary_counts() -> None:
+    """The drawn core and Tmax > 6 s are defuse3_masks' regions: their volumes are the summary's
+    (a speck of core the page shows is one the numbers count)."""
+    prepared = make_prepared()
+    truth = truth_volumes(tissue_labels(prepared.shape))
+    maps = {**truth, "cbv": truth["cbf"] * truth["mtt"] / 60, "tmax": truth["delay"] + 2}
+    maps["tmax"][truth["cbf"] == 12.0] = 9.0
+    standard = prepared.standard_mm()[:, 0].reshape(prepared.shape)
+    numbers = defuse3_summary(maps, prepared.tissue, standard, prepared.voxel_volume_ml)
+    regions = report_mapset(maps, prepared).regions
+    assert numbers["core_volume_ml"] > 0 and numbers["tmax_gt_6s_volume_ml"] > 0
+    assert regions["core"].sum() * prepared.voxel_volume_ml == pytest.approx(
+        numbers["core_volume_ml"]
+    )
+    assert regions["hypo"].sum() * prepared.voxel_volume_ml == pytest.approx(
+        numbers["tmax_gt_6s_volume_ml"]
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import warnings
 from typing import Any
 
@@ -129,16 +130,41 @@ class FieldFitModule(L.LightningModule):
 class FitProgressBar(TQDMProgressBar):
     """One bar for the fit: step, residual and held-out RMS against the noise, elapsed time.
 
-    ``fit step 120/1000 |##  | 00:07, residual=5.31 ΔHU, held-out=5.4 ΔHU, noise=5.02 ΔHU``: no
-    epoch, no ``v_num``, no validation bars. The noise is the level the ``noise`` stopping rule
-    stops at (its EarlyStopping ``stopping_threshold``, a log RMS); absent under other rules.
+    ``fit step 120 (at most 1000) |##  | 00:07, residual=5.31 ΔHU, held-out=5.4 ΔHU,
+    noise=5.02 ΔHU``: no epoch, no ``v_num``, no validation bars. Under a stopping rule (an
+    EarlyStopping callback) ``steps`` is only a cap, so the bar says "at most": a fit that stops
+    at 30 must not read as 30 of 1000 done; without one it shows ``step 120/1000``. The noise is
+    the level the ``noise`` stopping rule stops at (its EarlyStopping ``stopping_threshold``, a
+    log RMS); absent under other rules.
     """
 
-    BAR_FORMAT = "{desc} step {n_fmt}/{total_fmt} |{bar:16}| {elapsed}{postfix}"
+    BAR_FORMAT = "{desc} step {n_fmt} (at most {total_fmt}) |{bar:16}| {elapsed}{postfix}"
+    FIXED_BAR_FORMAT = "{desc} step {n_fmt}/{total_fmt} |{bar:16}| {elapsed}{postfix}"
+    """The bar without a stopping rule: every one of ``steps`` runs."""
 
     @property
     def train_description(self) -> str:
         return "fit"
+
+    @staticmethod
+    def bar_format(trainer: L.Trainer) -> str:
+        """``BAR_FORMAT`` when a stopping rule may end the fit early, else ``FIXED_BAR_FORMAT``."""
+        return FitProgressBar.BAR_FORMAT if trainer.early_stopping_callbacks else (
+            FitProgressBar.FIXED_BAR_FORMAT)  # fmt: skip
+
+    def init_train_tqdm(self) -> Tqdm:
+        # as Lightning's, but with the total (its bar first prints "step 0/?") and our format
+        return Tqdm(
+            desc=self.train_description,
+            total=convert_inf(self.total_train_batches),
+            position=2 * self.process_position,
+            disable=self.is_disabled,
+            leave=True,
+            dynamic_ncols=True,
+            file=sys.stdout,
+            smoothing=0,
+            bar_format=self.bar_format(self.trainer),
+        )
 
     def init_validation_tqdm(self):
         return Tqdm(disable=True)

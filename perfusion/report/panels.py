@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import numpy as np  # noqa: E402
+from matplotlib import patheffects  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from perfusion.report.orientation import AxialView, mark_sides  # noqa: E402
@@ -43,6 +44,8 @@ OUTLINES = {
     "truth": {"color": "white", "linestyles": "dashed", "label": "reference core (core.nii.gz)"},
 }
 """Outline colours and styles by region name (magenta core, green Tmax > 6 s as RAPID)."""
+HALO = "black"
+"""Drawn under every outline and legend sample: a white outline stays visible on a white page."""
 
 
 @dataclass
@@ -115,33 +118,42 @@ def outline(ax, mask2d: np.ndarray, region: str, lw: float = 1.4) -> None:
         return
     style = OUTLINES[region]
     values = np.asarray(mask2d, dtype=float)
-    ax.contour(values, [0.5], colors="black", linewidths=lw + 1.6)
+    ax.contour(values, [0.5], colors=HALO, linewidths=lw + 1.6)
     ax.contour(values, [0.5], colors=style["color"], linewidths=lw, linestyles=style["linestyles"])
 
 
-def colorbar(fig, image, cax, name: str, fontsize: float = 10) -> None:
-    """The map's colour bar with its unit; threshold marks (Tmax 6 s) as a line and a tick."""
+def colorbar(
+    fig, image, cax, name: str, fontsize: float = 10, orientation: str = "vertical"
+) -> None:
+    """The map's colour bar with its unit; threshold marks (Tmax 6 s) as a line and a tick.
+
+    ``orientation``: ``vertical`` (ticks on the right) or ``horizontal`` (ticks below).
+    """
     scale = SCALES[name]
-    bar = fig.colorbar(image, cax=cax)
+    bar = fig.colorbar(image, cax=cax, orientation=orientation)
     bar.set_label(f"{scale.title} ({scale.unit})", fontsize=fontsize)
     ticks = sorted({*np.linspace(scale.low, scale.high, 5), *scale.marks})
     bar.set_ticks(ticks)
     bar.ax.tick_params(labelsize=fontsize - 1)
+    line = bar.ax.axhline if orientation == "vertical" else bar.ax.axvline
     for mark in scale.marks:
-        bar.ax.axhline(mark, color="white", lw=3)
-        bar.ax.axhline(mark, color="black", lw=1.5)
+        line(mark, color="white", lw=3)
+        line(mark, color="black", lw=1.5)
 
 
-def outline_legend(regions) -> list[Line2D]:
-    """Legend handles for the outlines of the named regions."""
+def outline_legend(regions, lw: float = 2.5) -> list[Line2D]:
+    """Legend handles for the outlines of the named regions, drawn as on the maps: over a black
+    halo, so every sample (the white reference core too) shows on a white or a black page."""
+    halo = [patheffects.Stroke(linewidth=lw + 2.0, foreground=HALO), patheffects.Normal()]
     return [
         Line2D(
             [],
             [],
             color=OUTLINES[r]["color"],
-            lw=2.5,
+            lw=lw,
             ls="--" if OUTLINES[r]["linestyles"] == "dashed" else "-",
             label=OUTLINES[r]["label"],
+            path_effects=halo,
         )  # fmt: skip
         for r in regions
         if r in OUTLINES
