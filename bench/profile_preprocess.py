@@ -3,7 +3,8 @@
     .venv/bin/python bench/profile_preprocess.py
 
 Makes (or reuses) two phantoms under data/bench-preprocess: the default 128x128x32 case and
-`perfusion phantom 'shape=[256,256,32]' motion=true`; times reading and each preprocessing
+`perfusion phantom 'shape=[256,256,32]' motion=true`, each as a scanner gives it (scan and frame
+times only: brain mask, AIF and VOF found automatically); times reading and each preprocessing
 stage (PreparedCase.meta["timings_s"]) with the default PreprocessConfig, then the whole
 `perfusion fit CASE` (default recipe) and `perfusion fit CASE method=bsvd` one after the other
 in this run. Writes bench/results/preprocess/README.md.
@@ -31,7 +32,18 @@ def phantom(name: str, overrides: list[str]) -> Path:
     case = folder / "patient-000"
     if not (case / "ctp.nii.gz").is_file():
         subprocess.run([str(BIN), "phantom", f"out={folder}", *overrides], check=True)
-    return case
+    return as_scanned(case)
+
+
+def as_scanned(case: Path) -> Path:
+    """The case as a scanner gives it: the scan and its frame times only (links), so that the
+    brain mask, AIF and VOF are found automatically."""
+    scan = case.parent / "as-scanned"
+    scan.mkdir(exist_ok=True)
+    for name in ("ctp.nii.gz", "ctp.json"):
+        if not (scan / name).exists():
+            (scan / name).symlink_to(case / name)
+    return scan
 
 
 def stages(case: Path) -> dict[str, float]:
@@ -71,7 +83,8 @@ def main() -> None:
         "# Where preprocessing spends its time",
         "",
         "Command: `.venv/bin/python bench/profile_preprocess.py` (2 cores; SimpleITK 2 threads,",
-        "the fit 1 thread; seconds, one run; the machine is shared and noisy).",
+        "the fit 1 thread; seconds, one run; the machine is shared and noisy). Cases as a",
+        "scanner gives them: the brain mask, AIF and VOF are found automatically.",
         "",
         "| stage | " + " | ".join(table) + " |",
         "|---" * (len(table) + 1) + "|",

@@ -1,18 +1,16 @@
 """Arterial and venous input functions: automatic selection, user ROIs, partial-volume
 correction and quality flags.
 
-Automatic AIF selection follows the cluster-based method of Mouridsen et al. (MRM 2006;56:1114):
-among brain voxels keep the upper ``area_fraction`` by area under the curve, drop the roughest
-quarter (integrated squared second derivative), cluster the unit-area curves by k-means (k = 5),
-keep the cluster with the smallest first moment (earliest bolus), cluster it again and keep its
-earliest cluster once more. Before clustering, candidates must pass :func:`arterial_shape_ok`
-(a peak clear of noise, a bolus that rises and falls inside the scan, a plausible width). The AIF
-is the mean of the ``n_voxels`` highest-peaking voxels of the final cluster (highest peak = least
-partial volume).
+Automatic AIF selection (:func:`select_aif_vof`) uses the cluster-based method of Mouridsen et
+al. (MRM 2006;56:1114) to find the arterial shape among high-area, high-peak voxels: k-means
+(k = 5) on unit-area curves, twice keeping the cluster with the smallest first moment (earliest
+bolus). Voxels are then weighted by peak and likeness to that shape, smoothly around the
+``n_voxels``-th best (highest peak = least partial volume), so that the curve changes little when
+the data change a little; the selection reports how far the chosen voxels lead the runners-up.
 
-The VOF (superior sagittal sinus, as RAPID does; Straka, JMRI 2010) is the mean of the
-``n_voxels`` smooth, large-area voxels whose bolus peaks after the AIF's and whose first moment is
-later (:func:`venous_shape_ok`), ranked by area under the curve.
+The VOF (superior sagittal sinus, as RAPID does; Straka, JMRI 2010) is the weighted mean of the
+largest-area voxels whose bolus peaks after the AIF's and whose first moment is later
+(:func:`venous_shape_ok`).
 
 All curves are enhancement above baseline (ΔHU); times in s, frames may be non-uniform.
 """
@@ -60,6 +58,7 @@ class AifSelection:
         aif_hu: (T,) float64 arterial enhancement (ΔHU), not yet partial-volume corrected.
         vof_hu: (T,) float64 venous enhancement (ΔHU), or None when no venous voxel qualified.
         aif_voxels, vof_voxels: (K, 3) int64 voxel indices (i, j, k) averaged into each curve.
+        aif_weights, vof_weights: (K,) weights (sum 1) of those voxels; None = equal.
         scores: numbers worth reporting (candidate counts, peaks, times, widths).
         flags: quality warnings from :func:`quality_flags` (empty when all is well).
         source: "auto" or "roi".
@@ -72,6 +71,8 @@ class AifSelection:
     scores: dict[str, float] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
     source: str = "auto"
+    aif_weights: np.ndarray | None = None
+    vof_weights: np.ndarray | None = None
 
 
 def curve_features(time_s: np.ndarray, curves_hu: np.ndarray) -> CurveFeatures:
@@ -193,17 +194,36 @@ def select_aif_vof(
     csf: np.ndarray | None = None,
     n_voxels: int = 10,
     area_fraction: float = 0.10,
+    peak_fraction: float = 0.01,
     n_clusters: int = 5,
 ) -> AifSelection:
-    """Automatic AIF and VOF (Mouridsen 2006 clusters for the AIF; largest late area for the VOF).
+    """Automatic AIF and VOF: Mouridsen 2006 clusters find the arterial shape, soft weights
+    pick the voxels.
+
+    1. Features of each curve lightly smoothed in time (one-frame Gaussian: noise spikes do not
+       set peaks), for the upper ``area_fraction`` by area (arteries, sinus, large vessels).
+       Arterial candidates: arterial shape (:func:`arterial_shape_ok`) and a peak in the upper
+       ``peak_fraction`` of the region (at least ``5 * n_voxels`` voxels), not tissue whose
+       noise peaks early.
+    2. Mouridsen's k-means passes keep the earliest cluster; the mean unit-area curve of its
+       ``n_voxels`` highest peaks is the arterial shape.
+    3. Each candidate scores its peak times how well its shape matches (correlation 0.8 -> 0,
+       1 -> 1); the AIF is the weighted mean with weights rising smoothly around the
+       ``n_voxels``-th best score (a logistic step 5 % of that score wide). A small change of the
+       data (rounding, another noise draw) moves weights a little instead of swapping voxels.
+    4. The VOF: curves of that upper area share that peak after the AIF with a later first
+       moment (:func:`venous_shape_ok`), weighted the same way by area under the curve.
+
+    ``scores`` report ``confidence``: 1 - (mean score of the runners-up, ranks n+1..2n) / (mean
+    score of the chosen n), and ``runner_up_r``: the correlation of the runners-up's mean curve
+    with the AIF. A small lead matters only when the runners-up look different:
+    :func:`selection_confident`.
 
     Args:
         enhancement_hu: (X, Y, Z, T) baseline-subtracted enhancement (ΔHU).
         frame_times_s: (T,) frame times in s (non-uniform allowed).
         brain: bool (X, Y, Z) search region; ``vessels`` (added) and ``csf`` (removed) optional.
-        n_voxels: voxels averaged into each curve.
-        area_fraction: upper share of voxels by area kept as candidates (Mouridsen: 10 %).
-        n_clusters: k of the k-means passes.
+        n_voxels: effective number of voxels averaged into each curve.
 
     Raises:
         PerfusionError: no voxel has an arterial shape.
@@ -215,20 +235,39 @@ def select_aif_vof(
     if csf is not None:
         region &= ~np.asarray(csf, dtype=bool)
     voxels = np.argwhere(region)
-    curves = np.asarray(enhancement_hu, dtype=np.float64)[region]
-    feat = curve_features(t, curves)
-    smooth = feat.roughness <= np.quantile(feat.roughness, 0.75)
-    big = feat.area_hus >= np.quantile(feat.area_hus, 1.0 - area_fraction)
-    cand = np.nonzero(big & smooth & arterial_shape_ok(feat, t))[0]
+    data = np.asarray(enhancement_hu)
+    # frame by frame: contiguous in NIfTI's order, and no float64 copy of the whole scan
+    every = np.stack([data[..., k][region] for k in range(t.size)], axis=-1).astype(np.float32)
+    smoothed = _smooth_one_frame(every, t)
+    area = np.clip(smoothed, 0.0, None) @ _trapezoid_weights(t).astype(np.float32)
+    n_high = max(int(np.ceil(peak_fraction * len(every))), 5 * n_voxels)
+    high = _top(smoothed.max(axis=1), n_high)
+    # shape features only where an artery or the sinus can be: the upper area_fraction by area
+    sub = np.nonzero(area >= np.quantile(area, 1.0 - area_fraction))[0]
+    voxels, high = voxels[sub], high[sub]
+    curves = every[sub].astype(np.float64)
+    feat = curve_features(t, smoothed[sub])
+    cand = np.nonzero(arterial_shape_ok(feat, t) & high)[0]
     if cand.size == 0:
         raise PerfusionError("automatic AIF selection: no voxel with an arterial bolus shape")
     keep = _earliest_cluster(curves, feat, cand, n_voxels, n_clusters)
-    aif_idx = keep[np.argsort(-feat.peak_hu[keep], kind="stable")[:n_voxels]]
-    aif = curves[aif_idx].mean(axis=0)
+    best = keep[np.argsort(-feat.peak_hu[keep], kind="stable")[:n_voxels]]
+    shape = (curves[best] / feat.area_hus[best, None]).mean(axis=0)
+    likeness = np.clip((_correlation(curves[cand], shape) - 0.8) / 0.2, 0.0, 1.0)
+    aif_idx, aif_w, lead, runners = _soft_top(cand, feat.peak_hu[cand] * likeness, n_voxels)
+    aif = aif_w @ curves[aif_idx]
     aif_feat = curve_features(t, aif[None])
-    late = np.nonzero(smooth & venous_shape_ok(aif_feat, feat) & (feat.area_hus > 0))[0]
-    vof_idx = late[np.argsort(-feat.area_hus[late], kind="stable")[:n_voxels]]
-    vof = curves[vof_idx].mean(axis=0) if vof_idx.size else None
+    late = np.nonzero(venous_shape_ok(aif_feat, feat) & (feat.area_hus > 0))[0]
+    vof = None
+    vof_idx, vof_w = np.zeros(0, dtype=np.int64), np.zeros(0)
+    if late.size:
+        vof_idx, vof_w, _, _ = _soft_top(late, feat.area_hus[late], n_voxels)
+        vof = vof_w @ curves[vof_idx]
+    runner_up_r = (
+        1.0
+        if runners.size == 0
+        else float(_correlation(curves[runners].mean(axis=0)[None], aif)[0])
+    )
     scores = {
         "n_candidates": float(cand.size),
         "n_final_cluster": float(keep.size),
@@ -236,6 +275,8 @@ def select_aif_vof(
         "aif_ttp_s": float(aif_feat.ttp_s[0]),
         "aif_fwhm_s": float(aif_feat.fwhm_s[0]),
         "n_venous_candidates": float(late.size),
+        "confidence": lead,
+        "runner_up_r": runner_up_r,
     }
     return AifSelection(
         aif_hu=aif,
@@ -244,7 +285,76 @@ def select_aif_vof(
         vof_voxels=voxels[vof_idx].astype(np.int64).reshape(-1, 3),
         scores=scores,
         flags=quality_flags(t, aif, vof),
+        aif_weights=aif_w,
+        vof_weights=vof_w,
     )
+
+
+MIN_LEAD = 0.05
+"""Chosen AIF voxels scoring less than 5 % above the runners-up are a near tie ..."""
+MIN_RUNNER_UP_R = 0.98
+"""... which matters when the runners-up's curve correlates below this with the AIF."""
+
+
+def selection_confident(scores: dict[str, float]) -> bool:
+    """Whether an automatic selection is clear: a lead over the runners-up of at least
+    :data:`MIN_LEAD`, or runners-up whose curve is the AIF's shape anyway."""
+    return scores["confidence"] >= MIN_LEAD or scores["runner_up_r"] >= MIN_RUNNER_UP_R
+
+
+def _smooth_one_frame(curves: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """(N, T) curves smoothed by a Gaussian of one (median) frame interval, normalised rows."""
+    if t.size < 3:
+        return curves
+    sigma = float(np.median(np.diff(t)))
+    kernel = np.exp(-0.5 * ((t[:, None] - t[None, :]) / sigma) ** 2)
+    kernel /= kernel.sum(axis=1, keepdims=True)
+    return curves @ kernel.T.astype(curves.dtype)
+
+
+def _trapezoid_weights(t: np.ndarray) -> np.ndarray:
+    """(T,) weights w with ``curves @ w`` the trapezoid integral over ``t`` (one BLAS call)."""
+    w = np.zeros(t.size)
+    w[1:] += 0.5 * np.diff(t)
+    w[:-1] += 0.5 * np.diff(t)
+    return w
+
+
+def _top(values: np.ndarray, n: int) -> np.ndarray:
+    """Bool mask of the ``n`` largest ``values`` (ties broken by index)."""
+    mask = np.zeros(values.shape, dtype=bool)
+    mask[np.argsort(-values, kind="stable")[: max(n, 0)]] = True
+    return mask
+
+
+def _correlation(curves: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Pearson correlation (N,) of each curve with ``reference`` (0 for a flat curve)."""
+    a = curves - curves.mean(axis=1, keepdims=True)
+    b = reference - reference.mean()
+    norm = np.linalg.norm(a, axis=1) * max(float(np.linalg.norm(b)), 1e-12)
+    return np.where(norm > 0, a @ b / np.maximum(norm, 1e-12), 0.0)
+
+
+def _soft_top(
+    index: np.ndarray, score: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """Voxels (indices into the curves), weights summing to 1, the lead of the chosen over the
+    runners-up and the runners-up's indices, for a soft choice of the ``n`` best ``score``s.
+
+    Weights are a logistic step in the score centred on the ``n``-th best, 5 % of it wide, so
+    they change continuously with the data; weights below 1e-3 are dropped.
+    """
+    order = np.argsort(-score, kind="stable")
+    ranked = score[order]
+    if ranked[0] <= 0:  # nothing scores: equal weights on the n first by rank
+        chosen = order[:n]
+        return index[chosen], np.full(chosen.size, 1.0 / chosen.size), 0.0, index[order[n : 2 * n]]
+    pivot = max(float(ranked[min(n, ranked.size) - 1]), 1e-3 * float(ranked[0]))
+    weight = 1.0 / (1.0 + np.exp(np.clip(-(score - pivot) / (0.05 * pivot), -50.0, 50.0)))
+    used = weight >= 1e-3
+    top, runners = ranked[:n], ranked[n : 2 * n]
+    lead = 1.0 - float(runners.mean()) / float(top.mean()) if runners.size else 1.0
+    return index[used], weight[used] / weight[used].sum(), lead, index[order[n : 2 * n]]
 
 
 def _earliest_cluster(

@@ -44,14 +44,15 @@ class NoiseEstimate:
     frames: int
     warnings: list[str] = field(default_factory=list)
 
-    def residual_rms_hu(self, n_frames: int, baseline_frames: int) -> float:
+    def residual_rms_hu(self, n_frames: int, baseline_frames: float) -> float:
         """RMS over all frames that a perfect fit leaves on baseline-subtracted curves.
 
         Subtracting the mean of the first ``n_b`` frames adds that mean's error, SD sigma /
         sqrt(n_b), to every later frame and removes it from the baseline frames, so the mean
-        squared residual is ``sigma^2 (1 + 1/n_b - 2/T)`` rather than ``sigma^2``.
+        squared residual is ``sigma^2 (1 + 1/n_b - 2/T)`` rather than ``sigma^2``. A weighted
+        baseline counts its effective frames (``PreparedCase.meta["baseline_frames"]``).
         """
-        n_b, n_t = max(int(baseline_frames), 1), max(int(n_frames), 1)
+        n_b, n_t = max(float(baseline_frames), 1.0), max(int(n_frames), 1)
         return self.sd_hu * float(np.sqrt(max(1.0 + 1.0 / n_b - 2.0 / n_t, 0.0)))
 
     def to_dict(self) -> dict[str, Any]:

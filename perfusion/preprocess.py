@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
+from scipy import fft as sp_fft
 
 from perfusion.aif import (
     correct_partial_volume,
@@ -25,6 +25,7 @@ from perfusion.aif import (
     quality_flags,
     roi_curve,
     select_aif_vof,
+    selection_confident,
 )
 from perfusion.errors import PerfusionError
 from perfusion.io import Case
@@ -67,15 +68,19 @@ class PreprocessConfig:
     """Half-width in voxels of the ROI around a user-given AIF/VOF voxel."""
     motion_iterations: int = 100
     """Most optimiser steps of each frame's rigid registration."""
-    motion_sampling: float = 1.0
+    motion_sampling: float = 0.5
     """Fraction of the masked bone-image voxels each frame's registration compares (below 1, a
-    fixed random subset per frame of at least 5000 voxels: faster, less accurate)."""
+    fixed random subset per frame of at least 5000 voxels: faster, a little less accurate)."""
     motion_bone_hu: float = 300.0
     """Motion correction registers the skull: HU above this (bone; contrast reaches it only in
     vessel voxels). A reference with < 0.5 % such voxels registers the clipped head instead."""
     motion_coarse_mm: float = 3.6
     """Voxel size (mm, block-averaged per axis) of the bone images motion correction compares;
     the found transform resamples the full-resolution frame."""
+    motion_min_shift_vox: float = 0.25
+    """A frame whose found transform moves no brain-box corner by this many voxels (of the
+    smallest spacing) is left as acquired, not resampled: registration noise on a still head
+    (~0.05 voxel) would otherwise interpolate every frame a little differently."""
     threads: int = 2
     """Threads SimpleITK may use."""
     brain_hu: list[float] = field(default_factory=lambda: [-15.0, 100.0])
@@ -109,6 +114,9 @@ class _Curves:
     aif_voxels: np.ndarray | None = None
     vof_voxels: np.ndarray | None = None
     raw: tuple[np.ndarray, np.ndarray | None] | None = None  # file curves (HU) at frame times
+    aif_weights: np.ndarray | None = None  # per voxel (sum 1); None = equal
+    vof_weights: np.ndarray | None = None
+    scores: dict[str, float] = field(default_factory=dict)  # automatic selection's report
 
 
 def prepare_case(case: Case, cfg: PreprocessConfig, progress: Progress = None) -> PreparedCase:
@@ -134,35 +142,39 @@ def prepare_case(case: Case, cfg: PreprocessConfig, progress: Progress = None) -
         brain = brain_mask(pre, spacing, tuple(cfg.brain_hu), cfg.bone_min_hu, case.path)
     clock.lap("brain mask")
     # provisional baseline from the whole-brain curve, then the AIF's (earlier) arrival
-    arrival = bolus_arrival_s(times, ctp[brain].mean(axis=0))
-    delta, baseline = subtract_baseline(ctp, baseline_count(times, arrival, cfg.baseline_frames))
+    arrival = bolus_arrival_s(times, _frame_means(ctp, brain))
+    first = baseline_weights(times, arrival, cfg.baseline_frames)
+    # the motion-corrected copy is ours to overwrite; the case's own array is not
+    delta, baseline = subtract_baseline(ctp, first, in_place=ctp is not case.ctp_hu)
     clock.lap("baseline")
     say("selecting the arterial and venous input functions")
     curves = _input_curves(case, delta, brain, cfg)
     clock.lap("AIF and VOF")
     arrival = bolus_arrival_s(times, curves.aif_hu)
-    n_base = baseline_count(times, arrival, cfg.baseline_frames)
-    delta, baseline = subtract_baseline(ctp, n_base)
+    base_w = baseline_weights(times, arrival, cfg.baseline_frames)
+    delta, baseline = rebase(delta, baseline, base_w)
     clock.lap("baseline")
-    aif, vof = _correct_aif(_rebase(curves, delta, n_base), times, cfg, meta)
+    aif, vof = _correct_aif(_rebase(curves, delta, base_w), times, cfg, meta)
     clock.lap("AIF and VOF")
     csf, vessels = _csf_and_vessels(delta, baseline, times, arrival, brain, float(aif.max()), cfg)
     clock.lap("CSF and vessel masks")
     tissue = smooth_in_time(delta, times, cfg.temporal_sigma_s)
-    tissue = smooth_in_plane(tissue, brain & ~csf & ~vessels, spacing, cfg.smooth_sigma_mm)
+    tissue = smooth_in_plane(
+        tissue, brain & ~csf & ~vessels, spacing, cfg.smooth_sigma_mm, in_place=tissue is delta
+    )
     clock.lap("smoothing")
     to_standard = _standard_frame(baseline, case, brain, cfg, meta, say)
     clock.lap("standard frame")
     meta["timings_s"] = clock.laps
     meta.update(
-        baseline_frames=n_base,
+        baseline_frames=round(effective_frames(base_w), 3),
         brain_ml=float(brain.sum()) * case.voxel_volume_ml,
         csf_ml=float(csf.sum()) * case.voxel_volume_ml,
         vessels_ml=float(vessels.sum()) * case.voxel_volume_ml,
         runtime_s=round(time.perf_counter() - start, 2),
     )
     return PreparedCase(
-        tissue_hu=tissue.astype(np.float32),
+        tissue_hu=tissue.astype(np.float32, copy=False),
         frame_times_s=times,
         aif_hu=aif,
         vof_hu=vof,
@@ -208,19 +220,71 @@ def bolus_arrival_s(times: np.ndarray, curve_hu: np.ndarray) -> float:
     return float(curve_features(times, (curve - base)[None]).arrival_s[0])
 
 
-def baseline_count(times: np.ndarray, arrival_s: float, requested: int = 0) -> int:
-    """Frames in the baseline: ``requested`` if > 0, else all frames before arrival (>= 1)."""
+def baseline_weights(times: np.ndarray, arrival_s: float, requested: int = 0) -> np.ndarray:
+    """(T,) weights of the frames averaged into the baseline.
+
+    ``requested`` > 0: the first ``requested`` frames, equally. Otherwise every frame at least two
+    frame intervals (the median) before ``arrival_s`` counts fully, frames less than one interval
+    before it not at all (the frame before the 10 % crossing may hold up to 10 % of the bolus),
+    and a frame between gets a weight falling linearly from 1 to 0. The baseline therefore moves
+    continuously with the arrival time instead of jumping by a frame when noise or rounding moves
+    the crossing past a frame time. At least the first frame counts.
+    """
+    t = np.asarray(times, dtype=np.float64)
     if requested > 0:
-        return min(int(requested), len(times))
-    return max(1, int(np.sum(times < arrival_s)))
+        return (np.arange(t.size) < requested).astype(np.float64)
+    step = float(np.median(np.diff(t))) if t.size > 1 else 1.0
+    weights = np.clip((arrival_s - t) / step - 1.0, 0.0, 1.0)
+    if weights.sum() <= 0:
+        weights[0] = 1.0
+    return weights
 
 
-def subtract_baseline(ctp_hu: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ΔHU (X, Y, Z, T) float32, baseline image (X, Y, Z) HU): mean of the first ``n_frames``."""
-    baseline = ctp_hu[..., :n_frames].mean(axis=-1, dtype=np.float64).astype(np.float32)
-    delta = np.empty_like(ctp_hu, dtype=np.float32)  # the input's memory order: one pass
-    np.subtract(ctp_hu, baseline[..., None], out=delta)
+def effective_frames(weights: np.ndarray) -> float:
+    """Frames whose plain mean has the noise of this weighted mean: (sum w)^2 / sum w^2."""
+    return float(weights.sum() ** 2 / np.sum(weights**2))
+
+
+def subtract_baseline(
+    ctp_hu: np.ndarray, weights: np.ndarray, in_place: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ΔHU (X, Y, Z, T) float32, baseline image (X, Y, Z) HU): the ``weights``-weighted mean
+    of the frames (:func:`baseline_weights`) subtracted from every frame; ``in_place``
+    overwrites a float32 ``ctp_hu`` instead of allocating."""
+    _, baseline = _weighted_frames(ctp_hu, weights)
+    if in_place and ctp_hu.dtype == np.float32:
+        delta = ctp_hu
+    else:
+        delta = np.empty_like(ctp_hu, dtype=np.float32)  # the input's memory order
+    for t in range(ctp_hu.shape[3]):  # frame by frame: contiguous in NIfTI's (Fortran) order
+        np.subtract(ctp_hu[..., t], baseline, out=delta[..., t])
     return delta, baseline
+
+
+def rebase(
+    delta: np.ndarray, baseline: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``delta`` and ``baseline`` of :func:`subtract_baseline` moved to new ``weights``, in place:
+    the new baseline is the old one plus the weighted mean of ``delta``'s frames (a new 4-D
+    array costs more than the arithmetic on large scans)."""
+    _, shift = _weighted_frames(delta, weights)
+    for t in range(delta.shape[3]):
+        delta[..., t] -= shift
+    return delta, baseline + shift
+
+
+def _weighted_frames(ctp_hu: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(used frame indices, the weighted mean image float32 (X, Y, Z))."""
+    used = np.nonzero(weights)[0]
+    total = np.zeros(ctp_hu.shape[:3], dtype=np.float64)
+    for t in used:
+        total += float(weights[t]) * ctp_hu[..., t]
+    return used, (total / float(np.sum(weights))).astype(np.float32)
+
+
+def _frame_means(ctp_hu: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(T,) mean of each frame over ``mask``; frame by frame (contiguous in NIfTI's order)."""
+    return np.array([ctp_hu[..., t][mask].mean(dtype=np.float64) for t in range(ctp_hu.shape[3])])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,36 +294,94 @@ def subtract_baseline(ctp_hu: np.ndarray, n_frames: int) -> tuple[np.ndarray, np
 def smooth_in_time(delta_hu: np.ndarray, times: np.ndarray, sigma_s: float) -> np.ndarray:
     """Gaussian smoothing along time with row-normalised weights exp(-(t_i - t_j)^2 / 2 sigma^2).
 
-    Exact for non-uniform frame times (the kernel uses the actual times) and leaves a constant
-    curve unchanged (weights sum to 1). ``sigma_s`` <= 0 returns the input.
+    Works on any array whose last axis is time ((X, Y, Z, T) volumes or (N, T) curves). Exact
+    for non-uniform frame times (the kernel uses the actual times) and leaves a constant curve
+    unchanged (weights sum to 1). ``sigma_s`` <= 0 returns the input.
     """
     if sigma_s <= 0:
         return delta_hu
     t = np.asarray(times, dtype=np.float64)
     weights = np.exp(-0.5 * ((t[:, None] - t[None, :]) / sigma_s) ** 2)
     weights /= weights.sum(axis=1, keepdims=True)
-    return (delta_hu @ weights.T.astype(np.float32)).astype(np.float32)
+    curves = np.asarray(delta_hu, dtype=np.float32)
+    # one (voxels, T) x (T, T) product, not a batch of small ones over the leading axes
+    flat = curves.reshape(-1, curves.shape[-1], order="A")
+    out = flat @ weights.T.astype(np.float32)
+    return out.reshape(curves.shape, order="A")
 
 
 def smooth_in_plane(
-    delta_hu: np.ndarray, mask: np.ndarray, spacing_mm: np.ndarray, sigma_mm: float
+    delta_hu: np.ndarray,
+    mask: np.ndarray,
+    spacing_mm: np.ndarray,
+    sigma_mm: float,
+    in_place: bool = False,
 ) -> np.ndarray:
     """In-plane Gaussian (sigma in mm) of (X, Y, Z, T) within ``mask``, normalised by the
     smoothed mask so that edges do not darken (normalised convolution); voxels outside the
-    mask keep their values. ``sigma_mm`` <= 0 returns the input.
+    mask keep their values. ``sigma_mm`` <= 0 returns the input; ``in_place`` overwrites a
+    float32 input instead of copying it.
+
+    The Gaussian is applied as its Fourier transform exp(-2 pi^2 sigma^2 f^2) on the mask's
+    in-plane bounding box, zero-padded by at least 8 sigma so that the FFT's wrap-around never
+    reaches the data; a few frames at a time. (scipy.ndimage's direct convolution gives the same
+    result to sampling of the kernel but takes several times longer on 256 x 256 frames.)
     """
     if sigma_mm <= 0:
         return delta_hu
-    sigma = (sigma_mm / spacing_mm[0], sigma_mm / spacing_mm[1], 0.0)
-    weight = ndimage.gaussian_filter(mask.astype(np.float32), sigma)
-    out = np.array(delta_hu, dtype=np.float32, copy=True)
-    inside = mask & (weight > 1e-6)
-    for t in range(delta_hu.shape[3]):
-        smoothed = ndimage.gaussian_filter(
-            np.where(mask, delta_hu[..., t], 0.0).astype(np.float32), sigma
-        )
-        out[..., t][inside] = smoothed[inside] / weight[inside]
+    if in_place and delta_hu.dtype == np.float32:
+        out = delta_hu
+    else:
+        out = np.array(delta_hu, dtype=np.float32, copy=True, order="K")
+    if not mask.any():
+        return out
+    # time-major view (T, Z, Y, X): C-contiguous for NIfTI's Fortran-ordered arrays, so each
+    # chunk of frames is a contiguous block and the FFT runs over its last two axes
+    box = _bounding_box(mask.T)
+    inside = np.ascontiguousarray(mask.T[box])
+    size = inside.shape[1:]
+    sigma_yx = sigma_mm / np.asarray(spacing_mm[1::-1], dtype=np.float64)
+    padded = tuple(
+        sp_fft.next_fast_len(n + 2 * int(np.ceil(4.0 * s)), real=True)
+        for n, s in zip(size, sigma_yx, strict=True)
+    )
+    gain = _gaussian_gain(padded, sigma_yx)
+
+    def blur(image: np.ndarray) -> np.ndarray:
+        spectrum = sp_fft.rfft2(image, s=padded, axes=(-2, -1), workers=-1)
+        spectrum *= gain
+        return sp_fft.irfft2(spectrum, s=padded, axes=(-2, -1), workers=-1)[
+            ..., : size[0], : size[1]
+        ]
+
+    weight = blur(inside.astype(np.float32))
+    keep = inside & (weight > 1e-6)
+    weight = np.where(keep, weight, np.float32(1.0))
+    view = out.T[(slice(None), *box)]
+    for start in range(0, view.shape[0], 8):
+        frames = view[start : start + 8]
+        smoothed = blur(np.where(inside, frames, np.float32(0.0))) / weight
+        frames[...] = np.where(keep, smoothed, frames)
     return out
+
+
+def _gaussian_gain(shape: tuple[int, int], sigma: np.ndarray) -> np.ndarray:
+    """rfft2 multiplier (n0, n1 // 2 + 1) of a 2-D Gaussian with ``sigma`` voxels per axis."""
+    fx = sp_fft.fftfreq(shape[0])
+    fy = sp_fft.rfftfreq(shape[1])
+    gx = np.exp(-2.0 * (np.pi * sigma[0] * fx) ** 2)
+    gy = np.exp(-2.0 * (np.pi * sigma[1] * fy) ** 2)
+    return (gx[:, None] * gy[None, :]).astype(np.float32)
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """Slices of the smallest box holding ``mask`` (any number of axes)."""
+    box = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        hit = np.nonzero(mask.any(axis=other))[0]
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,14 +397,14 @@ def _input_curves(
     from the automatic selection (when it finds one).
     """
     times, r = case.frame_times_s, cfg.roi_radius_vox
-    vof = vof_vox = None
+    vof = vof_vox = vof_w = None
     if cfg.vof_voxel is not None:
         vof, vof_vox = roi_curve(delta, list(cfg.vof_voxel), r)
     if cfg.aif_voxel is not None:
         aif, aif_vox = roi_curve(delta, list(cfg.aif_voxel), r)
         if vof is None:
-            vof, vof_vox = _auto_vof(delta, times, brain, cfg)
-        return _Curves(aif, vof, "roi", aif_vox, vof_vox)
+            vof, vof_vox, vof_w = _auto_vof(delta, times, brain, cfg)
+        return _Curves(aif, vof, "roi", aif_vox, vof_vox, vof_weights=vof_w)
     if case.curves is not None:
         c = case.curves
         raw_aif = np.interp(times, c.time_s, c.aif_hu)
@@ -290,38 +412,42 @@ def _input_curves(
         if vof is not None:  # a user VOF ROI beats the file's VOF
             raw_vof = None
         curves = _Curves(raw_aif, vof, "file", vof_voxels=vof_vox, raw=(raw_aif, raw_vof))
-        return _rebase(curves, delta, baseline_count(times, bolus_arrival_s(times, raw_aif)))
+        return _rebase(curves, delta, baseline_weights(times, bolus_arrival_s(times, raw_aif)))
     sel = select_aif_vof(delta, times, brain, n_voxels=cfg.aif_n_voxels)
     if vof is None:
-        vof, vof_vox = sel.vof_hu, sel.vof_voxels
-    return _Curves(sel.aif_hu, vof, "auto", sel.aif_voxels, vof_vox)
+        vof, vof_vox, vof_w = sel.vof_hu, sel.vof_voxels, sel.vof_weights
+    return _Curves(
+        sel.aif_hu, vof, "auto", sel.aif_voxels, vof_vox, None, sel.aif_weights, vof_w, sel.scores
+    )
 
 
 def _auto_vof(delta: np.ndarray, times: np.ndarray, brain: np.ndarray, cfg: PreprocessConfig):
+    """(VOF, voxels, weights) of the automatic selection, or Nones when it finds no AIF."""
     try:
         sel = select_aif_vof(delta, times, brain, n_voxels=cfg.aif_n_voxels)
     except PerfusionError:
-        return None, None
-    return sel.vof_hu, sel.vof_voxels
+        return None, None, None
+    return sel.vof_hu, sel.vof_voxels, sel.vof_weights
 
 
-def _rebase(curves: _Curves, delta: np.ndarray, n_base: int) -> _Curves:
-    """Curves re-derived after the baseline changed: voxel means of ``delta``, or the file's
-    curves minus the mean of their first ``n_base`` frames."""
+def _rebase(curves: _Curves, delta: np.ndarray, base_w: np.ndarray) -> _Curves:
+    """Curves re-derived after the baseline changed: (weighted) voxel means of ``delta``, or the
+    file's curves minus their baseline (``base_w``-weighted mean of frames)."""
 
-    def voxel_mean(vox: np.ndarray | None, fallback: np.ndarray | None) -> np.ndarray | None:
+    def voxel_mean(vox, weights, fallback: np.ndarray | None) -> np.ndarray | None:
         if vox is None or len(vox) == 0:
             return fallback
-        return delta[vox[:, 0], vox[:, 1], vox[:, 2]].astype(np.float64).mean(axis=0)
+        values = delta[vox[:, 0], vox[:, 1], vox[:, 2]].astype(np.float64)
+        return values.mean(axis=0) if weights is None else weights @ values
 
-    aif = voxel_mean(curves.aif_voxels, curves.aif_hu)
-    vof = voxel_mean(curves.vof_voxels, curves.vof_hu)
+    aif = voxel_mean(curves.aif_voxels, curves.aif_weights, curves.aif_hu)
+    vof = voxel_mean(curves.vof_voxels, curves.vof_weights, curves.vof_hu)
     if curves.raw is not None:
         raw_aif, raw_vof = curves.raw
-        aif = raw_aif - raw_aif[:n_base].mean()
+        aif = raw_aif - base_w @ raw_aif / base_w.sum()
         if raw_vof is not None:
-            vof = raw_vof - raw_vof[:n_base].mean()
-    return _Curves(aif, vof, curves.source, curves.aif_voxels, curves.vof_voxels, curves.raw)
+            vof = raw_vof - base_w @ raw_vof / base_w.sum()
+    return replace(curves, aif_hu=aif, vof_hu=vof)
 
 
 def _correct_aif(curves: _Curves, times: np.ndarray, cfg: PreprocessConfig, meta: dict) -> tuple:
@@ -337,16 +463,30 @@ def _correct_aif(curves: _Curves, times: np.ndarray, cfg: PreprocessConfig, meta
             aif, scale = curves.aif_hu, 1.0
     if curves.vof_hu is None:
         flags.append("no_vof")
+    confident = None
+    if curves.scores:
+        confident = selection_confident(curves.scores)
+        if not confident:
+            flags.append("aif_selection_not_confident")
     meta["aif"] = {
         "source": curves.source,
+        "confidence": curves.scores.get("confidence"),
+        "runner_up_r": curves.scores.get("runner_up_r"),
+        "confident": confident,
         "vof_scale": scale,
         "flags": flags,
         "peak_hu_measured": float(curves.aif_hu.max()),
         "peak_hu": float(aif.max()),
         "aif_voxels": None if curves.aif_voxels is None else curves.aif_voxels.tolist(),
         "vof_voxels": None if curves.vof_voxels is None else curves.vof_voxels.tolist(),
+        "aif_weights": _rounded(curves.aif_weights),
+        "vof_weights": _rounded(curves.vof_weights),
     }
     return np.asarray(aif, dtype=np.float64), curves.vof_hu
+
+
+def _rounded(weights: np.ndarray | None) -> list[float] | None:
+    return None if weights is None else np.round(weights, 4).tolist()
 
 
 def _motion(
@@ -366,6 +506,7 @@ def _motion(
         progress=say,
         bone_hu=cfg.motion_bone_hu,
         coarse_mm=cfg.motion_coarse_mm,
+        min_shift_vox=cfg.motion_min_shift_vox,
     )
     meta["motion"] = {**motion.summary(), "params": motion.params.round(4).tolist()}
     return motion.frames
@@ -381,13 +522,18 @@ def _csf_and_vessels(
     cfg: PreprocessConfig,
 ) -> tuple[np.ndarray, np.ndarray]:
     """CSF and large-vessel masks (perfusion.masks) from the baseline and the enhancement."""
-    enhancement = delta[..., times > arrival_s].mean(axis=-1)
+    after = np.nonzero(times > arrival_s)[0]
+    enhancement = np.zeros(brain.shape, dtype=np.float64)
+    for t in after:  # frame by frame: no 4-D temporary
+        enhancement += delta[..., t]
+    enhancement /= max(after.size, 1)
     csf = csf_mask(baseline, enhancement, brain, cfg.csf_max_hu, cfg.csf_enhancement_fraction)
     # one-frame temporal smoothing before the peak keeps noise spikes out of the vessel mask
-    peak = smooth_in_time(delta, times, float(np.median(np.diff(times)))).max(axis=-1)
-    vessels = vessel_mask(
-        peak, brain & ~csf, aif_peak_hu, cfg.vessel_min_hu, cfg.vessel_aif_fraction
-    )
+    region = brain & ~csf
+    peak = np.zeros(brain.shape, dtype=np.float32)
+    curves = np.stack([delta[..., t][region] for t in range(delta.shape[3])], axis=-1)
+    peak[region] = smooth_in_time(curves, times, float(np.median(np.diff(times)))).max(-1)
+    vessels = vessel_mask(peak, region, aif_peak_hu, cfg.vessel_min_hu, cfg.vessel_aif_fraction)
     return csf, vessels
 
 

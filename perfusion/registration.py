@@ -1,13 +1,13 @@
 """Rigid registration: frame-to-frame motion correction and the standard coordinate frame.
 
 Motion correction registers every CTP frame to a reference frame with a rigid (Euler3D)
-transform (SimpleITK, mean squares over a two-level pyramid) and reports per-frame rotations
+transform (SimpleITK, mean squares; one level, and a two-level pyramid for a frame that jumped
+or did not converge) and reports per-frame rotations
 (degrees) and translations (mm). It compares skull images (bone above ~300 HU, which contrast
-does not reach outside vessels) block-averaged to ~3 mm, only near the reference's skull, each
-frame starting from its neighbour's pose; the full-resolution frame is resampled once. On the
-128 x 128 x 32 motion phantom (seed 3) this took 0.6 s CPU per frame against 7.2 s for
-full-resolution raw-HU registration, with a worst brain-voxel error of 0.22 against 0.76 voxel
-(raw HU follows the bolus; bone does not).
+does not reach outside vessels: raw HU would follow the bolus) block-averaged to ~3.6 mm, only
+near the reference's skull, each frame starting from its neighbour's pose; the full-resolution
+frame is resampled once, and only when it moved (bench/results/preprocess has the timings,
+tests/test_registration.py the accuracy).
 
 The standard frame (resppinn-paper.txt, Section 2.6: "aligned all scans to a standard
 coordinate frame ... to ensure that the midline was properly centered") is estimated from
@@ -40,22 +40,29 @@ class MotionResult:
     """Motion-corrected frames and the rigid parameters that produced them.
 
     Attributes:
-        frames: float32 (X, Y, Z, T) frames resampled onto the reference frame.
+        frames: float32 (X, Y, Z, T) frames resampled onto the reference frame (the input
+            array itself when no frame moved enough to be resampled).
         params: float64 (T, 6) per frame: rotations about x, y, z (degrees) and translations
             (mm) of the Euler3D map from reference-frame points to moving-frame points, in
             the scan's voxel axes scaled to mm, about the volume centre.
         reference_frame: index of the reference frame (its row is zero).
+        resampled: bool (T,) frames resampled; the others moved less than ``min_shift_vox``
+            and are the acquired frames.
     """
 
     frames: np.ndarray
     params: np.ndarray
     reference_frame: int
+    resampled: np.ndarray | None = None
 
     def summary(self) -> dict[str, float]:
-        """Largest absolute rotation (deg) and translation (mm) over frames."""
+        """Largest absolute rotation (deg) and translation (mm) over frames, and how many
+        frames were resampled."""
+        moved = self.resampled if self.resampled is not None else np.ones(len(self.params), bool)
         return {
             "max_rotation_deg": float(np.abs(self.params[:, :3]).max()),
             "max_translation_mm": float(np.abs(self.params[:, 3:]).max()),
+            "frames_resampled": int(moved.sum()),
         }
 
 
@@ -81,9 +88,10 @@ BONE_CAP_HU = 1000.0
 MIN_BONE_FRACTION = 0.005
 """Below this fraction of bone voxels in the reference (skull-stripped or bone-free data) the
 clipped head image is registered instead of the bone image."""
-MASK_MARGIN_MM = 5.0
-"""Dilation of the metric mask beyond the reference's structure: the largest expected frame-to-
-frame motion (the optimiser starts from the neighbouring frame's pose)."""
+MASK_MARGIN_MM = 3.0
+"""Dilation of the metric mask beyond the reference's structure (at least one coarse voxel):
+where bone may move to between neighbouring frames (the optimiser starts from the neighbouring
+frame's pose)."""
 
 
 def registration_image(
@@ -218,20 +226,24 @@ def motion_correct(
     spacing_mm: np.ndarray,
     reference_frame: int = 0,
     iterations: int = 100,
-    sampling: float = 1.0,
+    sampling: float = 0.5,
     threads: int = 2,
     progress: Callable[[str], None] | None = None,
     bone_hu: float = 300.0,
     coarse_mm: float = 3.6,
+    min_shift_vox: float = 0.25,
 ) -> MotionResult:
     """Register every frame of ``ctp_hu`` (X, Y, Z, T) HU to ``reference_frame``.
 
     Registration compares coarse bone images (:func:`registration_image`; the clipped head at
     full resolution when the reference has no skull above ``bone_hu``) inside the dilated
-    reference structure (:func:`metric_mask`), each frame starting from its neighbour's
+    reference structure (:func:`metric_mask`; ``sampling`` applies to bone images only), each
+    frame starting from its neighbour's
     transform (:func:`registration_order`) with the fast one-level search; a frame that jumped
     more than :data:`JUMP_MM` from its neighbour, or did not converge, is registered again
-    coarse to fine. Each full-resolution frame is then resampled once.
+    coarse to fine. Each full-resolution frame is then resampled once, unless its transform
+    moves no corner of the volume's box by ``min_shift_vox`` voxels (of the smallest spacing):
+    such a frame is kept as acquired (its parameters are still reported).
     Voxels that move in from outside the field of view take the frame's minimum (air).
     """
     n_frames = ctp_hu.shape[3]
@@ -243,13 +255,17 @@ def motion_correct(
     bone = bone_threshold(reference, bone_hu)
     fixed = registration_image(reference, spacing_mm, bone, coarse_mm)
     mask, min_step = metric_mask(fixed), 1e-4 if bone is None else 1e-3
+    if bone is None:  # the full-resolution soft-tissue image: every voxel counts
+        sampling = 1.0
     fixed_full = to_sitk(reference, spacing_mm)
     found = {reference_frame: sitk.Euler3DTransform()}
     found[reference_frame].SetCenter(
         list(np.asarray(spacing_mm) * (np.array(reference.shape) - 1) / 2)
     )
-    frames = np.array(ctp_hu, dtype=np.float32, copy=True)
+    frames = None  # copied on the first frame that moved: a still scan is returned as it is
     params = np.zeros((n_frames, 6))
+    resampled = np.zeros(n_frames, dtype=bool)
+    still_mm = min_shift_vox * float(np.min(spacing_mm))
     size_mm = np.asarray(spacing_mm) * (np.array(reference.shape) - 1)
     for done, (t, neighbour) in enumerate(registration_order(n_frames, reference_frame), 2):
         moving = registration_image(ctp_hu[..., t], spacing_mm, bone, coarse_mm)
@@ -258,12 +274,20 @@ def motion_correct(
         if not converged or pose_change_mm(found[t], start, size_mm) > JUMP_MM:
             found[t], _ = register_rigid(fixed, moving, start, *args, coarse_to_fine=True)
         params[t] = euler_params(found[t])
-        moving_full, fill = to_sitk(ctp_hu[..., t], spacing_mm), float(ctp_hu[..., t].min())
-        resampled = sitk.Resample(moving_full, fixed_full, found[t], sitk.sitkLinear, fill)
-        frames[..., t] = from_sitk(resampled)
+        if pose_change_mm(found[t], found[reference_frame], size_mm) >= still_mm:
+            resampled[t] = True
+            if frames is None:
+                frames = np.array(ctp_hu, dtype=np.float32, copy=True)
+            moving_full, fill = to_sitk(ctp_hu[..., t], spacing_mm), float(ctp_hu[..., t].min())
+            resampled_image = sitk.Resample(
+                moving_full, fixed_full, found[t], sitk.sitkLinear, fill
+            )
+            frames[..., t] = np.transpose(sitk.GetArrayViewFromImage(resampled_image), (2, 1, 0))
         if progress is not None and done % 10 == 0:
             progress(f"motion correction: frame {done}/{n_frames}")
-    return MotionResult(frames=frames, params=params, reference_frame=reference_frame)
+    if frames is None:
+        frames = np.asarray(ctp_hu, dtype=np.float32)
+    return MotionResult(frames, params, reference_frame, resampled)
 
 
 def motion_table(params: np.ndarray, frame_times_s: np.ndarray) -> str:

@@ -14,8 +14,9 @@ from perfusion.io import Case, InputCurves, read_case, write_case
 from perfusion.prepared import PreparedCase
 from perfusion.preprocess import (
     PreprocessConfig,
-    baseline_count,
+    baseline_weights,
     bolus_arrival_s,
+    effective_frames,
     prepare_case,
     smooth_in_plane,
     smooth_in_time,
@@ -86,13 +87,25 @@ def test_bolus_arrival_and_baseline_on_a_hand_made_curve() -> None:
     # 40 HU until 10 s, then a straight rise to 340 HU at 20 s: 10 % of the 300 HU rise is at 11 s
     curve = np.where(times < 10, 40.0, np.minimum(40.0 + 30.0 * (times - 10), 340.0))
     assert bolus_arrival_s(times, curve) == pytest.approx(11.0)
-    assert baseline_count(times, 11.0) == 11  # frames at 0..10 s
-    assert baseline_count(times, 11.0, requested=4) == 4
+    # frames at 0..9 s fully, none from 10 s on (it may hold contrast)
+    assert baseline_weights(times, 11.0) == pytest.approx(np.r_[np.ones(10), np.zeros(20)])
+    # arrival between frame times: the frame between one and two intervals before is weighted
+    assert baseline_weights(times, 11.25)[9:12] == pytest.approx([1.0, 0.25, 0.0])
+    assert effective_frames(baseline_weights(times, 11.25)) == pytest.approx(10.25**2 / 10.0625)
+    assert baseline_weights(times, 11.0, requested=4).sum() == 4
     ctp = np.broadcast_to(curve, (2, 2, 1, 30)).astype(np.float32)
-    delta, baseline = subtract_baseline(ctp, 11)
+    delta, baseline = subtract_baseline(ctp, baseline_weights(times, 11.0))
     assert baseline == pytest.approx(40.0)
     assert delta[0, 0, 0, :11] == pytest.approx(np.zeros(11))
     assert delta[0, 0, 0, 20] == pytest.approx(300.0)
+
+
+def test_baseline_moves_continuously_with_the_arrival() -> None:
+    times = np.arange(30.0)
+    ctp = np.random.default_rng(0).normal(40.0, 5.0, (3, 3, 2, 30)).astype(np.float32)
+    _, before = subtract_baseline(ctp, baseline_weights(times, 10.999))
+    _, after = subtract_baseline(ctp, baseline_weights(times, 11.001))
+    assert np.abs(after - before).max() < 0.01  # no jump of a whole frame's noise / n
 
 
 def test_masks_baseline_and_curves_on_a_synthetic_case() -> None:
@@ -108,7 +121,8 @@ def test_masks_baseline_and_curves_on_a_synthetic_case() -> None:
     assert np.array_equal(prepared.vessels, m["vessels"])
     # AIF arrival: gamma variate 10 % crossing lies shortly after t0 = 6 s, within one frame
     assert AIF.t0_s <= prepared.bolus_arrival_s <= AIF.t0_s + 1.5
-    assert prepared.meta["baseline_frames"] == int(np.sum(times < prepared.bolus_arrival_s))
+    weights = baseline_weights(times, prepared.bolus_arrival_s)
+    assert prepared.meta["baseline_frames"] == pytest.approx(effective_frames(weights), abs=1e-3)
     # baseline subtracted: tissue enhancement follows the known curve (noise 1 HU)
     tissue_curve = prepared.tissue_hu[prepared.tissue].mean(axis=0)
     assert np.abs(tissue_curve - TISSUE(times)).max() < 1.0
@@ -235,3 +249,30 @@ def test_cli_writes_a_loadable_prepared_case(tmp_path: Path, capsys) -> None:
     assert loaded.scan_to_standard == pytest.approx(direct.scan_to_standard, abs=1e-6)
     assert np.abs(loaded.meta["motion"]["params"]).max() < 0.2  # a still head: no motion found
     assert "aif_voxel" in (out / "config.yaml").read_text()
+
+
+def test_automatic_curves_survive_rounding_to_whole_hu(tmp_path: Path) -> None:
+    """A small phantom with AIF, VOF and brain mask chosen automatically (as for every real
+    scan): rounding the scan to whole HU (a DICOM round trip) leaves the input curves and the
+    bSVD CBF map nearly unchanged."""
+    from dataclasses import replace
+
+    from omegaconf import OmegaConf
+
+    from perfusion.baselines.bsvd import fit_bsvd
+    from perfusion.config import load_config
+    from perfusion.phantom import make_cohort
+    from perfusion.phantom.config import PhantomConfig
+
+    overrides = ["n=3", "shape=[48,48,8]", "n_frames=30"]
+    cfg = load_config(PhantomConfig, ["phantom.yaml"], overrides)
+    make_cohort(OmegaConf.to_object(cfg), tmp_path, progress=False)
+    case = replace(read_case(tmp_path / "patient-002"), brainmask=None, curves=None)
+    config = fast_config(aif_voxel=None, vof_voxel=None)
+    before = prepare_case(case, config)
+    rounded = prepare_case(replace(case, ctp_hu=np.round(case.ctp_hu)), config)
+    assert before.meta["aif"]["source"] == "auto" and before.meta["aif"]["confident"]
+    assert np.corrcoef(before.aif_hu, rounded.aif_hu)[0, 1] > 0.999
+    both = before.tissue & rounded.tissue
+    cbf = fit_bsvd(before)["cbf"][both], fit_bsvd(rounded)["cbf"][both]
+    assert np.corrcoef(*cbf)[0, 1] > 0.99

@@ -11,7 +11,12 @@ which treats the curves as linear between samples.
 
 Regularisation: a fixed threshold ``P``, or oSVD (Wu 2003): per voxel the smallest threshold of
 ``thresholds`` whose oscillation index ``OI = sum_k |f_k - 2 f_{k-1} + f_{k-2}| / (L max f)`` is at
-most ``oi_target`` (0.095 for CT, field.md section 5), else the largest threshold.
+most ``oi_target`` (0.095 for CT, field.md section 5), else the largest threshold. Where the OI crosses the target
+between two thresholds, the residue is interpolated between theirs at the crossing (linear in
+OI) instead of taking the larger threshold's: Wu's rule flips voxels from one threshold to the
+next when the data change by a fraction of a HU (rounding a scan to whole HU); interpolated,
+the residue changes continuously with the data. The frequency cut itself stays hard, so a
+change of the AIF can still flip frequencies in or out.
 
 Maps (field.md section 5; units as in perfusion/units.py):
 - CBF = max of the residue ``F R`` (1/s) converted by :func:`perfusion.units.flow_to_cbf`.
@@ -105,13 +110,21 @@ def deconvolve(tissue: np.ndarray, spectrum: np.ndarray, cfg: BsvdConfig) -> np.
         return solve(cfg.threshold)
     out = solve(cfg.thresholds[-1])
     done = np.zeros(len(tissue), dtype=bool)
-    for p in cfg.thresholds:  # smallest threshold that meets the target wins
+    previous, previous_oi = None, None
+    for p in cfg.thresholds:  # the first threshold that meets the target, interpolated
         residue = solve(p)
-        meets = ~done & (oscillation_index(residue) <= cfg.oi_target)
-        out[meets] = residue[meets]
+        oi = oscillation_index(residue)
+        meets = ~done & (oi <= cfg.oi_target)
+        if previous is None:
+            out[meets] = residue[meets]
+        else:
+            over = previous_oi[meets] - cfg.oi_target  # > 0: the previous threshold missed
+            alpha = np.clip(over / np.maximum(previous_oi[meets] - oi[meets], 1e-12), 0.0, 1.0)
+            out[meets] = previous[meets] + alpha[:, None] * (residue[meets] - previous[meets])
         done |= meets
         if done.all():
             break
+        previous, previous_oi = residue, oi
     return out
 
 

@@ -124,8 +124,16 @@ class BoxModel:
         return torch.stack([g, -f * (a_late - a_early), f * a_early], dim=-1)
 
 
-def grid_start(model: BoxModel, curves: torch.Tensor, cfg: NlrConfig) -> torch.Tensor:
-    """Best (F, t_d, MTT) (V, 3) over the start grid, F by linear least squares per node."""
+def grid_start(
+    model: BoxModel, curves: torch.Tensor, cfg: NlrConfig, soft: bool = False
+) -> torch.Tensor:
+    """Best (F, t_d, MTT) (V, 3) over the start grid, F by linear least squares per node.
+
+    ``soft``: instead of the best node, the mean over nodes weighted by the Gaussian likelihood
+    exp(-(SSE - SSE_min) / 2 sigma^2), with sigma^2 = SSE_min / (T - 3) the voxel's own residual
+    variance: the start then moves continuously with the data instead of jumping between nodes
+    when noise (or rounding to whole HU) changes which node wins.
+    """
     delays = torch.arange(
         cfg.delay_min_s, cfg.delay_max_s + 1e-9, cfg.grid_delay_step_s, dtype=torch.float64
     )
@@ -142,9 +150,18 @@ def grid_start(model: BoxModel, curves: torch.Tensor, cfg: NlrConfig) -> torch.T
     cg = curves @ g.T  # (V, K)
     # residual norm at the optimal F is |c|^2 - <c,g>^2/<g,g>; keep F >= 0
     gain = torch.where(cg > 0, cg**2 / gg, torch.zeros_like(cg))
+    flows = (cg / gg).clamp_min(0.0)
+    if soft:
+        best_gain = gain.max(dim=1, keepdim=True).values
+        sse_min = ((curves * curves).sum(-1, keepdim=True) - best_gain).clamp_min(0.0)
+        variance = (sse_min / max(curves.shape[-1] - 3, 1)).clamp_min(1e-12)
+        weight = torch.softmax((gain - best_gain) / (2.0 * variance), dim=1)
+        return torch.stack(
+            [(weight * flows).sum(1), weight @ d.to(weight.dtype), weight @ m.to(weight.dtype)],
+            dim=-1,
+        )
     best = torch.argmax(gain, dim=1)
-    flow = (cg.gather(1, best[:, None])[:, 0] / gg[best]).clamp_min(0.0)
-    return torch.stack([flow, d[best], m[best]], dim=-1)
+    return torch.stack([flows.gather(1, best[:, None])[:, 0], d[best], m[best]], dim=-1)
 
 
 def levenberg_marquardt(

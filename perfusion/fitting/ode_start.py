@@ -5,8 +5,9 @@ MTT 4 s, delay 1 s), gradient descent on a delayed, dispersed curve (ischaemic t
 into a "short box, long delay" local minimum with the same Tmax. The classical box-model NLR
 avoids it with a grid start; this module gives the neural fit the same (docs/method.md):
 
-1. :func:`grid_start_units`: per tissue voxel, the best (F, t_d, MTT) over the NLR start grid
-   (F by linear least squares at each node), converted to Domain units;
+1. :func:`grid_start_units`: per tissue voxel, (F, t_d, MTT) over the NLR start grid (F by
+   linear least squares at each node), likelihood-weighted over the nodes so that it moves
+   continuously with the data (``grid_start(soft=True)``), converted to Domain units;
 2. :func:`smoothed_start`: a median filter of its log-parameters (noisy low-signal voxels);
 3. :func:`prefit_ode`: a short Adam fit of f_ODE and the shared encoding to the logarithm of
    that start (squared error: an L1 fit treats a small lesion as outliers and ignores it),
@@ -40,7 +41,7 @@ def grid_start_units(
     curves = torch.as_tensor(np.asarray(tac_hu, dtype=np.float32))
     with torch.no_grad():
         chunks = [
-            grid_start(model, curves[i : i + cfg.chunk], cfg)
+            grid_start(model, curves[i : i + cfg.chunk], cfg, soft=True)
             for i in range(0, len(curves), cfg.chunk)
         ]
     start = torch.cat(chunks) if chunks else curves.new_zeros((0, 3))
