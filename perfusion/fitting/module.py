@@ -71,6 +71,8 @@ class FieldFitModule(L.LightningModule):
         self.history: list[dict[str, float]] = []
         self.rms_ema_hu = float("nan")
         self.best: dict[str, Any] = {"rms_hu": float("inf"), "step": 0, "state": None}
+        self.previous: dict[str, Any] | None = None  # the last check (noise rule only)
+        self.crossing: dict[str, Any] | None = None  # where the residual crossed the target
 
     def training_step(self, batch: FitBatch, batch_idx: int) -> torch.Tensor:
         weight = anchor_weight(self.loss, self.global_step, self.total_steps)
@@ -94,6 +96,7 @@ class FieldFitModule(L.LightningModule):
         one = {"batch_size": 1}  # the placeholder batch says nothing about a size
         self.log(NOISE_MONITOR, math.log(max(self.rms_ema_hu, 1e-30)), **one)
         self.log("stop/rms_hu", self.rms_ema_hu, **one)
+        self._note_crossing()
         if math.isfinite(heldout):
             self.log("val/rms_hu", heldout, prog_bar=True, **one)
             self.log(HELDOUT_MONITOR, math.log(max(heldout, 1e-30)), **one)
@@ -113,9 +116,51 @@ class FieldFitModule(L.LightningModule):
         fitted = eq1_prediction(self.fields, feat, self.samples, batch.t, self.loss)
         return float((fitted - batch.tac).square().mean().sqrt()) * self.hu
 
+    def _note_crossing(self) -> None:
+        """Remember this check, and where the training residual crossed the noise rule's
+        target between the previous check and this one (log-linear fraction ``alpha``)."""
+        target = noise_target_hu(self.trainer) if self._trainer else None
+        if target is None or not math.isfinite(self.rms_ema_hu):
+            return
+        now = {
+            "step": self.global_step,
+            "rms_hu": self.rms_ema_hu,
+            "state": {k: v.detach().clone() for k, v in self.fields.state_dict().items()},
+        }
+        before = self.previous
+        if before is not None and self.crossing is None and now["rms_hu"] <= target:
+            high, low = math.log(before["rms_hu"]), math.log(now["rms_hu"])
+            if high > math.log(target):
+                alpha = (high - math.log(target)) / max(high - low, 1e-12)
+                self.crossing = {"before": before, "step": now["step"], "alpha": alpha}
+        self.previous = now
+
     def on_train_end(self) -> None:
+        """Held-out rule: the best check's weights. Noise rule: the weights where the residual
+        crossed the target, interpolated between the two checks around it, so that the maps
+        move continuously with the data rather than by a whole check interval when a change
+        below the noise moves the crossing past a check."""
         if self.keep_best and self.best["state"] is not None:
             self.fields.load_state_dict(self.best["state"])
+            return
+        crossing = self.crossing
+        if crossing is None or crossing["step"] != self.global_step:
+            return
+        before, alpha = crossing["before"]["state"], crossing["alpha"]
+        state = self.fields.state_dict()
+        blended = {
+            k: before[k] + alpha * (v - before[k]) if v.is_floating_point() else v
+            for k, v in state.items()
+        }
+        self.fields.load_state_dict(blended)
+
+    def maps_step(self) -> float:
+        """The (fractional) step the final weights stand for."""
+        crossing = self.crossing
+        if self.keep_best or crossing is None or crossing["step"] != self.global_step:
+            return float(self.global_step)
+        start = crossing["before"]["step"]
+        return start + crossing["alpha"] * (crossing["step"] - start)
 
     def configure_optimizers(self):
         optimizer, scheduler = make_optimizer(

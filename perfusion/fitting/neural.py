@@ -158,7 +158,10 @@ def _fit_region(
         "info": {
             **info,
             "noise": {**noise.to_dict(), "expected_residual_rms_hu": expected},
-            "stop": stopping.summary(plan, reason, steps_run, module.best),
+            "stop": {
+                **stopping.summary(plan, reason, steps_run, module.best),
+                **({} if plan.keep_best else {"maps_from_step": round(module.maps_step(), 2)}),
+            },
             "best_val_step": int(module.best["step"]),
             "train_time_s": train_s,
             "ms_per_step": 1000.0 * train_s / steps_run if steps_run else None,

@@ -158,6 +158,18 @@ def _baseline(prepared: PreparedCase, method: str) -> tuple[dict, None, dict]:
     return {n: np.asarray(result[n], dtype=np.float64) for n in MAP_NAMES}, None, {}
 
 
+PREPROCESS_KEYS = ("aif", "motion", "baseline_frames", "timings_s", "runtime_s")
+"""What preprocessing reports into summary.json: where the input curves came from (source,
+confidence, flags, voxels and weights), the motion found, the baseline and the time per stage."""
+
+
+def _preprocess_summary(meta: dict[str, Any]) -> dict[str, Any]:
+    out = {k: meta[k] for k in PREPROCESS_KEYS if k in meta}
+    if "motion" in out:  # the per-frame parameters are in motion.tsv of perfusion preprocess
+        out["motion"] = {k: v for k, v in out["motion"].items() if k != "params"}
+    return out
+
+
 def _summary(prepared, cfg, maps, valid, counts, wall, fit, case_dir) -> dict[str, Any]:
     standard = prepared.standard_mm()[:, 0].reshape(prepared.shape)
     usable = prepared.tissue & valid
@@ -175,6 +187,7 @@ def _summary(prepared, cfg, maps, valid, counts, wall, fit, case_dir) -> dict[st
         "tissue_voxels": int(prepared.tissue.sum()),
         "medians_in_tissue": {n: _median(maps[n][usable]) for n in MAP_NAMES},
         "defuse3": defuse3_summary(maps, usable, standard, prepared.voxel_volume_ml),
+        "preprocess": _preprocess_summary(prepared.meta),
     }
     summary["affected_side"] = summary["defuse3"]["affected_side"]
     if fit is not None:
