@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from perfusion.bench import BenchConfig, aif_source, markdown, run_accuracy, summarise
+from experiments.bench import BenchConfig, aif_source, markdown, run_accuracy, summarise
 from perfusion.config import load_config
 from perfusion.io import load_nifti
 
@@ -99,7 +99,7 @@ def test_sppinn_is_fitted_and_scored_on_the_lesion_slice(tmp_path):
 
 def test_a_failing_case_is_a_row_not_a_crash(tmp_path, monkeypatch):
     """Automatic AIF selection can fail on a case: the bench records it and goes on."""
-    import perfusion.bench as bench
+    import experiments.bench as bench
     from perfusion.errors import PerfusionError
 
     real = bench.prepare_once
@@ -119,7 +119,7 @@ def test_a_failing_case_is_a_row_not_a_crash(tmp_path, monkeypatch):
 
 
 def test_a_fit_is_reused_when_nothing_that_shapes_its_maps_changed():
-    from perfusion.bench import effective_settings
+    from experiments.bench import effective_settings
     from perfusion.fitting.config import FitConfig
 
     def settings(*overrides):

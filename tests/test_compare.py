@@ -12,6 +12,23 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from experiments.compare.config import (
+    CompareConfig,
+    HeldoutConfig,
+    PriorArmConfig,
+    ProbeConfig,
+    SppinnArmConfig,
+)
+from experiments.compare.heldout import lesion_slices, spread_slices
+from experiments.compare.report import prior_line, table_lines
+from experiments.compare.run import (
+    _fit_folder_name,
+    base_fit_config,
+    build_arms,
+    run_compare,
+    thin_history,
+)
+from experiments.compare.verdicts import VerdictConfig, clearly_lower, judge, map_error, summarize
 from perfusion.domain import Domain
 from perfusion.errors import PerfusionError
 from perfusion.fields import build_fields
@@ -20,23 +37,6 @@ from perfusion.fitting.config import FitConfig
 from perfusion.fitting.init import load_init, read_init
 from perfusion.io import load_nifti, write_nifti_atomic
 from perfusion.meta import MetaConfig, export_init
-from perfusion.meta.compare import (
-    _fit_folder_name,
-    base_fit_config,
-    build_arms,
-    run_compare,
-    thin_history,
-)
-from perfusion.meta.compare_config import (
-    CompareConfig,
-    HeldoutConfig,
-    PriorArmConfig,
-    ProbeConfig,
-    SppinnArmConfig,
-)
-from perfusion.meta.heldout import lesion_slices, spread_slices
-from perfusion.meta.report import prior_line, table_lines
-from perfusion.meta.verdicts import VerdictConfig, clearly_lower, judge, map_error, summarize
 from perfusion.units import cbv_from_cbf_mtt, tmax_box
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from experiments.compare.population_prior import CohortTruth, population_maps, write_prior_fit
 from perfusion.evaluation import MAP_NAMES, evaluate_fit
 from perfusion.io import write_nifti_atomic
-from perfusion.meta.population_prior import CohortTruth, population_maps, write_prior_fit
 from perfusion.units import cbv_from_cbf_mtt, tmax_box
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -1,7 +1,7 @@
 """Reptile meta-learning of field initialisations (resppinn-paper.txt Algorithm 1, Table 4).
 
-The names below load on first use (:mod:`perfusion.lazy`), so ``perfusion.meta.config`` and
-``perfusion.meta.compare_config`` are importable without torch or Lightning.
+The names below load on first use (:mod:`perfusion.lazy`), so ``perfusion.meta.config`` is
+importable without torch or Lightning.
 """
 
 from typing import TYPE_CHECKING

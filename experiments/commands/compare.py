@@ -1,16 +1,16 @@
 """``perfusion compare [init=checkpoints/<name>.ckpt] [key=value ...]``: meta-init vs no-init vs SPPINN.
 
-Options are :class:`~perfusion.meta.compare_config.CompareConfig` keys over ``configs/compare.yaml``.
+Options are :class:`~experiments.compare.config.CompareConfig` keys over ``configs/compare.yaml``.
 Prints the table and the verdicts; writes ``<out>/compare.md``, ``compare.json`` and the
 ``compare-*.png`` figures (default ``bench/results/``).
 """
 
 from __future__ import annotations
 
+from experiments.compare.config import CompareConfig
 from perfusion.config import split_args
 from perfusion.errors import PerfusionError
 from perfusion.help import Options
-from perfusion.meta.compare_config import CompareConfig
 from perfusion.resources import check_out_dir
 
 OPTIONS = Options(CompareConfig, ("compare.yaml",))
@@ -25,11 +25,11 @@ def main(argv: list[str]) -> None:
     cfg = OPTIONS.load(overrides)
     out = check_out_dir(cfg.out)
     check_out_dir(cfg.work_dir)
-    from perfusion.meta.compare import run_compare
+    from experiments.compare.run import run_compare
 
     command = " ".join(["perfusion compare", *argv])
     payload = run_compare(cfg, command)
-    from perfusion.meta.report import table_lines  # noqa: PLC0415
+    from experiments.compare.report import table_lines  # noqa: PLC0415
 
     print("\n".join(table_lines(payload["rows"])))
     for verdict in payload["verdicts"]:

@@ -269,7 +269,7 @@ def bench_row(
     """Fit (or reuse) one method on one case and score it against the case's truth."""
     truth, scale, slices = case_dir / "truth", 1.0, None
     if method == "sppinn" and cfg.sppinn_slices > 0:
-        from perfusion.meta.heldout import sppinn_view
+        from experiments.compare.heldout import sppinn_view
         from perfusion.prepared import PreparedCase
 
         lesion = cfg.sppinn_lesion_slices
@@ -377,7 +377,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"phantom overrides: {', '.join(config.get('phantom_overrides') or []) or 'none'}.",
         "Metrics inside brain tissue (no CSF, no voxel with vessel content); rCBF<30% Dice is "
         "against the same rule applied to the true CBF; CBF in ml/100g/min, times in s; score: "
-        "the mean of CBF r, both Dice and max(0, 1 - Tmax MAE / 2 s) (perfusion.bench.map_score). "
+        "the mean of CBF r, both Dice and max(0, 1 - Tmax MAE / 2 s) (experiments.bench.map_score). "
         "fit s: "
         "the method alone (no reading, preprocessing or writing); fit / bSVD: its ratio to "
         "bSVD's on the same case in the same run.",

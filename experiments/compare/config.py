@@ -1,6 +1,6 @@
 """Options of ``perfusion compare`` (configs/compare.yaml), apart from the run's code.
 
-The dataclasses :mod:`perfusion.meta.compare` and :mod:`perfusion.meta.heldout` run on; kept in a
+The dataclasses :mod:`experiments.compare.run` and :mod:`experiments.compare.heldout` run on; kept in a
 module that imports neither torch nor Lightning, so ``perfusion compare --help`` and a mistyped
 key answer at once.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from perfusion.meta.verdicts import VerdictConfig
+from experiments.compare.verdicts import VerdictConfig
 
 
 @dataclass
@@ -50,7 +50,7 @@ class SppinnArmConfig:
 
 @dataclass
 class PriorArmConfig:
-    """The population-prior arm (perfusion.meta.population_prior): needs the cohort's truth."""
+    """The population-prior arm (experiments.compare.population_prior): needs the cohort's truth."""
 
     enabled: bool = True
     """Score the population prior when the training cohort has truth maps (phantoms)."""

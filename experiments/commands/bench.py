@@ -1,13 +1,13 @@
 """``perfusion bench [key=value ...]``: the accuracy benchmark (``make bench-accuracy``).
 
-Options are :class:`~perfusion.bench.BenchConfig` keys over ``configs/bench.yaml``;
+Options are :class:`~experiments.bench.BenchConfig` keys over ``configs/bench.yaml``;
 ``config=bench/NAME`` runs another cohort (``configs/bench/*.yaml``), ``config=bench/quick`` the
 tiny quick mode the tests use. Writes ``README.md`` and ``accuracy.json`` into ``out``.
 """
 
 from __future__ import annotations
 
-from perfusion.bench import BenchConfig, command_line, run_accuracy
+from experiments.bench import BenchConfig, command_line, run_accuracy
 from perfusion.config import split_args
 from perfusion.errors import PerfusionError
 from perfusion.help import Options

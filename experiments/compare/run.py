@@ -10,14 +10,14 @@ the truth with :func:`perfusion.evaluation.evaluate_fit`:
 - ``no-init@S`` for each S of ``no_init_steps`` (N added): ordinary fits from scratch (``no-init@0``:
   the pre-fits only, i.e. the smoothed box-model grid start as f_ODE represents it);
 - ``population-prior``: no fit, the training cohort's true maps in the standard frame
-  (:mod:`perfusion.meta.population_prior`): an oracle for what an anatomical prior can hold;
+  (:mod:`experiments.compare.population_prior`): an oracle for what an anatomical prior can hold;
 - ``sppinn@S``: slice-wise SPPINN on ``sppinn.slices`` slices only (hours on a full volume on a
   CPU); its wall time is extrapolated to all tissue slices and labelled so.
 
 Every ReSPPINN arm repeats the checkpoint's inner loop (batch, optimiser, loss, AIF pre-fit,
 preprocessing; the checkpoint's ``fit`` settings), differing only in start weights and steps,
-so each patient is preprocessed once. Figures and tables: :mod:`perfusion.meta.report`;
-the targets: :mod:`perfusion.meta.verdicts`.
+so each patient is preprocessed once. Figures and tables: :mod:`experiments.compare.report`;
+the targets: :mod:`experiments.compare.verdicts`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,21 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from experiments.compare.config import CompareConfig
+from experiments.compare.heldout import (
+    SliceView,
+    ensure_heldout,
+    prepare_patient,
+    sppinn_view,
+)
+from experiments.compare.population_prior import (
+    CohortTruth,
+    has_truth,
+    population_maps,
+    read_truth,
+    write_prior_fit,
+)
+from experiments.compare.probes import PROBE_MAPS, run_probes
 from perfusion.config import load_config, to_object
 from perfusion.errors import PerfusionError
 from perfusion.evaluation import pearson_r
@@ -43,22 +58,7 @@ from perfusion.fitting.config import FitConfig
 from perfusion.fitting.init import read_init, recorded_settings
 from perfusion.fitting.run import fit_case, read_history
 from perfusion.meta.checkpoint import export_init
-from perfusion.meta.compare_config import CompareConfig
 from perfusion.meta.config import MetaConfig
-from perfusion.meta.heldout import (
-    SliceView,
-    ensure_heldout,
-    prepare_patient,
-    sppinn_view,
-)
-from perfusion.meta.population_prior import (
-    CohortTruth,
-    has_truth,
-    population_maps,
-    read_truth,
-    write_prior_fit,
-)
-from perfusion.meta.probes import PROBE_MAPS, run_probes
 from perfusion.meta.tasks import case_dirs
 from perfusion.prepared import PreparedCase
 
@@ -254,7 +254,7 @@ def run_patient(
 
 def run_compare(cfg: CompareConfig, command: str = "perfusion compare") -> dict[str, Any]:
     """The whole comparison; writes the report files and returns the compare.json payload."""
-    from perfusion.meta.report import write_report  # noqa: PLC0415  (matplotlib)
+    from experiments.compare.report import write_report  # noqa: PLC0415  (matplotlib)
 
     plain: CompareConfig = cfg if isinstance(cfg, CompareConfig) else to_object(cfg)
     if plain.threads:

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from experiments.compare import figures
+from experiments.compare.verdicts import REPORTED_KEYS, judge, map_error, summarize
 from perfusion.io import write_json_atomic, write_text_atomic
-from perfusion.meta import figures
-from perfusion.meta.verdicts import REPORTED_KEYS, judge, map_error, summarize
 from perfusion.tracking import finish, make_logger, quiet_lightning
 
 FIGURES = ("losses", "init", "voxels", "accuracy")
@@ -127,7 +127,7 @@ def markdown(payload: dict[str, Any]) -> str:
         "accuracy is on those slices. The Dice of two empty regions is 1 (perfusion.evaluation), "
         "so check the region volumes in compare.json. "
         "population-prior is no fit: the training patients' true maps, median at each "
-        "standard-frame position (perfusion.meta.population_prior), an oracle for what an "
+        "standard-frame position (experiments.compare.population_prior), an oracle for what an "
         "anatomical prior can hold before adaptation.", "",
         *table_lines(payload["rows"]), "", "## Verdicts (issue 6 targets)", "",
     ]  # fmt: skip

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from experiments.compare.config import HeldoutConfig
 from perfusion.config import load_config
 from perfusion.errors import PerfusionError
 from perfusion.fitting.config import FitConfig
 from perfusion.io import load_nifti, read_case, write_nifti_atomic
-from perfusion.meta.compare_config import HeldoutConfig
 from perfusion.meta.tasks import case_dirs
 from perfusion.prepared import PREPARED_JSON, PreparedCase
 

@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from experiments.compare.heldout import TRUTH_DIR
 from perfusion.atomic import atomic_dir, write_json_atomic
 from perfusion.evaluation import MAP_NAMES
 from perfusion.fitting.maps import write_maps
 from perfusion.io import load_nifti
-from perfusion.meta.heldout import TRUTH_DIR
 from perfusion.prepared import PreparedCase
 
 

@@ -1,0 +1,1 @@
+"""The ``perfusion bench`` and ``perfusion compare`` commands, dispatched by :mod:`perfusion.cli`."""

@@ -1,0 +1,1 @@
+"""The meta-init comparison (``perfusion compare``): :mod:`experiments.compare.run` runs it."""
