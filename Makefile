@@ -58,7 +58,7 @@ bench: bench-accuracy ## every benchmark -> bench/results/<name>/ (configs/bench
 	for name in $(BENCHES); do $(BIN)/perfusion bench config=bench/$$name $(ARGS) || exit 1; done
 
 lint: install ## ruff
-	$(BIN)/ruff check perfusion tests && $(BIN)/ruff format --check perfusion tests
+	$(BIN)/ruff check perfusion experiments tests && $(BIN)/ruff format --check perfusion experiments tests
 
 clean: ## remove generated data and runs (keeps .venv and checkpoints)
 	rm -rf data/demo wandb .pytest_cache

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/rank_recipes.py
 
-Score of a recipe: the mean of its 3-patient mean map scores (perfusion.bench.map_score) over
+Score of a recipe: the mean of its 3-patient mean map scores (experiments.bench.map_score) over
 sigma 5, 10, 15 of bench/results/accuracy and sigma 5, 10 of bench/results/white and
 bench/results/exponential. Eligible: its sigma 0 row in bench/results/accuracy is within 0.03 of
 NLR's on CBF r and on both region Dice. Writes the ranking, best first, to
