@@ -2,8 +2,9 @@
 
 Layers (team contract; style.md section 3): a module may import its own layer and earlier ones.
 Every import counts, including those inside functions (a lazy import is still a dependency).
-Modules not in the table are not checked, either as importer or as imported, so new packages
-do not break this test before they are placed in a layer.
+Every module under perfusion/ must be in the table (a new one fails until it is placed), and
+every table entry must exist. The top-level ``experiments`` package may import perfusion; no
+perfusion module imports it (the CLI names its two commands as strings, in cli.py only).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "perfusion"
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "perfusion"
+EXPERIMENTS = REPO / "experiments"
 LAYERS: list[set[str]] = [
-    {"units", "config", "errors", "atomic", "tracking", "help", "resources", "lazy"},
+    {"__init__", "units", "config", "errors", "atomic", "tracking", "help", "resources", "lazy"},
     {"io", "datasets", "evaluation"},
     {
         "preprocess",
@@ -32,11 +35,13 @@ LAYERS: list[set[str]] = [
     {"fitting", "baselines"},
     {"meta"},
     {"segmentation"},
-    {"sweeps", "experiments", "commands", "cli"},
+    {"sweeps", "commands", "cli"},
 ]
 LAYER_OF = {name: index for index, names in enumerate(LAYERS) for name in names}
 LIGHTNING = {"lightning", "pytorch_lightning", "lightning_fabric"}
-LIGHTNING_FILES = {"tracking.py", "experiments.py", "experiment.py", "stopping.py"}
+LIGHTNING_FILES = {"tracking.py", "experiment.py", "stopping.py"}
+CLI_REACHES_EXPERIMENTS = {"cli.py"}
+"""The files of perfusion allowed to name ``experiments.*`` in a string (the CLI dispatch)."""
 
 
 def _module_parts(path: Path, root: Path) -> list[str]:
@@ -70,13 +75,33 @@ def _layer_key(dotted: str, root: Path) -> str | None:
     return parts[1] if parts[1] in LAYER_OF else None
 
 
+def _own_key(path: Path, root: Path) -> str:
+    """The table name of the file ``path``: its top-level module or subpackage under ``root``."""
+    return path.relative_to(root).parts[0].removesuffix(".py")
+
+
+def unknown_modules(root: Path) -> list[str]:
+    """Files under ``root`` whose module or subpackage is in no layer of the table."""
+    return [
+        str(path.relative_to(root.parent))
+        for path in sorted(root.rglob("*.py"))
+        if _own_key(path, root) not in LAYER_OF
+    ]
+
+
+def stale_entries(root: Path) -> list[str]:
+    """Table entries naming no module or subpackage under ``root``."""
+    present = {_own_key(path, root) for path in root.rglob("*.py")}
+    return sorted(set(LAYER_OF) - present)
+
+
 def layer_violations(root: Path) -> list[str]:
     """``file (layer) imports module`` for each later-layer module imported under ``root``."""
     found = []
     for path in sorted(root.rglob("*.py")):
-        own = _layer_key(".".join(_module_parts(path, root)), root)
-        if own is None:
-            continue
+        own = _own_key(path, root)
+        if own not in LAYER_OF:
+            continue  # reported by unknown_modules
         others = {_layer_key(dotted, root) for dotted in imported_modules(path, root)}
         for other in sorted(o for o in others if o is not None and LAYER_OF[o] > LAYER_OF[own]):
             found.append(f"{path.relative_to(root.parent)} ({own}) imports {other}")
@@ -103,8 +128,41 @@ def placement_violations(root: Path) -> list[str]:
     return found
 
 
+def experiment_imports(root: Path, experiments: str = "experiments") -> list[str]:
+    """``file imports experiments...`` for each import of the experiments package under ``root``,
+    and ``file names 'experiments...'`` for each string naming one outside the CLI dispatch."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root.parent)
+        for name in sorted(imported_modules(path, root)):
+            if name.split(".")[0] == experiments:
+                found.append(f"{rel} imports {name}")
+        if path.relative_to(root).as_posix() in CLI_REACHES_EXPERIMENTS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            value = node.value if isinstance(node, ast.Constant) else None
+            if isinstance(value, str) and value.split(".")[0] == experiments and "." in value:
+                found.append(f"{rel} names {value!r}")
+    return found
+
+
+def test_every_module_is_in_a_layer() -> None:
+    assert unknown_modules(PACKAGE) == []
+    assert stale_entries(PACKAGE) == []
+
+
 def test_no_module_imports_a_later_layer() -> None:
     assert layer_violations(PACKAGE) == []
+
+
+def test_experiments_import_perfusion_and_perfusion_never_imports_them() -> None:
+    assert experiment_imports(PACKAGE) == []
+    tops = {
+        name.split(".")[0]
+        for path in EXPERIMENTS.rglob("*.py")
+        for name in imported_modules(path, EXPERIMENTS)
+    }
+    assert "perfusion" in tops
 
 
 def test_lightning_and_monai_only_where_allowed() -> None:
@@ -121,7 +179,9 @@ def fake_package(tmp_path: Path) -> Path:
         "io.py": "def f():\n    from perfusion.fitting import run\n",  # lazy, still counted
         "units.py": "from . import errors\n",
         "errors.py": "",
-        "newthing.py": "from perfusion import cli\n",  # unknown module: not checked
+        "newthing.py": "from perfusion import cli\n",  # in no layer: reported, not checked
+        "late.py": "import experiments.bench\nNAME = 'experiments.commands.fit'\n",  # never
+        "cli.py": "MODULE = 'experiments.commands.bench'\n",  # the CLI dispatch: allowed
         "fitting/__init__.py": "from ..io import read_case\nfrom .module import FitModule\n",
         "fitting/module.py": "import lightning\nclass FitModule: ...\n",
         "fitting/run.py": "from lightning import Trainer\nimport monai\n",
@@ -134,6 +194,12 @@ def fake_package(tmp_path: Path) -> Path:
 
 
 def test_checker_finds_planted_violations(fake_package: Path) -> None:
+    assert unknown_modules(fake_package) == ["perfusion/late.py", "perfusion/newthing.py"]
+    assert "sweeps" in stale_entries(fake_package) and "fitting" not in stale_entries(fake_package)
+    assert experiment_imports(fake_package) == [
+        "perfusion/late.py imports experiments.bench",
+        "perfusion/late.py names 'experiments.commands.fit'",
+    ]
     assert layer_violations(fake_package) == [
         "perfusion/io.py (io) imports fitting",
         "perfusion/segmentation/net.py (segmentation) imports sweeps",
