@@ -29,9 +29,7 @@ VESSEL_OCCUPANCY_MAX = 0.0
 """Voxels with more than this vessel fraction (truth/vessels) are left out. A phantom voxel of
 vessel fraction f holds f of arterial or venous blood beside (1 - f) of tissue, while its true
 maps are the tissue's: on a noiseless phantom, 5 % of arterial blood doubles the CBV that any
-method must measure there. Until 2026-12-01 the limit was 0.5, and the ~0.3 % of voxels with
-partial vessel content lowered the voxel-wise methods' noiseless CBV r from 0.996 to 0.53 (bSVD,
-96x96x20 phantom) while barely moving the smooth neural fields' (0.86 to 0.81 at 128x128x32)."""
+method must measure there (docs/phantoms.md, "How the phantoms are scored")."""
 
 
 def mae(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:

@@ -177,9 +177,8 @@ class FitConfig:
     device: str = "auto"
     """``cpu``, ``cuda`` or ``auto`` (cuda when available)."""
     threads: int = 1
-    """torch CPU threads during the fit (restored after); 0 leaves torch's default. One thread is
-    the default because on a shared 2-core machine two OpenMP threads made a B=25k step 4.7x
-    slower (1.79 s vs 0.38 s, load ~9), while an idle machine gains at most ~1.5x from two."""
+    """torch CPU threads during the fit (restored after); 0 leaves torch's default, every core.
+    One by default: OpenMP threads spin against each other on a shared CPU (docs/gpu.md)."""
     slice_wise: bool = False
     """Fit each axial slice separately with 2-D coordinates (SPPINN)."""
     aif_prefit_steps: int = 300

@@ -1,6 +1,6 @@
 """Configuration of Reptile meta-learning (resppinn-paper.txt Algorithm 1, Table 4).
 
-``configs/meta/default.yaml`` is sized for 2 CPU cores; ``configs/meta/paper.yaml`` is Table 4.
+``configs/meta/default.yaml`` is sized for a CPU; ``configs/meta/paper.yaml`` is Table 4.
 The inner loop is an ordinary fit (:class:`~perfusion.fitting.config.FitConfig`): a fit that
 starts from the learned initialisation repeats it exactly, so its settings travel in the
 checkpoint.
@@ -67,9 +67,8 @@ class MetaConfig:
     seed: int = 0
     """Seed of task order, inner batches and the initial fields."""
     threads: int = 1
-    """torch CPU threads (0: torch's default, every core). One by default, as for ``perfusion fit``:
-    with torch's default, one Reptile outer step took 77 s instead of 6 s on the 2-core machine
-    while another one-thread job ran (OpenMP threads spin against each other)."""
+    """torch CPU threads (0: torch's default, every core). One by default, as for ``perfusion fit``
+    (docs/gpu.md: OpenMP threads spin against each other on a shared CPU)."""
     outer: OuterConfig = field(default_factory=OuterConfig)
     cohort: CohortConfig = field(default_factory=CohortConfig)
     fit: FitConfig = field(default_factory=FitConfig)

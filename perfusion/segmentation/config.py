@@ -1,8 +1,8 @@
 """Configuration of the infarct-core U-Net and its leave-one-out cross-validation (paper Table 5).
 
 ``configs/loocv.yaml`` is the CPU default (small phantom cohort, fitted bSVD maps, few epochs, a
-larger learning rate so it learns in minutes; ~16 CPU-min measured); ``configs/loocv/paper.yaml`` restores Table 5 (lr 5e-5, 500 epochs, 5 seeds)
-and is meant for GPUs. Field names follow MONAI (``channels``, ``strides``, ``num_res_units``).
+larger learning rate so it learns in minutes); ``configs/loocv/paper.yaml`` restores Table 5
+(lr 5e-5, 500 epochs, 5 seeds) and is meant for GPUs. Field names follow MONAI (``channels``, ``strides``, ``num_res_units``).
 """
 
 from __future__ import annotations
@@ -71,9 +71,8 @@ class TrainConfig:
     n_val: int = 1
     """Validation patients held out from each fold's training patients (paper: 1)."""
     threads: int = 1
-    """torch CPU threads per training process. One is fastest on a shared CPU: with two, OpenMP
-    spin-waiting cost ~50x more CPU per step on a loaded 2-core machine; run folds in parallel
-    processes (``fold=k``) to use more cores."""
+    """torch CPU threads per training process (one by default, see docs/gpu.md); run folds in
+    parallel processes (``fold=k``) to use more cores."""
     accelerator: str = "auto"
     """Lightning accelerator (``auto``, ``cpu``, ``gpu``)."""
 

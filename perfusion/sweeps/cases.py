@@ -5,7 +5,7 @@ so the driver writes it: ``perfusion phantom out=data/sweep/phantom <overrides>`
 phantom with ``truth/``), then preprocesses that patient once into the ``prepared/`` folder with
 the fit's default preprocessing (``configs/fit.yaml``) and copies ``truth/`` beside it. Every
 trial then loads the preprocessed case (``perfusion.fitting.run.load_prepared``) instead of
-redoing motion correction and registration, which on 2 CPU cores costs more than a short fit.
+redoing motion correction and registration, which on a CPU can cost more than a short fit.
 A case path not under ``prepared/`` gets the phantom only, and each trial preprocesses it.
 
 Since a preprocessed folder fixes preprocessing, a sweep over ``preprocess.*`` keys (smoothing,
