@@ -10,7 +10,7 @@ anatomy, the same moment after bolus arrival and the same contrast level in ever
   arrival (the only per-case quantity, and it only shifts time);
 - attenuation: ``c_unit = tissue_hu / tissue_hu_per_unit``, ``a_unit = aif_hu / aif_hu_per_unit``.
 
-Under these scales Eq. (1) of resppinn-paper.txt, ``dC/dt = F [A(t - t_d) - A(t - t_d - MTT)]``,
+Under these scales Eq. (1) of the ReSPPINN paper, ``dC/dt = F [A(t - t_d) - A(t - t_d - MTT)]``,
 keeps its form by the chain rule: with ``C = Sc c``, ``A = Sa a`` and ``t = St tau``,
 ``dc/dtau = (F St Sa / Sc) [a(tau - t_d/St) - a(tau - t_d/St - MTT/St)]``. So the unit flow is
 ``F St Sa / Sc``, durations (MTT, t_d) divide by ``St`` (no offset: they are differences of

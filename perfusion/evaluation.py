@@ -4,7 +4,7 @@ Used by the accuracy benchmark, the sweeps' objective and the method comparison.
 computed inside one evaluation mask (brain tissue: brain without CSF and large vessels, from the
 truth), the same for every method, so methods are compared on the same voxels.
 
-Regions (field.md section 3): ``rcbf30`` = CBF below 30 % of the healthy hemisphere's median CBF,
+Regions: ``rcbf30`` = CBF below 30 % of the healthy hemisphere's median CBF,
 on the affected side (Straka 2010); the same rule is applied to the method's CBF and to the true
 CBF, with the same hemispheres and affected side (the truth's lesion side). ``tmax6`` = Tmax > 6 s
 (Olivot 2014). Dice of two empty regions is 1 (nothing to find, nothing found); of one empty

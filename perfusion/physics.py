@@ -1,4 +1,4 @@
-"""The box-model physics of resppinn-paper.txt as pure torch functions (tensors in, tensors out).
+"""The box-model physics of the ReSPPINN paper as pure torch functions (tensors in, tensors out).
 
 Eq. (1): ``dC/dt = F [A(t - t_d) - A(t - t_d - MTT)]`` (Bennink et al. 2016), whose solution for
 a tissue at rest before the bolus is ``C(t) = F [cumA(t - t_d) - cumA(t - t_d - MTT)]``

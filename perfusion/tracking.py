@@ -1,7 +1,7 @@
 """Experiment tracking: Lightning's WandbLogger, offline unless ``WANDB_MODE`` says otherwise.
 
 ``WANDB_MODE`` unset with no API key makes ``wandb.init`` fail, and ``online`` without a network
-hangs for 90 s (field.md section 6), so the default is ``offline`` (files under
+hangs for 90 s, so the default is ``offline`` (files under
 ``<save_dir>/wandb/`` for a later ``wandb sync``); tests run with ``disabled``.
 """
 

@@ -1,7 +1,7 @@
 """Physical constants and unit conversions, each named once with its source.
 
 Maps use CBF ml/100g/min, CBV ml/100g, MTT/Tmax/delay s. The ODE of Eq. (1) in
-resppinn-paper.txt works with a flow ``F`` in 1/s (tissue ΔHU per second per arterial ΔHU).
+The ReSPPINN paper works with a flow ``F`` in 1/s (tissue ΔHU per second per arterial ΔHU).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Readers for the ISLES 2018 and ISLES 2024 challenge layouts, returning :class:`~perfusion.io.Case`.
 
-ISLES 2018 (Hakim, Stroke 2021; field.md section 2): ``case_N/SMIR.Brain.XX.O.<kind>.<id>/*.nii``
+ISLES 2018 (Hakim, Stroke 2021): ``case_N/SMIR.Brain.XX.O.<kind>.<id>/*.nii``
 with kinds ``CT_4DPWI`` (4-D CTP in HU, sometimes (X, Y, Z, 1, T), frames resampled to 1 s with
 pixdim[4] often unset), ``CT_CBF``/``CT_CBV``/``CT_MTT``/``CT_Tmax`` (RAPID maps) and ``OT``
 (DWI core, training only). Kinds are matched by substring, never by id.

@@ -1,6 +1,6 @@
 """Configuration schema of the neural fields: hash-grid encoding and the three SIRENs (Table 2).
 
-The encoding keys are tiny-cuda-nn's ``HashGrid`` keys, verbatim (style.md section 4), plus
+The encoding keys are tiny-cuda-nn's ``HashGrid`` keys, verbatim, plus
 ``finest_resolution``, which is converted once to ``per_level_scale`` and never passed to tcnn.
 SPPINN is a preset of the same schema: ``encoding: null`` (raw coordinates), wider SIRENs.
 """

@@ -1,11 +1,11 @@
 """``HashGridEncoding``: tiny-cuda-nn's multi-resolution hash grid, in PyTorch or through tcnn.
 
-Both backends hold one flat float32 ``params`` vector with tcnn's layout (style.md section 4),
+Both backends hold one flat float32 ``params`` vector with tcnn's layout,
 so a checkpoint moves between them. The geometry lives in :mod:`perfusion.fields.grid`.
 
 Speed: a fit only evaluates voxel centres, so :meth:`HashGridEncoding.plan` computes each
 point's corner rows and N-linear weights once, and :meth:`HashGridEncoding.forward_plan` is then a
-gather and a weighted sum whose backward is one int64 ``index_add_`` (field.md section 6: int32
+gather and a weighted sum whose backward is one int64 ``index_add_`` (int32
 indices make CPU ``index_add_`` ~20x slower). The plan keeps its rows as int32 (1 KiB instead
 of 1.5 KiB per point at L 16, d 3) and widens only each gathered batch to int64.
 """
@@ -174,7 +174,7 @@ class _GatherInterp(torch.autograd.Function):
 
 
 class HashGridEncoding(nn.Module):
-    """tiny-cuda-nn ``HashGrid`` encoding of points in [0, 1]^d (style.md section 4).
+    """tiny-cuda-nn ``HashGrid`` encoding of points in [0, 1]^d.
 
     Args:
         n_input_dims: d, 2-4 (tcnn: 2 or 3).

@@ -1,6 +1,6 @@
 """Geometry of tiny-cuda-nn's ``HashGrid``: levels, table layout, corner rows and weights.
 
-Implements style.md section 4, checked against tiny-cuda-nn's ``include/tiny-cuda-nn/encodings/
+The layout is checked against tiny-cuda-nn's ``include/tiny-cuda-nn/encodings/
 grid.h`` (level sizes in the ``GridEncodingTemplated`` constructor, ``grid_index``, ``fast_hash``,
 ``kernel_grid``) and ``common_device.h`` (``pos_fract``). Pure functions, no parameters: the
 module in :mod:`perfusion.fields.encoding` owns the table.

@@ -3,7 +3,7 @@
 A sine layer computes sin(omega_0 (W x + b)). omega_0 sets the frequencies the network starts
 with: the first layer's W ~ U(-1/in, 1/in) spreads inputs in [-1, 1] over about +-omega_0
 radians; later layers use W ~ U(-sqrt(6/in)/omega_0, +sqrt(6/in)/omega_0), so that each
-pre-activation omega_0 W x stays ~ arcsine-distributed through depth (style.md section 5). Table 2
+pre-activation omega_0 W x stays ~ arcsine-distributed through depth. Table 2
 gives "w0" = ``first_omega_0`` and "w" = ``hidden_omega_0``.
 
 "3 layers x 16" (Table 2) is read as ``hidden_layers=3`` sine layers of width 16 (in -> 16,

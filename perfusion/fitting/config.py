@@ -1,6 +1,6 @@
 """Configuration of a perfusion fit (``configs/fit.yaml``; SPPINN preset ``configs/model/sppinn.yaml``).
 
-Defaults follow resppinn-paper.txt Table 2 (fields, Adam 1e-3, OneCycleLR without warm-up,
+Defaults follow the ReSPPINN paper's Table 2 (fields, Adam 1e-3, OneCycleLR without warm-up,
 batch 25,000) and Table 3 (equal-weight L1 losses), except where a measurement on the project's
 phantoms chose otherwise (``loss.variant``; see the field docstrings).
 """

@@ -1,6 +1,6 @@
 """DEFUSE-3 style summary of a set of maps: core, hypoperfusion, mismatch, affected side.
 
-Rules (field.md section 3): core = rCBF < 30 % (Straka 2010; CBF relative to the healthy
+Rules: core = rCBF < 30 % (Straka 2010; CBF relative to the healthy
 hemisphere's median), hypoperfusion = Tmax > 6 s (Olivot 2014), DEFUSE-3 target = core < 70 ml,
 mismatch ratio >= 1.8 and mismatch volume >= 15 ml (Albers 2018); hypoperfusion intensity ratio
 HIR = volume Tmax > 10 s / volume Tmax > 6 s. CSF and large vessels are excluded (``tissue``

@@ -30,7 +30,7 @@ from perfusion.tracking import quiet_lightning
 
 
 class FieldFitModule(L.LightningModule):
-    """One patient's ReSPPINN/SPPINN fit (resppinn-paper.txt Eq. (4)-(5), Tables 2-3).
+    """One patient's ReSPPINN/SPPINN fit (the ReSPPINN paper's Eq. (4)-(5), Tables 2-3).
 
     Logs ``train/{total,tac,aif,ode,anchor}`` and ``train/rms_hu`` (the data residual's RMS in
     ΔHU) every step, ``train/lr``; at every check (Lightning's validation, every

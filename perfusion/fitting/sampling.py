@@ -6,7 +6,7 @@ a (V, T) table of tissue curves at V voxel positions. Two samplers fill the same
 
 - whole curves (default): B voxels with all T frames (F = T) and T collocation times each, so
   the spatial encoding, the costly part of a step, runs once per voxel for T data points;
-- points (resppinn-paper.txt Table 2): B independent voxel-time samples (F = K = 1), the
+- points (the ReSPPINN paper's Table 2): B independent voxel-time samples (F = K = 1), the
   collocation time drawn at the same voxel (Table 3 draws the two sets independently; at the
   same voxels the estimator is the same in expectation and half the cost).
 

@@ -1,4 +1,4 @@
-"""Reptile meta-learning of field initialisations (resppinn-paper.txt Algorithm 1, Table 4).
+"""Reptile meta-learning of field initialisations (the ReSPPINN paper's Algorithm 1, Table 4).
 
 The names below load on first use (:mod:`perfusion.lazy`), so ``perfusion.meta.config`` is
 importable without torch or Lightning.

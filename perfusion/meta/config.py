@@ -1,4 +1,4 @@
-"""Configuration of Reptile meta-learning (resppinn-paper.txt Algorithm 1, Table 4).
+"""Configuration of Reptile meta-learning (the ReSPPINN paper's Algorithm 1, Table 4).
 
 ``configs/meta/default.yaml`` is sized for a CPU; ``configs/meta/paper.yaml`` is Table 4.
 The inner loop is an ordinary fit (:class:`~perfusion.fitting.config.FitConfig`): a fit that

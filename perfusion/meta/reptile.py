@@ -1,4 +1,4 @@
-"""Reptile meta-learning of the field initialisation (resppinn-paper.txt Algorithm 1, Table 4).
+"""Reptile meta-learning of the field initialisation (the ReSPPINN paper's Algorithm 1, Table 4).
 
 For each outer step: pick a training patient, copy the initialisation phi, adapt the copy with
 ``N_in`` steps of the ordinary fit (fresh Adam + OneCycleLR, f_AIF pre-fit, same loss and batch;

@@ -56,7 +56,7 @@ class PhantomConfig:
     residue: str = "box"
     """Tissue residue shape: ``box`` (Eq. (1)), ``exponential`` or ``linear`` (model mismatch)."""
     gm_cbf: float = 60.0
-    """Grey-matter CBF (ml/100g/min), field.md section 3."""
+    """Grey-matter CBF (ml/100g/min)."""
     gm_mtt_s: float = 4.0
     """Grey-matter MTT (s)."""
     wm_cbf: float = 22.0

@@ -1,4 +1,4 @@
-"""Kudo-design digital phantom (Kudo et al., Radiology 2013;267:201-211; field.md section 2).
+"""Kudo-design digital phantom (Kudo et al., Radiology 2013;267:201-211).
 
 Blocks of constant truth on a (7 tile) x (7 tile) x 15 grid: section k holds residue
 ``KUDO_RESIDUES[k // 5]`` (exponential, linear, box, as the original's sections 1-5, 6-10, 11-15)

@@ -4,7 +4,7 @@ Each voxel mixes grey and white matter (volume fractions from the anatomy; CSF a
 Flow and volume are additive over compartments, so a voxel's CBF = f_gm CBF_gm + f_wm CBF_wm and
 CBV likewise; its MTT = 60 CBV / CBF (central volume theorem) and it follows Eq. (1) with one
 box (or other residue) of that MTT, so the fit's model is exact at every voxel. Healthy levels:
-field.md section 3 (GM CBF 60, MTT 4 s; WM CBF 22, MTT 5 s), each patient scaled by
+(GM CBF 60, MTT 4 s; WM CBF 22, MTT 5 s), each patient scaled by
 N(1, patient_sd) and varied in space by exp(spatial_sd * smooth field). Lesions (``lesion.py``):
 core CBF x ``core_cbf_factor``, MTT x ``core_mtt_factor`` (CBV x their product); penumbra CBV kept, MTT x
 ``penumbra_mtt_factor`` (so CBF falls by the same factor), graded by severity; both delayed by

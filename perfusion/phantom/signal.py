@@ -13,7 +13,7 @@ True Tmax (documented in ``truth/meta.json``): t_d + the residue's centroid
 integral(tau R) / integral(R): MTT/2 for the box (= ``units.tmax_box``, Eq. (1) convention),
 2 MTT/3 for the linear and MTT for the exponential residue. The argmax of R(t - t_d) would be t_d
 for all three (flat box), so it cannot serve as a definition; SVD's Tmax sits near the centroid
-for boxes and ~2 s after t_d for exponential residues (field.md section 5).
+for boxes and ~2 s after t_d for exponential residues.
 """
 
 from __future__ import annotations

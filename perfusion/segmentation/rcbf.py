@@ -13,7 +13,7 @@ import numpy as np
 from perfusion.errors import PerfusionError
 
 SIDES = ("left", "right")
-TMAX_HYPO_S = 6.0  # hypoperfusion: Tmax > 6 s (Olivot, Stroke 2014; field.md section 3)
+TMAX_HYPO_S = 6.0  # hypoperfusion: Tmax > 6 s (Olivot, Stroke 2014)
 
 
 def voxel_to_standard(
