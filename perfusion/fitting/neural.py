@@ -188,6 +188,7 @@ def case_samples(
         cfg.sampling.heldout_share,
         cfg.sampling.heldout_max,
         seed=cfg.seed,
+        voxel_ids=np.flatnonzero(tissue),
     )
     if cfg.ode_prefit_steps > 0 or cfg.loss.anchor > 0:
         start = grid_start_units(

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from perfusion.baselines.nlr import BoxModel, NlrConfig, grid_start
 from perfusion.domain import Domain
+from perfusion.fitting.sampling import window
 from perfusion.physics import l2
 
 MIN_DELAY_S = 0.1
@@ -79,11 +80,14 @@ def prefit_ode(
     lr: float,
     batch_size: int,
     generator: torch.Generator | None = None,
+    order: Tensor | None = None,
 ) -> float:
     """Fit f_ODE and the encoding to ``log(start)`` (V, 3) for ``steps`` Adam steps.
 
-    ``features(fields, rows)`` gives the voxels' features (a FeatureSource). Returns the final
-    mean squared log-ratio of f_ODE to the start, NaN when ``steps`` is 0.
+    ``features(fields, rows)`` gives the voxels' features (a FeatureSource). Batches are windows
+    of ``order`` (all rows in key order, :func:`perfusion.fitting.sampling.window`; default
+    the rows as listed). Returns the final mean squared log-ratio of f_ODE to the start, NaN
+    when ``steps`` is 0.
     """
     if steps <= 0 or len(start) == 0:
         return float("nan")
@@ -93,9 +97,10 @@ def prefit_ode(
     target = start.clamp_min(1e-12).log()
     n = len(target)
     loss = torch.tensor(float("nan"))
+    order = torch.arange(n) if order is None else order.cpu()
+    generator = generator or torch.Generator().manual_seed(0)
     for _ in range(steps):
-        rows = torch.randint(n, (min(batch_size, n),), generator=generator, device="cpu")
-        rows = rows.to(target.device)
+        rows = window(order, min(batch_size, n), generator).to(target.device)
         optimizer.zero_grad(set_to_none=True)
         predicted = fields.ode(features(fields, rows)).log()
         loss = l2(predicted, target[rows])

@@ -11,6 +11,12 @@ a (V, T) table of tissue curves at V voxel positions. Two samplers fill the same
   same voxels the estimator is the same in expectation and half the cost).
 
 Held-out data are whole voxels (all frames), never drawn for training in either sampler.
+
+Which voxels are held out, and the order batches take the training voxels in, follow random
+keys of the voxels' grid positions (:func:`voxel_keys`), not their places in the list: a voxel
+that enters or leaves the tissue mask (rounding the scan can do that) changes a batch by that
+voxel only, instead of reshuffling every batch of the fit. A batch is a window of that order
+from a random start.
 """
 
 from __future__ import annotations
@@ -24,6 +30,28 @@ from torch import Tensor
 from perfusion.domain import Domain
 from perfusion.errors import PerfusionError
 from perfusion.physics import CumulativeAif
+
+
+def voxel_keys(ids: np.ndarray, seed: int, salt: int) -> np.ndarray:
+    """Uniform [0, 1) keys (float64) of integer voxel ``ids``: a SplitMix64 hash of (seed, salt,
+    id), so a voxel's key does not depend on which other voxels are listed."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(ids, dtype=np.uint64) + np.uint64((seed * 0x9E37 + salt) & 0xFFFFFFFF) * (
+            np.uint64(0x9E3779B97F4A7C15)
+        )
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
+def window(order: Tensor, n: int, generator: torch.Generator) -> Tensor:
+    """``n`` entries of ``order`` (cyclic) from a random start: a fraction of the length drawn
+    from ``generator``, so that the start moves by at most one place when ``order`` gains or
+    loses an entry."""
+    start = int(float(torch.rand(1, generator=generator)) * len(order))
+    index = (start + torch.arange(n, device=order.device)) % len(order)
+    return order[index]
 
 
 @dataclass
@@ -55,7 +83,7 @@ class CaseSamples:
         tac: (V, T) unit tissue enhancement.
         frame_t: (T,) unit frame times.
         aif: (T,) unit AIF at the frame times.
-        train_rows: int64 (V - H,) voxels trained on.
+        train_rows: int64 (V - H,) voxels trained on, in the order batches take them.
         heldout_rows: int64 (<= heldout_max,) held-out voxels evaluated.
         t_start: first frame's unit time (the AIF is baseline before it).
         t_end: last frame's unit time.
@@ -72,6 +100,7 @@ class CaseSamples:
     t_start: float
     t_end: float
     ode_start: Tensor | None = None
+    voxel_order: Tensor | None = None  # all V rows in key order (the f_ODE pre-fit's batches)
     _cumulative: CumulativeAif | None = field(default=None, repr=False)
 
     @classmethod
@@ -85,19 +114,23 @@ class CaseSamples:
         heldout_share: float,
         heldout_max: int,
         seed: int = 0,
+        voxel_ids: np.ndarray | None = None,
     ) -> CaseSamples:
         """From physical arrays: ``x_unit`` (V, d), ``tac_hu`` (V, T) ΔHU, times (T,) s, AIF (T,) ΔHU.
 
         ``heldout_share`` of the voxels (at most half) are held out whole; ``heldout_max`` of
-        them are evaluated.
+        them are evaluated. ``voxel_ids`` (V,) identify the voxels (flat grid indices; default
+        their rows) for :func:`voxel_keys`.
         """
         if len(x_unit) == 0:
             raise PerfusionError("no tissue voxels to fit (empty tissue mask)")
         n_vox = len(x_unit)
-        generator = torch.Generator().manual_seed(seed)
-        order = torch.randperm(n_vox, generator=generator)
+        ids = np.arange(n_vox) if voxel_ids is None else np.asarray(voxel_ids)
+        by_key = np.argsort(voxel_keys(ids, seed, 0), kind="stable")
         n_hold = min(int(round(heldout_share * n_vox)), n_vox // 2)
-        held, train = order[:n_hold], order[n_hold:]
+        held, train = by_key[:n_hold], by_key[n_hold:]
+        train = train[np.argsort(voxel_keys(ids[train], seed, 1), kind="stable")]
+        every = np.argsort(voxel_keys(ids, seed, 2), kind="stable")
         return cls(
             x=torch.as_tensor(x_unit, dtype=torch.float32),
             tac=torch.as_tensor(domain.tissue_unit(np.asarray(tac_hu)), dtype=torch.float32),
@@ -105,10 +138,11 @@ class CaseSamples:
                 domain.time_unit(np.asarray(frame_times_s)), dtype=torch.float32
             ),
             aif=torch.as_tensor(domain.aif_unit(np.asarray(aif_hu)), dtype=torch.float32),
-            train_rows=train.sort().values,
-            heldout_rows=held[: int(heldout_max)].sort().values,
+            train_rows=torch.as_tensor(train, dtype=torch.int64),
+            heldout_rows=torch.as_tensor(np.sort(held[: int(heldout_max)]), dtype=torch.int64),
             t_start=float(domain.time_unit(float(frame_times_s[0]))),
             t_end=float(domain.time_unit(float(frame_times_s[-1]))),
+            voxel_order=torch.as_tensor(every, dtype=torch.int64),
         )
 
     def measured_cumulative(self) -> CumulativeAif:
@@ -132,8 +166,7 @@ class CaseSamples:
         return self.sample_points(int(sampling.batch_size), generator)
 
     def _train_voxels(self, n: int, generator: torch.Generator) -> Tensor:
-        dev = {"generator": generator, "device": self.tac.device}
-        return self.train_rows[torch.randint(len(self.train_rows), (n,), **dev)]
+        return window(self.train_rows, n, generator)
 
     def _collocation(self, n: int, k: int, generator: torch.Generator) -> Tensor:
         dev = {"generator": generator, "device": self.tac.device}

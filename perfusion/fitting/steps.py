@@ -278,6 +278,7 @@ def prefit(
             cfg.ode_prefit_lr,
             cfg.ode_prefit_voxels,
             generator,
+            samples.voxel_order,
         )
     return aif, ode
 
