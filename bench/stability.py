@@ -7,7 +7,9 @@ AIF and VOF found automatically), runs `perfusion fit` (the default and method=b
 case, on the case plus Gaussian noise of SD 1e-5 HU and on the case rounded to whole HU (what
 a DICOM round trip does), and reports the correlation of each changed case's CBF with the
 unchanged case's over the unchanged case's brain, with the CBF r to truth and the automatic
-selection's confidence. Writes bench/results/stability/README.md.
+selection's confidence; and, for the default fit, two fits of the unchanged case with seeds 0
+and 1 (how far the fit's answer depends on its random start and batches). Writes
+bench/results/stability/README.md.
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ def variants(case: Path) -> dict[str, Path]:
     return out
 
 
-def fit(case: Path, method: str, extra: list[str]) -> Path:
-    out = case.parent / f"fit-{case.name}-{method.replace(' ', '-')}"
+def fit(case: Path, method: str, extra: list[str], tag: str = "") -> Path:
+    out = case.parent / f"fit-{case.name}-{method.replace(' ', '-')}{tag}"
     if not (out / "cbf.nii.gz").is_file():
         env = {**os.environ, "WANDB_MODE": "disabled"}
         command = [str(BIN), "fit", str(case), f"out={out}", "tracking.enabled=false", *extra]
@@ -86,20 +88,28 @@ def main() -> None:
                     row.append(
                         f"{np.corrcoef(cbf['unchanged'][both], cbf[change][both])[0, 1]:.3f}"
                     )
+                seeded = "-"  # bSVD has no seed
+                if method == "default fit":
+                    other = fit(cases["unchanged"], method, [*extra, "seed=1"], "-seed1")
+                    again = nib.load(other / "cbf.nii.gz").get_fdata()
+                    both = brain & (again > 0)
+                    seeded = f"{np.corrcoef(cbf['unchanged'][both], again[both])[0, 1]:.3f}"
+                row.append(seeded)
                 row.append(f"{np.corrcoef(cbf['unchanged'][brain], truth[brain])[0, 1]:.3f}")
                 confidence = aif.get("confidence")
                 row.append("" if confidence is None else f"{confidence:.2f}")
                 rows.append(row)
                 print(" | ".join(row), flush=True)
     header = ["cohort", "patient", "method", *(f"CBF r, {c}" for c in CHANGES)]
-    header += ["CBF r to truth", "AIF confidence"]
+    header += ["CBF r, unchanged case with seed=1", "CBF r to truth", "AIF confidence"]
     lines = [
         "# Stability of the maps under changes below the noise",
         "",
         "Command: `.venv/bin/python bench/stability.py` (phantoms with noise SD 5 HU, CT-textured,",
         "written as a scanner gives them: brain mask, AIF and VOF found automatically; whole",
         "`perfusion fit` with its default preprocessing). CBF r: correlation of the changed case's",
-        "CBF with the unchanged case's over the unchanged case's brain.",
+        "CBF with the unchanged case's over the unchanged case's brain; the seed column compares",
+        "two fits of the unchanged case that differ only in `seed` (the fit's own spread).",
         "",
         "| " + " | ".join(header) + " |",
         "|---" * len(header) + "|",
