@@ -55,51 +55,89 @@ def box_model_tac(
 
 
 class CumulativeAif:
-    """``cumA(t)``: the running integral of a neural AIF from the first frame (0 before it).
+    """``cumA(t)``: the running integral of an AIF from the first frame (0 before it), and the AIF.
 
-    f_AIF is evaluated on a fine uniform grid over ``[t_start, t_end]`` (``n`` points), integrated
-    by the trapezoid rule, and read by linear interpolation, which is differentiable in the query
-    time (its slope is the AIF) and in f_AIF's weights. Queries past ``t_end`` extend linearly
-    with the last AIF value. Rebuild it after every optimiser step (the AIF changes).
+    The one tabulated AIF of Eq. (1): the neural fits (f_AIF or the measured AIF), box-model NLR
+    (:class:`perfusion.baselines.nlr.BoxModel`) and the fit-quality map
+    (:func:`perfusion.fitting.maps.box_model_fitqc`) all read their AIF and ``cumA`` here.
+
+    The AIF is evaluated on a fine uniform grid over ``[t_start, t_end]`` (``n`` points),
+    integrated by the trapezoid rule, and read by linear interpolation, which is differentiable in
+    the query time (its slope is the AIF) and in f_AIF's weights. Rebuild it after every
+    optimiser step when the AIF is a field (it changes).
+
+    Conventions: before the first frame the AIF is 0 (the subtracted pre-contrast baseline: the
+    scan starts before the bolus). After the last frame it is held at its last value, so ``cumA``
+    grows linearly there. The AIF after the scan is unknown, but it is not 0: by then the bolus
+    has recirculated and the blood holds a slowly falling equilibrium level of contrast, which
+    the last frame measures. A drop to 0 would make every voxel with a negative delay (SVD and
+    NLR allow t_d < 0) lose inflow it really has (tests/test_physics.py pins both ends).
     """
 
-    def __init__(self, aif: AifFn, t_start: float, t_end: float, n: int, device=None) -> None:
-        grid = torch.linspace(t_start, t_end, int(n), device=device).unsqueeze(1)
+    def __init__(
+        self, aif: AifFn, t_start: float, t_end: float, n: int, device=None, dtype=None
+    ) -> None:
+        grid = torch.linspace(t_start, t_end, int(n), device=device, dtype=dtype).unsqueeze(1)
         values = aif(grid).squeeze(1)
         # the spacing from the floats: reading it off the grid would sync a GPU every step
         self.t_start, self.step = float(t_start), (float(t_end) - float(t_start)) / (int(n) - 1)
         steps = 0.5 * (values[1:] + values[:-1]) * self.step
         self.cumulative = torch.cat([values.new_zeros(1), torch.cumsum(steps, 0)])
+        self.values = values
         self.last = values[-1]
 
     @classmethod
     def from_samples(
-        cls, t: Tensor, values: Tensor, points_per_interval: int = 16
+        cls, t: Tensor, values: Tensor, points_per_interval: int = 16, step_s: float | None = None
     ) -> CumulativeAif:
         """``cumA`` of a measured AIF: ``values`` (T,) at frame times ``t`` (T,), read between
         frames by :func:`aif_between_frames` (built once per fit: a measured AIF is fixed).
 
-        The fine grid holds ``points_per_interval`` points per mean frame interval.
+        The fine grid holds ``points_per_interval`` points per mean frame interval, or, with
+        ``step_s``, is ``step_s`` apart (then it may end a fraction of a step past the last
+        frame, where the AIF is held). The grid has ``values``' dtype.
         """
         times = t.detach().cpu().double().numpy()
         samples = values.detach().cpu().double().numpy()
-        n = points_per_interval * (len(times) - 1) + 1
+        start = float(times[0])
+        if step_s is None:
+            n, end = points_per_interval * (len(times) - 1) + 1, float(times[-1])
+        else:
+            n = int(np.ceil((float(times[-1]) - start) / step_s - 1e-9)) + 1
+            end = start + step_s * (n - 1)
 
         def aif(grid: Tensor) -> Tensor:
             fine = aif_between_frames(grid.detach().cpu().double().numpy(), times, samples)
             return torch.as_tensor(fine, dtype=values.dtype, device=t.device)
 
-        return cls(aif, float(times[0]), float(times[-1]), n, t.device)
+        return cls(aif, start, end, n, t.device, values.dtype)
 
     def __call__(self, t: Tensor) -> Tensor:
+        return self._read(t, with_aif=False)[0]
+
+    def aif_at(self, t: Tensor) -> Tensor:
+        """The tabulated AIF at any times: 0 before the first frame, the last value after."""
+        return self._read(t, with_aif=True)[1]
+
+    def both(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``(cumA(t), A(t))`` from one table lookup (NLR's Jacobian needs both)."""
+        return self._read(t, with_aif=True)
+
+    def _read(self, t: Tensor, with_aif: bool) -> tuple[Tensor, Tensor | None]:
         position = (t - self.t_start) / self.step
         n = self.cumulative.numel()
         index = position.detach().floor().clamp(0, n - 2).long()
         weight = position - index
+        beyond, before = position > n - 1, position < 0
         inside = self.cumulative[index] * (1 - weight) + self.cumulative[index + 1] * weight
-        beyond = self.cumulative[-1] + self.last * (position - (n - 1)) * self.step
-        inside = torch.where(position > n - 1, beyond, inside)
-        return torch.where(position < 0, torch.zeros_like(inside), inside)
+        past = self.cumulative[-1] + self.last * (position - (n - 1)) * self.step
+        inside = torch.where(beyond, past, inside)
+        cumulative = torch.where(before, torch.zeros_like(inside), inside)
+        if not with_aif:
+            return cumulative, None
+        aif = self.values[index] * (1 - weight) + self.values[index + 1] * weight
+        aif = torch.where(beyond, self.last.expand_as(aif), aif)
+        return cumulative, torch.where(before, torch.zeros_like(aif), aif)
 
 
 def aif_between_frames(query: np.ndarray, t: np.ndarray, values: np.ndarray) -> np.ndarray:

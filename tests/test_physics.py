@@ -101,3 +101,36 @@ def test_measured_cumulative_aif_fits_the_box_model_between_sparse_frames() -> N
     fitted = cbf_to_flow(60.0) * (cumulative(times - 1.0) - cumulative(times - 5.0))
     error = np.sqrt(np.mean((fitted.numpy() - exact) ** 2) / np.mean(exact**2))
     assert error < 0.015
+
+
+def test_one_aif_convention_after_the_last_frame_in_every_box_model() -> None:
+    """Eq. (1) past the last frame: the AIF holds its last value (never drops to 0), the same in
+    the table the fits read, in NLR's model and in the fit-quality map; before the first frame
+    it is 0. A negative delay reads the AIF after the scan, so the three agree on such a voxel."""
+    import numpy as np
+
+    from perfusion.baselines.nlr import BoxModel
+    from perfusion.fitting.maps import box_model_fitqc
+    from perfusion.physics import CumulativeAif
+    from perfusion.units import flow_to_cbf
+
+    t = np.array([0.0, 2.0, 4.0])
+    aif = np.array([0.0, 4.0, 8.0])  # a ramp 2t that PCHIP keeps straight
+    table = CumulativeAif.from_samples(torch.tensor(t), torch.tensor(aif))
+    query = col(-1.0, 4.0, 6.0, 10.0)
+    # cumA: 0 before, 16 at the last frame, then + 8 per second; A: 0, 8, 8, 8
+    assert torch.allclose(table(query), col(0.0, 16.0, 32.0, 64.0))
+    assert torch.allclose(table.aif_at(query), col(0.0, 8.0, 8.0, 8.0))
+    # F = 1, MTT = 2, t_d = -2 at t = 4: cumA(6) - cumA(4) = 16 (0 if the AIF dropped to 0)
+    tac = box_model_tac(table, col(4.0), col(1.0), col(2.0), col(-2.0))
+    assert torch.allclose(tac, col(16.0))
+    nlr = BoxModel(t, aif).shape(torch.tensor([-2.0], dtype=torch.float64), torch.tensor([2.0]))
+    assert torch.allclose(nlr[0, -1], torch.tensor(16.0, dtype=torch.float64))
+    maps = {
+        "cbf": np.full((1, 1, 1), float(flow_to_cbf(1.0))),
+        "mtt": np.full((1, 1, 1), 2.0),
+        "delay": np.full((1, 1, 1), -2.0),
+    }
+    exact = np.array([4.0, 12.0, 16.0])  # cumA(t + 2) - cumA(t) at t = 0, 2, 4
+    mask = np.ones((1, 1, 1), dtype=bool)
+    assert box_model_fitqc(maps, mask, exact.reshape(1, 1, 1, 3), t, aif)[0, 0, 0] < 1e-9

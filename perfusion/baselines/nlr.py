@@ -1,10 +1,9 @@
 """Box-model nonlinear regression (Bennink et al., J. Med. Imaging 2016;3:026003), in torch.
 
-Eq. (1) of resppinn-paper.txt: ``C(t) = F * int_{t - t_d - MTT}^{t - t_d} C_a(tau) dtau
-= F * (S(t - t_d) - S(t - t_d - MTT))`` with ``S`` the running integral of the AIF (read between frames by
-``physics.aif_between_frames``: 0 before the first frame, held at its last value after the last).
-``S`` and the AIF are looked up in a fine table (:class:`BoxModel`); the AIF is the derivative of
-``S`` and gives the Jacobian analytically.
+Eq. (1) of the ReSPPINN paper: ``C(t) = F * int_{t - t_d - MTT}^{t - t_d} C_a(tau) dtau
+= F * (S(t - t_d) - S(t - t_d - MTT))`` with ``S`` the running integral of the AIF, both from
+:class:`perfusion.physics.CumulativeAif` (0 before the first frame, held at its last value after
+the last); the AIF is the derivative of ``S`` and gives the Jacobian analytically.
 
 The fit is non-convex in (t_d, MTT) but linear in F. Hence: (1) a grid over (t_d, MTT) with the
 least-squares F in closed form for each node (variable projection), all voxels as one matrix
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 from perfusion.errors import PerfusionError
-from perfusion.physics import aif_between_frames
+from perfusion.physics import CumulativeAif, box_model_tac
 from perfusion.prepared import PreparedCase
 from perfusion.units import cbv_from_cbf_mtt, flow_to_cbf, tmax_box
 
@@ -53,10 +52,11 @@ class NlrConfig:
 class BoxModel:
     """Eq. (1) forward model and its Jacobian for one AIF, on the frame times ``time_s`` (T,).
 
-    The AIF and its running integral are tabulated on a uniform grid ``table_step_s`` apart
-    (a fraction of the shortest frame interval), so every lookup is one floor and one linear
-    interpolation, with no search: the table holds the exact integral at its nodes and the
-    interpolation error is second order in the step.
+    The AIF and its running integral come from :class:`perfusion.physics.CumulativeAif` on a
+    uniform grid ``table_step_s`` apart (default: an eighth of the shortest frame interval), so
+    every lookup is one floor and one linear interpolation, with no search; the table holds the
+    exact integral at its nodes and the interpolation error is second order in the step. Its
+    conventions hold here: AIF 0 before the first frame, held at its last value after the last.
     """
 
     def __init__(
@@ -64,53 +64,31 @@ class BoxModel:
     ) -> None:
         t = np.asarray(time_s, dtype=np.float64)
         a = np.asarray(aif_hu, dtype=np.float64)
-        self.step = float(np.min(np.diff(t))) / 8.0 if table_step_s is None else float(table_step_s)
-        self.start = float(t[0])
-        nodes = self.start + self.step * np.arange(int(np.ceil((t[-1] - t[0]) / self.step)) + 2)
-        a_nodes = aif_between_frames(nodes, t, a)  # held at the last value past the end
-        cum = np.concatenate([[0.0], np.cumsum(0.5 * self.step * (a_nodes[1:] + a_nodes[:-1]))])
-        self.last = len(nodes) - 1
+        step = float(np.min(np.diff(t))) / 8.0 if table_step_s is None else float(table_step_s)
         self.time = torch.as_tensor(t)
-        self.a_table = torch.as_tensor(a_nodes)
-        self.s_table = torch.as_tensor(cum)
-        self.a_end = float(a[-1])
-
-    def _lookup(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        pos = (t - self.start) / self.step
-        i = torch.clamp(torch.floor(pos), 0, self.last - 1).long()
-        return pos, i, pos - i
+        self.table = CumulativeAif.from_samples(self.time, torch.as_tensor(a), step_s=step)
 
     def aif_at(self, t: torch.Tensor) -> torch.Tensor:
         """Interpolated AIF (ΔHU) at any times; 0 before the first frame, last value after."""
-        return self._both(t)[1]
+        return self.table.aif_at(t)
 
     def cumulative(self, t: torch.Tensor) -> torch.Tensor:
         """Running integral S(t) (ΔHU·s) of the AIF from the first frame (0 before it)."""
-        return self._both(t)[0]
-
-    def _both(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(S(t), AIF(t)) from one table lookup."""
-        pos = (t - self.start) / self.step
-        i = torch.clamp(torch.floor(pos), 0, self.last - 1).long()
-        w = (pos - i).clamp(0.0, 1.0)
-        before = pos < 0
-        beyond = (pos - self.last).clamp_min(0.0) * (self.step * self.a_end)  # AIF held at the end
-        s = torch.lerp(self.s_table[i], self.s_table[i + 1], w) + beyond
-        a = torch.lerp(self.a_table[i], self.a_table[i + 1], w)
-        return s.masked_fill(before, 0.0), a.masked_fill(before, 0.0)
+        return self.table(t)
 
     def evaluate(
         self, delay: torch.Tensor, mtt: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Unit-flow curves g (..., T) = S(t - t_d) - S(t - t_d - MTT), and the AIF at both ends."""
+        """Unit-flow curves g (..., T) = S(t - t_d) - S(t - t_d - MTT) (Eq. (1) with F = 1, as
+        :func:`perfusion.physics.box_model_tac`), and the AIF at both ends."""
         late = self.time - delay[..., None]
-        s_late, a_late = self._both(late)
-        s_early, a_early = self._both(late - mtt[..., None])
+        s_late, a_late = self.table.both(late)
+        s_early, a_early = self.table.both(late - mtt[..., None])
         return s_late - s_early, a_late, a_early
 
     def shape(self, delay: torch.Tensor, mtt: torch.Tensor) -> torch.Tensor:
-        """Unit-flow curves g (..., T) for (...,) parameters; see :meth:`evaluate`."""
-        return self.evaluate(delay, mtt)[0]
+        """Unit-flow curves g (..., T) for (...,) parameters (Eq. (1) with F = 1)."""
+        return box_model_tac(self.table, self.time, 1.0, mtt[..., None], delay[..., None])
 
     @staticmethod
     def jacobian(

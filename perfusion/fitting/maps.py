@@ -98,21 +98,25 @@ def box_model_fitqc(
 ) -> np.ndarray:
     """Mean |data - Eq. (1) prediction| (ΔHU) per ``mask`` voxel, for methods without f_TAC.
 
-    The prediction is ``F [cumA(t - t_d) - cumA(t - t_d - MTT)]`` with the AIF integrated by the
-    trapezoid rule on a 0.1 s grid and zero before the first frame.
+    The prediction is :func:`perfusion.physics.box_model_tac` on the measured AIF's
+    :class:`perfusion.physics.CumulativeAif` (the table the fits use: PCHIP between frames, 0
+    before the first frame, the last value held after the last), in float64.
     """
-    times = np.asarray(frame_times_s, dtype=np.float64)
-    fine = np.arange(times[0], times[-1] + 0.1, 0.1)
-    aif_fine = np.interp(fine, times, aif_hu)
-    cumulative = np.concatenate([[0.0], np.cumsum(0.5 * (aif_fine[1:] + aif_fine[:-1]) * 0.1)])
-    flow = maps["cbf"][mask] / float(flow_to_cbf(1.0))
-    delay, mtt = maps["delay"][mask], maps["mtt"][mask]
-    data = tissue_hu[mask]
+    import torch  # the maps' contract stays importable without torch
+
+    from perfusion.physics import CumulativeAif, box_model_tac
+
+    times = torch.as_tensor(np.asarray(frame_times_s, dtype=np.float64))
+    table = CumulativeAif.from_samples(times, torch.as_tensor(np.asarray(aif_hu, np.float64)))
+    flow = np.asarray(maps["cbf"], np.float64)[mask] / float(flow_to_cbf(1.0))
+    delay = np.asarray(maps["delay"], np.float64)[mask]
+    mtt = np.asarray(maps["mtt"], np.float64)[mask]
+    data = np.asarray(tissue_hu)[mask]
     values = np.empty(len(flow), dtype=np.float64)
-    for start in range(0, len(flow), 20000):
-        sl = slice(start, start + 20000)
-        shifted = times[None, :] - delay[sl, None]
-        upper = np.interp(shifted, fine, cumulative, left=0.0)
-        lower = np.interp(shifted - mtt[sl, None], fine, cumulative, left=0.0)
-        values[sl] = np.abs(flow[sl, None] * (upper - lower) - data[sl]).mean(axis=1)
+    with torch.no_grad():
+        for start in range(0, len(flow), 20000):
+            sl = slice(start, start + 20000)
+            column = [torch.as_tensor(v[sl, None]) for v in (flow, mtt, delay)]
+            fitted = box_model_tac(table, times[None, :], *column).numpy()
+            values[sl] = np.abs(fitted - data[sl]).mean(axis=1)
     return scatter(values, mask).astype(np.float32)

@@ -3,7 +3,9 @@
 C(t) = F * integral_0^inf AIF(t - t_d - tau) R(tau) dtau with F in 1/s (``units.cbf_to_flow``):
 
 - ``box``: R = 1 for tau < MTT: C = F [A(t - t_d) - A(t - t_d - MTT)], A the running integral
-  of the AIF (Eq. (1) of the seed, Bennink 2016).
+  of the AIF (Eq. (1), Bennink 2016: :func:`perfusion.physics.box_model_tac`). The true AIF is
+  known on the whole fine grid (:mod:`perfusion.phantom.inputs`), so no convention after the
+  last frame is needed beyond the grid's end, where A is held (reached only by a negative delay).
 - ``linear``: R = 1 - tau / (2 MTT) for tau < 2 MTT (area MTT): by parts,
   C = F [A(s) - (B(s) - B(s - 2 MTT)) / (2 MTT)] with s = t - t_d and B the running integral of A.
 - ``exponential``: R = exp(-tau / MTT): a first-order recursion on the fine grid per MTT of a
@@ -23,6 +25,7 @@ from scipy.signal import lfilter
 
 from perfusion.errors import PerfusionError
 from perfusion.phantom.inputs import InputFunctions
+from perfusion.physics import box_model_tac
 
 RESIDUES = ("box", "linear", "exponential")
 CENTROID_FRACTION = {"box": 0.5, "linear": 2.0 / 3.0, "exponential": 1.0}
@@ -78,10 +81,11 @@ def tissue_curves(
     for lo in range(0, flow_per_s.size, _CHUNK):
         sl = slice(lo, lo + _CHUNK)
         # float32 is ample: positions to 1e-3 of a fine step, integrals to ~1e-3 HU s
-        s = times[None, :] - delay_s[sl, None].astype(np.float32)
+        delay = delay_s[sl, None].astype(np.float32)
+        s = times[None, :] - delay
         mtt = mtt_s[sl, None].astype(np.float32)
-        if residue == "box":
-            value = _lookup(cum_a, t0, step, s) - _lookup(cum_a, t0, step, s - mtt)
+        if residue == "box":  # Eq. (1) itself; flow applied below
+            value = box_model_tac(lambda q: _lookup(cum_a, t0, step, q), times, 1.0, mtt, delay)
         elif residue == "linear":
             width = 2.0 * mtt
             inner = _lookup(cum_b, t0, step, s) - _lookup(cum_b, t0, step, s - width)
