@@ -19,12 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from perfusion.clinical import RCBF_CORE, TMAX_PENUMBRA_S
 from perfusion.errors import PerfusionError
 from perfusion.io import load_nifti, voxel_spacing_mm
 
 MAP_NAMES = ("cbf", "cbv", "mtt", "tmax", "delay")
-CORE_RCBF = 0.30
-HYPO_TMAX_S = 6.0
 VESSEL_OCCUPANCY_MAX = 0.0
 """Voxels with more than this vessel fraction (truth/vessels) are left out. A phantom voxel of
 vessel fraction f holds f of arterial or venous blood beside (1 - f) of tissue, while its true
@@ -62,6 +61,19 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2 * int((a & b).sum()) / total)
 
 
+MAP_ERROR_KEYS = ("cbf_r", "rcbf30_dice", "tmax6_dice")
+"""The :func:`evaluate_fit` metrics folded into the map error (1 is perfect for each)."""
+
+
+def map_error(metrics: dict[str, Any], prefix: str = "") -> float:
+    """mean(1 - r_CBF, 1 - Dice_rCBF<30%, 1 - Dice_Tmax>6s) over ``prefix + key`` for
+    :data:`MAP_ERROR_KEYS` (0 is perfect); NaN when one is missing or not finite."""
+    values = [metrics.get(prefix + key) for key in MAP_ERROR_KEYS]
+    if not all(isinstance(v, int | float) and np.isfinite(v) for v in values):
+        return float("nan")
+    return float(np.mean([1.0 - float(v) for v in values]))
+
+
 def rcbf_region(
     cbf: np.ndarray, tissue: np.ndarray, affected: np.ndarray, healthy: np.ndarray
 ) -> np.ndarray:
@@ -73,7 +85,7 @@ def rcbf_region(
     median = float(np.median(reference)) if reference.size else 0.0
     if median <= 0:
         return np.zeros_like(tissue, dtype=bool)
-    return tissue & affected & (cbf < CORE_RCBF * median)
+    return tissue & affected & (cbf < RCBF_CORE * median)
 
 
 def region_metrics(pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> dict[str, float]:
@@ -121,8 +133,8 @@ def evaluate_maps(
     )
     if core is not None:
         out["rcbf30_core_dice"] = dice(pred_core, core & tissue)
-    pred_hypo = tissue & (maps["tmax"] > HYPO_TMAX_S)
-    true_hypo = tissue & (truth["tmax"] > HYPO_TMAX_S)
+    pred_hypo = tissue & (maps["tmax"] > TMAX_PENUMBRA_S)
+    true_hypo = tissue & (truth["tmax"] > TMAX_PENUMBRA_S)
     out.update({f"tmax6_{k}": v for k, v in region_metrics(pred_hypo, true_hypo, voxel_ml).items()})
     return out
 

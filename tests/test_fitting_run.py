@@ -91,7 +91,17 @@ def test_lesion_free_case_names_no_side(tmp_path: Path) -> None:
     summary = fit_case(tmp_path / "healthy", small_cfg("steps=0"), tmp_path / "fit")
     assert summary["defuse3"]["lesion_found"] is False
     assert summary["affected_side"] is None and summary["defuse3"]["affected_side"] is None
-    assert summary["defuse3"]["measured_side"] in ("left", "right")  # still says where it looked
+    # it still says where it looked: the side perfusion segment finds in the same maps
+    from perfusion.io import load_nifti
+    from perfusion.segmentation.rcbf import detect_affected_side, standard_x_mm
+
+    cbf, tmax, tissue = (
+        np.asarray(load_nifti(tmp_path / "fit" / f"{name}.nii.gz").dataobj)
+        for name in ("cbf", "tmax", "tissuemask")
+    )
+    x = standard_x_mm(cbf.shape, prepared.affine, prepared.scan_to_standard)
+    usable = tissue.astype(bool) & (cbf > 0)
+    assert summary["defuse3"]["measured_side"] == detect_affected_side(cbf, usable, x, tmax)
 
 
 def test_recovers_known_parameters(case_dir: Path, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ PACKAGE = REPO / "perfusion"
 EXPERIMENTS = REPO / "experiments"
 LAYERS: list[set[str]] = [
     {"__init__", "units", "config", "errors", "atomic", "tracking", "help", "resources", "lazy"},
-    {"io", "datasets", "evaluation"},
+    {"io", "datasets", "evaluation", "clinical"},
     {
         "preprocess",
         "registration",

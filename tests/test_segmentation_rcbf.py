@@ -73,4 +73,28 @@ def test_side_from_tmax_when_cbf_is_symmetric() -> None:
     tmax = np.where(x > 0, 3.0, 2.0).astype(np.float32)
     tmax[(x < -20) & brain] = 9.0  # a Tmax > 6 s region on the left only
     assert detect_affected_side(cbf, brain & (cbf > 0), x, tmax) == "left"
-    assert detect_affected_side(cbf, brain & (cbf > 0), x, None) in ("left", "right")
+    # without Tmax, symmetric CBF ties every count: the lower median decides, left on a tie
+    assert detect_affected_side(cbf, brain & (cbf > 0), x, None) == "left"
+    lower_right = np.where(x > 0, cbf * 0.98, cbf)
+    assert detect_affected_side(lower_right, brain & (cbf > 0), x, None) == "right"
+
+
+def test_summary_and_segment_name_the_same_side_where_the_old_rules_differed() -> None:
+    """No Tmax > 6 s anywhere; the left holds a small core (CBF 10 < 30 % of the right's 50)
+    but the higher median (60). summary.json used to name the lower median (right), segment
+    the side with the core (left); both now use perfusion.clinical.affected_side."""
+    from perfusion.clinical import affected_side
+    from perfusion.fitting.defuse import defuse3_masks, defuse3_summary
+
+    x = np.r_[-np.arange(1.0, 8.0), np.arange(1.0, 8.0)].reshape(14, 1, 1)
+    cbf = np.r_[10.0, 10.0, 60.0, 60.0, 60.0, 60.0, 60.0, [50.0] * 7].reshape(14, 1, 1)
+    tmax = np.full_like(cbf, 3.0)
+    usable = np.ones(cbf.shape, dtype=bool)
+    maps = {"cbf": cbf, "tmax": tmax}
+    assert affected_side(cbf, usable, x, tmax) == "left"
+    assert detect_affected_side(cbf, usable, x, tmax) == "left"
+    assert defuse3_masks(maps, usable, x)["side"] == "left"
+    assert defuse3_summary(maps, usable, x, voxel_volume_ml=1.0)["core_volume_ml"] == 2.0
+    tmax[10] = 8.0  # a Tmax > 6 s voxel on the right decides before any CBF rule
+    assert detect_affected_side(cbf, usable, x, tmax) == "right"
+    assert defuse3_masks(maps, usable, x)["side"] == "right"

@@ -328,11 +328,14 @@ def _re(text: str) -> str:
 
 
 def test_map_error_by_hand() -> None:
-    from perfusion.sweeps.objective import map_error
+    import math
+
+    from perfusion.evaluation import map_error
 
     metrics = {"eval/cbf_r": 0.9, "eval/rcbf30_dice": 0.8, "eval/tmax6_dice": 0.95}
-    assert map_error(metrics) == pytest.approx((0.1 + 0.2 + 0.05) / 3)
-    assert map_error({"eval/cbf_r": 0.9}) is None
+    assert map_error(metrics, prefix="eval/") == pytest.approx((0.1 + 0.2 + 0.05) / 3)
+    assert math.isnan(map_error(metrics))  # the unprefixed keys are missing
+    assert math.isnan(map_error({"eval/cbf_r": 0.9}, prefix="eval/"))
 
 
 def test_trial_metrics_from_a_fit_summary(tmp_path: Path) -> None:

@@ -122,7 +122,7 @@ def spread_slices(tissue: np.ndarray, k: int) -> list[int]:
 def lesion_slices(tissue: np.ndarray, truth_dir: Path, k: int) -> list[int] | None:
     """The ``k`` axial slices holding most of the true Tmax > 6 s tissue, ascending; None when
     the truth has no Tmax map or no such tissue (then :func:`spread_slices` is the choice)."""
-    from perfusion.evaluation import HYPO_TMAX_S  # noqa: PLC0415
+    from perfusion.clinical import TMAX_PENUMBRA_S  # noqa: PLC0415
 
     path = truth_dir / "tmax.nii.gz"
     if not path.is_file():
@@ -132,7 +132,7 @@ def lesion_slices(tissue: np.ndarray, truth_dir: Path, k: int) -> list[int] | No
         raise PerfusionError(
             f"truth grid {tmax.shape} differs from the case's {tissue.shape}", path
         )
-    counts = ((tmax > HYPO_TMAX_S) & tissue).sum(axis=(0, 1))
+    counts = ((tmax > TMAX_PENUMBRA_S) & tissue).sum(axis=(0, 1))
     ranked = [int(z) for z in np.argsort(-counts, kind="stable") if counts[z] > 0]
     return sorted(ranked[: max(int(k), 1)]) or None
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-ACCURACY_KEYS = ("cbf_r", "rcbf30_dice", "tmax6_dice")
-"""Metrics of perfusion.evaluation.evaluate_fit folded into the map error (1 is perfect)."""
-REPORTED_KEYS = (*ACCURACY_KEYS, "tmax_mae", "cbf_mae")
+from perfusion.evaluation import MAP_ERROR_KEYS, map_error
+
+REPORTED_KEYS = (*MAP_ERROR_KEYS, "tmax_mae", "cbf_mae")
 """Metrics shown per arm (Tmax MAE in s and CBF MAE in ml/100g/min stand beside the error)."""
 
 
@@ -36,14 +36,6 @@ class VerdictConfig:
     """Target 2: meta-init's map accuracy >= (1 - this) x the best no-init arm's (5 %)."""
     time_ratio: float = 0.25
     """Target 2: meta-init's wall time <= this x the best no-init arm's (1/4)."""
-
-
-def map_error(metrics: dict[str, float]) -> float:
-    """mean(1 - m) over :data:`ACCURACY_KEYS`; NaN when one is missing or not finite."""
-    values = [metrics.get(k, float("nan")) for k in ACCURACY_KEYS]
-    if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
-        return float("nan")
-    return float(np.mean([1.0 - v for v in values]))
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -4,19 +4,24 @@ Rules: core = rCBF < 30 % (Straka 2010; CBF relative to the healthy
 hemisphere's median), hypoperfusion = Tmax > 6 s (Olivot 2014), DEFUSE-3 target = core < 70 ml,
 mismatch ratio >= 1.8 and mismatch volume >= 15 ml (Albers 2018); hypoperfusion intensity ratio
 HIR = volume Tmax > 10 s / volume Tmax > 6 s. CSF and large vessels are excluded (``tissue``
-mask). Hemispheres are split at the standard frame's mid-sagittal plane (x = 0 mm); the core is
-measured in the hemisphere with the larger Tmax > 6 s volume, or, when neither has any, the one
-with the lower median CBF. That hemisphere is reported as the affected side only when a lesion
-was found (core >= 1 ml or Tmax > 6 s >= 5 ml): below both, the maps name no side.
+mask). Thresholds, hemispheres and the affected side are :mod:`perfusion.clinical`'s (the same
+rule as ``perfusion segment``); the core is measured in that hemisphere, which is reported as the
+affected side only when a lesion was found (core >= 1 ml or Tmax > 6 s >= 5 ml): below both, the
+maps name no side.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-CORE_RCBF = 0.30
-HYPO_TMAX_S = 6.0
-SEVERE_TMAX_S = 10.0
+from perfusion.clinical import (
+    RCBF_CORE,
+    TMAX_PENUMBRA_S,
+    TMAX_SEVERE_S,
+    affected_side,
+    hemispheres,
+)
+
 DEFUSE3_MAX_CORE_ML = 70.0
 DEFUSE3_MIN_RATIO = 1.8
 DEFUSE3_MIN_MISMATCH_ML = 15.0
@@ -24,20 +29,6 @@ LESION_MIN_CORE_ML = 1.0
 LESION_MIN_TMAX_ML = 5.0
 """Below both volumes no perfusion lesion is reported (and no side is named): a few voxels of
 noise cross the thresholds in every healthy brain."""
-
-
-def hemispheres(standard_x_mm: np.ndarray) -> dict[str, np.ndarray]:
-    """Left (x < 0) and right (x > 0) masks from each voxel's standard-frame x (RAS mm)."""
-    return {"left": standard_x_mm < 0.0, "right": standard_x_mm > 0.0}
-
-
-def affected_side(cbf: np.ndarray, tmax: np.ndarray, usable: np.ndarray, sides: dict) -> str:
-    """``left`` or ``right``: larger Tmax > 6 s volume, else lower median CBF (see module doc)."""
-    hypo = {s: int((usable & m & (tmax > HYPO_TMAX_S)).sum()) for s, m in sides.items()}
-    if hypo["left"] != hypo["right"]:
-        return max(hypo, key=hypo.get)
-    medians = {s: _median(cbf[usable & m]) for s, m in sides.items()}
-    return "left" if medians["left"] <= medians["right"] else "right"
 
 
 def lesion_found(core_ml: float, hypo_ml: float) -> bool:
@@ -60,16 +51,16 @@ def defuse3_masks(maps: dict, usable: np.ndarray, standard_x_mm: np.ndarray) -> 
     """
     cbf, tmax = maps["cbf"], maps["tmax"]
     sides = hemispheres(standard_x_mm)
-    side = affected_side(cbf, tmax, usable, sides)
+    side = affected_side(cbf, usable, standard_x_mm, tmax)
     healthy = "right" if side == "left" else "left"
     reference = _median(cbf[usable & sides[healthy]])
     rcbf = cbf / reference if reference > 0 else np.zeros_like(cbf)
-    low = usable & (rcbf < CORE_RCBF)
+    low = usable & (rcbf < RCBF_CORE)
     return {
         "core": low & sides[side],
         "core_both_sides": low,
-        "hypo": usable & (tmax > HYPO_TMAX_S),
-        "severe": usable & (tmax > SEVERE_TMAX_S),
+        "hypo": usable & (tmax > TMAX_PENUMBRA_S),
+        "severe": usable & (tmax > TMAX_SEVERE_S),
         "side": side,
         "healthy_median_cbf": reference,
     }
@@ -103,7 +94,7 @@ def defuse3_summary(
         "affected_side": masks["side"] if found else None,
         "measured_side": masks["side"],
         "healthy_median_cbf": masks["healthy_median_cbf"],
-        "core_rule": f"rCBF < {CORE_RCBF:.0%} of the healthy hemisphere's median, affected side",
+        "core_rule": f"rCBF < {RCBF_CORE:.0%} of the healthy hemisphere's median, affected side",
         "core_volume_ml": core,
         "core_volume_both_sides_ml": float(masks["core_both_sides"].sum()) * voxel_volume_ml,
         "tmax_gt_6s_volume_ml": hypo,

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from perfusion.clinical import TMAX_PENUMBRA_S
 from perfusion.io import Case, InputCurves
 from perfusion.phantom.anatomy import Anatomy, make_anatomy, random_pose
 from perfusion.phantom.config import PhantomConfig
@@ -124,7 +125,7 @@ def _physiology(
     truth["csf"] = anatomy.brain & (anatomy.channel("csf") >= 0.5)
     lesion.meta.update(
         core_ml=float(lesion.core.sum() * voxel_ml), penumbra_ml=float(lesion.penumbra.sum() * voxel_ml),
-        tmax_gt6_ml=float(((truth["tmax"] > 6) & anatomy.brain).sum() * voxel_ml),
+        tmax_gt6_ml=float(((truth["tmax"] > TMAX_PENUMBRA_S) & anatomy.brain).sum() * voxel_ml),
     )  # fmt: skip
     return truth, {
         "lesion": lesion.meta,

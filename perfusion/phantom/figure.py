@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from perfusion.clinical import TMAX_PENUMBRA_S
 from perfusion.io import load_nifti, read_case, read_curves
 from perfusion.report import SCALES, AxialView, MapSet, mark_sides
 from perfusion.report.inputs import MARKER_COLORS
 from perfusion.report.panels import blank, colorbar, draw_map, outline_legend
-
-HYPO_TMAX_S = 6.0
 
 
 def _truth(folder: Path, name: str) -> np.ndarray:
@@ -39,7 +38,7 @@ def phantom_figure(folder: str | Path, out_png: str | Path) -> Path:
     mapset = MapSet(
         maps={name: _truth(folder, name) for name in SCALES},
         brain=brain,
-        regions={"core": core, "hypo": brain & (tmax > HYPO_TMAX_S)},
+        regions={"core": core, "hypo": brain & (tmax > TMAX_PENUMBRA_S)},
         voxel_to_patient=case.affine,
     )
     area = (core | mapset.regions["hypo"]).sum(axis=(0, 1))

@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 from matplotlib import patheffects  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from perfusion.clinical import TMAX_PENUMBRA_S  # noqa: E402
 from perfusion.report.orientation import AxialView, mark_sides  # noqa: E402
 
 
@@ -34,7 +35,7 @@ SCALES = {
     "cbf": MapScale("CBF", "ml/100g/min", 0.0, 60.0),
     "cbv": MapScale("CBV", "ml/100g", 0.0, 6.0),
     "mtt": MapScale("MTT", "s", 0.0, 12.0),
-    "tmax": MapScale("Tmax", "s", 0.0, 12.0, marks=(6.0,)),
+    "tmax": MapScale("Tmax", "s", 0.0, 12.0, marks=(TMAX_PENUMBRA_S,)),
 }
 COLORMAP = "jet"
 BACKGROUND = "black"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from perfusion.clinical import RCBF_CORE
+
 INPUT_METHODS = ("truth", "resppinn", "sppinn", "bsvd", "nlr")
 
 
@@ -120,7 +122,7 @@ class LoocvConfig:
     """Training seeds (paper: 5)."""
     fold: int = -1
     """Run only this fold (>= 0); -1 runs every fold and aggregates."""
-    threshold: float = 0.3
+    threshold: float = RCBF_CORE
     """rCBF threshold of the comparison rule (RAPID: rCBF < 30 %)."""
     run: str = "default"
     """Run name: folder under ``runs`` and W&B group."""

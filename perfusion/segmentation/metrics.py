@@ -13,14 +13,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-
-def dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Dice 2|P∩R| / (|P| + |R|); 1.0 when both masks are empty, 0.0 when only one is."""
-    pred, ref = pred.astype(bool), ref.astype(bool)
-    total = int(pred.sum()) + int(ref.sum())
-    if total == 0:
-        return 1.0
-    return 2.0 * int((pred & ref).sum()) / total
+from perfusion.evaluation import dice
 
 
 def volume_ml(mask: np.ndarray, spacing_mm: Sequence[float]) -> float:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from perfusion.clinical import RCBF_CORE, SIDES, affected_side, hemispheres
 from perfusion.errors import PerfusionError
-
-SIDES = ("left", "right")
-TMAX_HYPO_S = 6.0  # hypoperfusion: Tmax > 6 s (Olivot, Stroke 2014)
 
 
 def voxel_to_standard(
@@ -45,7 +43,7 @@ def hemisphere(x_mm: np.ndarray, side: str) -> np.ndarray:
     """Bool mask of one hemisphere: ``right`` is x > 0, ``left`` x < 0 (the plane x = 0 in neither)."""
     if side not in SIDES:
         raise PerfusionError(f"side must be one of {SIDES}, got {side!r}")
-    return x_mm > 0 if side == "right" else x_mm < 0
+    return hemispheres(x_mm)[side]
 
 
 def other_side(side: str) -> str:
@@ -57,41 +55,18 @@ def detect_affected_side(
     tissue: np.ndarray,
     x_mm: np.ndarray,
     tmax: np.ndarray | None = None,
-    threshold: float = 0.3,
+    threshold: float = RCBF_CORE,
 ) -> str:
-    """The affected hemisphere from the maps' asymmetry alone (never from a reference core).
+    """The affected hemisphere from the maps' asymmetry alone (never from a reference core):
+    :func:`perfusion.clinical.affected_side`, the rule ``summary.json`` uses too.
 
-    1. With a Tmax map: the side with the larger Tmax > 6 s tissue volume (the hypoperfused
-       region is much larger than the core, so this holds for small cores and noisy CBF).
-    2. Else (or on a tie): the side with more tissue whose CBF is below ``threshold`` x the
-       median tissue CBF of the other side, i.e. the rCBF rule's core if that side were
-       affected. Healthy white matter stays near 60 % of the contralateral median, so the
-       count is near zero on the healthy side; hemisphere medians or a global threshold were
-       fooled by grey/white asymmetry on the phantom cohort.
-    3. Else: the side with the lower median CBF.
-
-    Args:
-        cbf: float (X, Y, Z) CBF in ml/100g/min (any positive scale works).
-        tissue: bool (X, Y, Z) brain without CSF and vessels.
-        x_mm: float (X, Y, Z) standard-frame x from :func:`standard_x_mm`.
-        tmax: float (X, Y, Z) Tmax in s, or None.
-        threshold: the rCBF core threshold.
+    Raises:
+        PerfusionError: one hemisphere holds no tissue.
     """
     tissue = tissue.astype(bool) & np.isfinite(cbf)
-    sides = {s: tissue & hemisphere(x_mm, s) for s in SIDES}
-    if not all(mask.any() for mask in sides.values()):
+    if not all((tissue & hemisphere(x_mm, s)).any() for s in SIDES):
         raise PerfusionError("tissue in only one hemisphere: cannot find the affected side")
-    medians = {s: float(np.median(cbf[mask])) for s, mask in sides.items()}
-    scores = []
-    if tmax is not None:
-        scores.append({s: int((tmax[mask] > TMAX_HYPO_S).sum()) for s, mask in sides.items()})
-    scores.append(
-        {s: int((cbf[sides[s]] < threshold * medians[other_side(s)]).sum()) for s in SIDES}
-    )
-    for score in scores:
-        if score["left"] != score["right"]:
-            return max(score, key=score.get)  # type: ignore[arg-type]
-    return min(medians, key=medians.get)  # type: ignore[arg-type]
+    return affected_side(cbf, tissue, x_mm, tmax, threshold)
 
 
 def relative_cbf(
@@ -117,7 +92,11 @@ def restrict_to_hemisphere(mask: np.ndarray, x_mm: np.ndarray, side: str) -> np.
 
 
 def threshold_core(
-    rcbf: np.ndarray, tissue: np.ndarray, x_mm: np.ndarray, affected: str, threshold: float = 0.3
+    rcbf: np.ndarray,
+    tissue: np.ndarray,
+    x_mm: np.ndarray,
+    affected: str,
+    threshold: float = RCBF_CORE,
 ) -> np.ndarray:
     """The commercial core rule: tissue with rCBF < ``threshold`` in the affected hemisphere (bool)."""
     core = tissue.astype(bool) & (rcbf < threshold)

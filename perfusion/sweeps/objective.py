@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from perfusion.errors import PerfusionError
+from perfusion.evaluation import evaluate_fit, map_error
 
 log = logging.getLogger(__name__)
 
@@ -43,26 +44,15 @@ EVAL_KEYS: dict[str, str] = {
     "eval/rcbf30_dice": "rcbf30_dice",
     "eval/tmax6_dice": "tmax6_dice",
 }
-MAP_ERROR_PARTS = ("eval/cbf_r", "eval/rcbf30_dice", "eval/tmax6_dice")
 LABEL_FREE_KEYS = ("val/rms_hu", "losses.val_rms_hu")
-
-
-def map_error(metrics: dict[str, float]) -> float | None:
-    """``eval/map_error`` = mean(1 - r_CBF, 1 - Dice_rCBF<30%, 1 - Dice_Tmax>6s); None if any is missing."""
-    parts = [metrics.get(k) for k in MAP_ERROR_PARTS]
-    if any(p is None or not math.isfinite(p) for p in parts):
-        return None
-    return sum(1.0 - float(p) for p in parts) / len(parts)
 
 
 def eval_metrics(fit_dir: Path, truth_dir: Path) -> dict[str, float]:
     """The ``eval/*`` keys of one fit folder against a phantom's ``truth/`` folder."""
-    from perfusion.evaluation import evaluate_fit  # baselines layer; absent -> ImportError
-
     found = evaluate_fit(fit_dir, truth_dir)
     out = {key: float(found[name]) for key, name in EVAL_KEYS.items() if _is_num(found.get(name))}
-    error = map_error(out)
-    if error is not None:
+    error = map_error(out, prefix="eval/")
+    if math.isfinite(error):
         out["eval/map_error"] = error
     return out
 
@@ -104,8 +94,6 @@ def trial_metrics(
     ):
         try:
             out.update(eval_metrics(fit_dir, truth))
-        except ImportError:
-            pass  # perfusion.evaluation not available: no truth metrics
         except (PerfusionError, OSError, ValueError) as exc:  # incomplete maps: no eval/*
             log.warning("no eval/* metrics for %s: %s", fit_dir, exc)
     return out

@@ -1,0 +1,74 @@
+"""The clinical rules of perfusion maps in one place: the thresholds, the hemispheres and the
+affected side (used by ``summary.json``'s DEFUSE-3 block, ``perfusion segment``, the accuracy
+evaluation, the report and the phantom figure).
+
+- Core: rCBF < 30 % (CBF relative to the healthy hemisphere's median tissue CBF; Straka 2010,
+  RAPID's rule).
+- Hypoperfusion (penumbra plus core): Tmax > 6 s (Olivot 2014); severe: Tmax > 10 s (the
+  hypoperfusion intensity ratio's numerator).
+- Hemispheres: the standard frame's mid-sagittal plane x = 0 mm splits them (RAS+: x > 0 is the
+  patient's right); voxels on the plane belong to neither.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+RCBF_CORE = 0.30
+"""Core: rCBF below this fraction of the healthy hemisphere's median CBF."""
+TMAX_PENUMBRA_S = 6.0
+"""Hypoperfusion: Tmax above this (s)."""
+TMAX_SEVERE_S = 10.0
+"""Severe hypoperfusion: Tmax above this (s)."""
+SIDES = ("left", "right")
+
+
+def hemispheres(x_mm: np.ndarray) -> dict[str, np.ndarray]:
+    """``{"left": x < 0, "right": x > 0}`` from each voxel's standard-frame x (mm)."""
+    return {"left": x_mm < 0.0, "right": x_mm > 0.0}
+
+
+def affected_side(
+    cbf: np.ndarray,
+    tissue: np.ndarray,
+    x_mm: np.ndarray,
+    tmax: np.ndarray | None = None,
+    threshold: float = RCBF_CORE,
+) -> str:
+    """The affected hemisphere, ``left`` or ``right``, from the maps' asymmetry alone.
+
+    The first of these that tells the sides apart decides:
+
+    1. With a Tmax map: the side with the larger Tmax > 6 s tissue volume (the hypoperfused
+       region is much larger than the core, so this holds for small cores and noisy CBF).
+    2. The side with more tissue whose CBF is below ``threshold`` x the median tissue CBF of the
+       other side, i.e. the rCBF rule's core if that side were affected. Healthy white matter
+       stays near 60 % of the contralateral median, so the count is near zero on the healthy
+       side; hemisphere medians alone are fooled by grey/white asymmetry.
+    3. The side with the lower median tissue CBF (``left`` when equal or undefined).
+
+    Args:
+        cbf: CBF volume (any positive scale); non-finite voxels are left out.
+        tissue: bool volume, brain without CSF and vessels (and, in a fit, physical maps).
+        x_mm: standard-frame x (mm) of every voxel.
+        tmax: Tmax volume (s), or None.
+        threshold: the rCBF core threshold.
+    """
+    tissue = np.asarray(tissue, dtype=bool) & np.isfinite(cbf)
+    sides = {s: tissue & m for s, m in hemispheres(x_mm).items()}
+    medians = {s: _median(cbf[m]) for s, m in sides.items()}
+    scores = []
+    if tmax is not None:
+        scores.append({s: int((tmax[m] > TMAX_PENUMBRA_S).sum()) for s, m in sides.items()})
+    other = {"left": "right", "right": "left"}
+    scores.append(
+        {s: int((cbf[m] < threshold * medians[other[s]]).sum()) for s, m in sides.items()}
+    )
+    for score in scores:
+        if score["left"] != score["right"]:
+            return "left" if score["left"] > score["right"] else "right"
+    return "right" if medians["right"] < medians["left"] else "left"
+
+
+def _median(values: np.ndarray) -> float:
+    return float(np.median(values)) if values.size else float("nan")
