@@ -99,3 +99,28 @@ def test_tmax_conventions_and_units_round_trip() -> None:
     assert flow_to_cbf(cbf_to_flow(np.array([22.0, 60.0]))) == pytest.approx([22.0, 60.0])
     with pytest.raises(PerfusionError):
         true_tmax("gamma", np.array(1.0), np.array(1.0))
+
+
+@pytest.mark.parametrize("dilution", [0.4, 3.0])
+def test_real_aif_truth_uses_the_preprocessing_partial_volume_factor(tmp_path, dilution) -> None:
+    """The phantom's true AIF is the file's AIF scaled by perfusion.aif.correct_partial_volume,
+    the factor preprocessing applies: the VOF's first-pass area over the AIF's, at least 1 (a
+    VOF weaker than the AIF leaves the AIF as it is)."""
+    from perfusion.aif import correct_partial_volume
+    from perfusion.phantom.inputs import real_inputs
+
+    t = np.arange(0.0, 45.0, 1.0)
+    vof = GammaVariate(t0_s=8.0, alpha=3.0, beta_s=2.0, peak_hu=300.0)(t)
+    aif = dilution * GammaVariate(t0_s=5.0, alpha=3.0, beta_s=1.5, peak_hu=250.0)(t)
+    rows = "\n".join(f"1\t{a}\t{b}\t{c}" for a, b, c in zip(t, aif, vof, strict=True))
+    path = tmp_path / "curves.tsv"
+    path.write_text("case\tt_s\taif_hu\tvof_hu\n" + rows + "\n")
+    inputs = real_inputs(np.random.default_rng(0), path, 1, 2.0, 20)
+    expected = correct_partial_volume(t, aif, vof)[1]
+    assert inputs.meta["vof_scale"] == expected
+    if dilution < 1:  # a diluted AIF is scaled up to the VOF's area
+        assert expected > 1.5
+        area = np.trapezoid(inputs.aif_hu, inputs.time_s)
+        assert area == pytest.approx(np.trapezoid(vof, t), rel=0.05)
+    else:
+        assert expected == 1.0

@@ -5,7 +5,8 @@ variate and a slowly rising equilibrium level; the VOF is the AIF passed through
 transit-time kernel (mean ~6 s), so it is later, lower and broader with the same area, as tracer
 conservation demands. Real: a case of a TSV with columns ``case, t_s, aif_hu, vof_hu`` (e.g.
 RAPID's ISLES 2018 curves): the file's AIF is itself partial-volume diluted, so the true AIF is
-that curve scaled to the VOF's first-pass area (gamma-variate fits), the clinical VOF correction.
+that curve scaled to the VOF's first-pass area by :func:`perfusion.aif.correct_partial_volume`,
+the correction preprocessing applies (one rule for the truth and the measurement).
 Every curve is 0 before its first sample and before t = 0, so Eq. (1) can look back before the
 first frame (t - t_d - MTT reaches -35 s).
 """
@@ -20,8 +21,9 @@ import numpy as np
 from scipy.signal import fftconvolve
 from scipy.special import gammainc
 
+from perfusion.aif import correct_partial_volume
 from perfusion.errors import PerfusionError
-from perfusion.gamma_variate import GammaVariate, fit_gamma_variate
+from perfusion.gamma_variate import GammaVariate
 
 FINE_STEP_S = 0.02
 """Step (s) of the fine grid on which curves are defined and integrated."""
@@ -135,10 +137,11 @@ def real_inputs(
     t, aif, vof = table[case]
     last = min(float(t[-1]), interval_s * (n_frames - 1))
     times_s = frame_times(int(np.floor(last / interval_s + 1e-9)) + 1, interval_s, truncate_s)
-    scale = vof_scale(t, aif, vof)
+    aif, vof = aif - aif[0], vof - vof[0]  # ΔHU, as preprocessing measures them
+    _, scale = correct_partial_volume(t, aif, vof)  # the preprocessing's own factor (>= 1)
     grid = fine_grid(float(times_s[-1]))
-    true_aif = scale * np.interp(grid, t, aif - aif[0], left=0.0)
-    true_vof = np.interp(grid, t, vof - vof[0], left=0.0)
+    true_aif = scale * np.interp(grid, t, aif, left=0.0)
+    true_vof = np.interp(grid, t, vof, left=0.0)
     meta = {
         "source": str(path),
         "case": case,
@@ -146,12 +149,3 @@ def real_inputs(
         "file_aif_peak_hu": float(aif.max()),
     }
     return InputFunctions(grid, true_aif, true_vof, times_s, meta)
-
-
-def vof_scale(time_s: np.ndarray, aif_hu: np.ndarray, vof_hu: np.ndarray) -> float:
-    """Ratio of the VOF's to the AIF's first-pass area (gamma-variate fits), at least 1."""
-    try:
-        ratio = fit_gamma_variate(time_s, vof_hu).area() / fit_gamma_variate(time_s, aif_hu).area()
-    except (ValueError, RuntimeError):  # a curve the fit cannot follow: plain areas instead
-        ratio = float(np.trapezoid(vof_hu, time_s) / np.trapezoid(aif_hu, time_s))
-    return float(max(ratio, 1.0)) if np.isfinite(ratio) else 1.0
