@@ -132,8 +132,7 @@ def runs(cfg: BenchConfig) -> list[tuple[str, str, list[str]]]:
 def fit_config(cfg: BenchConfig, method: str, extra: list[str] | None = None) -> Any:
     """The FitConfig of ``method``: fit.yaml, the method's preset, ``fit_overrides``, then
     ``extra`` (a variant's overrides) or else the method's ``method_overrides``."""
-    from perfusion.fitting.config import FitConfig
-    from perfusion.fitting.init import with_init_settings
+    from perfusion.fitting.init import build_fit_config
 
     overrides = [
         *METHOD_PRESETS.get(method, []),
@@ -141,8 +140,7 @@ def fit_config(cfg: BenchConfig, method: str, extra: list[str] | None = None) ->
         *(cfg.method_overrides.get(method, []) if extra is None else extra),
         f"method={method}",
     ]
-    overrides, _ = with_init_settings(overrides)
-    return load_config(FitConfig, ["fit.yaml"], overrides)
+    return build_fit_config(overrides)
 
 
 def prepare_once(

@@ -272,3 +272,22 @@ def test_same_seed_same_maps(noisy_dir: Path, tmp_path: Path) -> None:
         a = np.asarray(nib.load(tmp_path / "a" / f"{name}.nii.gz").dataobj)
         b = np.asarray(nib.load(tmp_path / "b" / f"{name}.nii.gz").dataobj)
         np.testing.assert_array_equal(a, b)
+
+
+def test_one_fit_config_builder() -> None:
+    """fit.yaml + init settings + overrides in one function; no command builds a FitConfig
+    from the YAML itself (perfusion fit, bench, compare, segment, sweeps)."""
+    from perfusion.config import load_config
+    from perfusion.fitting.config import FitConfig
+    from perfusion.fitting.init import build_fit_config
+
+    built = build_fit_config(["steps=7", "config=model/sppinn"])
+    assert built == load_config(FitConfig, ["fit.yaml", "model/sppinn.yaml"], ["steps=7"])
+    root = Path(__file__).resolve().parents[1]
+    builders = [
+        path.relative_to(root).as_posix()
+        for folder in ("perfusion", "experiments")
+        for path in (root / folder).rglob("*.py")
+        if "load_config(FitConfig" in path.read_text() or "with_init_settings(" in path.read_text()
+    ]
+    assert builders == ["perfusion/fitting/init.py"]

@@ -50,12 +50,12 @@ from experiments.compare.population_prior import (
     write_prior_fit,
 )
 from experiments.compare.probes import PROBE_MAPS, run_probes
-from perfusion.config import load_config, to_object
+from perfusion.config import to_object
 from perfusion.errors import PerfusionError
 from perfusion.evaluation import pearson_r
 from perfusion.fields import build_fields
 from perfusion.fitting.config import FitConfig
-from perfusion.fitting.init import read_init, recorded_settings
+from perfusion.fitting.init import build_fit_config, read_init, recorded_settings
 from perfusion.fitting.run import fit_case, read_history
 from perfusion.meta.checkpoint import export_init
 from perfusion.meta.config import MetaConfig
@@ -81,7 +81,7 @@ def base_fit_config(cfg: CompareConfig, checkpoint: dict[str, Any]) -> FitConfig
     if checkpoint.get("fit_config"):
         conf = OmegaConf.merge(conf, checkpoint["fit_config"])
     else:  # an older checkpoint: the shipped fit.yaml, then the recorded inner-loop keys
-        conf = load_config(FitConfig, ["fit.yaml"])
+        conf = build_fit_config()
     for key, value in recorded_settings(checkpoint).items():
         OmegaConf.update(conf, key, value, merge=False)
     runtime = {"method": "resppinn", "slice_wise": False, "init": None, "device": cfg.device,
@@ -123,7 +123,7 @@ def build_arms(
 
 def _sppinn_config(cfg: CompareConfig, base: FitConfig) -> FitConfig:
     overrides = [*cfg.sppinn.overrides, f"steps={cfg.sppinn.steps}"]
-    conf = load_config(FitConfig, ["fit.yaml", "model/sppinn.yaml"], overrides)
+    conf = build_fit_config(["config=model/sppinn", *overrides])
     plain: FitConfig = to_object(conf)
     return dataclasses.replace(
         plain,

@@ -53,13 +53,12 @@ def main(argv: list[str]) -> None:
     check_memory("fit", prepared_scan if prepared_scan.is_file() else case_dir / CTP_FILE)
     check_fit_config(OPTIONS.load(overrides))  # keys, types, method, steps: still torch-free
 
-    from perfusion.fitting.init import with_init_settings  # torch from here on
+    from perfusion.fitting.init import build_fit_config  # torch from here on
     from perfusion.fitting.run import fit_case
 
-    overrides, warnings = with_init_settings(overrides)
-    for line in warnings:
-        print(f"perfusion fit: warning: {line}", file=sys.stderr)
-    cfg = OPTIONS.load(overrides)
+    cfg = build_fit_config(
+        overrides, warn=lambda line: print(f"perfusion fit: warning: {line}", file=sys.stderr)
+    )
     logger = _logger(cfg, case_dir, out_dir)
     try:
         summary = fit_case(case_dir, cfg, out_dir, logger=logger)

@@ -7,9 +7,9 @@ the brain), ``tissuemask.nii.gz``, ``fitqc.nii.gz``, ``summary.json``, ``config.
 
 from __future__ import annotations
 
-import importlib
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from perfusion.baselines.bsvd import fit_bsvd
+from perfusion.baselines.nlr import fit_nlr
 from perfusion.config import save_resolved, to_object
 from perfusion.errors import PerfusionError
 from perfusion.fitting.config import FitConfig, check_fit_config
@@ -33,6 +35,12 @@ from perfusion.fitting.report import write_report
 from perfusion.io import atomic_dir, read_case, write_json_atomic, write_text_atomic
 from perfusion.prepared import PREPARED_JSON, PreparedCase
 from perfusion.units import TMAX_CONVENTION
+
+BASELINES: dict[str, Callable[[PreparedCase], dict[str, np.ndarray]]] = {
+    "bsvd": fit_bsvd,
+    "nlr": fit_nlr,
+}
+"""The classical methods (``method=bsvd|nlr``): name -> maps of a prepared case."""
 
 HISTORY_CSV = "history.csv"
 """Per-step losses beside summary.json (the same numbers go to the W&B run)."""
@@ -56,10 +64,8 @@ def load_prepared(case_dir: str | Path, cfg: FitConfig, progress: Any = None) ->
     if (folder / PREPARED_JSON).is_file():
         return PreparedCase.load(folder)
     case = read_case(folder, cfg.core_label)
-    try:
-        from perfusion.preprocess import prepare_case
-    except ImportError:
-        raise PerfusionError("preprocessing is not available (perfusion.preprocess)") from None
+    from perfusion.preprocess import prepare_case  # SimpleITK: only when a case needs it
+
     return prepare_case(case, cfg.preprocess, progress=progress)
 
 
@@ -97,7 +103,7 @@ def _fit_and_write(case_dir, cfg, fit_cfg: FitConfig, out_dir: Path, logger: Any
     )
     prepared = load_prepared(case_dir, fit_cfg, say)
     fit_start = time.perf_counter()
-    if fit_cfg.method in ("bsvd", "nlr"):
+    if fit_cfg.method in BASELINES:
         raw, fitqc, extra = _baseline(prepared, fit_cfg.method)
     else:
         fit = fit_fields(prepared, fit_cfg, logger)
@@ -141,17 +147,8 @@ def _fit_and_write(case_dir, cfg, fit_cfg: FitConfig, out_dir: Path, logger: Any
 
 
 def _baseline(prepared: PreparedCase, method: str) -> tuple[dict, None, dict]:
-    """Classical maps from ``perfusion.baselines.<method>.fit_<method>(prepared)`` (bsvd, nlr)."""
-    try:
-        module = importlib.import_module(f"perfusion.baselines.{method}")
-    except ImportError:
-        raise PerfusionError(
-            f"method={method}: perfusion.baselines.{method} is not available"
-        ) from None
-    function = getattr(module, f"fit_{method}", None)
-    if function is None:
-        raise PerfusionError(f"perfusion.baselines.{method} has no fit_{method}(prepared)")
-    result = function(prepared)
+    """Classical maps of ``prepared`` by :data:`BASELINES`' ``method`` (bsvd, nlr)."""
+    result = BASELINES[method](prepared)
     missing = [n for n in MAP_NAMES if n not in result]
     if missing:
         raise PerfusionError(f"method={method}: baseline returned no {missing}")

@@ -25,13 +25,9 @@ def ensure_cohort(cfg: CohortConfig) -> list[Path]:
 
 def generate_phantom_cohort(path: Path, n: int, seed: int, overrides: list[str]) -> None:
     """Write ``n`` phantom patients into ``path`` with ``configs/phantom.yaml`` + ``overrides``."""
-    try:
-        from perfusion.phantom import make_cohort
-        from perfusion.phantom.config import PhantomConfig
-    except ImportError as exc:
-        raise PerfusionError(
-            f"no cohort and the phantom generator is unavailable ({exc})", path
-        ) from None
+    from perfusion.phantom import make_cohort
+    from perfusion.phantom.config import PhantomConfig
+
     yaml = [config_dir() / "phantom.yaml"] if (config_dir() / "phantom.yaml").is_file() else []
     print(f"loocv: no cohort at {path}: generating {n} phantom patients (seed {seed})", flush=True)
     cfg = load_config(PhantomConfig, yaml, [f"n={n}", f"seed={seed}", f"out={path}", *overrides])

@@ -97,21 +97,13 @@ def ensure_maps(
 
 def fit_maps(case_dir: Path, method: str, out_dir: Path, overrides: Sequence[str] = ()) -> None:
     """Fit ``method``'s maps of ``case_dir`` into ``out_dir``: ``perfusion fit`` defaults + ``overrides``."""
-    try:
-        from perfusion.config import config_dir, load_config
-        from perfusion.fitting.config import FitConfig
-        from perfusion.fitting.run import fit_case
-    except ImportError as exc:
-        raise PerfusionError(
-            f"cannot fit missing maps: fitting unavailable ({exc})", case_dir
-        ) from None
-    yaml = [config_dir() / "fit.yaml"]
+    from perfusion.config import config_dir
+    from perfusion.fitting.init import build_fit_config
+    from perfusion.fitting.run import fit_case
+
     preset = config_dir() / "model" / f"{method}.yaml"  # e.g. SPPINN is a preset over fit.yaml
-    cfg = load_config(
-        FitConfig,
-        yaml + ([preset] if preset.is_file() else []),
-        [f"method={method}", *overrides],
-    )
+    presets = [f"config=model/{method}"] if preset.is_file() else []
+    cfg = build_fit_config([*presets, f"method={method}", *overrides])
     print(f"fitting {method} maps of {case_dir.name} -> {out_dir}", flush=True)
     fit_case(case_dir, cfg, out_dir)
 

@@ -59,13 +59,13 @@ def ensure_case(case: Path, phantom_overrides: list[str], env: dict[str, str]) -
 
 def preprocess_once(raw: Path, target: Path) -> None:
     """Preprocess ``raw`` with the fit's defaults into ``target``, with ``truth/`` copied along."""
-    from perfusion.config import load_config, to_object
-    from perfusion.fitting.config import FitConfig
+    from perfusion.config import to_object
+    from perfusion.fitting.init import build_fit_config
     from perfusion.io import read_case
     from perfusion.preprocess import prepare_case
 
     log.info("preprocessing %s once for every trial -> %s", raw, target)
-    fit_cfg = to_object(load_config(FitConfig, ["fit.yaml"]))
+    fit_cfg = to_object(build_fit_config())
     staging = target.with_name(f".{target.name}.preparing")
     shutil.rmtree(staging, ignore_errors=True)
     prepare_case(read_case(raw), fit_cfg.preprocess).save(staging)
