@@ -196,6 +196,7 @@ def select_aif_vof(
     area_fraction: float = 0.10,
     peak_fraction: float = 0.01,
     n_clusters: int = 5,
+    baseline_hu: np.ndarray | None = None,
 ) -> AifSelection:
     """Automatic AIF and VOF: Mouridsen 2006 clusters find the arterial shape, soft weights
     pick the voxels.
@@ -224,6 +225,8 @@ def select_aif_vof(
         frame_times_s: (T,) frame times in s (non-uniform allowed).
         brain: bool (X, Y, Z) search region; ``vessels`` (added) and ``csf`` (removed) optional.
         n_voxels: effective number of voxels averaged into each curve.
+        baseline_hu: (X, Y, Z) image subtracted from ``enhancement_hu`` first (then raw HU may
+            be given: no baseline-subtracted copy of the whole scan is needed).
 
     Raises:
         PerfusionError: no voxel has an arterial shape.
@@ -237,7 +240,10 @@ def select_aif_vof(
     voxels = np.argwhere(region)
     data = np.asarray(enhancement_hu)
     # frame by frame: contiguous in NIfTI's order, and no float64 copy of the whole scan
-    every = np.stack([data[..., k][region] for k in range(t.size)], axis=-1).astype(np.float32)
+    every = np.stack([data[..., k][region] for k in range(t.size)], axis=-1)
+    every = every.astype(np.float32, copy=False)
+    if baseline_hu is not None:
+        every -= np.asarray(baseline_hu, dtype=np.float32)[region][:, None]
     smoothed = _smooth_one_frame(every, t)
     area = np.clip(smoothed, 0.0, None) @ _trapezoid_weights(t).astype(np.float32)
     n_high = max(int(np.ceil(peak_fraction * len(every))), 5 * n_voxels)
@@ -377,7 +383,10 @@ def _earliest_cluster(
 
 
 def roi_curve(
-    enhancement_hu: np.ndarray, center_ijk: tuple[int, int, int] | list[int], radius_vox: int = 1
+    enhancement_hu: np.ndarray,
+    center_ijk: tuple[int, int, int] | list[int],
+    radius_vox: int = 1,
+    baseline_hu: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean curve (T,) of the in-plane square ROI of half-width ``radius_vox`` around a voxel.
 
@@ -396,7 +405,11 @@ def roi_curve(
     ii = np.arange(max(i - radius_vox, 0), min(i + radius_vox + 1, shape[0]))
     jj = np.arange(max(j - radius_vox, 0), min(j + radius_vox + 1, shape[1]))
     grid = np.stack(np.meshgrid(ii, jj, [k], indexing="ij"), axis=-1).reshape(-1, 3)
-    curve = np.asarray(enhancement_hu, dtype=np.float64)[grid[:, 0], grid[:, 1], grid[:, 2]].mean(0)
+    i_, j_, k_ = grid[:, 0], grid[:, 1], grid[:, 2]
+    values = np.asarray(enhancement_hu[i_, j_, k_], dtype=np.float64)
+    if baseline_hu is not None:  # raw HU given: subtract the baseline image's voxels
+        values = values - np.asarray(baseline_hu, dtype=np.float64)[i_, j_, k_][:, None]
+    curve = values.mean(0)
     return curve, grid.astype(np.int64)
 
 

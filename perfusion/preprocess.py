@@ -143,16 +143,15 @@ def prepare_case(case: Case, cfg: PreprocessConfig, progress: Progress = None) -
     clock.lap("brain mask")
     # provisional baseline from the whole-brain curve, then the AIF's (earlier) arrival
     arrival = bolus_arrival_s(times, _frame_means(ctp, brain))
-    first = baseline_weights(times, arrival, cfg.baseline_frames)
-    # the motion-corrected copy is ours to overwrite; the case's own array is not
-    delta, baseline = subtract_baseline(ctp, first, in_place=ctp is not case.ctp_hu)
+    _, provisional = _weighted_frames(ctp, baseline_weights(times, arrival, cfg.baseline_frames))
     clock.lap("baseline")
     say("selecting the arterial and venous input functions")
-    curves = _input_curves(case, delta, brain, cfg)
+    curves = _input_curves(case, ctp, provisional, brain, cfg)
     clock.lap("AIF and VOF")
     arrival = bolus_arrival_s(times, curves.aif_hu)
     base_w = baseline_weights(times, arrival, cfg.baseline_frames)
-    delta, baseline = rebase(delta, baseline, base_w)
+    # the motion-corrected copy is ours to overwrite; the case's own array is not
+    delta, baseline = subtract_baseline(ctp, base_w, in_place=ctp is not case.ctp_hu)
     clock.lap("baseline")
     aif, vof = _correct_aif(_rebase(curves, delta, base_w), times, cfg, meta)
     clock.lap("AIF and VOF")
@@ -261,18 +260,6 @@ def subtract_baseline(
     return delta, baseline
 
 
-def rebase(
-    delta: np.ndarray, baseline: np.ndarray, weights: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """``delta`` and ``baseline`` of :func:`subtract_baseline` moved to new ``weights``, in place:
-    the new baseline is the old one plus the weighted mean of ``delta``'s frames (a new 4-D
-    array costs more than the arithmetic on large scans)."""
-    _, shift = _weighted_frames(delta, weights)
-    for t in range(delta.shape[3]):
-        delta[..., t] -= shift
-    return delta, baseline + shift
-
-
 def _weighted_frames(ctp_hu: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(used frame indices, the weighted mean image float32 (X, Y, Z))."""
     used = np.nonzero(weights)[0]
@@ -283,8 +270,12 @@ def _weighted_frames(ctp_hu: np.ndarray, weights: np.ndarray) -> tuple[np.ndarra
 
 
 def _frame_means(ctp_hu: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(T,) mean of each frame over ``mask``; frame by frame (contiguous in NIfTI's order)."""
-    return np.array([ctp_hu[..., t][mask].mean(dtype=np.float64) for t in range(ctp_hu.shape[3])])
+    """(T,) mean of each frame over ``mask``: one dot product per frame (no gather)."""
+    order = "F" if ctp_hu.flags.f_contiguous else "C"
+    weights = mask.ravel(order=order).astype(ctp_hu.dtype) / max(int(mask.sum()), 1)
+    return np.array(
+        [float(ctp_hu[..., t].ravel(order=order) @ weights) for t in range(ctp_hu.shape[3])]
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,21 +380,23 @@ def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
 
 
 def _input_curves(
-    case: Case, delta: np.ndarray, brain: np.ndarray, cfg: PreprocessConfig
+    case: Case, ctp: np.ndarray, baseline: np.ndarray, brain: np.ndarray, cfg: PreprocessConfig
 ) -> _Curves:
     """AIF/VOF: user ROI (``aif_voxel``) first, then ``aif.tsv``, then automatic selection.
 
     An explicit command-line voxel beats a file; a missing VOF is taken from the file, else
-    from the automatic selection (when it finds one).
+    from the automatic selection (when it finds one). ``ctp`` is raw HU, enhancement is taken
+    against the provisional ``baseline`` image; :func:`_rebase` re-derives the curves once the
+    final baseline is known.
     """
     times, r = case.frame_times_s, cfg.roi_radius_vox
     vof = vof_vox = vof_w = None
     if cfg.vof_voxel is not None:
-        vof, vof_vox = roi_curve(delta, list(cfg.vof_voxel), r)
+        vof, vof_vox = roi_curve(ctp, list(cfg.vof_voxel), r, baseline)
     if cfg.aif_voxel is not None:
-        aif, aif_vox = roi_curve(delta, list(cfg.aif_voxel), r)
+        aif, aif_vox = roi_curve(ctp, list(cfg.aif_voxel), r, baseline)
         if vof is None:
-            vof, vof_vox, vof_w = _auto_vof(delta, times, brain, cfg)
+            vof, vof_vox, vof_w = _auto_vof(ctp, baseline, times, brain, cfg)
         return _Curves(aif, vof, "roi", aif_vox, vof_vox, vof_weights=vof_w)
     if case.curves is not None:
         c = case.curves
@@ -411,9 +404,8 @@ def _input_curves(
         raw_vof = None if c.vof_hu is None else np.interp(times, c.time_s, c.vof_hu)
         if vof is not None:  # a user VOF ROI beats the file's VOF
             raw_vof = None
-        curves = _Curves(raw_aif, vof, "file", vof_voxels=vof_vox, raw=(raw_aif, raw_vof))
-        return _rebase(curves, delta, baseline_weights(times, bolus_arrival_s(times, raw_aif)))
-    sel = select_aif_vof(delta, times, brain, n_voxels=cfg.aif_n_voxels)
+        return _Curves(raw_aif, vof, "file", vof_voxels=vof_vox, raw=(raw_aif, raw_vof))
+    sel = select_aif_vof(ctp, times, brain, n_voxels=cfg.aif_n_voxels, baseline_hu=baseline)
     if vof is None:
         vof, vof_vox, vof_w = sel.vof_hu, sel.vof_voxels, sel.vof_weights
     return _Curves(
@@ -421,10 +413,12 @@ def _input_curves(
     )
 
 
-def _auto_vof(delta: np.ndarray, times: np.ndarray, brain: np.ndarray, cfg: PreprocessConfig):
+def _auto_vof(
+    ctp: np.ndarray, baseline: np.ndarray, times: np.ndarray, brain: np.ndarray, cfg
+) -> tuple:
     """(VOF, voxels, weights) of the automatic selection, or Nones when it finds no AIF."""
     try:
-        sel = select_aif_vof(delta, times, brain, n_voxels=cfg.aif_n_voxels)
+        sel = select_aif_vof(ctp, times, brain, n_voxels=cfg.aif_n_voxels, baseline_hu=baseline)
     except PerfusionError:
         return None, None, None
     return sel.vof_hu, sel.vof_voxels, sel.vof_weights
