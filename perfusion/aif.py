@@ -127,6 +127,25 @@ def _rise_crossing(
     return np.where(found, t[i_low] + frac * (t[i_low + 1] - t[i_low]), t[0])
 
 
+def smooth_in_time(delta_hu: np.ndarray, times: np.ndarray, sigma_s: float) -> np.ndarray:
+    """Gaussian smoothing along time with row-normalised weights exp(-(t_i - t_j)^2 / 2 sigma^2).
+
+    Works on any array whose last axis is time ((X, Y, Z, T) volumes or (N, T) curves). Exact
+    for non-uniform frame times (the kernel uses the actual times) and leaves a constant curve
+    unchanged (weights sum to 1). ``sigma_s`` <= 0 returns the input.
+    """
+    if sigma_s <= 0:
+        return delta_hu
+    t = np.asarray(times, dtype=np.float64)
+    weights = np.exp(-0.5 * ((t[:, None] - t[None, :]) / sigma_s) ** 2)
+    weights /= weights.sum(axis=1, keepdims=True)
+    curves = np.asarray(delta_hu, dtype=np.float32)
+    # one (voxels, T) x (T, T) product, not a batch of small ones over the leading axes
+    flat = curves.reshape(-1, curves.shape[-1], order="A")
+    out = flat @ weights.T.astype(np.float32)
+    return out.reshape(curves.shape, order="A")
+
+
 def arterial_shape_ok(
     feat: CurveFeatures,
     time_s: np.ndarray,
@@ -244,7 +263,8 @@ def select_aif_vof(
     every = every.astype(np.float32, copy=False)
     if baseline_hu is not None:
         every -= np.asarray(baseline_hu, dtype=np.float32)[region][:, None]
-    smoothed = _smooth_one_frame(every, t)
+    # one-frame Gaussian in time: noise spikes do not set peaks
+    smoothed = every if t.size < 3 else smooth_in_time(every, t, float(np.median(np.diff(t))))
     area = np.clip(smoothed, 0.0, None) @ _trapezoid_weights(t).astype(np.float32)
     n_high = max(int(np.ceil(peak_fraction * len(every))), 5 * n_voxels)
     high = _top(smoothed.max(axis=1), n_high)
@@ -306,16 +326,6 @@ def selection_confident(scores: dict[str, float]) -> bool:
     """Whether an automatic selection is clear: a lead over the runners-up of at least
     :data:`MIN_LEAD`, or runners-up whose curve is the AIF's shape anyway."""
     return scores["confidence"] >= MIN_LEAD or scores["runner_up_r"] >= MIN_RUNNER_UP_R
-
-
-def _smooth_one_frame(curves: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """(N, T) curves smoothed by a Gaussian of one (median) frame interval, normalised rows."""
-    if t.size < 3:
-        return curves
-    sigma = float(np.median(np.diff(t)))
-    kernel = np.exp(-0.5 * ((t[:, None] - t[None, :]) / sigma) ** 2)
-    kernel /= kernel.sum(axis=1, keepdims=True)
-    return curves @ kernel.T.astype(curves.dtype)
 
 
 def _trapezoid_weights(t: np.ndarray) -> np.ndarray:

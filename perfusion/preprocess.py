@@ -26,6 +26,7 @@ from perfusion.aif import (
     roi_curve,
     select_aif_vof,
     selection_confident,
+    smooth_in_time,
 )
 from perfusion.errors import PerfusionError
 from perfusion.io import Case
@@ -143,7 +144,7 @@ def prepare_case(case: Case, cfg: PreprocessConfig, progress: Progress = None) -
     clock.lap("brain mask")
     # provisional baseline from the whole-brain curve, then the AIF's (earlier) arrival
     arrival = bolus_arrival_s(times, _frame_means(ctp, brain))
-    _, provisional = _weighted_frames(ctp, baseline_weights(times, arrival, cfg.baseline_frames))
+    provisional = _weighted_frame(ctp, baseline_weights(times, arrival, cfg.baseline_frames))
     clock.lap("baseline")
     say("selecting the arterial and venous input functions")
     curves = _input_curves(case, ctp, provisional, brain, cfg)
@@ -250,7 +251,7 @@ def subtract_baseline(
     """(ΔHU (X, Y, Z, T) float32, baseline image (X, Y, Z) HU): the ``weights``-weighted mean
     of the frames (:func:`baseline_weights`) subtracted from every frame; ``in_place``
     overwrites a float32 ``ctp_hu`` instead of allocating."""
-    _, baseline = _weighted_frames(ctp_hu, weights)
+    baseline = _weighted_frame(ctp_hu, weights)
     if in_place and ctp_hu.dtype == np.float32:
         delta = ctp_hu
     else:
@@ -260,13 +261,12 @@ def subtract_baseline(
     return delta, baseline
 
 
-def _weighted_frames(ctp_hu: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(used frame indices, the weighted mean image float32 (X, Y, Z))."""
-    used = np.nonzero(weights)[0]
+def _weighted_frame(ctp_hu: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The ``weights``-weighted mean of the frames, float32 (X, Y, Z)."""
     total = np.zeros(ctp_hu.shape[:3], dtype=np.float64)
-    for t in used:
+    for t in np.nonzero(weights)[0]:
         total += float(weights[t]) * ctp_hu[..., t]
-    return used, (total / float(np.sum(weights))).astype(np.float32)
+    return (total / float(np.sum(weights))).astype(np.float32)
 
 
 def _frame_means(ctp_hu: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -280,25 +280,6 @@ def _frame_means(ctp_hu: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # Smoothing
-
-
-def smooth_in_time(delta_hu: np.ndarray, times: np.ndarray, sigma_s: float) -> np.ndarray:
-    """Gaussian smoothing along time with row-normalised weights exp(-(t_i - t_j)^2 / 2 sigma^2).
-
-    Works on any array whose last axis is time ((X, Y, Z, T) volumes or (N, T) curves). Exact
-    for non-uniform frame times (the kernel uses the actual times) and leaves a constant curve
-    unchanged (weights sum to 1). ``sigma_s`` <= 0 returns the input.
-    """
-    if sigma_s <= 0:
-        return delta_hu
-    t = np.asarray(times, dtype=np.float64)
-    weights = np.exp(-0.5 * ((t[:, None] - t[None, :]) / sigma_s) ** 2)
-    weights /= weights.sum(axis=1, keepdims=True)
-    curves = np.asarray(delta_hu, dtype=np.float32)
-    # one (voxels, T) x (T, T) product, not a batch of small ones over the leading axes
-    flat = curves.reshape(-1, curves.shape[-1], order="A")
-    out = flat @ weights.T.astype(np.float32)
-    return out.reshape(curves.shape, order="A")
 
 
 def smooth_in_plane(

@@ -78,11 +78,6 @@ def to_sitk(volume: np.ndarray, spacing_mm: np.ndarray) -> sitk.Image:
     return image
 
 
-def from_sitk(image: sitk.Image) -> np.ndarray:
-    """Back to an (X, Y, Z) float32 array."""
-    return np.transpose(sitk.GetArrayFromImage(image), (2, 1, 0)).astype(np.float32)
-
-
 BONE_CAP_HU = 1000.0
 """Bone weight saturates this far above the threshold, so dense bone or metal cannot dominate."""
 MIN_BONE_FRACTION = 0.005

@@ -143,8 +143,8 @@ class FieldFitModule(L.LightningModule):
         if self.keep_best and self.best["state"] is not None:
             self.fields.load_state_dict(self.best["state"])
             return
-        crossing = self.crossing
-        if crossing is None or crossing["step"] != self.global_step:
+        crossing = self._final_crossing()
+        if crossing is None:
             return
         before, alpha = crossing["before"]["state"], crossing["alpha"]
         state = self.fields.state_dict()
@@ -154,10 +154,15 @@ class FieldFitModule(L.LightningModule):
         }
         self.fields.load_state_dict(blended)
 
+    def _final_crossing(self) -> dict[str, Any] | None:
+        """The crossing noted at the check the fit stopped on (the noise rule's stop), if any."""
+        crossing = self.crossing
+        return crossing if crossing and crossing["step"] == self.global_step else None
+
     def maps_step(self) -> float:
         """The (fractional) step the final weights stand for."""
-        crossing = self.crossing
-        if self.keep_best or crossing is None or crossing["step"] != self.global_step:
+        crossing = None if self.keep_best else self._final_crossing()
+        if crossing is None:
             return float(self.global_step)
         start = crossing["before"]["step"]
         return start + crossing["alpha"] * (crossing["step"] - start)
