@@ -13,7 +13,6 @@ evaluation).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shlex
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from perfusion import cache
 from perfusion.config import load_config
 from perfusion.errors import PerfusionError
 from perfusion.evaluation import evaluate_fit
@@ -153,9 +153,11 @@ def prepare_once(
     from perfusion.preprocess import prepare_case
 
     options = OmegaConf.to_object(fit_cfg).preprocess
-    text = OmegaConf.to_yaml(OmegaConf.structured(options))
-    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
-    folder = work / f"prepared-{digest}" / f"{case_dir.name}{'-auto' if auto else ''}"
+    folder = (
+        work
+        / f"prepared-{cache.digest(options)[:10]}"
+        / f"{case_dir.name}{'-auto' if auto else ''}"
+    )
     if cfg.resume and (folder / PREPARED_JSON).is_file():
         return folder
     case = read_case(case_dir)
@@ -166,44 +168,12 @@ def prepare_once(
 
 def fit_one(cfg: BenchConfig, fit_cfg: Any, prepared_dir: Path, out_dir: Path) -> dict[str, Any]:
     """Fit a prepared case into ``out_dir``, or reuse a finished fit made with the same config."""
+    from perfusion.fitting.reuse import finished_fit
     from perfusion.fitting.run import fit_case
 
-    summary_path = out_dir / "summary.json"
-    if cfg.resume and summary_path.is_file() and _same_config(out_dir / "config.yaml", fit_cfg):
-        return json.loads(summary_path.read_text())
+    if cfg.resume and (summary := finished_fit(out_dir, fit_cfg)) is not None:
+        return summary
     return fit_case(prepared_dir, fit_cfg, out_dir)
-
-
-def _same_config(saved: Path, fit_cfg: Any) -> bool:
-    """Whether the fit at ``saved`` ran ``fit_cfg`` in everything that shapes its maps: its
-    config.yaml, completed with today's defaults for keys added since (a new key's default keeps
-    the old behaviour), against ``fit_cfg``, both through :func:`effective_settings`."""
-    from perfusion.fitting.config import FitConfig
-
-    if not saved.is_file():
-        return False
-    completed = OmegaConf.merge(OmegaConf.structured(FitConfig), OmegaConf.load(saved))
-    return effective_settings(completed) == effective_settings(fit_cfg)
-
-
-CLASSICAL = ("bsvd", "nlr")
-
-
-def effective_settings(fit_cfg: Any) -> dict[str, Any]:
-    """The FitConfig keys that can change a fit's maps: a classical method reads only its
-    preprocessing; the noise target and margin matter only to the noise rule; no stop setting
-    but the rule matters when the fit runs its ``steps``; logging and display never do."""
-    settings = OmegaConf.to_container(fit_cfg, resolve=True)
-    for key in ("progress_bar", "report", "tracking"):
-        settings.pop(key, None)
-    if settings["method"] in CLASSICAL:
-        return {"method": settings["method"], "preprocess": settings["preprocess"]}
-    stop = settings["stop"]
-    if stop["rule"] == "none":
-        settings["stop"] = {"rule": "none"}
-    elif stop["rule"] == "heldout":
-        stop.pop("target"), stop.pop("margin")
-    return settings
 
 
 def run_accuracy(cfg: BenchConfig, command: str = "") -> dict[str, Any]:

@@ -119,8 +119,8 @@ def test_a_failing_case_is_a_row_not_a_crash(tmp_path, monkeypatch):
 
 
 def test_a_fit_is_reused_when_nothing_that_shapes_its_maps_changed():
-    from experiments.bench import effective_settings
     from perfusion.fitting.config import FitConfig
+    from perfusion.fitting.reuse import effective_settings
 
     def settings(*overrides):
         return effective_settings(load_config(FitConfig, ["fit.yaml"], list(overrides)))

@@ -23,8 +23,6 @@ the targets: :mod:`experiments.compare.verdicts`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -56,6 +54,7 @@ from perfusion.evaluation import pearson_r
 from perfusion.fields import build_fields
 from perfusion.fitting.config import FitConfig
 from perfusion.fitting.init import build_fit_config, read_init, recorded_settings
+from perfusion.fitting.reuse import finished_fit, fit_digest
 from perfusion.fitting.run import fit_case, read_history
 from perfusion.meta.checkpoint import export_init
 from perfusion.meta.config import MetaConfig
@@ -149,11 +148,8 @@ def _write_control(base: FitConfig, steps: int, seed: int, path: Path) -> None:
 
 def run_arm(arm: Arm, prepared_dir: Path, fit_dir: Path, reuse: bool) -> dict[str, Any]:
     """Fit one arm to one prepared patient (or reuse an identical finished fit); its summary."""
-    wanted = OmegaConf.to_container(OmegaConf.structured(arm.fit), resolve=True)
-    summary_path, config_path = fit_dir / "summary.json", fit_dir / "config.yaml"
-    if reuse and summary_path.is_file() and config_path.is_file():
-        if OmegaConf.to_container(OmegaConf.load(config_path), resolve=True) == wanted:
-            return json.loads(summary_path.read_text())
+    if reuse and (summary := finished_fit(fit_dir, arm.fit)) is not None:
+        return summary
     print(f"[compare] {arm.name} on {prepared_dir.name}", file=sys.stderr)
     summary = fit_case(prepared_dir, arm.fit, fit_dir)
     # wall times on a shared machine mean little without the load they ran under
@@ -200,13 +196,10 @@ def fit_record(arm: Arm, patient: str, summary: dict[str, Any], metrics: dict[st
 
 
 def _fit_folder_name(arm: Arm) -> str:
-    """The arm's name and a digest of its FitConfig and start weights: runs of other recipes
-    keep their own fits (each stays reusable), and a retrained checkpoint at the same path
-    never reuses fits of the old one (config.yaml only records the path)."""
-    config = OmegaConf.to_container(OmegaConf.structured(arm.fit), resolve=True)
-    weights = read_init(arm.fit.init).get("sha256") if arm.fit.init else None
-    text = json.dumps({"fit": config, "weights": weights}, sort_keys=True, default=str)
-    return f"{arm.name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    """The arm's name and the digest of its fit (settings and start weights): runs of other
+    recipes keep their own fits, and a retrained checkpoint at the same path never reuses fits
+    of the old one (config.yaml only records the path)."""
+    return f"{arm.name}-{fit_digest(arm.fit)[:12]}"
 
 
 def run_patient(

@@ -8,7 +8,6 @@ rCBF < 30 % rule, per-patient values and a Bland-Altman PNG per method.
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from collections.abc import Sequence
@@ -16,13 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from filelock import FileLock, Timeout
 from omegaconf import OmegaConf
 
 from perfusion.config import save_resolved, split_args
 from perfusion.errors import PerfusionError
 from perfusion.help import Options, expand_aliases
-from perfusion.io import write_json_atomic, write_nifti_atomic
+from perfusion.io import write_nifti_atomic
 from perfusion.segmentation.cohort import ensure_cohort, load_cohort
 from perfusion.segmentation.config import INPUT_METHODS, LoocvConfig, TrainConfig, UNetConfig
 from perfusion.segmentation.inputs import PatientInputs
@@ -143,32 +141,33 @@ def run_unit(
     digest: str,
 ) -> None:
     """Train, select and test one (method, seed, fold) unless finished or claimed elsewhere."""
-    from perfusion.segmentation.loocv import read_unit, unit_path
+    from perfusion import cache
+    from perfusion.segmentation.loocv import unit_path
 
     path = unit_path(run_dir, method, seed, fold)
     label = f"{method} seed {seed} fold {fold}"
-    if read_unit(path, digest) is not None:
+    if cache.load(path, digest) is not None:
         print(f"loocv: {label}: done, skipped", flush=True)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with FileLock(str(path) + ".lock", timeout=0):
-            if read_unit(path, digest) is None:  # another process may have finished it meanwhile
-                result = train_and_score(cfg, patients, method, seed, fold, run_dir)
-                write_nifti_atomic(
-                    path.with_suffix(".core_pred.nii.gz"),
-                    result.pop("pred"),
-                    patients[fold].affine,
-                    np.uint8,
-                )
-                write_json_atomic(path, {"config_hash": digest, **result})
-                print(
-                    f"loocv: {label} ({result['patient']}): Dice {result['dice']:.3f}, pred "
-                    f"{result['pred_ml']:.1f} ml vs ref {result['ref_ml']:.1f} ml, {result['wall_s']:.0f} s",
-                    flush=True,
-                )
-    except Timeout:
-        print(f"loocv: {label}: running in another process, skipped", flush=True)
+    with cache.claim(path) as mine:
+        if not mine:
+            print(f"loocv: {label}: running in another process, skipped", flush=True)
+            return
+        if cache.load(path, digest) is not None:  # another process finished it meanwhile
+            return
+        result = train_and_score(cfg, patients, method, seed, fold, run_dir)
+        write_nifti_atomic(
+            path.with_suffix(".core_pred.nii.gz"),
+            result.pop("pred"),
+            patients[fold].affine,
+            np.uint8,
+        )
+        cache.store(path, digest, result)
+        print(
+            f"loocv: {label} ({result['patient']}): Dice {result['dice']:.3f}, pred "
+            f"{result['pred_ml']:.1f} ml vs ref {result['ref_ml']:.1f} ml, {result['wall_s']:.0f} s",
+            flush=True,
+        )
 
 
 def train_and_score(
@@ -220,8 +219,9 @@ def main(argv: list[str]) -> None:
         )
     import torch
 
+    from perfusion import cache
     from perfusion.segmentation.data import reported_folds
-    from perfusion.segmentation.loocv import aggregate, config_hash, write_results
+    from perfusion.segmentation.loocv import aggregate, write_results
 
     torch.set_num_threads(cfg.train.threads)
     cases = ensure_cohort(cfg.cohort)
@@ -237,12 +237,7 @@ def main(argv: list[str]) -> None:
         )
     run_dir = Path(cfg.runs) / cfg.run
     save_resolved(cfg, run_dir)
-    digest = config_hash(
-        json.dumps(OmegaConf.to_container(cfg, resolve=True)["model"])
-        + json.dumps(OmegaConf.to_container(cfg.train))
-        + str(cfg.cohort.path)
-        + cfg.cohort.side
-    )
+    digest = cache.digest(cfg.model, cfg.train, str(cfg.cohort.path), cfg.cohort.side)
     cohorts = {m: load_cohort(cases, m, cfg.cohort, run_dir / m / "inputs") for m in cfg.inputs}
     folds = [cfg.fold] if cfg.fold >= 0 else reported_folds(len(cases))
     for method, patients in cohorts.items():

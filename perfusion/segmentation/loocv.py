@@ -3,13 +3,11 @@
 A unit is (input method, seed, fold). Each finished unit writes one JSON
 (``<run>/<method>/seed-<s>/fold-<kkk>.json``) holding the config hash it ran with, so that
 ``perfusion loocv`` resumes by skipping finished units and parallel processes share the work
-(each unit is claimed with a file lock). Aggregation reads those files only.
+(:mod:`perfusion.cache`: a unit of another config is redone, each unit is claimed with a lock). Aggregation reads those files only.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from perfusion import cache
 from perfusion.errors import PerfusionError
 from perfusion.io import write_json_atomic, write_text_atomic
 from perfusion.segmentation.config import LoocvConfig
@@ -30,25 +29,8 @@ from perfusion.segmentation.report import bland_altman_png, per_patient_markdown
 THRESHOLD_NAME = "rCBF<{pct:g}%"
 
 
-def config_hash(text: str) -> str:
-    """Short digest of the resolved config parts that change a fold's result."""
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
 def unit_path(run_dir: Path, method: str, seed: int, fold: int) -> Path:
     return run_dir / method / f"seed-{seed}" / f"fold-{fold:03d}.json"
-
-
-def read_unit(path: Path, expected_hash: str) -> dict[str, Any] | None:
-    """A finished unit's result, None when absent; a result of another config raises."""
-    if not path.is_file():
-        return None
-    result = json.loads(path.read_text())
-    if result.get("config_hash") != expected_hash:
-        raise PerfusionError(
-            "finished with another config (choose another run= or delete the run folder)", path
-        )
-    return result
 
 
 def predict_core(module: SegmentationModule, patient: PatientInputs) -> np.ndarray:
@@ -130,7 +112,7 @@ def aggregate(
         folds = reported_folds(len(patients))
         per_seed = {}
         for seed in cfg.seeds:
-            rows = [read_unit(unit_path(run_dir, method, seed, k), digest) for k in folds]
+            rows = [cache.load(unit_path(run_dir, method, seed, k), digest) for k in folds]
             missing += [(method, seed, k) for k, r in zip(folds, rows, strict=True) if r is None]
             per_seed[seed] = [r for r in rows if r is not None]
         if not missing:
@@ -173,7 +155,7 @@ def write_results(cfg: LoocvConfig, methods: dict[str, Any], n_patients: int, di
     write_text_atomic(prefix.with_suffix(".md"), text + "\n")
     payload = {
         "run": cfg.run,
-        "config_hash": digest,
+        "config_digest": digest,
         "n_patients": n_patients,
         "methods": methods,
         "config": OmegaConf.to_container(cfg, resolve=True),

@@ -1,0 +1,67 @@
+"""Whether a finished fit folder can stand for a new fit: the cached-result rule for fits.
+
+A fit folder holds the ``config.yaml`` it ran with. It is reused only when the digest
+(:func:`perfusion.cache.digest`) of its effective settings, completed with today's defaults
+for keys added since (a new key's default keeps the old behaviour), equals the digest of the
+wanted config, and, for a fit started from a checkpoint, of that checkpoint's weights.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from perfusion import cache
+
+CLASSICAL = ("bsvd", "nlr")
+"""Methods with no neural fit: only their preprocessing shapes the maps."""
+
+
+def effective_settings(fit_cfg: Any) -> dict[str, Any]:
+    """The FitConfig keys that can change a fit's maps: a classical method reads only its
+    preprocessing; the noise target and margin matter only to the noise rule; no stop setting
+    but the rule matters when the fit runs its ``steps``; logging and display never do."""
+    settings = OmegaConf.to_container(OmegaConf.structured(fit_cfg), resolve=True)
+    for key in ("progress_bar", "report", "tracking"):
+        settings.pop(key, None)
+    if settings["method"] in CLASSICAL:
+        return {"method": settings["method"], "preprocess": settings["preprocess"]}
+    stop = settings["stop"]
+    if stop["rule"] == "none":
+        settings["stop"] = {"rule": "none"}
+    elif stop["rule"] == "heldout":
+        stop.pop("target"), stop.pop("margin")
+    return settings
+
+
+def fit_digest(fit_cfg: Any) -> str:
+    """Digest of what shapes a fit's maps: its effective settings and its start weights."""
+    from perfusion.fitting.init import read_init
+
+    settings = effective_settings(fit_cfg)
+    init = settings.get("init")
+    weights = read_init(init).get("sha256") if init and Path(init).is_file() else None
+    return cache.digest(settings, weights)
+
+
+def saved_config(fit_dir: Path) -> Any | None:
+    """The FitConfig a fit folder ran with, completed with today's defaults; None when absent."""
+    from perfusion.fitting.config import FitConfig
+
+    path = Path(fit_dir) / "config.yaml"
+    if not path.is_file():
+        return None
+    return OmegaConf.merge(OmegaConf.structured(FitConfig), OmegaConf.load(path))
+
+
+def finished_fit(fit_dir: str | Path, fit_cfg: Any) -> dict[str, Any] | None:
+    """The summary of the fit in ``fit_dir`` when it ran what ``fit_cfg`` asks; else None."""
+    fit_dir = Path(fit_dir)
+    summary = fit_dir / "summary.json"
+    saved = saved_config(fit_dir)
+    if saved is None or not summary.is_file() or fit_digest(saved) != fit_digest(fit_cfg):
+        return None
+    return json.loads(summary.read_text())
