@@ -39,7 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "segment": ("segment", "segment the infarct core of a case with a trained U-Net"),
     "sweep": ("sweep", "run a W&B sweep YAML offline with a local driver"),
 }
-EXPERIMENT_COMMANDS = ("bench", "compare")
+EXPERIMENT_COMMANDS = ("bench", "compare", "loocv")
 """Commands whose modules are in ``experiments.commands``, not ``perfusion.commands``."""
 
 

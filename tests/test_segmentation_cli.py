@@ -9,7 +9,8 @@ import nibabel as nib
 import pytest
 from test_segmentation_cases import write_cohort
 
-from perfusion.commands import loocv, segment, train_seg
+from experiments.commands import loocv
+from perfusion.commands import segment, train_seg
 from perfusion.errors import PerfusionError
 
 TINY = [

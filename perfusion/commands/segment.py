@@ -81,8 +81,8 @@ def main(argv: list[str]) -> None:
         raise PerfusionError("case folder not found", case)
     if cfg.out:
         check_out_dir(cfg.out)
-    from perfusion.segmentation.loocv import predict_core  # torch and MONAI from here on
     from perfusion.segmentation.module import load_bundle
+    from perfusion.segmentation.train import predict_core  # torch and MONAI from here on
 
     module, meta = load_bundle(cfg.model)
     method = cfg.method or meta["input_method"]

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import time
 
-from perfusion.commands.loocv import ALIASES, fold_logger, normalise_overrides, train_model
 from perfusion.commands.outputs import wrote_line
 from perfusion.config import save_resolved, split_args
 from perfusion.help import Options, expand_aliases
 from perfusion.resources import check_out_dir
 from perfusion.segmentation.cohort import ensure_cohort, load_cohort
 from perfusion.segmentation.config import LoocvConfig
+from perfusion.segmentation.train import ALIASES, fold_logger, normalise_overrides, train_model
 
 SHORTHANDS = {"input": "inputs", "seed": "seeds", "out": "model_out", **ALIASES}
 OPTIONS = Options(LoocvConfig, ("loocv.yaml",), aliases=SHORTHANDS)

@@ -15,29 +15,21 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from experiments.loocv.report import bland_altman_png, per_patient_markdown, table_markdown
 from perfusion import cache
 from perfusion.errors import PerfusionError
 from perfusion.io import write_json_atomic, write_text_atomic
 from perfusion.segmentation.config import LoocvConfig
-from perfusion.segmentation.data import reported_folds, to_batch
+from perfusion.segmentation.data import reported_folds
 from perfusion.segmentation.inputs import PatientInputs
 from perfusion.segmentation.metrics import patient_metrics, summarise
-from perfusion.segmentation.module import SegmentationModule
 from perfusion.segmentation.rcbf import threshold_core
-from perfusion.segmentation.report import bland_altman_png, per_patient_markdown, table_markdown
 
 THRESHOLD_NAME = "rCBF<{pct:g}%"
 
 
 def unit_path(run_dir: Path, method: str, seed: int, fold: int) -> Path:
     return run_dir / method / f"seed-{seed}" / f"fold-{fold:03d}.json"
-
-
-def predict_core(module: SegmentationModule, patient: PatientInputs) -> np.ndarray:
-    """Bool (X, Y, Z) core of one patient from a trained module (eval mode, CPU or its device)."""
-    module.eval()
-    batch = {k: v.to(module.device) for k, v in to_batch(patient).items()}
-    return module.segment(batch["image"], batch["keep"])[0].cpu().numpy()
 
 
 def evaluate(pred: np.ndarray, patient: PatientInputs) -> dict[str, Any]:
