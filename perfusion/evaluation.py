@@ -9,6 +9,12 @@ on the affected side (Straka 2010); the same rule is applied to the method's CBF
 CBF, with the same hemispheres and affected side (the truth's lesion side). ``tmax6`` = Tmax > 6 s
 (Olivot 2014). Dice of two empty regions is 1 (nothing to find, nothing found); of one empty
 region and a non-empty one, 0.
+
+The scores are NumPy on the masked voxels rather than torchmetrics or MONAI metrics: scoring
+reads NIfTI maps and runs without importing torch, each formula is one line, and the
+empty-mask conventions above are ours
+(for two empty masks torchmetrics' ``binary_f1_score`` returns 0, its ``dice_score`` and
+MONAI's ``DiceMetric`` NaN).
 """
 
 from __future__ import annotations
