@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 import warnings
@@ -44,7 +43,6 @@ class FieldFitModule(L.LightningModule):
         loss: the loss options (LossConfig), or just a variant name.
         optim: Adam and its schedule; total_steps: the cap (OneCycleLR's length).
         tissue_hu_per_unit: converts residuals to ΔHU.
-        keep_best: restore the weights of the lowest held-out RMS at the end.
         ema: weight of the past in the moving average of the training RMS.
     """
 
@@ -57,22 +55,19 @@ class FieldFitModule(L.LightningModule):
         optim: OptimConfig,
         total_steps: int,
         tissue_hu_per_unit: float = 1.0,
-        keep_best: bool = False,
         ema: float = 0.8,
     ) -> None:
         super().__init__()
         self.fields, self.samples, self.features = fields, samples, features
         self.loss = as_loss_config(loss)
         self.optim, self.total_steps = optim, int(total_steps)
-        self.hu, self.keep_best, self.ema = float(tissue_hu_per_unit), keep_best, float(ema)
+        self.hu, self.ema = float(tissue_hu_per_unit), float(ema)
         self.save_hyperparameters(
             {"loss": vars(self.loss), "total_steps": total_steps, "lr": optim.lr}
         )
         self.history: list[dict[str, float]] = []
-        self.rms_ema_hu = float("nan")
-        self.best: dict[str, Any] = {"rms_hu": float("inf"), "step": 0, "state": None}
-        self.previous: dict[str, Any] | None = None  # the last check (noise rule only)
-        self.crossing: dict[str, Any] | None = None  # where the residual crossed the target
+        self.rms_ema_hu = float("nan")  # the training residual's moving average (ΔHU)
+        self.heldout_hu = float("nan")  # the held-out residual at the last check (ΔHU)
 
     def training_step(self, batch: FitBatch, batch_idx: int) -> torch.Tensor:
         weight = anchor_weight(self.loss, self.global_step, self.total_steps)
@@ -92,19 +87,15 @@ class FieldFitModule(L.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         """One check: the held-out voxels' RMS and the stopping monitors (logs only)."""
-        heldout = self.heldout_rms_hu()
+        heldout = self.heldout_hu = self.heldout_rms_hu()
         one = {"batch_size": 1}  # the placeholder batch says nothing about a size
         self.log(NOISE_MONITOR, math.log(max(self.rms_ema_hu, 1e-30)), **one)
         self.log("stop/rms_hu", self.rms_ema_hu, **one)
-        self._note_crossing()
         if math.isfinite(heldout):
             self.log("val/rms_hu", heldout, prog_bar=True, **one)
             self.log(HELDOUT_MONITOR, math.log(max(heldout, 1e-30)), **one)
             if self.history:
                 self.history[-1]["val_rms_hu"] = heldout
-            if heldout < self.best["rms_hu"]:
-                state = copy.deepcopy(self.fields.state_dict()) if self.keep_best else None
-                self.best = {"rms_hu": heldout, "step": self.global_step, "state": state}
 
     @torch.no_grad()
     def heldout_rms_hu(self) -> float:
@@ -115,57 +106,6 @@ class FieldFitModule(L.LightningModule):
         feat = self.features(self.fields, batch.rows)
         fitted = eq1_prediction(self.fields, feat, self.samples, batch.t, self.loss)
         return float((fitted - batch.tac).square().mean().sqrt()) * self.hu
-
-    def _note_crossing(self) -> None:
-        """Remember this check, and where the training residual crossed the noise rule's
-        target between the previous check and this one (log-linear fraction ``alpha``)."""
-        target = noise_target_hu(self.trainer) if self._trainer else None
-        if target is None or not math.isfinite(self.rms_ema_hu):
-            return
-        now = {
-            "step": self.global_step,
-            "rms_hu": self.rms_ema_hu,
-            "state": {k: v.detach().clone() for k, v in self.fields.state_dict().items()},
-        }
-        before = self.previous
-        if before is not None and self.crossing is None and now["rms_hu"] <= target:
-            high, low = math.log(before["rms_hu"]), math.log(now["rms_hu"])
-            if high > math.log(target):
-                alpha = (high - math.log(target)) / max(high - low, 1e-12)
-                self.crossing = {"before": before, "step": now["step"], "alpha": alpha}
-        self.previous = now
-
-    def on_train_end(self) -> None:
-        """Held-out rule: the best check's weights. Noise rule: the weights where the residual
-        crossed the target, interpolated between the two checks around it, so that the maps
-        move continuously with the data rather than by a whole check interval when a change
-        below the noise moves the crossing past a check."""
-        if self.keep_best and self.best["state"] is not None:
-            self.fields.load_state_dict(self.best["state"])
-            return
-        crossing = self._final_crossing()
-        if crossing is None:
-            return
-        before, alpha = crossing["before"]["state"], crossing["alpha"]
-        state = self.fields.state_dict()
-        blended = {
-            k: before[k] + alpha * (v - before[k]) if v.is_floating_point() else v
-            for k, v in state.items()
-        }
-        self.fields.load_state_dict(blended)
-
-    def _final_crossing(self) -> dict[str, Any] | None:
-        """The crossing noted at the check the fit stopped on (the noise rule's stop), if any."""
-        crossing = self.crossing
-        return crossing if crossing and crossing["step"] == self.global_step else None
-
-    def maps_step(self) -> float:
-        """The (fractional) step the final weights stand for."""
-        crossing = None if self.keep_best else self._final_crossing()
-        if crossing is None:
-            return float(self.global_step)
-        start = crossing["before"]["step"]
-        return start + crossing["alpha"] * (crossing["step"] - start)
 
     def configure_optimizers(self):
         optimizer, scheduler = make_optimizer(

@@ -126,7 +126,6 @@ def _fit_region(
         cfg.optim,
         steps,
         domain.tissue_hu_per_unit,
-        keep_best=plan.keep_best,
         ema=cfg.stop.ema,
     )
     callbacks = plan.callbacks(cfg.stop)
@@ -158,11 +157,8 @@ def _fit_region(
         "info": {
             **info,
             "noise": {**noise.to_dict(), "expected_residual_rms_hu": expected},
-            "stop": {
-                **stopping.summary(plan, reason, steps_run, module.best),
-                **({} if plan.keep_best else {"maps_from_step": round(module.maps_step(), 2)}),
-            },
-            "best_val_step": int(module.best["step"]),
+            "stop": stopping.summary(plan, reason, steps_run, callbacks),
+            "best_val_step": stopping.best_heldout_step(callbacks),
             "train_time_s": train_s,
             "ms_per_step": 1000.0 * train_s / steps_run if steps_run else None,
         },

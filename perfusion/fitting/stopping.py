@@ -13,15 +13,23 @@ every further step fits noise. EarlyStopping's ``stopping_threshold`` stops ther
 (a model that does not match the data never reaches the noise). When the noise is ~0 only
 the plateau and the cap remain. ``stop.rule=heldout`` stops on the held-out plateau and keeps
 the best held-out step's weights; ``both`` runs both callbacks.
+
+Two more callbacks choose the weights the maps come from: :class:`BestHeldout` (the check
+with the lowest held-out residual; restored under the held-out rules) and
+:class:`NoiseCrossing` (under the noise rule, the weights interpolated to where the training
+residual crossed the target between the last two checks, so that a change of the data far
+below the noise moves the maps continuously rather than by a whole check interval).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
 
-from lightning.pytorch.callbacks import EarlyStopping
+import lightning as L
+from lightning.pytorch.callbacks import Callback, EarlyStopping
 
 from perfusion.errors import PerfusionError
 from perfusion.fitting.config import STOP_RULES, STOP_TARGETS, StopConfig
@@ -48,9 +56,12 @@ class StopPlan:
     target_rms_hu: float | None
     keep_best: bool
 
-    def callbacks(self, cfg: StopConfig) -> list[EarlyStopping]:
-        """The EarlyStopping callbacks of the rule (none for ``none``)."""
-        out = []
+    def callbacks(self, cfg: StopConfig) -> list[Callback]:
+        """The rule's EarlyStopping callbacks (none for ``none``), :class:`BestHeldout`, and
+        :class:`NoiseCrossing` when the noise rule has a target and no best step is kept."""
+        out: list[Callback] = [BestHeldout(restore=self.keep_best)]
+        if self.target_rms_hu is not None and not self.keep_best:
+            out.append(NoiseCrossing(self.target_rms_hu))
         common = {
             "mode": "min",
             "patience": int(cfg.patience),
@@ -90,10 +101,91 @@ def plan_stop(
     return StopPlan(cfg.rule, target, keep_best=cfg.rule in ("heldout", "both"))
 
 
-def stop_reason(callbacks: list[EarlyStopping], steps_run: int, cap: int, plan: StopPlan) -> str:
+class BestHeldout(Callback):
+    """Notes the check with the lowest held-out RMS (the module's ``heldout_hu``, ΔHU); with ``restore``
+    keeps a copy of the fields' weights there and loads it when training ends."""
+
+    def __init__(self, restore: bool) -> None:
+        self.restore, self.step, self.rms_hu = restore, 0, math.inf
+        self.state: dict[str, Any] | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = getattr(pl_module, "heldout_hu", math.nan)  # exact; the logged value is float32
+        if not value < self.rms_hu:
+            return
+        self.rms_hu, self.step = float(value), int(trainer.global_step)
+        if self.restore:
+            self.state = copy.deepcopy(pl_module.fields.state_dict())
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.restore and self.state is not None:
+            pl_module.fields.load_state_dict(self.state)
+
+
+class NoiseCrossing(Callback):
+    """Under the noise rule: notes, at each check, the training residual (the module's ``rms_ema_hu``) and
+    the weights; when the fit stops at the check where the residual crossed ``target_hu``, loads
+    the weights interpolated between that check and the one before (log-linear fraction
+    ``alpha`` of the residual)."""
+
+    def __init__(self, target_hu: float) -> None:
+        self.target_hu = float(target_hu)
+        self.previous: dict[str, Any] | None = None
+        self.crossing: dict[str, Any] | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        rms = getattr(pl_module, "rms_ema_hu", math.nan)  # exact; the logged value is float32
+        if not math.isfinite(rms):
+            return
+        fields = pl_module.fields.state_dict()
+        now = {
+            "step": int(trainer.global_step),
+            "rms_hu": float(rms),
+            "state": {k: v.detach().clone() for k, v in fields.items()},
+        }
+        before = self.previous
+        if before is not None and self.crossing is None and now["rms_hu"] <= self.target_hu:
+            high, low = math.log(before["rms_hu"]), math.log(now["rms_hu"])
+            if high > math.log(self.target_hu):
+                alpha = (high - math.log(self.target_hu)) / max(high - low, 1e-12)
+                self.crossing = {"before": before, "step": now["step"], "alpha": alpha}
+        self.previous = now
+
+    def final(self, step: int) -> dict[str, Any] | None:
+        """The crossing noted at the check the fit stopped on (step ``step``), if any."""
+        crossing = self.crossing
+        return crossing if crossing and crossing["step"] == step else None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        crossing = self.final(int(trainer.global_step))
+        if crossing is None:
+            return
+        before, alpha = crossing["before"]["state"], crossing["alpha"]
+        state = pl_module.fields.state_dict()
+        pl_module.fields.load_state_dict(
+            {
+                k: before[k] + alpha * (v - before[k]) if v.is_floating_point() else v
+                for k, v in state.items()
+            }
+        )
+
+    def maps_step(self, step: int) -> float:
+        """The (fractional) step the final weights stand for after ``step`` steps."""
+        crossing = self.final(step)
+        if crossing is None:
+            return float(step)
+        start = crossing["before"]["step"]
+        return start + crossing["alpha"] * (crossing["step"] - start)
+
+
+def _find(callbacks: list[Callback], kind: type) -> Any:
+    return next((c for c in callbacks if isinstance(c, kind)), None)
+
+
+def stop_reason(callbacks: list[Callback], steps_run: int, cap: int, plan: StopPlan) -> str:
     """One line: why the fit ended after ``steps_run`` of at most ``cap`` steps."""
     for callback in callbacks:
-        if callback.stopping_reason_message:
+        if isinstance(callback, EarlyStopping) and callback.stopping_reason_message:
             which = "noise level" if callback.monitor == NOISE_MONITOR else "held-out voxels"
             return f"{which}: {_plain(callback, plan)}"
     if plan.rule == "none":
@@ -114,14 +206,26 @@ def _plain(callback: EarlyStopping, plan: StopPlan) -> str:
     return str(callback.stopping_reason_message)
 
 
-def summary(plan: StopPlan, reason: str, steps_run: int, best: dict[str, Any]) -> dict[str, Any]:
-    """The ``stop`` entry of summary.json."""
+def summary(
+    plan: StopPlan, reason: str, steps_run: int, callbacks: list[Callback]
+) -> dict[str, Any]:
+    """The ``stop`` entry of summary.json: the rule, the steps run, why, the target and the
+    step the maps come from (fractional at an interpolated noise crossing)."""
+    best, crossing = _find(callbacks, BestHeldout), _find(callbacks, NoiseCrossing)
+    if plan.keep_best:
+        maps_step: float = int(best.step) if best and best.step else int(steps_run)
+    else:
+        maps_step = round(crossing.maps_step(steps_run) if crossing else float(steps_run), 2)
     return {
         "rule": plan.rule,
         "step": int(steps_run),
         "reason": reason,
         "target_rms_hu": plan.target_rms_hu,
-        "maps_from_step": int(best["step"])
-        if plan.keep_best and best.get("step")
-        else int(steps_run),
+        "maps_from_step": maps_step,
     }
+
+
+def best_heldout_step(callbacks: list[Callback]) -> int:
+    """The step of the lowest held-out residual (0 without held-out voxels or checks)."""
+    best = _find(callbacks, BestHeldout)
+    return int(best.step) if best else 0
