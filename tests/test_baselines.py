@@ -134,3 +134,10 @@ def test_prepared_case_entry_points_agree_with_arrays_and_zero_outside_the_brain
         assert set(maps) == {"cbf", "cbv", "mtt", "tmax", "delay"}
         assert maps["cbf"][0, 0, 0] == pytest.approx(expected["cbf"][0, 0, 0], rel=1e-5)
         assert all(m[1, 0, 0] == 0.0 and m.dtype == np.float32 for m in maps.values())
+
+
+def test_the_method_registry_names_every_classical_method():
+    from perfusion.fitting.config import CLASSICAL_METHODS
+    from perfusion.fitting.run import BASELINES
+
+    assert tuple(BASELINES) == CLASSICAL_METHODS

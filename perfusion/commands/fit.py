@@ -87,7 +87,9 @@ def _logger(cfg, case_dir: Path, out_dir: Path):
 
     Its files go to ``<out>/wandb/`` unless ``tracking.save_dir`` names another folder.
     """
-    if not cfg.tracking.enabled or cfg.method in ("bsvd", "nlr"):
+    from perfusion.fitting.config import CLASSICAL_METHODS
+
+    if not cfg.tracking.enabled or cfg.method in CLASSICAL_METHODS:
         return None
     from omegaconf import OmegaConf
 

@@ -14,7 +14,10 @@ from perfusion.errors import PerfusionError
 from perfusion.fields.config import FieldsConfig
 from perfusion.preprocess import PreprocessConfig
 
-METHODS = ("resppinn", "sppinn", "bsvd", "nlr")
+NEURAL_METHODS = ("resppinn", "sppinn")
+CLASSICAL_METHODS = ("bsvd", "nlr")
+"""Methods with no neural fit (:data:`perfusion.fitting.run.BASELINES`)."""
+METHODS = (*NEURAL_METHODS, *CLASSICAL_METHODS)
 LOSS_VARIANTS = ("direct", "literal", "detached", "integral")
 LOSS_NORMS = ("l1", "l2")
 AIF_SOURCES = ("measured", "field")

@@ -15,9 +15,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from perfusion import cache
-
-CLASSICAL = ("bsvd", "nlr")
-"""Methods with no neural fit: only their preprocessing shapes the maps."""
+from perfusion.fitting.config import CLASSICAL_METHODS
 
 
 def effective_settings(fit_cfg: Any) -> dict[str, Any]:
@@ -27,7 +25,7 @@ def effective_settings(fit_cfg: Any) -> dict[str, Any]:
     settings = OmegaConf.to_container(OmegaConf.structured(fit_cfg), resolve=True)
     for key in ("progress_bar", "report", "tracking"):
         settings.pop(key, None)
-    if settings["method"] in CLASSICAL:
+    if settings["method"] in CLASSICAL_METHODS:
         return {"method": settings["method"], "preprocess": settings["preprocess"]}
     stop = settings["stop"]
     if stop["rule"] == "none":
