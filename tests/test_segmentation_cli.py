@@ -73,7 +73,21 @@ def test_train_seg_then_segment_writes_core_and_summary(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "seg" / "summary.json").read_text())["segmentation"]
     assert summary["input_method"] == "truth" and summary["affected_side"] == "right"
     assert summary["core_volume_ml"] >= 0 and summary["warnings"] == []
+    assert summary["segmenter"] == "unet"
     assert (tmp_path / "seg" / "core_overlay.png").is_file()
+    # maps of another method: the rule by default, the U-Net on request, or a refusal
+    other = [str(case), f"model={model}", "method=bsvd", f"maps={case / 'truth'}"]
+    segment.main([*other, f"out={tmp_path / 'rule'}"])
+    ruled = json.loads((tmp_path / "rule" / "summary.json").read_text())["segmentation"]
+    assert ruled["segmenter"] == "rCBF<30%" and "model trained on 'truth'" in ruled["warnings"][0]
+    rule_core = nib.load(tmp_path / "rule" / "core_pred.nii.gz").get_fdata() > 0
+    assert rule_core.sum() > 0 and ruled["core_volume_ml"] > 0
+    segment.main([*other, f"out={tmp_path / 'unet'}", "mismatch=unet"])
+    forced = json.loads((tmp_path / "unet" / "summary.json").read_text())["segmentation"]
+    assert forced["segmenter"] == "unet" and forced["warnings"]
+    with pytest.raises(PerfusionError, match="mismatch=rule or mismatch=unet"):
+        segment.main([*other, f"out={tmp_path / 'refused'}", "mismatch=refuse"])
+    assert not (tmp_path / "refused" / "core_pred.nii.gz").exists()
 
 
 def test_missing_maps_fitted_with_the_cohort_fit_overrides(tmp_path: Path, monkeypatch) -> None:

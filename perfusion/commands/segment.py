@@ -3,7 +3,9 @@
 Runs a model from ``perfusion train-seg`` on one case: reads the fit's CBF maps (fitting them
 first when missing), computes ``rcbf.nii.gz``, and writes ``core_pred.nii.gz`` on the scan grid,
 the core volume (ml) in ``summary.json`` under ``segmentation`` and ``core_overlay.png``.
-Warns when the maps come from another method or grid than the model was trained on.
+When the maps come from another method, grid or voxel size than the model was trained on,
+the core is the rCBF < 30 % rule instead, with a warning (``mismatch=unet`` applies the model
+anyway, ``mismatch=refuse`` stops with an error).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from perfusion.clinical import RCBF_CORE
 from perfusion.commands.outputs import wrote_line
 from perfusion.config import split_args
 from perfusion.errors import PerfusionError
@@ -25,6 +28,7 @@ from perfusion.resources import check_out_dir
 from perfusion.segmentation.config import SegmentConfig
 from perfusion.segmentation.inputs import CBF_FILE, PatientInputs, fit_maps, load_patient, save_rcbf
 from perfusion.segmentation.metrics import dice, volume_ml
+from perfusion.segmentation.rcbf import threshold_core
 from perfusion.segmentation.report import overlay_png
 
 OPTIONS = Options(SegmentConfig)
@@ -53,8 +57,11 @@ def find_maps(
     return candidates[0]
 
 
-def warn_mismatch(patient: PatientInputs, method: str, meta: dict) -> list[str]:
-    """Warnings (also printed) when method, grid or voxel size differ from the training data."""
+MISMATCH_CHOICES = ("rule", "unet", "refuse")
+
+
+def mismatches(patient: PatientInputs, method: str, meta: dict) -> list[str]:
+    """How method, grid or voxel size differ from the model's training data (empty: none)."""
     warnings = []
     if method != meta["input_method"]:
         warnings.append(f"maps from {method!r}, model trained on {meta['input_method']!r} maps")
@@ -65,9 +72,26 @@ def warn_mismatch(patient: PatientInputs, method: str, meta: dict) -> list[str]:
     if not np.allclose(patient.spacing_mm, meta["spacing_mm"], rtol=0.05):
         spacing = [round(float(s), 2) for s in patient.spacing_mm]
         warnings.append(f"voxel size {spacing} mm differs from training {meta['spacing_mm']} mm")
-    for text in warnings:
-        print(f"segment: WARNING: {text}; results may be unreliable", file=sys.stderr, flush=True)
     return warnings
+
+
+def choose_segmenter(found: list[str], mismatch: str, case: Path) -> str:
+    """``unet`` or ``rule`` for maps with the differences ``found``; prints the warning, or
+    raises under ``mismatch=refuse``."""
+    if not found:
+        return "unet"
+    text = "; ".join(found)
+    if mismatch == "refuse":
+        raise PerfusionError(f"{text} (mismatch=rule or mismatch=unet to go on)", case)
+    if mismatch == "unet":
+        print(f"segment: WARNING: {text}; U-Net applied anyway (mismatch=unet)", file=sys.stderr)
+        return "unet"
+    print(
+        f"segment: WARNING: {text}; core from the rCBF < {100 * RCBF_CORE:g} % rule instead "
+        "(mismatch=unet applies the model anyway)",
+        file=sys.stderr,
+    )
+    return "rule"
 
 
 def main(argv: list[str]) -> None:
@@ -77,6 +101,8 @@ def main(argv: list[str]) -> None:
         raise PerfusionError("usage: perfusion segment CASE_DIR [model=PATH] [key=value ...]")
     case = Path(positionals[0]).absolute()
     cfg = OPTIONS.load(overrides)
+    if cfg.mismatch not in MISMATCH_CHOICES:
+        raise PerfusionError(f"mismatch: {cfg.mismatch!r}, expected one of {MISMATCH_CHOICES}")
     if not case.is_dir():
         raise PerfusionError("case folder not found", case)
     if cfg.out:
@@ -88,8 +114,12 @@ def main(argv: list[str]) -> None:
     method = cfg.method or meta["input_method"]
     folder = find_maps(case, method, cfg.maps, cfg.fit_missing, cfg.fit_overrides)
     patient = load_patient(case, method, side=cfg.side, maps=folder)
-    warnings = warn_mismatch(patient, method, meta)
-    pred = predict_core(module, patient)
+    warnings = mismatches(patient, method, meta)
+    segmenter = choose_segmenter(warnings, cfg.mismatch, case)
+    if segmenter == "unet":
+        pred = predict_core(module, patient)
+    else:
+        pred = threshold_core(patient.rcbf, patient.tissue, patient.x_mm, patient.affected)
     out = Path(cfg.out) if cfg.out else (case / "segmentation" if method == "truth" else folder)
     write_nifti_atomic(out / "core_pred.nii.gz", pred, patient.affine, np.uint8)
     save_rcbf(patient, out)
@@ -100,6 +130,7 @@ def main(argv: list[str]) -> None:
         "core_volume_ml": volume_ml(pred, patient.spacing_mm),
         "affected_side": patient.affected,
         "input_method": method,
+        "segmenter": segmenter if segmenter == "unet" else f"rCBF<{100 * RCBF_CORE:g}%",
         "model": str(cfg.model),
         "warnings": warnings,
     }
@@ -109,5 +140,8 @@ def main(argv: list[str]) -> None:
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     write_json_atomic(summary_path, {**summary, "segmentation": result})
-    print(f"segment: {case.name}: core {result['core_volume_ml']:.1f} ml ({patient.affected})")
+    print(
+        f"segment: {case.name}: core {result['core_volume_ml']:.1f} ml ({patient.affected}, "
+        f"{result['segmenter']})"
+    )
     print(wrote_line(out, started))

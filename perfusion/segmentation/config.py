@@ -154,3 +154,7 @@ class SegmentConfig:
     """Fit the maps first when they are missing."""
     fit_overrides: list[str] = field(default_factory=list)
     """``key=value`` overrides for ``configs/fit.yaml`` when fitting missing maps."""
+    mismatch: str = "rule"
+    """When the maps' method, grid or voxel size differ from the model's training data:
+    ``rule`` (the core is the rCBF < 30 % rule, with a warning), ``unet`` (apply the model
+    anyway, with a warning) or ``refuse`` (exit with an error)."""
