@@ -20,7 +20,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
 
-from perfusion.errors import PerfusionError
+from perfusion.errors import PerfusionError, error_line
 
 DISTRIBUTION = "perfusion-fields"
 HELP_WORDS = ("-h", "--help")
@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "preprocess": ("preprocess", "motion correction, masks, baseline, AIF/VOF: a fit-ready case"),
     "phantom": ("phantom", "write digital phantom cases with known truth (brain cohort or Kudo)"),
     "fit": ("fit", "fit perfusion maps to a case (ReSPPINN, SPPINN, bSVD, NLR)"),
+    "fit-cohort": ("fit_cohort", "fit every case of a cohort folder (resumable, shard=i/n)"),
     "bench": ("bench", "accuracy benchmark of every method against phantom truth"),
     "meta-train": ("meta_train", "Reptile meta-learning of a field initialisation"),
     "compare": ("compare", "ReSPPINN@500 (meta-init) vs no-init vs SPPINN on held-out phantoms"),
@@ -63,13 +64,6 @@ def package_version() -> str:
         return version(DISTRIBUTION)
     except PackageNotFoundError:
         return "unknown"
-
-
-def error_line(exc: PerfusionError) -> str:
-    """``<absolute path>: <fault>`` (or the bare message): the user can find the file named."""
-    if exc.path is None:
-        return str(exc)
-    return f"{exc.path.absolute()}: {exc.fault}"
 
 
 def check_words(name: str, words: list[str]) -> None:

@@ -25,3 +25,10 @@ class PerfusionError(Exception):
         else:
             text = f"{path if full_path else Path(path).name or path}: {message}"
         super().__init__(text)
+
+
+def error_line(exc: PerfusionError) -> str:
+    """``<absolute path>: <fault>`` (or the bare message): the user can find the file named."""
+    if exc.path is None:
+        return str(exc)
+    return f"{exc.path.absolute()}: {exc.fault}"

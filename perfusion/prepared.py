@@ -17,6 +17,7 @@ import numpy as np
 
 from perfusion.errors import PerfusionError
 from perfusion.io import (
+    CTP_FILE,
     InputCurves,
     VoxelGeometry,
     atomic_dir,
@@ -31,6 +32,13 @@ PREPARED_JSON = "prepared.json"
 TISSUE_FILE = "tissue.nii.gz"
 CURVES_FILE = "aif.tsv"
 MASK_FILES = {"brain": "brainmask.nii.gz", "csf": "csf.nii.gz", "vessels": "vessels.nii.gz"}
+
+
+def scan_file(case_dir: str | Path) -> Path:
+    """The 4-D image a fit of ``case_dir`` reads: a preprocessed folder's ``tissue.nii.gz``,
+    else the case's ``ctp.nii.gz`` (for the memory check before a fit)."""
+    prepared = Path(case_dir) / TISSUE_FILE
+    return prepared if prepared.is_file() else Path(case_dir) / CTP_FILE
 
 
 @dataclass

@@ -204,6 +204,8 @@ def test_help_and_key_errors_of_every_command_answer_without_torch(tmp_path: Pat
         ("fit", str(case), out, "steps=-5"): "steps: -5, expected 0 or more",
         ("fit", str(case), out, "method=foo"): "method: 'foo', expected one of",
         ("fit", str(case), out, "seed=many"): "'seed'",
+        ("fit-cohort", str(tmp_path), out, "shard=2/2"): "shard: '2/2', expected i/n",
+        ("fit-cohort", str(tmp_path), out, "method=foo"): "method: 'foo', expected one of",
         ("phantom", out, "colour=red"): "colour",
         ("phantom", out, "n=many"): "'n'",
         ("meta-train", "colour=red"): "colour",
@@ -235,6 +237,7 @@ def _out_commands(tmp_path: Path) -> dict[str, list[str]]:
     make_case(case)
     return {
         "fit": ["fit", str(case)],
+        "fit-cohort": ["fit-cohort", str(tmp_path)],
         "preprocess": ["preprocess", str(case)],
         "convert": ["convert", str(case)],
         "phantom": ["phantom"],
@@ -245,7 +248,8 @@ def _out_commands(tmp_path: Path) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize(
-    "command", ["fit", "preprocess", "convert", "phantom", "bench", "train-seg", "segment"]
+    "command",
+    ["fit", "fit-cohort", "preprocess", "convert", "phantom", "bench", "train-seg", "segment"],
 )
 def test_out_naming_a_file_or_under_a_file_is_refused(
     tmp_path: Path, command: str, capsys: pytest.CaptureFixture

@@ -133,8 +133,9 @@ def test_fit_wandb_files_go_inside_the_output_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from perfusion.commands import fit
+    from perfusion.fitting.tracked import fit_logger
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = fit.OPTIONS.load([])
-    logger = fit._logger(cfg, tmp_path / "case", tmp_path / "out")
+    logger = fit_logger(cfg, tmp_path / "case", tmp_path / "out")
     assert Path(logger.save_dir) == tmp_path / "out"

@@ -18,8 +18,7 @@ from perfusion.config import load_config, split_args
 from perfusion.errors import PerfusionError
 from perfusion.fitting.config import FitConfig, check_fit_config
 from perfusion.help import Options
-from perfusion.io import CTP_FILE
-from perfusion.prepared import TISSUE_FILE
+from perfusion.prepared import scan_file
 from perfusion.resources import check_memory, check_out_dir
 
 USAGE = "usage: perfusion fit CASE_DIR out=DIR [key=value ...]"
@@ -49,26 +48,17 @@ def main(argv: list[str]) -> None:
     if not case_dir.is_dir():
         raise PerfusionError("case folder not found", case_dir)
     out_dir = check_out_dir(out)
-    prepared_scan = case_dir / TISSUE_FILE
-    check_memory("fit", prepared_scan if prepared_scan.is_file() else case_dir / CTP_FILE)
+    check_memory("fit", scan_file(case_dir))
     check_fit_config(OPTIONS.load(overrides))  # keys, types, method, steps: still torch-free
 
     from perfusion.fitting.init import build_fit_config  # torch from here on
-    from perfusion.fitting.run import fit_case
+    from perfusion.fitting.tracked import fit_tracked
+    from perfusion.sweeps.objective import record_trial_metrics  # eval/* keys for sweeps
 
     cfg = build_fit_config(
         overrides, warn=lambda line: print(f"perfusion fit: warning: {line}", file=sys.stderr)
     )
-    logger = _logger(cfg, case_dir, out_dir)
-    try:
-        summary = fit_case(case_dir, cfg, out_dir, logger=logger)
-        from perfusion.sweeps.objective import record_trial_metrics  # eval/* keys for sweeps
-
-        summary.update(record_trial_metrics(case_dir, out_dir, logger))
-    finally:
-        from perfusion.tracking import finish
-
-        finish(logger)
+    summary = fit_tracked(case_dir, cfg, out_dir, after=record_trial_metrics)
     d = summary["defuse3"]
     side = (
         f"affected side {d['affected_side']}"
@@ -80,25 +70,3 @@ def main(argv: list[str]) -> None:
         f"Tmax>6s {d['tmax_gt_6s_volume_ml']:.1f} ml, {side}"
     )
     print(wrote_line(out_dir, started))
-
-
-def _logger(cfg, case_dir: Path, out_dir: Path):
-    """W&B logger for the run (None when tracking is off or ``WANDB_MODE=disabled``).
-
-    Its files go to ``<out>/wandb/`` unless ``tracking.save_dir`` names another folder.
-    """
-    from perfusion.fitting.config import CLASSICAL_METHODS
-
-    if not cfg.tracking.enabled or cfg.method in CLASSICAL_METHODS:
-        return None
-    from omegaconf import OmegaConf
-
-    from perfusion.tracking import make_logger
-
-    return make_logger(
-        name=f"{case_dir.name}-{cfg.method}",
-        save_dir=cfg.tracking.save_dir or str(out_dir),
-        project=cfg.tracking.project,
-        group=cfg.tracking.group,
-        config=OmegaConf.to_container(cfg, resolve=True),
-    )
