@@ -8,7 +8,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test fit meta-train compare loocv train-seg sweep bench bench-accuracy lint clean
+.PHONY: help install demo test fit fit-cohort meta-train compare loocv train-seg sweep bench bench-accuracy lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ test: install ## run the test suite (no GPU, no network)
 
 fit: install ## fit maps to a case: make fit CASE=path OUT=dir ARGS="key=value ..." (INIT=ckpt to start from one)
 	$(BIN)/perfusion fit $(or $(CASE),data/demo/phantom/patient-000) out=$(or $(OUT),data/fit) $(INIT_ARG) $(ARGS)
+
+fit-cohort: install ## fit every case of a folder (resumes) and write cohort.csv: make fit-cohort COHORT=dir OUT=dir
+	$(BIN)/perfusion fit-cohort $(or $(COHORT),data/cohort) out=$(or $(OUT),data/cohort-fits) $(ARGS)
 
 meta-train: install ## Reptile meta-training (CPU default; ARGS="config=meta/paper" for paper scale); resumes
 	$(BIN)/perfusion meta-train $(ARGS)
