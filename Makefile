@@ -8,7 +8,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test fit fit-cohort meta-train compare loocv train-seg sweep bench bench-accuracy lint clean
+.PHONY: help install demo test fit fit-cohort meta-train compare loocv train-seg sweep bench bench-accuracy gpu-check lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ bench-accuracy: install ## every method and the candidate recipes against phanto
 
 bench: bench-accuracy ## every benchmark -> bench/results/<name>/ (configs/bench.yaml, configs/bench/*.yaml)
 	for name in $(BENCHES); do $(BIN)/perfusion bench config=bench/$$name $(ARGS) || exit 1; done
+
+gpu-check: install ## tcnn parity tests, torch vs tcnn fit step, a whole fit on CUDA; CPU dry run without a GPU
+	$(BIN)/python bench/gpu_check.py --record $(ARGS)
 
 lint: install ## ruff
 	$(BIN)/ruff check perfusion experiments tests && $(BIN)/ruff format --check perfusion experiments tests

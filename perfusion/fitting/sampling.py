@@ -49,7 +49,8 @@ def window(order: Tensor, n: int, generator: torch.Generator) -> Tensor:
     """``n`` entries of ``order`` (cyclic) from a random start: a fraction of the length drawn
     from ``generator``, so that the start moves by at most one place when ``order`` gains or
     loses an entry."""
-    start = int(float(torch.rand(1, generator=generator)) * len(order))
+    # drawn on the generator's device: a CUDA generator cannot fill a CPU tensor
+    start = int(float(torch.rand(1, generator=generator, device=generator.device)) * len(order))
     index = (start + torch.arange(n, device=order.device)) % len(order)
     return order[index]
 
