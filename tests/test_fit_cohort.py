@@ -193,3 +193,38 @@ def test_refusals_name_the_fault(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert main(["fit-cohort", str(empty)]) == 2
     assert "missing out=DIR" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_loocv_inputs_are_fitted_by_fit_cohort(cohort: Path, tmp_path: Path) -> None:
+    """loocv's maps: fitted once per configuration, reused, refitted on a change; maps made
+    elsewhere (no config.yaml) are used as they are."""
+    from experiments.commands.loocv import input_fits
+    from perfusion.segmentation.cohort import load_cohort
+    from perfusion.segmentation.config import CohortConfig, LoocvConfig
+    from perfusion.segmentation.inputs import list_patients
+
+    patients = _linked(cohort, tmp_path / "cohort", ["patient-000", "patient-001", "patient-002"])
+    cases = list_patients(patients)
+    fits = tmp_path / "fits"
+    cfg = CohortConfig(path=str(patients), fits=str(fits), fit_overrides=["report=false"])
+    assert [p.name for p in load_cohort(cases, "bsvd", cfg)] == [c.name for c in cases]
+    out = fits / "bsvd"
+    first = _records(out, patients)
+    assert {r["status"] for r in first.values()} == {"fitted"}
+    stamps = {c.name: (out / c.name / "cbf.nii.gz").stat().st_mtime_ns for c in cases}
+    load_cohort(cases, "bsvd", cfg)
+    assert {c.name: (out / c.name / "cbf.nii.gz").stat().st_mtime_ns for c in cases} == stamps
+
+    (out / "patient-000" / "config.yaml").unlink()  # as if made by another tool
+    changed = CohortConfig(
+        path=str(patients),
+        fits=str(fits),
+        fit_overrides=["report=false", "preprocess.smooth_sigma_mm=1.5"],
+    )
+    load_cohort(cases, "bsvd", changed)
+    again = {c.name: (out / c.name / "cbf.nii.gz").stat().st_mtime_ns for c in cases}
+    assert again["patient-000"] == stamps["patient-000"]
+    assert all(again[n] != stamps[n] for n in ("patient-001", "patient-002"))
+    loocv = LoocvConfig(cohort=cfg, inputs=["truth", "bsvd"])
+    assert list(input_fits(loocv)) == ["bsvd"]
+    assert input_fits(loocv) != input_fits(LoocvConfig(cohort=changed, inputs=["truth", "bsvd"]))

@@ -137,7 +137,9 @@ def main(argv: list[str]) -> None:
         )
     run_dir = Path(cfg.runs) / cfg.run
     save_resolved(cfg, run_dir)
-    digest = cache.digest(cfg.model, cfg.train, str(cfg.cohort.path), cfg.cohort.side)
+    digest = cache.digest(
+        cfg.model, cfg.train, str(cfg.cohort.path), cfg.cohort.side, input_fits(cfg)
+    )
     cohorts = {m: load_cohort(cases, m, cfg.cohort, run_dir / m / "inputs") for m in cfg.inputs}
     folds = [cfg.fold] if cfg.fold >= 0 else reported_folds(len(cases))
     for method, patients in cohorts.items():
@@ -150,6 +152,16 @@ def main(argv: list[str]) -> None:
     if methods is not None:
         print(write_results(cfg, methods, len(cases), digest))
         log_aggregate(cfg, methods, run_dir)
+
+
+def input_fits(cfg: LoocvConfig) -> dict[str, str]:
+    """The fit digest of each fitted input method's maps: a unit trained on maps of another fit
+    configuration is redone (the maps themselves are refitted by fit-cohort's library)."""
+    from perfusion.fitting.reuse import fit_digest
+    from perfusion.segmentation.inputs import method_fit_config
+
+    fitted = [m for m in cfg.inputs if m != "truth"]
+    return {m: fit_digest(method_fit_config(m, cfg.cohort.fit_overrides)) for m in fitted}
 
 
 def log_aggregate(cfg: LoocvConfig, methods: dict[str, Any], run_dir: Path) -> None:

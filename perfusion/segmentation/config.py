@@ -88,7 +88,8 @@ class CohortConfig:
     fits: str = ""
     """Folder of fit outputs ``<fits>/<method>/<patient>/cbf.nii.gz``; empty: ``<path>/fits``."""
     fit_missing: bool = True
-    """Fit maps that are missing through ``perfusion.fitting.run.fit_case``."""
+    """Fit the maps of every patient as ``perfusion fit-cohort`` does: missing maps and maps of
+    another fit configuration are (re)fitted, finished ones reused; false: use the maps found."""
     fit_overrides: list[str] = field(default_factory=list)
     """``key=value`` overrides for ``configs/fit.yaml`` when fitting missing maps (e.g.
     ``preprocess.motion_correction=false`` for phantoms, which have no motion)."""

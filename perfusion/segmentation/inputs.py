@@ -2,8 +2,9 @@
 
 Map sources per method: ``truth`` reads the phantom's ``truth/cbf.nii.gz``; any other method
 reads a fit output folder ``<fits>/<method>/<patient>/`` (``cbf.nii.gz``, ``tissuemask.nii.gz``,
-``summary.json`` with ``scan_to_standard``), fitted on demand through
-:func:`perfusion.fitting.run.fit_case` when missing.
+``summary.json`` with ``scan_to_standard``); a cohort's maps are fitted by
+:func:`perfusion.segmentation.cohort.fit_cohort_maps` (``perfusion fit-cohort``'s library), a
+single case's on demand through :func:`perfusion.fitting.run.fit_case`.
 """
 
 from __future__ import annotations
@@ -95,17 +96,28 @@ def ensure_maps(
     return folder
 
 
-def fit_maps(case_dir: Path, method: str, out_dir: Path, overrides: Sequence[str] = ()) -> None:
-    """Fit ``method``'s maps of ``case_dir`` into ``out_dir``: ``perfusion fit`` defaults + ``overrides``."""
+def method_fit_config(method: str, overrides: Sequence[str] = ()):
+    """The FitConfig of ``method``'s maps: ``perfusion fit`` defaults, the method's preset under
+    ``configs/model/`` when there is one (SPPINN), then ``overrides``."""
     from perfusion.config import config_dir
     from perfusion.fitting.init import build_fit_config
-    from perfusion.fitting.run import fit_case
 
     preset = config_dir() / "model" / f"{method}.yaml"  # e.g. SPPINN is a preset over fit.yaml
     presets = [f"config=model/{method}"] if preset.is_file() else []
-    cfg = build_fit_config([*presets, f"method={method}", *overrides])
+    return build_fit_config([*presets, f"method={method}", *overrides])
+
+
+def fit_maps(case_dir: Path, method: str, out_dir: Path, overrides: Sequence[str] = ()) -> None:
+    """Fit ``method``'s maps of ``case_dir`` into ``out_dir`` (:func:`method_fit_config`)."""
+    from perfusion.fitting.run import fit_case
+
     print(f"fitting {method} maps of {case_dir.name} -> {out_dir}", flush=True)
-    fit_case(case_dir, cfg, out_dir)
+    fit_case(case_dir, method_fit_config(method, overrides), out_dir)
+
+
+def made_elsewhere(folder: Path) -> bool:
+    """Maps without the ``config.yaml`` a fit writes: made by another tool, used as they are."""
+    return (folder / CBF_FILE).is_file() and not (folder / "config.yaml").is_file()
 
 
 def read_scan_to_standard(*candidates: Path) -> np.ndarray | None:
