@@ -130,3 +130,4 @@ def test_a_fit_is_reused_when_nothing_that_shapes_its_maps_changed():
     assert settings("stop.rule=none", "stop.target=fit") == settings("stop.rule=none")
     assert settings("stop.target=fit") != settings("stop.target=sd")  # the noise rule reads it
     assert settings("report=false") == settings("report=true")
+    assert settings("threads=2", "preprocess.threads=2", "device=cpu") == settings("threads=1")

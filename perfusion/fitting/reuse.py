@@ -21,10 +21,12 @@ from perfusion.fitting.config import CLASSICAL_METHODS
 def effective_settings(fit_cfg: Any) -> dict[str, Any]:
     """The FitConfig keys that can change a fit's maps: a classical method reads only its
     preprocessing; the noise target and margin matter only to the noise rule; no stop setting
-    but the rule matters when the fit runs its ``steps``; logging and display never do."""
+    but the rule matters when the fit runs its ``steps``; logging, display, thread counts and
+    the device never do (a device changes a fit by float rounding only)."""
     settings = OmegaConf.to_container(OmegaConf.structured(fit_cfg), resolve=True)
-    for key in ("progress_bar", "report", "tracking"):
+    for key in ("progress_bar", "report", "tracking", "threads", "device"):
         settings.pop(key, None)
+    settings["preprocess"].pop("threads", None)
     if settings["method"] in CLASSICAL_METHODS:
         return {"method": settings["method"], "preprocess": settings["preprocess"]}
     stop = settings["stop"]
