@@ -1,4 +1,7 @@
-"""Sweep YAML parsing/validation, trial proposal, hyperband and argument merging (no trials run)."""
+"""Sweep YAML -> Optuna distributions, proposals within bounds, and argument merging.
+
+Proposals are drawn through the driver's own claim path (:func:`next_trial`) with an objective
+computed in the test, so no trial program runs."""
 
 from __future__ import annotations
 
@@ -6,22 +9,23 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from perfusion.config import config_dir, load_config, split_args
 from perfusion.errors import PerfusionError
-from perfusion.sweeps import grid_points, load_spec, parse_spec, propose, sample_parameter
-from perfusion.sweeps.hyperband import bands, should_stop, thresholds
+from perfusion.sweeps.config import SweepRunConfig
+from perfusion.sweeps.driver import next_trial
 from perfusion.sweeps.launch import expand_command
-from perfusion.sweeps.spec import check_parameter, import_sweeps, wandb_schema_errors
+from perfusion.sweeps.spec import distribution, grid_values, load_spec, parse_spec
+from perfusion.sweeps.study import open_study
 
 SHIPPED = sorted((config_dir() / "sweeps").glob("*.yaml"))
-needs_sweeps = pytest.mark.skipif(import_sweeps() is None, reason="optional 'sweeps' not installed")
+BASE = {"program": "p", "method": "grid", "metric": {"name": "m"}}
 
 
 def spec_of(parameters: dict, method: str = "grid", **extra) -> object:
-    return parse_spec({"program": "p", "method": method, "parameters": parameters, **extra})
+    return parse_spec({**BASE, "method": method, "parameters": parameters, **extra})
 
 
 # --- parsing and validation -----------------------------------------------------------------
@@ -29,14 +33,19 @@ def spec_of(parameters: dict, method: str = "grid", **extra) -> object:
 
 def test_shipped_sweeps_parse() -> None:
     names = {p.stem for p in SHIPPED}
-    assert {"hash_encoding", "resppinn_optim"} <= names
+    assert {"hash_encoding", "resppinn_optim", "label_free"} <= names
     for path in SHIPPED:
-        spec = load_spec(path)
+        spec = load_spec(path)  # what `wandb agent` runs: the same command, parameters as ${args}
         assert spec.command[:3] == ("${env}", "perfusion", "fit") and "${args}" in spec.command
-        assert spec.metric is not None
     enc = load_spec(config_dir() / "sweeps" / "hash_encoding.yaml")
-    assert "fields.encoding.n_levels" in enc.parameters
-    assert load_spec(config_dir() / "sweeps" / "resppinn_optim.yaml").method == "bayes"
+    assert "fields.encoding.n_levels" in enc.distributions and enc.constants["steps"] == 300
+    optim = load_spec(config_dir() / "sweeps" / "resppinn_optim.yaml")
+    assert optim.method == "bayes" and optim.distributions["steps"] == IntDistribution(
+        100, 1000, step=100
+    )
+    assert load_spec(config_dir() / "sweeps" / "label_free.yaml").hyperband == {
+        "min_resource": 2, "max_resource": "auto", "reduction_factor": 2,
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -56,24 +65,22 @@ def test_shipped_sweeps_parse() -> None:
             {"parameters": {"a": {"distribution": "zipf", "min": 1, "max": 2}}},
             "parameters.a.distribution",
         ),
+        ({"parameters": {"a": {"distribution": "normal"}}}, "parameters.a.distribution"),
         (
             {"method": "random", "parameters": {"a": {"distribution": "q_uniform", "min": 0}}},
             "parameters.a.max",
         ),
         ({"parameters": {"lr": {"min": 0.1, "max": 0.5}}}, "key 'parameters.lr': grid search"),
         ({"metric": {"name": "m", "goal": "max"}}, "key 'metric.goal'"),
-        ({"method": "bayes"}, "key 'metric'"),
-        (
-            {"early_terminate": {"type": "hyperband", "eta": 2}, "metric": {"name": "m"}},
-            "early_terminate",
-        ),
+        ({"metric": None}, "key 'metric.name'"),
+        ({"early_terminate": {"type": "hyperband", "eta": 2}}, "early_terminate"),
+        ({"early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 2.5}}, "eta"),
         ({"command": "perfusion fit"}, "key 'command'"),
     ],
 )
 def test_bad_sweeps_are_rejected_naming_the_key(raw: dict, fault: str) -> None:
-    base = {"program": "p", "method": "grid", "parameters": {"a": {"values": [1]}}}
     with pytest.raises(PerfusionError, match=_re(fault)):
-        parse_spec({**base, **raw})
+        parse_spec({**BASE, "parameters": {"a": {"values": [1]}}, **raw})
 
 
 def test_unreadable_yaml_names_the_file(tmp_path: Path) -> None:
@@ -83,173 +90,102 @@ def test_unreadable_yaml_names_the_file(tmp_path: Path) -> None:
         load_spec(path)
 
 
-def test_distribution_inference_follows_wandb() -> None:
-    assert check_parameter({"value": 3}, "k")["distribution"] == "constant"
-    assert check_parameter({"values": [1]}, "k")["distribution"] == "categorical"
-    assert check_parameter({"min": 1, "max": 4}, "k")["distribution"] == "int_uniform"
-    assert check_parameter({"min": 1.0, "max": 4}, "k")["distribution"] == "uniform"
+def test_distributions_follow_wandb_inference() -> None:
+    assert distribution({"values": [1, "a"]}, "k") == CategoricalDistribution([1, "a"])
+    assert distribution({"min": 1, "max": 4}, "k") == IntDistribution(1, 4)
+    assert distribution({"min": 1.0, "max": 4}, "k") == FloatDistribution(1.0, 4.0)
+    log_values = {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2}
+    assert distribution(log_values, "k") == FloatDistribution(1e-4, 1e-2, log=True)
+    exponents = {"distribution": "log_uniform", "min": 0, "max": 2}
+    assert distribution(exponents, "k") == FloatDistribution(1.0, math.exp(2), log=True)
+    q = {"distribution": "q_uniform", "min": 0.0, "max": 1.0, "q": 0.25}
+    assert distribution(q, "k") == FloatDistribution(0.0, 1.0, step=0.25)
+    spec = spec_of({"c": {"value": 3}, "a": {"values": [1]}})
+    assert spec.constants == {"c": 3} and list(spec.distributions) == ["a"]
 
 
 def test_nested_parameters_flatten_to_key_paths() -> None:
     spec = spec_of(
         {"fields": {"parameters": {"encoding": {"parameters": {"n_levels": {"values": [4, 8]}}}}}}
     )
-    assert list(spec.parameters) == ["fields.encoding.n_levels"]
+    assert list(spec.distributions) == ["fields.encoding.n_levels"]
 
 
-@needs_sweeps
-@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
-def test_shipped_sweeps_pass_wandb_schema(path: Path) -> None:
-    assert wandb_schema_errors(load_spec(path).raw) == []
-
-
-@needs_sweeps
-def test_wandb_schema_can_fail() -> None:
-    errors = wandb_schema_errors(
-        {"method": "grid", "parameters": {"a": {"values": [1], "bogus": 2}}}
+def test_hyperband_from_max_iter_and_s() -> None:
+    spec = spec_of(
+        {"a": {"values": [1]}},
+        early_terminate={"type": "hyperband", "max_iter": 27, "s": 2, "eta": 3},
     )
-    assert errors
+    assert spec.hyperband == {"min_resource": 3, "max_resource": 27, "reduction_factor": 3}
 
 
-# --- proposal -------------------------------------------------------------------------------
+def test_grid_values_of_int_and_q_uniform() -> None:
+    assert grid_values(distribution({"min": 2, "max": 4}, "n")) == [2, 3, 4]
+    q = distribution({"distribution": "q_uniform", "min": 0.0, "max": 0.75, "q": 0.25}, "q")
+    assert grid_values(q) == [0.0, 0.25, 0.5, 0.75]
 
 
-def test_grid_exhausts_in_wandb_order() -> None:
+# --- proposals, through the driver's claim path ----------------------------------------------
+
+
+def proposals(spec, tmp_path: Path, n: int, objective=None, **kw) -> list[dict]:  # noqa: ANN001
+    """Claim ``n`` trials as the driver does, telling each the test's objective."""
+    cfg = SweepRunConfig(dir=str(tmp_path), count=n, reference=False, **kw)
+    studies = (open_study(spec, tmp_path, cfg, True), open_study(spec, tmp_path, cfg))
+    out = []
+    while (claimed := next_trial(spec, studies, tmp_path, cfg)) is not None:
+        study, trial = claimed
+        config = trial.user_attrs["config"]
+        study.tell(trial, objective(config) if objective else 0.0)
+        out.append(config)
+    return out
+
+
+def test_grid_covers_every_point_once(tmp_path: Path) -> None:
     spec = spec_of({"b": {"values": ["x", "y", "z"]}, "a": {"values": [1, 2]}, "c": {"value": 0}})
-    points = [propose(spec, i) for i in range(7)]
-    assert points[6] is None
-    assert points[:6] == [
-        {"a": a, "b": b, "c": 0} for a in (1, 2) for b in ("x", "y", "z")
-    ]  # names sorted, last varies fastest
-
-
-def test_grid_expands_int_and_q_uniform() -> None:
-    spec = spec_of(
-        {
-            "n": {"min": 2, "max": 4},
-            "q": {"distribution": "q_uniform", "min": 0.0, "max": 1.0, "q": 0.25},
-        }
+    points = proposals(spec, tmp_path, 10)
+    assert len(points) == 6  # the grid's size, though count=10
+    assert sorted(map(str, points)) == sorted(
+        str({"a": a, "b": b, "c": 0}) for a in (1, 2) for b in ("x", "y", "z")
     )
-    assert [p["n"] for p in grid_points(spec)][::4] == [2, 3, 4]
-    assert [p["q"] for p in grid_points(spec)][:4] == [0.0, 0.25, 0.5, 0.75]  # max excluded, as W&B
 
 
-@needs_sweeps
-def test_grid_matches_the_wandb_engine() -> None:
-    import sweeps
-
-    raw = {"method": "grid", "parameters": {"b": {"values": [3, 1]}, "a": {"min": 1, "max": 2}}}
-    runs: list = []
-    for _ in range(4):
-        runs.append(sweeps.next_run(raw, runs))
-    theirs = [{k: v["value"] for k, v in r.config.items()} for r in runs]
-    assert theirs == grid_points(parse_spec({"program": "p", **raw}))
+OPTIM = {
+    "lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2},
+    "batch": {"values": [2048, 4096, 8192]},
+    "steps": {"distribution": "q_uniform", "min": 100, "max": 1000, "q": 100},
+    "width": {"min": 0.5, "max": 2.0},
+}
 
 
-def draws(block: dict, n: int = 4000) -> list:
-    rng = np.random.default_rng(1)
-    block = check_parameter(block, "k")
-    return [sample_parameter(block, rng) for _ in range(n)]
-
-
-def test_random_uniform_and_int_uniform() -> None:
-    u = np.array(draws({"min": -1.0, "max": 3.0}))
-    assert u.min() >= -1.0 and u.max() <= 3.0 and abs(u.mean() - 1.0) < 0.1
-    k = draws({"min": 2, "max": 5})
-    assert all(isinstance(v, int) for v in k) and set(k) == {2, 3, 4, 5}  # both ends included
-
-
-def test_random_log_uniform_values() -> None:
-    v = np.array(draws({"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2}))
-    assert v.min() >= 1e-4 and v.max() <= 1e-2
-    assert abs(np.log10(v).mean() - (-3.0)) < 0.05  # uniform in log10 on [-4, -2]
-    assert abs(np.mean(v < 1e-3) - 0.5) < 0.03  # median at the geometric mean
-    w = np.array(draws({"distribution": "inv_log_uniform_values", "min": 1e-4, "max": 1e-2}))
-    assert w.min() >= 1e-4 and w.max() <= 1e-2 and abs(np.log10(w).mean() + 3.0) < 0.05
-
-
-def test_random_q_uniform() -> None:
-    ints = draws({"distribution": "q_uniform", "min": 100, "max": 1000, "q": 100})
-    assert all(isinstance(v, int) and v % 100 == 0 and 100 <= v <= 1000 for v in ints)
-    floats = draws({"distribution": "q_uniform", "min": 0.0, "max": 1.0, "q": 0.25})
-    assert set(floats) == {0.0, 0.25, 0.5, 0.75, 1.0}  # rounded draws can reach both ends
-
-
-def test_random_categorical() -> None:
-    v = draws({"values": [16, "a", 2.5]}, 3000)
-    assert {v.count(x) for x in (16, "a", 2.5)} and all(
-        abs(v.count(x) / 3000 - 1 / 3) < 0.03 for x in (16, "a", 2.5)
+def within_bounds(config: dict) -> bool:
+    return (
+        type(config["lr"]) is float
+        and 1e-4 <= config["lr"] <= 1e-2
+        and config["batch"] in (2048, 4096, 8192)
+        and type(config["steps"]) is int
+        and config["steps"] % 100 == 0
+        and 100 <= config["steps"] <= 1000
+        and 0.5 <= config["width"] <= 2.0
     )
-    w = draws({"values": ["x", "y"], "probabilities": [0.2, 0.8]}, 3000)
-    assert abs(w.count("y") / 3000 - 0.8) < 0.03
 
 
-def test_random_proposal_is_reproducible_per_trial_index() -> None:
-    spec = spec_of(
-        {"lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2}}, method="random"
-    )
-    assert propose(spec, 3, seed=7) == propose(spec, 3, seed=7) != propose(spec, 4, seed=7)
+@pytest.mark.parametrize(
+    ("method", "sampler"), [("random", "tpe"), ("bayes", "tpe"), ("bayes", "gp")]
+)
+def test_proposals_stay_within_bounds(tmp_path: Path, method: str, sampler: str) -> None:
+    spec = spec_of(OPTIM, method=method)
+    loss = lambda c: (math.log10(c["lr"]) + 3) ** 2 + c["steps"] / 1000  # noqa: E731
+    points = proposals(spec, tmp_path, 7, loss, bayes_sampler=sampler, startup_trials=3)
+    assert len(points) == 7 and all(within_bounds(p) for p in points), points
+    assert len({p["lr"] for p in points}) == 7  # seeded per trial: no two draws alike
 
 
-@needs_sweeps
-def test_bayes_via_sweeps_gives_plain_python_values() -> None:
-    spec = parse_spec({
-        "program": "p", "method": "bayes", "metric": {"name": "m"},
-        "parameters": {"lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2}, "n": {"values": [1, 2]}},
-    })  # fmt: skip
-    finished = [({"lr": 1e-3, "n": 1}, 0.5), ({"lr": 5e-3, "n": 2}, 0.9)]
-    config = propose(spec, 2, finished)
-    assert type(config["lr"]) is float and 1e-4 <= config["lr"] <= 1e-2 and config["n"] in (1, 2)
-
-
-# --- hyperband ------------------------------------------------------------------------------
-
-
-def test_hyperband_bands() -> None:
-    assert bands({"max_iter": 27, "s": 2, "eta": 3}) == [3, 9]
-    assert bands({"max_iter": 5, "s": 2, "eta": 2}) == [1, 2]
-    assert bands({"min_iter": 2, "eta": 2})[:4] == [2, 4, 8, 16]
-
-
-def test_hyperband_threshold_and_stop_by_hand() -> None:
-    # band 2 values: 4, 5, 9 -> sorted index int(3 / 2) = 1 -> threshold 5
-    histories = [[6, 4], [7, 5], [10, 9]]
-    assert thresholds(histories, [2], 2.0) == [5]
-    et = {"type": "hyperband", "min_iter": 2, "eta": 2}
-    assert should_stop([10, 9], histories, et)  # 9 > 5
-    assert not should_stop([7, 5], histories, et)  # 5 is not worse than 5
-    assert not should_stop([10], histories, et)  # has not reached a band yet
-    # maximize: signs flip, the run with the lowest values is the poor one
-    assert should_stop([1, 1], [[5, 5], [4, 4], [1, 1]], et, goal="maximize")
-    # not strict: the best value so far counts (6 at iteration 1 is still > 5)
-    assert not should_stop([3, 9], [[6, 4], [7, 5], [3, 9]], {**et, "strict": False})
-
-
-@needs_sweeps
-def test_hyperband_matches_the_wandb_engine() -> None:
-    import sweeps
-
-    config = {
-        "method": "grid", "metric": {"name": "loss", "goal": "minimize"},
-        "early_terminate": {"type": "hyperband", "max_iter": 5, "eta": 2, "s": 2},
-        "parameters": {"a": {"values": [1, 2, 3]}},
-    }  # fmt: skip
-    histories = {"a": [10, 9], "b": [10, 10], "c": [10, 8, 8], "d": [10, 7, 7], "e": [10, 6, 6]}
-    running = {"b", "c", "d"}
-    runs = [
-        sweeps.SweepRun(
-            name=n, state=sweeps.RunState.running if n in running else sweeps.RunState.finished,
-            history=[{"loss": v} for v in h],
-        )
-        for n, h in histories.items()
-    ]  # fmt: skip
-    theirs = {r.name for r in sweeps.stop_runs(config, runs)}
-    ours = {
-        n
-        for n in running
-        if should_stop(histories[n], list(histories.values()), config["early_terminate"])
-    }
-    assert ours == theirs and theirs
+def test_random_proposals_depend_on_seed_and_trial_only(tmp_path: Path) -> None:
+    spec = spec_of(OPTIM, method="random")
+    first = proposals(spec, tmp_path / "a", 3, seed=7)
+    assert proposals(spec, tmp_path / "b", 3, seed=7) == first
+    assert proposals(spec, tmp_path / "c", 3, seed=8) != first
 
 
 # --- arguments as wandb agent passes them ---------------------------------------------------
@@ -294,8 +230,9 @@ def test_agent_arguments_reject_unknown_key() -> None:
 def test_agent_arguments_merge_onto_fit_config() -> None:
     fit_config = pytest.importorskip("perfusion.fitting.config")
     spec = load_spec(config_dir() / "sweeps" / "hash_encoding.yaml")
-    cfg = merged(propose(spec, 0), fit_config.FitConfig)
-    assert cfg.fields.encoding.n_levels == propose(spec, 0)["fields.encoding.n_levels"]
+    config = {n: grid_values(d)[-1] for n, d in spec.distributions.items()}
+    cfg = merged({**spec.constants, **config}, fit_config.FitConfig)
+    assert cfg.fields.encoding.n_levels == config["fields.encoding.n_levels"] == 16
     with pytest.raises(PerfusionError, match="fields.encoding.levels"):
         merged({"fields.encoding.levels": 4}, fit_config.FitConfig)
 

@@ -1,22 +1,26 @@
-"""The offline sweep driver with a tiny fake trial program: results, report, hyperband stopping,
-resume without rerunning, and no double run when two drivers share a sweep folder."""
+"""The offline sweep driver with a tiny fake trial program: results, report, hyperband pruning,
+resume without rerunning, an edited YAML as a new study, and no double run when two driver
+processes share one journal."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
-import threading
+import warnings
 from pathlib import Path
 
 import pytest
 import yaml
 
 from perfusion.cli import main as cli_main
-from perfusion.sweeps import SweepRunConfig, load_spec, run_sweep
+from perfusion.sweeps.config import SweepRunConfig
+from perfusion.sweeps.driver import run_sweep
 from perfusion.sweeps.report import pareto_ids, rows
-from perfusion.sweeps.trials import claim, list_trials
+from perfusion.sweeps.spec import load_spec
+from perfusion.sweeps.study import open_study, study_name
 
 # A trial program in the spirit of `perfusion fit`: --key=value arguments, reports its metric
 # `loss` = (x - 0.3)^2 + 1/(step + 1) at every step, appends its name to a shared ledger (to count
@@ -76,69 +80,77 @@ def driver_cfg(tmp_path: Path, **kw) -> SweepRunConfig:
 def test_grid_sweep_records_every_trial(tmp_path: Path, sweep_file) -> None:
     spec = load_spec(sweep_file({"x": {"values": [0.0, 0.3, 1.0]}}))
     known = run_sweep(spec, driver_cfg(tmp_path, count=10))
-    assert [t.trial_id for t in known] == ["000", "001", "002"]  # grid exhausted before count
-    by_x = {t.config["x"]: t.result for t in known}
-    assert by_x[0.3]["state"] == "finished"
-    assert by_x[0.3]["metric"] == pytest.approx(1 / 3)  # 0 + 1/(2 + 1) at the last step
-    assert by_x[1.0]["metric"] == pytest.approx(0.49 + 1 / 3)
-    assert (
-        by_x[0.0]["metrics"]["time/wall_s"] == 0.5 and by_x[0.0]["metrics"]["model/n_params"] == 30
-    )
+    assert [t.user_attrs["id"] for t in known] == ["000", "001", "002"]  # grid exhausted first
+    assert sorted(ledger(tmp_path)) == ["fake-000", "fake-001", "fake-002"]
+    by_x = {t.user_attrs["config"]["x"]: t for t in known}
+    assert by_x[0.3].user_attrs["state"] == "finished"
+    assert by_x[0.3].value == pytest.approx(1 / 3)  # 0 + 1/(2 + 1) at the last step
+    assert by_x[1.0].value == pytest.approx(0.49 + 1 / 3)
+    metrics = by_x[0.0].user_attrs["metrics"]
+    assert metrics["time/wall_s"] == 0.5 and metrics["model/n_params"] == 30
     table = rows(spec, known)
     assert [r["config"]["x"] for r in table] == [0.3, 0.0, 1.0]  # best first
     # wall 0.5/0.8/1.5 s: x=0 fastest, x=0.3 most accurate, x=1 dominated by both
-    assert pareto_ids(table, "minimize") == {"000", "001"}
+    x_of = {r["id"]: r["config"]["x"] for r in table}
+    assert {x_of[i] for i in pareto_ids(table, "minimize")} == {0.0, 0.3}
 
 
-def test_hyperband_stops_the_poor_trial(tmp_path: Path, sweep_file) -> None:
+def test_hyperband_prunes_the_poor_trial(tmp_path: Path, sweep_file) -> None:
+    # one bracket (max_iter / min_iter < eta): the second trial meets the first at step 2
     path = sweep_file(
-        {"x": {"values": [0.3, 0.4, 5.0]}, "steps": {"value": 8}, "pause": {"value": 0.15}},
-        early_terminate={"type": "hyperband", "min_iter": 2, "eta": 2},
+        {"x": {"min": 4.0, "max": 6.0}, "steps": {"value": 8}, "pause": {"value": 0.15}},
+        "random",
+        early_terminate={"type": "hyperband", "min_iter": 2, "max_iter": 3, "eta": 2},
     )
-    known = run_sweep(load_spec(path), driver_cfg(tmp_path))
-    states = {t.config["x"]: t.result["state"] for t in known}
-    assert states == {0.3: "finished", 0.4: "finished", 5.0: "stopped"}
-    poor = next(t for t in known if t.config["x"] == 5.0)
-    reported = (poor.folder / "history.jsonl").read_text().splitlines()
+    spec = load_spec(path)
+    with warnings.catch_warnings():  # a good first trial, outside the drawn range
+        warnings.simplefilter("ignore")
+        open_study(spec, tmp_path / "sweep", driver_cfg(tmp_path)).enqueue_trial({"x": 0.3})
+        known = run_sweep(spec, driver_cfg(tmp_path, count=2))
+    states = [(t.user_attrs["state"], t.state.name) for t in known]
+    assert states == [("finished", "COMPLETE"), ("stopped", "PRUNED")]
+    poor = known[1]
+    folder = Path(poor.user_attrs["folder"])
+    reported = (folder / "history.jsonl").read_text().splitlines()
     assert 2 <= len(reported) < 8  # stopped after its second report, well before its end
-    assert not (poor.folder / "out" / "summary.json").exists()
-    assert poor.result["metric"] == pytest.approx(json.loads(reported[-1])["loss"])
+    assert not (folder / "out" / "summary.json").exists()
+    assert poor.value == pytest.approx(poor.intermediate_values[max(poor.intermediate_values)])
+    assert poor.value == pytest.approx(
+        json.loads(reported[len(poor.intermediate_values) - 1])["loss"]
+    )
 
 
 def test_resume_does_not_rerun_finished_trials(tmp_path: Path, sweep_file) -> None:
     spec = load_spec(
         sweep_file({"x": {"distribution": "uniform", "min": 0.0, "max": 1.0}}, method="random")
     )
-    run_sweep(spec, driver_cfg(tmp_path, count=2))
-    first = {t.trial_id: t.config for t in list_trials(tmp_path / "sweep")}
-    # an interrupted trial: claimed by a process that no longer exists, no result
+    first = {t.user_attrs["id"]: t.params for t in run_sweep(spec, driver_cfg(tmp_path, count=2))}
+    # an interrupted trial: claimed by a process that no longer exists, never told
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = claim(tmp_path / "sweep", "002", {"x": 0.5})
-    claim_file = stale.folder / "claim.json"
-    claim_file.write_text(json.dumps({**json.loads(claim_file.read_text()), "pid": dead.pid}))
+    stale = open_study(spec, tmp_path / "sweep", driver_cfg(tmp_path)).ask()
+    attrs = {"id": "002", "config": {"x": 0.5}, "host": socket.gethostname(), "pid": dead.pid}
+    for key, value in attrs.items():
+        stale.set_user_attr(key, value)
     known = run_sweep(spec, driver_cfg(tmp_path, count=4))
     assert ledger(tmp_path) == ["fake-000", "fake-001", "fake-002", "fake-003"]
-    assert all(t.result["state"] == "finished" for t in known) and len(known) == 4
-    assert {t.trial_id: t.config for t in known if t.trial_id in first} == first
-    taken_over = next(t for t in known if t.trial_id == "002")
-    assert taken_over.config == {"x": 0.5}  # rerun with the configuration it was claimed with
+    assert [t.user_attrs["state"] for t in known] == ["finished"] * 4
+    assert {t.user_attrs["id"]: t.params for t in known if t.user_attrs["id"] in first} == first
+    taken_over = next(t for t in known if t.user_attrs["id"] == "002")
+    assert taken_over.user_attrs["config"] == {"x": 0.5}  # rerun with its claimed configuration
     run_sweep(spec, driver_cfg(tmp_path, count=4))
     assert len(ledger(tmp_path)) == 4  # complete: nothing rerun
 
 
-def test_two_drivers_never_run_a_trial_twice(tmp_path: Path, sweep_file) -> None:
-    path = sweep_file({"x": {"values": [0.1, 0.2, 0.3, 0.4, 0.5]}, "pause": {"value": 0.05}})
-    spec = load_spec(path)
-    workers = [
-        threading.Thread(target=run_sweep, args=(spec, driver_cfg(tmp_path))) for _ in range(2)
-    ]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=60)
-    runs = ledger(tmp_path)
-    assert sorted(runs) == [f"fake-{i:03d}" for i in range(5)]  # each once, none twice
+def test_an_edited_sweep_is_a_new_study(tmp_path: Path, sweep_file) -> None:
+    spec = load_spec(sweep_file({"x": {"values": [0.0, 0.3]}}))
+    run_sweep(spec, driver_cfg(tmp_path))
+    edited = load_spec(sweep_file({"x": {"values": [0.0, 0.3, 0.6]}}))
+    assert study_name(edited) != study_name(spec)
+    known = run_sweep(edited, driver_cfg(tmp_path))  # same folder, same journal
+    assert len(ledger(tmp_path)) == 5 and len(known) == 3  # the old trials are not reused
+    assert (tmp_path / "sweep" / study_name(edited) / "002" / "out" / "summary.json").is_file()
+    assert len(run_sweep(spec, driver_cfg(tmp_path))) == 2 and len(ledger(tmp_path)) == 5
 
 
 def test_two_driver_processes_share_a_sweep_folder(tmp_path: Path, sweep_file) -> None:
@@ -158,8 +170,12 @@ def test_two_driver_processes_share_a_sweep_folder(tmp_path: Path, sweep_file) -
 def test_failed_trial_is_recorded_not_retried(tmp_path: Path, sweep_file) -> None:
     spec = load_spec(sweep_file({"crash": {"values": [False, True]}}))
     known = run_sweep(spec, driver_cfg(tmp_path))
-    assert [t.result["state"] for t in known] == ["finished", "failed"]
-    assert known[1].result["returncode"] == 3 and known[1].result["metric"] is None
+    crashed = {t.user_attrs["config"]["crash"]: t for t in known}
+    assert {c: t.user_attrs["state"] for c, t in crashed.items()} == {
+        False: "finished",
+        True: "failed",
+    }
+    assert crashed[True].user_attrs["returncode"] == 3 and crashed[True].value is None
     run_sweep(spec, driver_cfg(tmp_path))
     assert len(ledger(tmp_path)) == 2
 
@@ -172,12 +188,15 @@ def test_cli_writes_table_figure_and_best_config(tmp_path: Path, sweep_file, cap
         "poll_s=0.05",  # log_wandb stays on: a W&B run in the tests' disabled mode
     ])  # fmt: skip
     assert code == 0
-    table = json.loads((out / "sweep-fake.json").read_text())
-    # ref passes no x (the program's default 0): same metric as 000, ties sorted by id
-    assert [t["id"] for t in table["trials"]] == ["001", "000", "ref"]
-    assert table["proposer"] == "grid"
-    assert (out / "sweep-fake.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| 001 | finished | 0.5 | 0.8 | 20 | 0.3 |" in (out / "sweep-fake.md").read_text()
+    table = json.loads((out / "sweep-fake" / "trials.json").read_text())
+    # ref passes no x (the program's default 0): same metric as x=0, ties sorted by id
+    assert [t["config"].get("x", "ref") for t in table["trials"]] == [0.3, 0.0, "ref"]
+    assert table["sampler"] == "GridSampler"
+    assert (out / "sweep-fake" / "speed_accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    readme = (out / "sweep-fake" / "README.md").read_text()
+    best_id = table["trials"][0]["id"]
+    assert f"| {best_id} | finished | 0.5 | 0.8 | 20 | 0.3 |" in readme
+    assert f"Command: `perfusion sweep {path} dir=" in readme
     best = yaml.safe_load((out / "best-fake.yaml").read_text())
     assert best == {"steps": 2, "x": 0.3}
 

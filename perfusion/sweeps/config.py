@@ -14,20 +14,24 @@ class SweepRunConfig:
     """How the local driver runs a W&B sweep YAML."""
 
     count: int = 5
-    """Numbered trials this sweep folder should hold in total (finished, stopped, failed or
-    running, across every driver sharing the folder); a grid stops earlier when exhausted. A
-    rerun with the same folder resumes: finished trials are kept, the rest are run."""
+    """Trials the sweep's study should hold in total (finished, pruned, failed or running,
+    across every driver sharing the folder); a grid stops earlier when exhausted. A rerun with
+    the same folder and YAML resumes: finished trials are kept, the rest are run."""
     dir: str | None = None
-    """Sweep folder (trials, claims, logs); null = ``runs/sweeps/<sweep name>``."""
+    """Sweep folder (Optuna journal, trial folders); null = ``runs/sweeps/<sweep name>``."""
     seed: int = 0
-    """Seed of random proposals; trial i's configuration depends only on (seed, i)."""
+    """Seed of the samplers; trial i is proposed by a sampler seeded with (seed, i)."""
+    bayes_sampler: str = "tpe"
+    """Optuna sampler for ``method: bayes``: ``tpe`` (TPESampler) or ``gp`` (GPSampler)."""
+    startup_trials: int = 4
+    """Random trials before ``method: bayes`` starts modelling the metric."""
     reference: bool = True
     """Also run the program's defaults for the swept keys (trial ``ref``; for the fit this is
     the paper's Table 2 configuration), highlighted in the figure."""
     poll_s: float = 1.0
-    """Seconds between checks of a running trial's reported metric (hyperband)."""
+    """Seconds between checks of a running trial's reported metric (hyperband pruning)."""
     results_dir: str = "bench/results"
-    """Where ``sweep-<name>.md``, ``.json`` and ``.png`` are written."""
+    """Where the folder ``sweep-<name>/`` (README.md, trials.json, speed_accuracy.png) is written."""
     best_config_dir: str = "configs/fit"
     """Where the best configuration is written as ``best-<name>.yaml`` (``config=`` accepts it)."""
     phantom: list[str] = field(

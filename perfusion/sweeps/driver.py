@@ -1,35 +1,41 @@
-"""The offline sweep driver: claim the next trial, run it like ``wandb agent``, record the result.
+"""The offline sweep driver: W&B's coordinator role played by an Optuna study on disk.
 
-``wandb sweep`` needs W&B's server as coordinator; this driver plays that role on one machine
-with the same YAML. Each loop, under the sweep folder's lock, it (1) takes over a stale trial
-(its process died), else (2) claims the reference trial (the program's defaults), else (3)
-proposes trial ``i`` (:mod:`perfusion.sweeps.proposal`) until the folder holds ``count``
-numbered trials (at most the YAML's ``run_cap``), the grid is exhausted or the metric's
-``target`` is reached. It then runs the
-trial's command (:mod:`perfusion.sweeps.launch`) outside the lock, watching its reported metric
-for hyperband (:mod:`perfusion.sweeps.hyperband`), and writes ``result.json``. Several drivers
+``wandb sweep`` needs W&B's server as coordinator; this driver plays that role with the same
+YAML (:mod:`perfusion.sweeps.study`). Each loop, under the sweep folder's lock, it (1) takes
+over a running trial whose process died (same host, pid gone) with the configuration it was
+given, else (2) asks the reference study for trial ``ref`` (the program's defaults), else (3)
+asks the study for a new trial, until the study holds ``count`` trials (at most the YAML's
+``run_cap`` or the grid's size) or the metric's ``target`` is reached. Outside the lock it runs
+the trial's command like ``wandb agent`` (:mod:`perfusion.sweeps.launch`), reporting every value
+of the metric the program appends to its history file to the trial (the pruner may stop it),
+then tells the study the result. A trial's record (id, configuration, state, stable metrics) is
+in its user attributes; its files in ``<sweep dir>/<study name>/<trial id>/``. Several drivers
 may share a folder; rerunning one resumes it.
 """
 
 from __future__ import annotations
 
 import logging
-import math
+import os
+import socket
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import optuna
 from filelock import FileLock
+from optuna.trial import FrozenTrial, TrialState
 
-from perfusion.sweeps import hyperband, trials
 from perfusion.sweeps.cases import check_case_parameters, ensure_case
 from perfusion.sweeps.config import SweepRunConfig
-from perfusion.sweeps.launch import expand_command, run_trial_process, trial_env
+from perfusion.sweeps.launch import expand_command, read_history, run_trial_process, trial_env
 from perfusion.sweeps.objective import trial_metrics
-from perfusion.sweeps.proposal import propose, proposer_name
 from perfusion.sweeps.spec import SweepSpec
-from perfusion.sweeps.trials import REFERENCE_ID, Trial
+from perfusion.sweeps.study import grid_size, make_sampler, open_study, study_name
 
 log = logging.getLogger(__name__)
+REFERENCE_ID = "ref"
 
 
 def sweep_dir_for(spec: SweepSpec, cfg: SweepRunConfig) -> Path:
@@ -37,81 +43,77 @@ def sweep_dir_for(spec: SweepSpec, cfg: SweepRunConfig) -> Path:
     return Path(cfg.dir) if cfg.dir else Path("runs") / "sweeps" / spec.name
 
 
-def reference_config(spec: SweepSpec) -> dict[str, Any]:
-    """The reference trial passes only the sweep's constants: the program's own defaults."""
-    return {
-        n: b["value"] for n, b in sorted(spec.parameters.items()) if b["distribution"] == "constant"
-    }
-
-
-def metric_value(spec: SweepSpec, trial: Trial) -> float | None:
-    """A finished or stopped trial's sweep metric, or None."""
-    value = (trial.result or {}).get("metric")
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
-def next_trial(spec: SweepSpec, sweep_dir: Path, cfg: SweepRunConfig) -> Trial | None:
-    """Claim the next trial to run, or None when the sweep is complete (see module docstring)."""
-    with FileLock(str(sweep_dir / "sweep.lock")):
-        known = trials.list_trials(sweep_dir)
-        stale = [t for t in known if trials.is_stale(t)]
-        if stale:
-            log.info("taking over trial %s (its process is gone)", stale[0].trial_id)
-            return trials.take_over(stale[0])
-        if cfg.reference and not (trials.trials_dir(sweep_dir) / REFERENCE_ID).exists():
-            return trials.claim(sweep_dir, REFERENCE_ID, reference_config(spec))
-        if _target_reached(spec, known):
-            return None
-        numbered = _numbered_folders(sweep_dir)
-        if len(numbered) >= min(cfg.count, spec.run_cap or cfg.count):  # W&B's run_cap also caps
-            return None
-        index = max(numbered, default=-1) + 1
-        finished = [(t.config, metric_value(spec, t)) for t in known if t.result is not None]
-        config = propose(spec, index, finished, cfg.seed)
-        if config is None:
-            return None
-        return trials.claim(sweep_dir, f"{index:03d}", config)
-
-
-def run_sweep(spec: SweepSpec, cfg: SweepRunConfig) -> list[Trial]:
-    """Run trials until the sweep is complete; return every trial in the folder."""
+def run_sweep(spec: SweepSpec, cfg: SweepRunConfig) -> list[FrozenTrial]:
+    """Run trials until the sweep is complete; return the study's trials, ``ref`` first."""
     sweep_dir = sweep_dir_for(spec, cfg)
-    trials.check_sweep_dir(sweep_dir, spec.raw)
-    log.info("sweep %s: %s, folder %s", spec.name, proposer_name(spec), sweep_dir)
+    studies = (open_study(spec, sweep_dir, cfg, reference=True), open_study(spec, sweep_dir, cfg))
+    log.info("sweep %s: %s, study %s in %s", spec.name, spec.method, study_name(spec), sweep_dir)
     with FileLock(str(sweep_dir / "sweep.lock")):
         prepare_case(spec, sweep_dir, cfg)
-    while (trial := next_trial(spec, sweep_dir, cfg)) is not None:
-        run_one(spec, trial, sweep_dir, cfg)
-    return trials.list_trials(sweep_dir)
+    while (claimed := next_trial(spec, studies, sweep_dir, cfg)) is not None:
+        run_one(spec, *claimed, sweep_dir, cfg)
+    return [t for study in studies for t in study.get_trials(deepcopy=False)]
 
 
-def run_one(spec: SweepSpec, trial: Trial, sweep_dir: Path, cfg: SweepRunConfig) -> Trial:
-    """Run one claimed trial to its end (or hyperband stop) and record ``result.json``."""
-    argv = expand_command(spec.command, spec.program, trial.config, trial.folder / "args.json")
+def next_trial(
+    spec: SweepSpec,
+    studies: tuple[optuna.Study, optuna.Study],
+    sweep_dir: Path,
+    cfg: SweepRunConfig,
+) -> tuple[optuna.Study, optuna.Trial] | None:
+    """Claim the next trial to run, or None when the sweep is complete (see module docstring)."""
+    reference, main = studies
+    with FileLock(str(sweep_dir / "sweep.lock")):
+        for study in studies:
+            stale = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if _is_stale(t)]
+            if stale:
+                log.info("taking over trial %s (its process is gone)", stale[0].user_attrs["id"])
+                trial = optuna.Trial(study, stale[0]._trial_id)
+                trial.set_user_attr("pid", os.getpid())
+                return study, trial
+        if cfg.reference and not reference.get_trials(deepcopy=False):
+            return reference, _claim(reference.ask(), REFERENCE_ID, spec)
+        known = main.get_trials(deepcopy=False)
+        limit = min(cfg.count, spec.run_cap or cfg.count)
+        if spec.method == "grid":
+            limit = min(limit, grid_size(spec))
+        if len(known) >= limit or _target_reached(spec, known):
+            return None
+        main.sampler = make_sampler(spec, cfg, len(known))
+        trial = main.ask(spec.distributions)
+        return main, _claim(trial, f"{trial.number:03d}", spec)
+
+
+def run_one(
+    spec: SweepSpec, study: optuna.Study, trial: optuna.Trial, sweep_dir: Path, cfg: SweepRunConfig
+) -> None:
+    """Run one claimed trial to its end (or until pruned) and tell the study its result."""
+    trial_id, config = trial.user_attrs["id"], trial.user_attrs["config"]
+    folder = sweep_dir / study_name(spec) / trial_id
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "history.jsonl").unlink(missing_ok=True)  # a taken-over trial reports afresh
+    argv = expand_command(spec.command, spec.program, config, folder / "args.json")
     case_dir = fit_case_dir(argv)
     if case_dir is not None:  # one output folder per trial, whatever out= the YAML gives agents
-        argv = [w for w in argv if not w.startswith("out=")] + [f"out={trial.out_dir}"]
-    env = trial_env(spec.name, trial.trial_id, trial.folder)
-    stop = _hyperband_check(spec, trial, sweep_dir) if spec.early_terminate else None
-    log.info("trial %s: %s", trial.trial_id, trial.config)
-    code, stopped, wall_s = run_trial_process(argv, env, trial.folder / "log.txt", stop, cfg.poll_s)
-    keep = (spec.metric.name,) if spec.metric else ()
-    metrics = trial_metrics(trial.out_dir, case_dir, wall_s, keep)
-    value = _final_metric(spec, trial, metrics)
+        argv = [w for w in argv if not w.startswith("out=")] + [f"out={folder / 'out'}"]
+    env = trial_env(spec.name, trial_id, folder)
+    log.info("trial %s: %s", trial_id, config)
+    check = _pruning(spec, trial, folder / "history.jsonl") if spec.hyperband else None
+    code, stopped, wall_s = run_trial_process(argv, env, folder / "log.txt", check, cfg.poll_s)
+    metrics = trial_metrics(folder / "out", case_dir, wall_s, (spec.metric,))
+    reported = read_history(folder / "history.jsonl", spec.metric)
+    value = metrics.get(spec.metric, reported[-1] if reported else None)
     state = "stopped" if stopped else ("finished" if code == 0 else "failed")
-    result = {
-        "id": trial.trial_id,
-        "state": state,
-        "returncode": code,
-        "config": trial.config,
-        "metric_name": spec.metric.name if spec.metric else None,
-        "metric": value,
-        "metrics": metrics,
-        "driver_wall_s": wall_s,
-        "command": argv,
-    }
-    log.info("trial %s %s: %s = %s", trial.trial_id, state, result["metric_name"], value)
-    return trials.finish(trial, result)
+    record = {"state": state, "returncode": code, "metrics": metrics, "command": argv}
+    for key, item in {**record, "folder": str(folder)}.items():
+        trial.set_user_attr(key, item)
+    if stopped:
+        study.tell(trial, state=TrialState.PRUNED)  # its value: the last one reported
+    elif state == "finished" and value is not None:
+        study.tell(trial, value)
+    else:
+        study.tell(trial, state=TrialState.FAIL)
+    log.info("trial %s %s: %s = %s", trial_id, state, spec.metric, value)
 
 
 def fit_case_dir(argv: list[str]) -> Path | None:
@@ -125,47 +127,60 @@ def fit_case_dir(argv: list[str]) -> Path | None:
 
 def prepare_case(spec: SweepSpec, sweep_dir: Path, cfg: SweepRunConfig) -> None:
     """Make the case a ``perfusion fit`` sweep needs, if missing (:mod:`perfusion.sweeps.cases`)."""
-    argv = expand_command(
-        spec.command, spec.program, reference_config(spec), sweep_dir / "args.json"
-    )
+    argv = expand_command(spec.command, spec.program, spec.constants, sweep_dir / "args.json")
     case = fit_case_dir(argv)
     if case is None:
         return
-    check_case_parameters(case, list(spec.parameters))
+    check_case_parameters(case, [*spec.distributions, *spec.constants])
     ensure_case(case, list(cfg.phantom), trial_env(spec.name, "phantom", sweep_dir))
 
 
-def _final_metric(spec: SweepSpec, trial: Trial, metrics: dict[str, float]) -> float | None:
-    """The summary's metric, else the last reported value (W&B's summary of a killed run)."""
-    if spec.metric is None:
-        return None
-    if spec.metric.name in metrics:
-        return metrics[spec.metric.name]
-    history = trials.read_history(trial.history_path, spec.metric.name)
-    return history[-1] if history else None
+def _claim(trial: optuna.Trial, trial_id: str, spec: SweepSpec) -> optuna.Trial:
+    """Record who runs ``trial`` and the configuration passed to the program."""
+    config = dict(sorted({**spec.constants, **trial.params}.items()))
+    attrs = {"id": trial_id, "config": config, "host": socket.gethostname(), "pid": os.getpid()}
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    return trial
 
 
-def _hyperband_check(spec: SweepSpec, trial: Trial, sweep_dir: Path):  # noqa: ANN202
-    """A closure for the launcher: should this running trial stop now?"""
-    assert spec.metric is not None and spec.early_terminate is not None
+def _pruning(spec: SweepSpec, trial: optuna.Trial, history: Path) -> Callable[[], bool]:
+    """A check for the launcher: report the metric's new values (step n = n-th report, as W&B
+    counts iterations) and ask the pruner whether the trial should stop now."""
+    sent = 0
 
     def check() -> bool:
-        name = spec.metric.name
-        mine = trials.read_history(trial.history_path, name)
-        others = [trials.read_history(t.history_path, name) for t in trials.list_trials(sweep_dir)]
-        return hyperband.should_stop(mine, others, spec.early_terminate, spec.metric.goal)
+        nonlocal sent
+        values = read_history(history, spec.metric)
+        if len(values) == sent:
+            return False
+        with warnings.catch_warnings():  # steps a dead process already reported are kept
+            warnings.simplefilter("ignore")
+            for step in range(sent + 1, len(values) + 1):
+                trial.report(values[step - 1], step)
+        sent = len(values)
+        return trial.should_prune()
 
     return check
 
 
-def _target_reached(spec: SweepSpec, known: list[Trial]) -> bool:
-    if spec.metric is None or spec.metric.target is None:
+def _target_reached(spec: SweepSpec, known: list[FrozenTrial]) -> bool:
+    if spec.target is None:
         return False
-    target = spec.metric.target
-    values = [metric_value(spec, t) for t in known]
-    return any(v is not None and not spec.metric.better(target, v) for v in values)
+    sign = -1.0 if spec.goal == "maximize" else 1.0
+    done = [t.value for t in known if t.state == TrialState.COMPLETE]
+    return any(sign * v <= sign * spec.target for v in done)
 
 
-def _numbered_folders(sweep_dir: Path) -> list[int]:
-    root = trials.trials_dir(sweep_dir)
-    return [int(p.name) for p in root.iterdir() if p.name.isdigit()] if root.is_dir() else []
+def _is_stale(trial: FrozenTrial) -> bool:
+    """A running trial claimed on this host by a process that no longer exists."""
+    attrs: dict[str, Any] = trial.user_attrs
+    if attrs.get("host") != socket.gethostname() or "pid" not in attrs:
+        return False  # another machine's process: we cannot tell, leave it alone
+    try:
+        os.kill(int(attrs["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

@@ -14,12 +14,14 @@ still run; the driver then reads only ``out/summary.json``):
 - ``PERFUSION_TRIAL_OUT``: the folder for the program's outputs (for a ``perfusion fit``
   command the driver also replaces its ``out=`` with that folder);
 - ``PERFUSION_SWEEP_HISTORY``: a JSON-lines file to which the program may append
-  ``{"step": s, "<metric>": value}`` while it runs, read for hyperband early termination.
+  ``{"step": s, "<metric>": value}`` while it runs; each value of the sweep's metric is
+  reported to the Optuna trial (hyperband pruning), as W&B's server reads the run history.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -120,6 +122,22 @@ def run_trial_process(
                 break
         proc.wait()
     return proc.returncode, stopped, time.perf_counter() - start
+
+
+def read_history(path: Path, metric: str) -> list[float]:
+    """The finite values of ``metric`` a trial appended to its history file, in order."""
+    if not path.is_file():
+        return []
+    values = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line being written right now
+        value = record.get(metric) if isinstance(record, dict) else None
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            values.append(float(value))
+    return values
 
 
 def _terminate(proc: subprocess.Popen) -> None:

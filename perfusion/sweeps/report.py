@@ -1,5 +1,5 @@
 """Sweep results: a sorted table (Markdown + JSON), the best configuration as a ready YAML, and
-the speed/accuracy figure with its Pareto front.
+the speed/accuracy figure with its Pareto front, from the study's trials.
 
 The figure plots every trial's fit wall time per volume (``time/wall_s``) against the sweep's
 accuracy metric; a trial is on the Pareto front when no other finished trial is both at least as
@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from optuna.trial import FrozenTrial
 
 from perfusion.io import write_bytes_atomic, write_json_atomic, write_text_atomic
+from perfusion.sweeps.driver import REFERENCE_ID
 from perfusion.sweeps.spec import SweepSpec
-from perfusion.sweeps.trials import REFERENCE_ID, Trial
 
 STATE_ORDER = {"finished": 0, "stopped": 1, "failed": 2, "running": 3}
 EXTRA_COLUMNS = (
@@ -31,27 +32,29 @@ EXTRA_COLUMNS = (
 )
 
 
-def rows(spec: SweepSpec, known: list[Trial]) -> list[dict[str, Any]]:
-    """One row per trial, sorted: finished by metric (best first), then stopped, failed, running."""
+def rows(spec: SweepSpec, trials: list[FrozenTrial]) -> list[dict[str, Any]]:
+    """One row per trial, sorted: finished by metric (best first), then stopped, failed, running.
+
+    A pruned (stopped) trial's metric is the last value it reported."""
     out = []
-    for trial in known:
-        result = trial.result or {}
-        metrics = result.get("metrics", {})
-        config = trial.config
-        if trial.trial_id == REFERENCE_ID:
-            config = {**resolved_values(trial.out_dir / "config.yaml", spec.parameters), **config}
+    for trial in trials:
+        attrs = trial.user_attrs
+        metrics, config = attrs.get("metrics", {}), attrs.get("config", trial.params)
+        if attrs.get("id") == REFERENCE_ID and "folder" in attrs:
+            saved = Path(attrs["folder"]) / "out" / "config.yaml"
+            config = {**resolved_values(saved, spec.distributions), **config}
         out.append(
             {
-                "id": trial.trial_id,
-                "state": result.get("state", "running"),
+                "id": attrs.get("id", f"{trial.number:03d}"),
+                "state": attrs.get("state", "running"),
                 "config": config,
-                "metric": result.get("metric"),
-                "wall_s": metrics.get("time/wall_s", result.get("driver_wall_s")),
+                "metric": trial.value,
+                "wall_s": metrics.get("time/wall_s"),
                 "n_params": metrics.get("model/n_params"),
                 "metrics": metrics,
             }
         )
-    sign = -1.0 if spec.metric and spec.metric.goal == "maximize" else 1.0
+    sign = -1.0 if spec.goal == "maximize" else 1.0
 
     def key(row: dict[str, Any]) -> tuple[int, float, str]:
         value = row["metric"]
@@ -108,20 +111,18 @@ def nested(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def markdown(spec: SweepSpec, table: list[dict[str, Any]], proposer: str) -> str:
-    """The results table as Markdown, with how to read and reproduce it."""
-    metric = spec.metric.name if spec.metric else "metric"
-    goal = spec.metric.goal if spec.metric else ""
-    constants = {
-        n: b["value"] for n, b in spec.parameters.items() if b["distribution"] == "constant"
-    }
+def markdown(spec: SweepSpec, table: list[dict[str, Any]], sampler: str, command: str) -> str:
+    """The results table as Markdown, with the command that made it and how to read it."""
+    metric, constants = spec.metric, spec.constants
     names = sorted({k for r in table for k in r["config"]} - set(constants))
     extras = [c for c in EXTRA_COLUMNS if c != metric and any(c in r["metrics"] for r in table)]
-    head = ["trial", "state", f"{metric} ({goal})", "wall s", "params", *extras, *names]
+    head = ["trial", "state", f"{metric} ({spec.goal})", "wall s", "params", *extras, *names]
     lines = [
         f"# Sweep `{spec.name}`",
         "",
-        f"Definition `{spec.path}`; method {spec.method}, proposed by {proposer}; "
+        f"Command: `{command}`",
+        "",
+        f"Definition `{spec.path}`; method {spec.method}, run by Optuna ({sampler}); "
         f"{len(table)} trials, best first. `ref` = the program's defaults (paper Table 2).",
         "Keys are documented in perfusion/sweeps/objective.py.",
         "Fixed for every trial: "
@@ -143,7 +144,7 @@ def best_config_yaml(spec: SweepSpec, row: dict[str, Any]) -> str:
     """The best trial's parameters as a config file ``perfusion fit ... config=<it>`` accepts."""
     header = (
         f"# Best configuration of sweep '{spec.name}' ({spec.path}): trial {row['id']},\n"
-        f"# {spec.metric.name if spec.metric else 'metric'} = {_fmt(row['metric'])}, "
+        f"# {spec.metric} = {_fmt(row['metric'])}, "
         f"wall time {_fmt(row['wall_s'])} s. Written by `perfusion sweep`.\n"
     )
     return header + yaml.safe_dump(nested(row["config"]), sort_keys=True)
@@ -156,7 +157,7 @@ def figure_png(spec: SweepSpec, table: list[dict[str, Any]]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    goal = spec.metric.goal if spec.metric else "minimize"
+    goal = spec.goal
     front = pareto_ids(table, goal)
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     for r in table:
@@ -181,7 +182,7 @@ def figure_png(spec: SweepSpec, table: list[dict[str, Any]]) -> bytes:
     if any(r["id"] == REFERENCE_ID for r in table):
         ax.scatter([], [], marker="*", s=120, c="k", label="paper config (program defaults)")
     ax.set_xlabel("fit wall time per volume (s)")
-    ax.set_ylabel(f"{spec.metric.name if spec.metric else 'metric'} ({goal})")
+    ax.set_ylabel(f"{spec.metric} ({goal})")
     ax.set_title(f"sweep {spec.name}: speed vs accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -193,20 +194,26 @@ def figure_png(spec: SweepSpec, table: list[dict[str, Any]]) -> bytes:
 
 
 def write_report(
-    spec: SweepSpec, known: list[Trial], results_dir: Path, best_dir: Path, proposer: str
+    spec: SweepSpec,
+    trials: list[FrozenTrial],
+    results_dir: Path,
+    best_dir: Path,
+    sampler: str,
+    command: str,
 ) -> dict[str, Path]:
-    """Write ``sweep-<name>.{md,json,png}`` and ``best-<name>.yaml``; return their paths."""
-    table = rows(spec, known)
-    stem = Path(results_dir) / f"sweep-{spec.name}"
+    """Write ``sweep-<name>/{README.md,trials.json,speed_accuracy.png}`` under ``results_dir``
+    and ``best-<name>.yaml`` under ``best_dir``; return their paths."""
+    table = rows(spec, trials)
+    folder = Path(results_dir) / f"sweep-{spec.name}"
     paths = {
-        "json": write_json_atomic(stem.with_suffix(".json"), {
+        "json": write_json_atomic(folder / "trials.json", {
             "sweep": spec.name, "definition": str(spec.path), "method": spec.method,
-            "proposer": proposer, "metric": spec.metric.__dict__ if spec.metric else None,
-            "pareto": sorted(pareto_ids(table, spec.metric.goal if spec.metric else "minimize")),
-            "trials": table,
+            "sampler": sampler, "command": command,
+            "metric": {"name": spec.metric, "goal": spec.goal, "target": spec.target},
+            "pareto": sorted(pareto_ids(table, spec.goal)), "trials": table,
         }),
-        "md": write_text_atomic(stem.with_suffix(".md"), markdown(spec, table, proposer)),
-        "png": write_bytes_atomic(stem.with_suffix(".png"), figure_png(spec, table)),
+        "md": write_text_atomic(folder / "README.md", markdown(spec, table, sampler, command)),
+        "png": write_bytes_atomic(folder / "speed_accuracy.png", figure_png(spec, table)),
     }  # fmt: skip
     best = best_row(table)
     if best is not None:
