@@ -38,7 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "loocv": ("loocv", "leave-one-out cross-validation of the infarct-core U-Net"),
     "train-seg": ("train_seg", "train the final infarct-core U-Net on a whole cohort"),
     "segment": ("segment", "segment the infarct core of a case with a trained U-Net"),
-    "sweep": ("sweep", "run a W&B sweep YAML offline with a local driver"),
+    "sweep": ("sweep", "run a W&B sweep YAML offline with Optuna"),
 }
 EXPERIMENT_COMMANDS = ("bench", "compare", "loocv")
 """Commands whose modules are in ``experiments.commands``, not ``perfusion.commands``."""
