@@ -171,7 +171,7 @@ def fit_one(cfg: BenchConfig, fit_cfg: Any, prepared_dir: Path, out_dir: Path) -
     from perfusion.fitting.reuse import finished_fit
     from perfusion.fitting.run import fit_case
 
-    if cfg.resume and (summary := finished_fit(out_dir, fit_cfg)) is not None:
+    if cfg.resume and (summary := finished_fit(out_dir, fit_cfg, prepared_dir)) is not None:
         return summary
     return fit_case(prepared_dir, fit_cfg, out_dir)
 

@@ -228,3 +228,19 @@ def test_loocv_inputs_are_fitted_by_fit_cohort(cohort: Path, tmp_path: Path) -> 
     loocv = LoocvConfig(cohort=cfg, inputs=["truth", "bsvd"])
     assert list(input_fits(loocv)) == ["bsvd"]
     assert input_fits(loocv) != input_fits(LoocvConfig(cohort=changed, inputs=["truth", "bsvd"]))
+
+
+def test_a_case_whose_scan_changed_is_fitted_again(cohort: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    case = tmp_path / "one" / "patient-000"
+    shutil.copytree(case_dirs(cohort)[0], case)
+    out = tmp_path / "out"
+    assert main(["fit-cohort", str(case.parent), f"out={out}", *BSVD]) == 0
+    assert main(["fit-cohort", str(case.parent), f"out={out}", *BSVD]) == 0
+    assert _statuses(capsys.readouterr().out)[-1] == ("patient-000", "reused")
+    scan = case / "ctp.nii.gz"
+    scan.write_bytes(scan.read_bytes())  # same content, a new file: the input is not the same
+    os.utime(scan, ns=(scan.stat().st_atime_ns, scan.stat().st_mtime_ns + 10**9))
+    assert main(["fit-cohort", str(case.parent), f"out={out}", *BSVD]) == 0
+    assert _statuses(capsys.readouterr().out)[-1] == ("patient-000", "fitted")

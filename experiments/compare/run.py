@@ -148,7 +148,7 @@ def _write_control(base: FitConfig, steps: int, seed: int, path: Path) -> None:
 
 def run_arm(arm: Arm, prepared_dir: Path, fit_dir: Path, reuse: bool) -> dict[str, Any]:
     """Fit one arm to one prepared patient (or reuse an identical finished fit); its summary."""
-    if reuse and (summary := finished_fit(fit_dir, arm.fit)) is not None:
+    if reuse and (summary := finished_fit(fit_dir, arm.fit, prepared_dir)) is not None:
         return summary
     print(f"[compare] {arm.name} on {prepared_dir.name}", file=sys.stderr)
     summary = fit_case(prepared_dir, arm.fit, fit_dir)

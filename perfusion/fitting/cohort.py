@@ -126,7 +126,7 @@ def fit_one(
     with cache.claim(path) as mine:
         if not mine:
             return {"case": case.name, "status": BUSY}
-        summary = finished_fit(out / case.name, cfg)
+        summary = finished_fit(out / case.name, cfg, case)
         if summary is not None:
             stored = cache.load(path, key)
             if stored is not None and stored.get("status") in (FITTED, REUSED):

@@ -57,11 +57,27 @@ def saved_config(fit_dir: Path) -> Any | None:
     return OmegaConf.merge(OmegaConf.structured(FitConfig), OmegaConf.load(path))
 
 
-def finished_fit(fit_dir: str | Path, fit_cfg: Any) -> dict[str, Any] | None:
-    """The summary of the fit in ``fit_dir`` when it ran what ``fit_cfg`` asks; else None."""
+def input_digest(source: str | Path) -> str:
+    """Digest of what a fit read: name, size and modification time of the case file, or of
+    every file directly in the case (or prepared) folder. A fit is reused only for the same."""
+    source = Path(source)
+    files = sorted(p for p in source.iterdir() if p.is_file()) if source.is_dir() else [source]
+    return cache.digest([(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files])
+
+
+def finished_fit(
+    fit_dir: str | Path, fit_cfg: Any, source: str | Path | None = None
+) -> dict[str, Any] | None:
+    """The summary of the fit in ``fit_dir`` when it ran what ``fit_cfg`` asks and, given the
+    ``source`` case (or prepared folder), read that same input (its ``input_digest``; a fit
+    written before inputs were recorded is taken as is); else None."""
     fit_dir = Path(fit_dir)
-    summary = fit_dir / "summary.json"
+    summary_path = fit_dir / "summary.json"
     saved = saved_config(fit_dir)
-    if saved is None or not summary.is_file() or fit_digest(saved) != fit_digest(fit_cfg):
+    if saved is None or not summary_path.is_file() or fit_digest(saved) != fit_digest(fit_cfg):
         return None
-    return json.loads(summary.read_text())
+    summary = json.loads(summary_path.read_text())
+    recorded = summary.get("input_digest")
+    if source is not None and recorded is not None and recorded != input_digest(source):
+        return None
+    return summary

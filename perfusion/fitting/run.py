@@ -32,6 +32,7 @@ from perfusion.fitting.maps import (
 )
 from perfusion.fitting.neural import fit_fields
 from perfusion.fitting.report import write_report
+from perfusion.fitting.reuse import input_digest
 from perfusion.io import atomic_dir, read_case, write_json_atomic, write_text_atomic
 from perfusion.prepared import PREPARED_JSON, PreparedCase
 from perfusion.units import TMAX_CONVENTION
@@ -43,6 +44,7 @@ BASELINES: dict[str, Callable[[PreparedCase], dict[str, np.ndarray]]] = {
 """The classical methods (``method=bsvd|nlr``): name -> maps of a prepared case."""
 
 HISTORY_CSV = "history.csv"
+
 """Per-step losses beside summary.json (the same numbers go to the W&B run)."""
 
 TMAX_CONVENTIONS = {
@@ -173,6 +175,7 @@ def _summary(prepared, cfg, maps, valid, counts, wall, fit, case_dir) -> dict[st
     summary: dict[str, Any] = {
         "method": cfg.method,
         "case": str(case_dir),
+        "input_digest": input_digest(case_dir),
         "wall_time_s": wall,
         "tmax_convention": TMAX_CONVENTIONS.get(cfg.method, TMAX_CONVENTION),
         "note": NOTE,
