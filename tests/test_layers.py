@@ -18,7 +18,18 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "perfusion"
 EXPERIMENTS = REPO / "experiments"
 LAYERS: list[set[str]] = [
-    {"__init__", "units", "config", "errors", "atomic", "tracking", "help", "resources", "lazy", "cache"},
+    {
+        "__init__",
+        "units",
+        "config",
+        "errors",
+        "atomic",
+        "tracking",
+        "help",
+        "resources",
+        "lazy",
+        "cache",
+    },
     {"io", "datasets", "evaluation", "clinical"},
     {
         "preprocess",
