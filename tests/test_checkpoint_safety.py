@@ -32,8 +32,9 @@ from perfusion.fitting.init import (
     with_init_settings,
 )
 from perfusion.meta import MetaConfig, export_init
-from perfusion.meta.experiment import latest_checkpoint, run_meta_train
+from perfusion.meta.experiment import run_meta_train
 from perfusion.meta.reptile import _numpy_state_plain
+from perfusion.meta.resume import latest_checkpoint
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fitting_case import make_prepared  # noqa: E402

@@ -25,6 +25,7 @@ from perfusion.domain import Domain
 from perfusion.errors import PerfusionError
 from perfusion.fields import build_fields
 from perfusion.fitting.init import load_init, load_torch_file
+from perfusion.commands.meta_train import OPTIONS
 from perfusion.meta.config import MetaConfig
 from perfusion.meta.experiment import run_meta_train
 
@@ -95,7 +96,7 @@ def test_kill_9_resumes_from_the_last_checkpoint_and_finishes(cohort, tmp_path, 
     assert killed_at % EVERY == 0
     assert not (ckpt / "tiny.ckpt").exists()
 
-    cfg = load_config(MetaConfig, ["meta/default.yaml"], args(cohort, ckpt))
+    cfg = OPTIONS.load(args(cohort, ckpt))  # as the command loads it (fit.yaml under fit)
     run_meta_train(cfg)  # the rerun, in this process (a second interpreter start costs ~20 s)
     err = capfd.readouterr().err
     resumed = re.search(r"resuming tiny from outer step (\d+) \((\S+)\)", err)

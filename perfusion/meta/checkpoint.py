@@ -61,17 +61,18 @@ def inner_fit_settings(cfg: MetaConfig) -> dict[str, Any]:
     settings.update({f"optim.{k}": v for k, v in fit["optim"].items()})
     settings["stop.rule"] = "none"  # Reptile's inner loop runs n_inner steps, always
     for section in ("loss", "sampling", "preprocess", "fields", "domain"):
-        settings.update(_flatten(fit[section], section))
+        settings.update(flatten(fit[section], section))
     return settings
 
 
-def _flatten(values: Any, prefix: str) -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` under ``p`` -> ``{"p.a.b": 1}`` (lists and None stay values)."""
+def flatten(values: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` under ``p`` -> ``{"p.a.b": 1}``, under ``""`` -> ``{"a.b": 1}``
+    (lists and None stay values)."""
     if not isinstance(values, dict):
         return {prefix: values}
     flat: dict[str, Any] = {}
     for key, value in values.items():
-        flat.update(_flatten(value, f"{prefix}.{key}"))
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
     return flat
 
 

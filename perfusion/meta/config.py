@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from perfusion.fitting.config import FitConfig
 
 OUTER_OPTIMIZERS = ("adam", "sgd")
+STRATEGIES = ("auto", "ddp")
 
 
 @dataclass
@@ -48,6 +49,28 @@ class CohortConfig:
 
 
 @dataclass
+class TrainerConfig:
+    """How many processes share the meta-batch (Lightning Trainer arguments of the same names).
+
+    Every rank adapts ``meta_batch / (devices * num_nodes)`` tasks per outer step; one
+    all-reduce averages the adapted weights, so every rank takes the same outer step.
+    """
+
+    devices: int = 1
+    """Processes per node: CPU processes when ``fit.device=cpu`` (gloo), else GPUs (NCCL)."""
+    num_nodes: int = 1
+    """Nodes; with more than one, start the command on every node (torchrun or SLURM srun)."""
+    strategy: str = "auto"
+    """``auto``: one process when ``devices * num_nodes`` is 1, else ``ddp``. ``ddp``: Lightning's
+    DDPStrategy; started by hand it starts the other local ranks itself (running the same
+    command), under torchrun or SLURM it joins the ranks those started."""
+    timeout_s: float = 60.0
+    """Process-group timeout: a rank that does not reach a collective within it (lost, killed,
+    hung) ends the run on every rank. It must exceed one inner adaptation and one checkpoint
+    write, the longest the ranks legitimately wait for each other."""
+
+
+@dataclass
 class MetaConfig:
     """One ``perfusion meta-train`` run."""
 
@@ -64,12 +87,17 @@ class MetaConfig:
     """Outer steps between adaptations to the held-out patients (logged as ``heldout/*``)."""
     checkpoint_dir: str = "checkpoints"
     """Where checkpoints and the exported initialisation go."""
+    meta_batch: int = 1
+    """Tasks per outer step (batched Reptile): the outer gradient is eps * (phi - mean of the
+    adapted phi*). A multiple of ``trainer.devices * trainer.num_nodes``."""
     seed: int = 0
-    """Seed of task order, inner batches and the initial fields."""
+    """Seed of the initial fields, the task of each (outer step, place in the meta-batch) and
+    its inner batches: the result does not depend on the number of processes."""
     threads: int = 1
     """torch CPU threads (0: torch's default, every core). One by default, as for ``perfusion fit``
     (docs/gpu.md: OpenMP threads spin against each other on a shared CPU)."""
     outer: OuterConfig = field(default_factory=OuterConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
     cohort: CohortConfig = field(default_factory=CohortConfig)
     fit: FitConfig = field(default_factory=FitConfig)
     """The inner loop: an ordinary fit's settings (fields, domain, loss, optimiser, batch,
