@@ -27,6 +27,7 @@ from perfusion.meta import (
     outer_optimizer,
     reptile_gradients,
 )
+from perfusion.meta.reptile import task_generator
 from perfusion.meta.tasks import Task
 
 
@@ -123,6 +124,38 @@ def test_one_outer_step_equals_reptile_update_with_sgd():
         for p, p0 in zip(fields.parameters(), before.parameters(), strict=True)
     )
     assert changed > 0
+
+
+def test_one_batched_outer_step_moves_phi_towards_the_mean_adapted_weights():
+    torch.manual_seed(0)
+    cfg = tiny_fit_config()
+    fields = build_fields(cfg.fields, 3)
+    tasks = [tiny_task(fields, seed=0), tiny_task(fields, seed=1)]
+    before = copy.deepcopy(fields)
+    outer = OuterConfig(optimizer="sgd", lr=1.0, epsilon=0.5, schedule="constant")
+    module = MetaReptileModule(
+        fields, tasks, [], cfg, n_inner=3, outer=outer, n_outer=1, seed=1, meta_batch=3
+    )
+    adapted = []
+    for place in range(3):  # the tasks and inner seeds of outer step 0, drawn by hand
+        rng = np.random.default_rng([1, 0] if place == 0 else [1, 0, place])
+        task = tasks[int(rng.integers(2))]
+        copy_ = copy.deepcopy(before)
+        adapt(copy_, task, cfg, 3, seed=int(rng.integers(2**31)))
+        adapted.append(list(copy_.parameters()))
+    trainer = L.Trainer(
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    trainer.fit(module)
+    for index, (p, p0) in enumerate(zip(fields.parameters(), before.parameters(), strict=True)):
+        mean = sum(a[index] for a in adapted) / 3
+        assert torch.allclose(p, p0 + 0.5 * (mean - p0), atol=1e-6)
+    assert {task_generator(1, 0, k).integers(2) for k in range(3)} == {0, 1}  # both tasks drawn
 
 
 def test_exported_init_round_trips_and_refuses_mismatches(tmp_path):

@@ -19,10 +19,15 @@ for preprocessing. A rank that is lost ends the run on the others within
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
+import signal
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -54,6 +59,8 @@ from perfusion.tracking import finish, make_logger, quiet_lightning
 
 LOST_RANK_WORDS = ("connection closed", "connection reset", "timed out", "timeout", "broken pipe")
 """Words of the errors gloo and NCCL raise when a peer died or stopped answering."""
+LAUNCHER_LOGGER = "lightning.fabric.strategies.launchers.subprocess_script"
+"""Where Lightning's launcher logs that a rank it started died (before it kills the rest)."""
 
 
 def ensure_cohort(cfg: MetaConfig) -> list[Path]:
@@ -154,10 +161,13 @@ def run_meta_train(cfg: MetaConfig) -> Path | None:
     callbacks = [_PrepareTasks(train_dirs, held_dirs, plain), _StampSettings(plain), clock]
     trainer = _trainer(plain, run_dir, logger, callbacks)
     try:
-        # weights_only: Lightning would otherwise follow torch's default; say it, never rely on it
-        trainer.fit(module, ckpt_path=str(resume) if resume else None, weights_only=True)
+        with _reporting_lost_children(run_dir):
+            # weights_only: Lightning would otherwise follow torch's default; say it
+            trainer.fit(module, ckpt_path=str(resume) if resume else None, weights_only=True)
     except Exception as error:
         if world > 1 and not isinstance(error, PerfusionError) and _lost_rank(error):
+            if trainer.strategy.launcher is not None:  # the ranks this process started, if any
+                trainer.strategy.launcher.kill(signal.SIGKILL)
             raise PerfusionError(
                 f"lost a rank at outer step {module.global_step} ({_first_line(error)}); "
                 f"rerun the same command to resume from the last checkpoint in {run_dir}"
@@ -201,8 +211,48 @@ def _lost_rank(error: BaseException) -> bool:
 
 
 def _first_line(error: BaseException) -> str:
+    """The first sentence of ``error``, without gloo's ``[file.cc:line]`` prefix."""
     lines = str(error).strip().splitlines()
-    return lines[0][:200] if lines else type(error).__name__
+    text = re.sub(r"^\[[^\]]*\]\s*", "", lines[0]) if lines else type(error).__name__
+    return text.split(". ")[0][:160]
+
+
+class _LostChildLine(logging.Handler):
+    """One line when a rank this launcher started dies.
+
+    Lightning's launcher watches the ranks it started; when one dies it SIGKILLs the others and
+    itself, so no exception ever reaches this process. Its log record of the death is the last
+    moment to say what happened and how to go on.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(logging.INFO)
+        self.run_dir = run_dir
+
+    def emit(self, record: logging.LogRecord) -> None:
+        what = record.getMessage().split(". ")[0]
+        print(
+            f"perfusion meta-train: lost a rank ({what}); rerun the same command to resume "
+            f"from the last checkpoint in {self.run_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+@contextlib.contextmanager
+def _reporting_lost_children(run_dir: Path) -> Iterator[None]:
+    """Route the launcher's record of a dead rank to :class:`_LostChildLine` (only there)."""
+    logger = logging.getLogger(LAUNCHER_LOGGER)
+    handler, saved = _LostChildLine(run_dir), (logger.level, logger.propagate)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 class _PrepareTasks(Callback):
@@ -246,12 +296,18 @@ class _Clock(Callback):
         return 60.0 * (len(self.ends) - 1) / (self.ends[-1] - self.ends[0])
 
 
+def _on_gpu(cfg: MetaConfig) -> bool:
+    """Whether the inner fits run on GPUs (``fit.device`` cuda, or auto with CUDA present)."""
+    device = cfg.fit.device
+    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+
+
 def _strategy(cfg: MetaConfig) -> Any:
     """``auto`` for one process, else DDP with gloo (CPU) or NCCL (GPUs) and a short timeout."""
     if cfg.trainer.strategy == "auto" and cfg.trainer.devices * cfg.trainer.num_nodes == 1:
         return "auto"
     return DDPStrategy(
-        process_group_backend="gloo" if cfg.fit.device == "cpu" else "nccl",
+        process_group_backend="nccl" if _on_gpu(cfg) else "gloo",
         timeout=timedelta(seconds=cfg.trainer.timeout_s),
     )
 
@@ -278,7 +334,7 @@ def _trainer(cfg: MetaConfig, run_dir: Path, logger, callbacks: list[Callback]) 
     return L.Trainer(
         max_steps=cfg.n_outer,
         max_epochs=-1,
-        accelerator="cpu" if cfg.fit.device == "cpu" else "auto",
+        accelerator="gpu" if _on_gpu(cfg) else "cpu",
         devices=cfg.trainer.devices,
         num_nodes=cfg.trainer.num_nodes,
         strategy=_strategy(cfg),
