@@ -57,7 +57,7 @@ class TrainerConfig:
     """
 
     devices: int = 1
-    """Processes per node: CPU processes when ``fit.device=cpu`` (gloo), else GPUs (NCCL)."""
+    """Processes per node: CPU processes (gloo), or GPUs (NCCL) when the fits run on CUDA."""
     num_nodes: int = 1
     """Nodes; with more than one, start the command on every node (torchrun or SLURM srun)."""
     strategy: str = "auto"

@@ -179,7 +179,6 @@ class MetaReptileModule(L.LightningModule):
                 "outer_lr": outer.lr,
                 "epsilon": outer.epsilon,
                 "outer_optimizer": outer.optimizer,
-                "tasks": [t.name for t in tasks],
             }
         )
 

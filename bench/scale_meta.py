@@ -1,0 +1,121 @@
+"""Meta-training outer steps per minute on 1 and 2 processes (gloo, CPU) at meta_batch 2.
+
+    .venv/bin/python bench/scale_meta.py [--steps 6] [--inner 50] [--repeats 2] [--write]
+
+Runs ``perfusion meta-train meta_batch=2`` with ``trainer.devices=1`` and ``2`` in turn (each
+repeat runs both, so load from other jobs falls on both alike) on a 4-patient phantom cohort
+of 48 x 48 x 12 voxels (generated once under data/bench-scale/), one thread per process.
+The rate is what meta-train prints: outer steps after the first per minute of wall time, so
+start-up, preprocessing and the second rank's launch are left out. Prints a Markdown table
+and the ratio of the medians; ``--write`` puts it, with the command, under "## Meta-training"
+in bench/results/scale/README.md (other sections of that page are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "data" / "bench-scale"
+PAGE = ROOT / "bench" / "results" / "scale" / "README.md"
+HEADING = "## Meta-training"
+COHORT = [
+    f"cohort.dir={WORK / 'cohort'}",
+    "cohort.n=4",
+    'cohort.phantom=["shape=[48,48,12]","noise_hu=5.0","fov_mm=[230.4,230.4,160.0]"]',
+    "cohort.heldout=0",
+]
+RATE = re.compile(r"on (\d+) rank\(s\), ([\d.]+) outer steps/min")
+
+
+def run(devices: int, steps: int, inner: int) -> float:
+    """One meta-train run; its outer steps per minute."""
+    folder = WORK / f"checkpoints-{devices}"
+    shutil.rmtree(folder, ignore_errors=True)  # never resume: each run starts at step 0
+    command = [sys.executable, "-m", "perfusion.cli", "meta-train", *COHORT]
+    command += [f"name=scale-{devices}", f"checkpoint_dir={folder}", f"n_outer={steps}"]
+    command += [f"n_inner={inner}", "meta_batch=2", f"trainer.devices={devices}", "threads=1"]
+    command += ["checkpoint_every=1000", "eval_every=100000", "fit.device=cpu"]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
+    match = RATE.search(done.stderr)
+    if done.returncode != 0 or match is None or int(match.group(1)) != devices:
+        sys.exit(f"meta-train on {devices} process(es) failed:\n{done.stderr[-3000:]}")
+    return float(match.group(2))
+
+
+def table(rates: dict[int, list[float]]) -> str:
+    lines = [
+        "| processes | meta_batch | tasks per process and step | outer steps/min (each repeat) | median |",
+        "|---|---|---|---|---|",
+    ]
+    for devices, values in rates.items():
+        each = ", ".join(f"{v:.2f}" for v in values)
+        median = statistics.median(values)
+        lines.append(f"| {devices} | 2 | {2 // devices} | {each} | {median:.2f} |")
+    ratio = statistics.median(rates[2]) / statistics.median(rates[1])
+    lines.append("")
+    lines.append(f"Ratio, 2 processes over 1: **{ratio:.2f}x** outer steps per minute.")
+    return "\n".join(lines)
+
+
+def section(body: str, args: argparse.Namespace) -> str:
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    command = "python bench/scale_meta.py " + " ".join(
+        [f"--steps {args.steps}", f"--inner {args.inner}", f"--repeats {args.repeats}", "--write"]
+    )
+    return (
+        f"{HEADING}\n\n"
+        "`perfusion meta-train meta_batch=2` with `trainer.devices=1` and `trainer.devices=2` "
+        "(Lightning DDP, gloo, one thread per process) on a 4-patient phantom cohort of "
+        f"48 x 48 x 12 voxels, {args.steps} outer steps of `n_inner={args.inner}` inner steps "
+        "and the default fit's pre-fits per task. The rate leaves out the first outer step, "
+        "start-up and preprocessing.\n\n"
+        f"Command: `{command}`\n\nMachine: {machine}.\n\n{body}\n"
+    )
+
+
+def write(text: str) -> None:
+    """Replace the Meta-training section of the page (up to the next ``## `` heading)."""
+    old = PAGE.read_text() if PAGE.is_file() else "# Scaling out\n\n"
+    start = old.find(HEADING)
+    if start < 0:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        following = old.find("\n## ", start + len(HEADING))
+        rest = "\n" + old[following + 1 :] if following >= 0 else ""
+        new = old[:start] + text + rest
+    PAGE.parent.mkdir(parents=True, exist_ok=True)
+    PAGE.write_text(new)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=6, help="outer steps per run")
+    parser.add_argument("--inner", type=int, default=50, help="inner steps per task")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per process count")
+    parser.add_argument("--write", action="store_true", help=f"write the section into {PAGE}")
+    args = parser.parse_args()
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    for repeat in range(args.repeats):
+        for devices in rates:
+            rates[devices].append(run(devices, args.steps, args.inner))
+            print(
+                f"repeat {repeat + 1}, {devices} process(es): {rates[devices][-1]:.2f} outer steps/min"
+            )
+    body = table(rates)
+    print(body)
+    if args.write:
+        write(section(body, args))
+
+
+if __name__ == "__main__":
+    main()
