@@ -36,8 +36,10 @@ COHORT = [
 RATE = re.compile(r"on (\d+) rank\(s\), ([\d.]+) outer steps/min")
 
 
-def run(devices: int, steps: int, inner: int) -> float:
-    """One meta-train run; its outer steps per minute."""
+def run(devices: int, steps: int, inner: int) -> tuple[float, float]:
+    """One meta-train run: its outer steps per minute and the 1-minute load average before it
+    (other jobs on the machine take cores from the processes measured)."""
+    load = os.getloadavg()[0]
     folder = WORK / f"checkpoints-{devices}"
     shutil.rmtree(folder, ignore_errors=True)  # never resume: each run starts at step 0
     command = [sys.executable, "-m", "perfusion.cli", "meta-train", *COHORT]
@@ -49,19 +51,21 @@ def run(devices: int, steps: int, inner: int) -> float:
     match = RATE.search(done.stderr)
     if done.returncode != 0 or match is None or int(match.group(1)) != devices:
         sys.exit(f"meta-train on {devices} process(es) failed:\n{done.stderr[-3000:]}")
-    return float(match.group(2))
+    return float(match.group(2)), load
 
 
-def table(rates: dict[int, list[float]]) -> str:
+def table(rates: dict[int, list[tuple[float, float]]]) -> str:
     lines = [
-        "| processes | meta_batch | tasks per process and step | outer steps/min (each repeat) | median |",
-        "|---|---|---|---|---|",
+        "| processes | meta_batch | tasks per process and step | outer steps/min (each repeat) "
+        "| median | load before each repeat |",
+        "|---|---|---|---|---|---|",
     ]
     for devices, values in rates.items():
-        each = ", ".join(f"{v:.2f}" for v in values)
-        median = statistics.median(values)
-        lines.append(f"| {devices} | 2 | {2 // devices} | {each} | {median:.2f} |")
-    ratio = statistics.median(rates[2]) / statistics.median(rates[1])
+        each = ", ".join(f"{rate:.2f}" for rate, _ in values)
+        loads = ", ".join(f"{load:.1f}" for _, load in values)
+        median = statistics.median(rate for rate, _ in values)
+        lines.append(f"| {devices} | 2 | {2 // devices} | {each} | {median:.2f} | {loads} |")
+    ratio = statistics.median(r for r, _ in rates[2]) / statistics.median(r for r, _ in rates[1])
     lines.append("")
     lines.append(f"Ratio, 2 processes over 1: **{ratio:.2f}x** outer steps per minute.")
     return "\n".join(lines)
@@ -78,7 +82,9 @@ def section(body: str, args: argparse.Namespace) -> str:
         "(Lightning DDP, gloo, one thread per process) on a 4-patient phantom cohort of "
         f"48 x 48 x 12 voxels, {args.steps} outer steps of `n_inner={args.inner}` inner steps "
         "and the default fit's pre-fits per task. The rate leaves out the first outer step, "
-        "start-up and preprocessing.\n\n"
+        "start-up and preprocessing. The load is the 1-minute load average just before each "
+        "run: on a machine shared with other jobs, a load near or above its core count leaves "
+        "the second process no core of its own.\n\n"
         f"Command: `{command}`\n\nMachine: {machine}.\n\n{body}\n"
     )
 

@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from perfusion.commands.meta_train import OPTIONS
 from perfusion.config import load_config
 from perfusion.domain import Domain
 from perfusion.errors import PerfusionError
 from perfusion.fields import build_fields
 from perfusion.fitting.init import load_init, load_torch_file
-from perfusion.commands.meta_train import OPTIONS
 from perfusion.meta.config import MetaConfig
 from perfusion.meta.experiment import run_meta_train
 

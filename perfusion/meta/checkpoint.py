@@ -10,7 +10,8 @@
 - ``fit``: the inner loop's settings (steps, batch, optimiser, loss, AIF pre-fit,
   preprocessing) that ``perfusion fit init=...`` repeats;
 - ``fit_config``: the whole inner-loop FitConfig (plain dict), to rebuild the same fields;
-- ``meta``: how it was made (outer steps, cohort, machine, time); ``sha256`` of the weights.
+- ``meta``: how it was made (outer steps, meta-batch, cohort, machine, time);
+  ``sha256`` of the weights.
 
 It is read with ``weights_only=True`` (:func:`perfusion.fitting.init.load_torch_file`), so the
 payload holds tensors and plain values only (dicts, lists, str, int, float, bool, None).
@@ -99,6 +100,7 @@ def export_init(
             "outer_steps": int(outer_steps),
             "n_outer": int(cfg.n_outer),
             "n_inner": int(cfg.n_inner),
+            "meta_batch": int(cfg.meta_batch),
             "outer": asdict(cfg.outer),
             "cohort": cohort,
             "cohort_config": asdict(cfg.cohort),
