@@ -110,13 +110,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs per process count")
     parser.add_argument("--write", action="store_true", help=f"write the section into {PAGE}")
     args = parser.parse_args()
-    rates: dict[int, list[float]] = {1: [], 2: []}
+    rates: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
     for repeat in range(args.repeats):
         for devices in rates:
-            rates[devices].append(run(devices, args.steps, args.inner))
-            print(
-                f"repeat {repeat + 1}, {devices} process(es): {rates[devices][-1]:.2f} outer steps/min"
-            )
+            rate, load = run(devices, args.steps, args.inner)
+            rates[devices].append((rate, load))
+            print(f"repeat {repeat + 1}, {devices} process(es): {rate:.2f}/min, load {load:.1f}")
     body = table(rates)
     print(body)
     if args.write:
