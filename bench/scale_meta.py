@@ -36,10 +36,26 @@ COHORT = [
 RATE = re.compile(r"on (\d+) rank\(s\), ([\d.]+) outer steps/min")
 
 
+SPIN = "import time\nt = time.perf_counter()\nfor i in range(20_000_000):\n    pass\n"
+SPIN += "print(time.perf_counter() - t)"
+
+
+def free_cores() -> float:
+    """Cores this job gets at once right now: 2 x the time of one pure-Python loop over the
+    time of the slower of two started together (2.0 on an idle machine of 2 or more cores;
+    other jobs on a shared machine take the rest)."""
+
+    def spin(n: int) -> list[float]:
+        command = [sys.executable, "-c", SPIN]
+        procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(n)]
+        return [float(proc.communicate()[0]) for proc in procs]
+
+    return 2.0 * spin(1)[0] / max(spin(2))
+
+
 def run(devices: int, steps: int, inner: int) -> tuple[float, float]:
-    """One meta-train run: its outer steps per minute and the 1-minute load average before it
-    (other jobs on the machine take cores from the processes measured)."""
-    load = os.getloadavg()[0]
+    """One meta-train run: its outer steps per minute and :func:`free_cores` just before it."""
+    cores = free_cores()
     folder = WORK / f"checkpoints-{devices}"
     shutil.rmtree(folder, ignore_errors=True)  # never resume: each run starts at step 0
     command = [sys.executable, "-m", "perfusion.cli", "meta-train", *COHORT]
@@ -51,20 +67,23 @@ def run(devices: int, steps: int, inner: int) -> tuple[float, float]:
     match = RATE.search(done.stderr)
     if done.returncode != 0 or match is None or int(match.group(1)) != devices:
         sys.exit(f"meta-train on {devices} process(es) failed:\n{done.stderr[-3000:]}")
-    return float(match.group(2)), load
+    return float(match.group(2)), cores
 
 
 def table(rates: dict[int, list[tuple[float, float]]]) -> str:
     lines = [
         "| processes | meta_batch | tasks per process and step | outer steps/min (each repeat) "
-        "| median | load before each repeat |",
-        "|---|---|---|---|---|---|",
+        "| median | s per task on one process | free cores before each repeat |",
+        "|---|---|---|---|---|---|---|",
     ]
     for devices, values in rates.items():
         each = ", ".join(f"{rate:.2f}" for rate, _ in values)
-        loads = ", ".join(f"{load:.1f}" for _, load in values)
+        free = ", ".join(f"{cores:.1f}" for _, cores in values)
         median = statistics.median(rate for rate, _ in values)
-        lines.append(f"| {devices} | 2 | {2 // devices} | {each} | {median:.2f} | {loads} |")
+        per_task = 60.0 / median / (2 // devices)  # wall time of one adaptation on a rank
+        lines.append(
+            f"| {devices} | 2 | {2 // devices} | {each} | {median:.2f} | {per_task:.1f} | {free} |"
+        )
     ratio = statistics.median(r for r, _ in rates[2]) / statistics.median(r for r, _ in rates[1])
     lines.append("")
     lines.append(f"Ratio, 2 processes over 1: **{ratio:.2f}x** outer steps per minute.")
@@ -82,9 +101,11 @@ def section(body: str, args: argparse.Namespace) -> str:
         "(Lightning DDP, gloo, one thread per process) on a 4-patient phantom cohort of "
         f"48 x 48 x 12 voxels, {args.steps} outer steps of `n_inner={args.inner}` inner steps "
         "and the default fit's pre-fits per task. The rate leaves out the first outer step, "
-        "start-up and preprocessing. The load is the 1-minute load average just before each "
-        "run: on a machine shared with other jobs, a load near or above its core count leaves "
-        "the second process no core of its own.\n\n"
+        "start-up and preprocessing. Free cores: a control just before each run, 2 x the time "
+        "of one pure-Python loop over that of two started together (2.0 when two cores are "
+        "free; other jobs on a shared machine take the rest). With about one free core, the "
+        "time each process takes per task grows as much as the processes gain by sharing the "
+        "meta-batch.\n\n"
         f"Command: `{command}`\n\nMachine: {machine}.\n\n{body}\n"
     )
 
@@ -113,9 +134,9 @@ def main() -> None:
     rates: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
     for repeat in range(args.repeats):
         for devices in rates:
-            rate, load = run(devices, args.steps, args.inner)
-            rates[devices].append((rate, load))
-            print(f"repeat {repeat + 1}, {devices} process(es): {rate:.2f}/min, load {load:.1f}")
+            rate, cores = run(devices, args.steps, args.inner)
+            rates[devices].append((rate, cores))
+            print(f"repeat {repeat + 1}, {devices} process(es): {rate:.2f}/min, {cores:.1f} cores")
     body = table(rates)
     print(body)
     if args.write:
