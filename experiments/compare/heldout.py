@@ -21,9 +21,9 @@ from omegaconf import OmegaConf
 from experiments.compare.config import HeldoutConfig
 from perfusion.config import load_config
 from perfusion.errors import PerfusionError
+from perfusion.fitting.cohort import find_cases
 from perfusion.fitting.config import FitConfig
 from perfusion.io import load_nifti, read_case, write_nifti_atomic
-from perfusion.meta.tasks import case_dirs
 from perfusion.prepared import PREPARED_JSON, PreparedCase
 
 BRAINMASK_FILE = "brainmask.nii.gz"
@@ -41,10 +41,10 @@ def ensure_heldout(cfg: HeldoutConfig, checkpoint: dict[str, Any], default_dir: 
     if training.get("dir") and Path(training["dir"]).resolve() == folder.resolve():
         raise PerfusionError("heldout.dir is the meta-training cohort's folder", folder)
     _check_cohort_seed(folder, cfg.seed)
-    dirs = case_dirs(folder)
+    dirs = find_cases(folder)
     if len(dirs) < cfg.n:
         _generate(cfg, training, folder)
-        dirs = case_dirs(folder)
+        dirs = find_cases(folder)
     return dirs[: cfg.n]
 
 

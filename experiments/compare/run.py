@@ -52,13 +52,13 @@ from perfusion.config import to_object
 from perfusion.errors import PerfusionError
 from perfusion.evaluation import pearson_r
 from perfusion.fields import build_fields
+from perfusion.fitting.cohort import find_cases
 from perfusion.fitting.config import FitConfig
 from perfusion.fitting.init import build_fit_config, read_init, recorded_settings
 from perfusion.fitting.reuse import finished_fit, fit_digest
 from perfusion.fitting.run import fit_case, read_history
 from perfusion.meta.checkpoint import export_init
 from perfusion.meta.config import MetaConfig
-from perfusion.meta.tasks import case_dirs
 from perfusion.prepared import PreparedCase
 
 ARM_KINDS = ("meta", "random", "prior", "noinit", "sppinn")
@@ -285,7 +285,7 @@ def prior_cohort(
     if not cfg.prior.enabled:
         return []
     if cfg.prior.cohort_dir:
-        dirs = case_dirs(cfg.prior.cohort_dir)
+        dirs = find_cases(cfg.prior.cohort_dir)
     else:
         meta = checkpoint.get("meta") or {}
         folder = (meta.get("cohort_config") or {}).get("dir")

@@ -65,15 +65,23 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
+def find_cases(folder: str | Path) -> list[Path]:
+    """The case folders directly under ``folder`` (holding ``ctp.nii.gz``, or ``prepared.json``
+    for a preprocessed case, as ``perfusion fit`` accepts), sorted by name; [] when none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p for p in folder.iterdir() if (p / CTP_FILE).is_file() or (p / PREPARED_JSON).is_file()
+    )
+
+
 def case_dirs(cohort: str | Path) -> list[Path]:
-    """The case folders directly under ``cohort`` (holding ``ctp.nii.gz``, or ``prepared.json``
-    for a preprocessed case, as ``perfusion fit`` accepts), sorted by name; refused when none."""
+    """:func:`find_cases` of ``cohort``, refused when the folder is missing or holds none."""
     cohort = Path(cohort)
     if not cohort.is_dir():
         raise PerfusionError("cohort folder not found", cohort)
-    cases = sorted(
-        p for p in cohort.iterdir() if (p / CTP_FILE).is_file() or (p / PREPARED_JSON).is_file()
-    )
+    cases = find_cases(cohort)
     if not cases:
         raise PerfusionError(f"no case folders (with {CTP_FILE} or {PREPARED_JSON})", cohort)
     return cases

@@ -43,6 +43,7 @@ from omegaconf import OmegaConf
 from perfusion.config import save_resolved, to_object
 from perfusion.errors import PerfusionError
 from perfusion.fields import build_fields
+from perfusion.fitting.cohort import find_cases
 from perfusion.meta.checkpoint import export_init
 from perfusion.meta.config import STRATEGIES, MetaConfig
 from perfusion.meta.reptile import MetaReptileModule, frame_of
@@ -54,7 +55,7 @@ from perfusion.meta.resume import (
     result_digest,
     result_settings,
 )
-from perfusion.meta.tasks import case_dirs, load_tasks
+from perfusion.meta.tasks import load_tasks
 from perfusion.tracking import finish, make_logger, quiet_lightning
 
 LOST_RANK_WORDS = ("connection closed", "connection reset", "timed out", "timeout", "broken pipe")
@@ -72,12 +73,12 @@ def ensure_cohort(cfg: MetaConfig) -> list[Path]:
     """
     target = Path(cfg.cohort.dir)
     lock = target.with_name(target.name + ".lock")
-    dirs = case_dirs(target)
+    dirs = find_cases(target)
     if dirs and not lock.exists():
         return dirs
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock)):
-        dirs = case_dirs(target)
+        dirs = find_cases(target)
         if dirs:
             return dirs
         from perfusion.config import load_config
@@ -88,7 +89,7 @@ def ensure_cohort(cfg: MetaConfig) -> list[Path]:
         phantom_cfg = load_config(PhantomConfig, ["phantom.yaml"], overrides)
         print(f"[meta] generating {cfg.cohort.n} phantom patients in {target}", file=sys.stderr)
         make_cohort(phantom_cfg, target)
-        return case_dirs(target)
+        return find_cases(target)
 
 
 def world_size(cfg: MetaConfig) -> int:

@@ -21,8 +21,7 @@ from perfusion.fitting.neural import case_samples
 from perfusion.fitting.run import load_prepared
 from perfusion.fitting.sampling import CaseSamples
 from perfusion.fitting.steps import FeatureSource
-from perfusion.io import CTP_FILE
-from perfusion.prepared import PREPARED_JSON, PreparedCase
+from perfusion.prepared import PreparedCase
 
 
 @dataclass
@@ -32,17 +31,6 @@ class Task:
     name: str
     samples: CaseSamples
     features: FeatureSource
-
-
-def case_dirs(folder: str | Path) -> list[Path]:
-    """Case folders (holding ``ctp.nii.gz``, or ``prepared.json`` for an already preprocessed
-    case, as ``perfusion fit`` accepts) directly under ``folder``, sorted by name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    return sorted(
-        p for p in folder.iterdir() if (p / CTP_FILE).is_file() or (p / PREPARED_JSON).is_file()
-    )
 
 
 def load_tasks(
