@@ -303,3 +303,10 @@ def test_prior_line_compares_the_population_prior_with_the_pre_fits():
     better = {**table, "no-init@0": ("noinit", 0, 3.0, [(0.1, 0.1, 0.1), (0.1, 0.1, 0.1)])}
     assert "can start closer" in prior_line(summarize(records(better)))
     assert prior_line(summarize(records())) is None
+    # a rerun reproduces the table from the cached fits, refitting nothing
+    fits = sorted((tmp_path / "work").rglob("summary.json"))
+    assert len(fits) >= 5
+    stamps = {p: p.stat().st_mtime_ns for p in fits}
+    again = run_compare(cfg)
+    assert {p: p.stat().st_mtime_ns for p in fits} == stamps
+    assert [r["metrics"] for r in again["records"]] == [r["metrics"] for r in payload["records"]]
