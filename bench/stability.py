@@ -122,6 +122,8 @@ def main() -> None:
         "`perfusion fit` with its default preprocessing). CBF r: correlation of the changed case's",
         "CBF with the unchanged case's over the unchanged case's brain; the seed column compares",
         "two fits of the unchanged case that differ only in `seed` (the fit's own spread).",
+        "`default fit, anchor 1` adds `loss.anchor=1.0 loss.anchor_share=1000`: a constant pull",
+        "of f_ODE toward the smoothed grid start (an experiment, not the default).",
         "",
         "| " + " | ".join(header) + " |",
         "|---" * len(header) + "|",
