@@ -20,9 +20,10 @@ import sys
 import time
 from pathlib import Path
 
+from scale_page import replace_section
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "data" / "bench-scale"
-PAGE = ROOT / "bench" / "results" / "scale" / "README.md"
 HEADING = "## Cohort fitting"
 
 
@@ -56,20 +57,6 @@ def timed_shards(cohort: Path, out: Path, count: int, keys: list[str]) -> tuple[
 
 def fitted(outputs: list[str]) -> int:
     return sum(len(re.findall(r"^\[\d+/\d+\] \S+: fitted", t, re.MULTILINE)) for t in outputs)
-
-
-def write_section(section: str) -> None:
-    """Replace (or append) this script's section of the page, keeping the others."""
-    PAGE.parent.mkdir(parents=True, exist_ok=True)
-    text = PAGE.read_text() if PAGE.is_file() else "# Scaling out\n"
-    start = text.find(HEADING)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(HEADING))
-        rest = text[end + 1 :] if end >= 0 else ""
-        text = text[:start] + section + ("\n" + rest if rest else "")
-    PAGE.write_text(text.rstrip("\n") + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(section)
     if not args.no_write:
-        write_section(section)
+        replace_section(HEADING, section)
     return 0
 
 

@@ -23,9 +23,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from scale_page import PAGE, replace_section
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "data" / "bench-scale"
-PAGE = ROOT / "bench" / "results" / "scale" / "README.md"
 HEADING = "## Meta-training"
 COHORT = [
     f"cohort.dir={WORK / 'cohort'}",
@@ -110,20 +111,6 @@ def section(body: str, args: argparse.Namespace) -> str:
     )
 
 
-def write(text: str) -> None:
-    """Replace the Meta-training section of the page (up to the next ``## `` heading)."""
-    old = PAGE.read_text() if PAGE.is_file() else "# Scaling out\n\n"
-    start = old.find(HEADING)
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        following = old.find("\n## ", start + len(HEADING))
-        rest = "\n" + old[following + 1 :] if following >= 0 else ""
-        new = old[:start] + text + rest
-    PAGE.parent.mkdir(parents=True, exist_ok=True)
-    PAGE.write_text(new)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6, help="outer steps per run")
@@ -140,7 +127,7 @@ def main() -> None:
     body = table(rates)
     print(body)
     if args.write:
-        write(section(body, args))
+        replace_section(HEADING, section(body, args))
 
 
 if __name__ == "__main__":
