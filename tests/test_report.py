@@ -138,7 +138,10 @@ def test_aif_record_becomes_source_confidence_and_warnings() -> None:
     meta = {"source": "auto", "flags": ["truncated_bolus"], "confidence": 0.41, "confident": False,
             "aif_voxels": [[1, 2, 3]], "vof_voxels": None}  # fmt: skip
     inputs = ArterialInput.from_meta(np.arange(3.0), np.ones(3), None, meta)
-    assert inputs.describe() == "AIF automatic, confidence 0.41"
+    assert inputs.describe() == "AIF automatic, selection NOT confident, lead 0.41"
+    alike_meta = {**meta, "confidence": 0.03, "confident": True}  # runners-up of the same shape
+    alike = ArterialInput.from_meta(np.arange(3.0), np.ones(3), None, alike_meta)
+    assert alike.describe() == "AIF automatic, confident selection, lead 0.03"
     warnings = inputs.warnings()
     assert warnings[0].startswith("truncated bolus") and "not confident (0.41)" in warnings[1]
     assert inputs.aif_voxels.shape == (1, 3) and inputs.vof_voxels is None

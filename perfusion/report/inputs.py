@@ -82,11 +82,15 @@ class ArterialInput:
         )
 
     def describe(self) -> str:
-        """One line: where the AIF came from and, when known, the selection's confidence."""
+        """One line: where the AIF came from and, for an automatic selection, its verdict in
+        words with the chosen curves' lead over the runners-up (a small lead is still a
+        confident selection when the runners-up have the same shape)."""
         text = f"AIF {SOURCES.get(self.source or '', self.source or 'source not recorded')}"
-        if self.confidence is not None:
-            text += f", confidence {self.confidence:.2f}"
-        return text
+        verdict = {True: "confident selection", False: "selection NOT confident"}
+        words = verdict.get(self.confident) if self.confident is not None else None
+        lead = None if self.confidence is None else f"lead {self.confidence:.2f}"
+        details = ", ".join(w for w in (words, lead) if w)
+        return f"{text}, {details}" if details else text
 
     def warnings(self) -> list[str]:
         """Plain-language warnings: one per quality flag, and a low-confidence selection."""
