@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fit-cohort": ("fit_cohort", "fit every case of a cohort folder (resumable, shard=i/n)"),
     "bench": ("bench", "accuracy benchmark of every method against phantom truth"),
     "meta-train": ("meta_train", "Reptile meta-learning of a field initialisation"),
-    "compare": ("compare", "ReSPPINN@500 (meta-init) vs no-init vs SPPINN on held-out phantoms"),
+    "compare": ("compare", "meta-learned init vs fits from scratch vs SPPINN on held-out phantoms"),
     "loocv": ("loocv", "leave-one-out cross-validation of the infarct-core U-Net"),
     "train-seg": ("train_seg", "train the final infarct-core U-Net on a whole cohort"),
     "segment": ("segment", "segment the infarct core of a case with a trained U-Net"),
