@@ -131,3 +131,28 @@ def test_a_fit_is_reused_when_nothing_that_shapes_its_maps_changed():
     assert settings("stop.target=fit") != settings("stop.target=sd")  # the noise rule reads it
     assert settings("report=false") == settings("report=true")
     assert settings("threads=2", "preprocess.threads=2", "device=cpu") == settings("threads=1")
+
+
+def test_a_fit_from_a_checkpoint_is_reused_only_for_the_weights_it_started_from(tmp_path):
+    import os
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from perfusion.fitting.config import FitConfig
+    from perfusion.fitting.reuse import finished_fit
+
+    ckpt = tmp_path / "init.ckpt"
+    torch.save({"state_dict": {}, "sha256": "aaa"}, ckpt)
+    cfg = load_config(FitConfig, ["fit.yaml"], [f"init={ckpt}"])
+    fit = tmp_path / "fit"
+    fit.mkdir()
+    OmegaConf.save(cfg, fit / "config.yaml")
+    summary = {"method": "resppinn", "init": {"path": str(ckpt), "sha256": "aaa"}}
+    (fit / "summary.json").write_text(json.dumps(summary))
+    assert finished_fit(fit, cfg) == summary
+    torch.save({"state_dict": {}, "sha256": "bbb"}, ckpt)  # retrained at the same path
+    os.utime(ckpt, ns=(1, ckpt.stat().st_mtime_ns + 10**9))
+    assert finished_fit(fit, cfg) is None
+    (fit / "summary.json").write_text(json.dumps({"method": "resppinn"}))  # weights unrecorded
+    assert finished_fit(fit, cfg) is None

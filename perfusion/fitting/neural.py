@@ -104,7 +104,11 @@ def _fit_region(
     info: dict[str, Any] = {}
     if cfg.init:
         checkpoint = load_init(fields, cfg.init, domain.scales())
-        info["init"] = {"path": str(cfg.init), "fit": checkpoint.get("fit")}
+        info["init"] = {
+            "path": str(cfg.init),
+            "sha256": checkpoint.get("sha256"),
+            "fit": checkpoint.get("fit"),
+        }
     fields = fields.to(device)
     features = FeatureSource(fields, samples.x)
     aif_l1, ode_mse = prefit(fields, features, samples, cfg)

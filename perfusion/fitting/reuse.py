@@ -3,11 +3,13 @@
 A fit folder holds the ``config.yaml`` it ran with. It is reused only when the digest
 (:func:`perfusion.cache.digest`) of its effective settings, completed with today's defaults
 for keys added since (a new key's default keeps the old behaviour), equals the digest of the
-wanted config, and, for a fit started from a checkpoint, of that checkpoint's weights.
+wanted config, and, for a fit started from a checkpoint, the weights it recorded starting
+from (``summary.json`` ``init.sha256``) are those of the checkpoint asked for now.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -37,13 +39,32 @@ def effective_settings(fit_cfg: Any) -> dict[str, Any]:
     return settings
 
 
-def fit_digest(fit_cfg: Any) -> str:
-    """Digest of what shapes a fit's maps: its effective settings and its start weights."""
+UNRECORDED = "unrecorded"
+"""The start weights of a saved fit that did not record their digest: matches no checkpoint."""
+
+
+def init_weights(path: str | Path | None) -> str | None:
+    """The ``sha256`` of the start checkpoint's weights (None without one or when missing),
+    read once per file version."""
+    if not path or not Path(path).is_file():
+        return None
+    stat = Path(path).stat()
+    return _weights_sha(str(Path(path).absolute()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=32)
+def _weights_sha(path: str, mtime_ns: int, size: int) -> str | None:
     from perfusion.fitting.init import read_init
 
+    return read_init(path).get("sha256")
+
+
+def fit_digest(fit_cfg: Any, weights: str | None = None) -> str:
+    """Digest of what shapes a fit's maps: its effective settings and its start weights
+    (``weights``, else those of the checkpoint ``fit_cfg.init`` names today)."""
     settings = effective_settings(fit_cfg)
-    init = settings.get("init")
-    weights = read_init(init).get("sha256") if init and Path(init).is_file() else None
+    if weights is None:
+        weights = init_weights(settings.get("init"))
     return cache.digest(settings, weights)
 
 
@@ -74,9 +95,13 @@ def finished_fit(
     fit_dir = Path(fit_dir)
     summary_path = fit_dir / "summary.json"
     saved = saved_config(fit_dir)
-    if saved is None or not summary_path.is_file() or fit_digest(saved) != fit_digest(fit_cfg):
+    if saved is None or not summary_path.is_file():
         return None
     summary = json.loads(summary_path.read_text())
+    # the weights the fit started from, as it recorded them (the file may have changed since)
+    started = (summary.get("init") or {}).get("sha256", UNRECORDED) if saved.init else None
+    if fit_digest(saved, started) != fit_digest(fit_cfg):
+        return None
     recorded = summary.get("input_digest")
     if source is not None and recorded is not None and recorded != input_digest(source):
         return None
