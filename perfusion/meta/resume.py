@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from perfusion.cache import canonical, digest
+from perfusion.cache import DIGEST_KEY, canonical, digest
 from perfusion.errors import PerfusionError
 from perfusion.fitting.init import UnsafeCheckpointError, load_torch_file
 from perfusion.meta.checkpoint import flatten
@@ -31,7 +31,6 @@ RESULT_FREE_KEYS = (
 """MetaConfig keys that leave the learned initialisation as it is (to float tolerance):
 ``fit.steps`` is replaced by ``n_inner`` and the inner loop never stops early (``fit.stop``); ``fit.device`` and ``trainer`` change only where the
 arithmetic runs, so a run started on one CPU may continue on several processes or a GPU."""
-DIGEST_KEY = "config_digest"
 SETTINGS_KEY = "result_settings"
 
 
@@ -79,15 +78,21 @@ def check_resumable(last: Path, fields, frame: dict[str, Any], cfg: MetaConfig) 
     for key, now in (("architecture", fields.architecture()), ("frame", frame)):
         found = saved.get(key)
         if found is not None and found != now:
-            differ = sorted(k for k in set(found) | set(now) if found.get(k) != now.get(k))
             raise PerfusionError(
-                f"resume checkpoint has another {key} (differs in {differ}); {advice}", last
+                f"resume checkpoint has another {key} (differs in {_differ(found, now)}); {advice}",
+                last,
             )
     if saved.get(DIGEST_KEY) != result_digest(cfg):
         found, now = saved.get(SETTINGS_KEY) or {}, result_settings(cfg)
-        differ = sorted(k for k in set(found) | set(now) if found.get(k) != now.get(k))
-        what = f"differs in {differ}" if found else "made before settings were recorded"
+        what = (
+            f"differs in {_differ(found, now)}" if found else "made before settings were recorded"
+        )
         raise PerfusionError(
             f"resume checkpoint was made with other settings ({what}); {advice}", last
         )
     return int(saved.get("global_step", 0))
+
+
+def _differ(found: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The keys whose values differ between two dicts (missing on one side counts)."""
+    return sorted(k for k in set(found) | set(now) if found.get(k) != now.get(k))
