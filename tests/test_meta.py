@@ -92,6 +92,18 @@ def test_unknown_outer_optimizer_is_refused():
         outer_optimizer([torch.nn.Parameter(torch.zeros(1))], OuterConfig(optimizer="rmsprop"), 5)
 
 
+def one_step_trainer() -> L.Trainer:
+    """A quiet CPU Trainer for exactly one outer step."""
+    return L.Trainer(
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+
+
 def test_one_outer_step_equals_reptile_update_with_sgd():
     torch.manual_seed(0)
     cfg = tiny_fit_config()
@@ -105,14 +117,7 @@ def test_one_outer_step_equals_reptile_update_with_sgd():
     rng.integers(1)
     adapted = copy.deepcopy(before)
     adapt(adapted, task, cfg, 3, seed=int(rng.integers(2**31)))
-    trainer = L.Trainer(
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
+    trainer = one_step_trainer()
     trainer.fit(module)
     assert trainer.global_step == 1
     for p, p0, p_star in zip(
@@ -143,14 +148,7 @@ def test_one_batched_outer_step_moves_phi_towards_the_mean_adapted_weights():
         copy_ = copy.deepcopy(before)
         adapt(copy_, task, cfg, 3, seed=int(rng.integers(2**31)))
         adapted.append(list(copy_.parameters()))
-    trainer = L.Trainer(
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
+    trainer = one_step_trainer()
     trainer.fit(module)
     for index, (p, p0) in enumerate(zip(fields.parameters(), before.parameters(), strict=True)):
         mean = sum(a[index] for a in adapted) / 3
