@@ -33,15 +33,15 @@ def test_loocv_runs_resumes_and_excludes_fold0(tmp_path: Path, capsys) -> None:
         *TINY,
     ]
     loocv.main(args)
-    result = json.loads((tmp_path / "res" / "loocv.json").read_text())
+    result = json.loads((tmp_path / "res" / "loocv" / "loocv.json").read_text())
     unet = result["methods"]["U-Net (truth)"]
     rule = result["methods"]["rCBF<30% (truth)"]
     patients = [row["patient"] for row in unet["per_patient"]]
     assert patients == ["patient-001", "patient-002", "patient-003", "patient-004"]  # no fold 0
     assert [row["patient"] for row in rule["per_patient"]] == patients
     assert unet["metrics"]["fp_ml"]["mean"] is not None  # patient-003 has no core
-    assert (tmp_path / "res" / "loocv.md").read_text().count("| U-Net (truth) |") == 1
-    assert (tmp_path / "res" / "loocv-bland-altman-u-net--truth.png").stat().st_size > 1000
+    assert (tmp_path / "res" / "loocv" / "README.md").read_text().count("| U-Net (truth) |") == 1
+    assert (tmp_path / "res" / "loocv" / "bland-altman-u-net--truth.png").stat().st_size > 1000
     unit = tmp_path / "runs" / "cpu-default" / "truth" / "seed-0" / "fold-002.json"
     fold = json.loads(unit.read_text())
     assert fold["patient"] == "patient-002" and "patient-002" not in fold["val_patients"]

@@ -150,7 +150,7 @@ def main(argv: list[str]) -> None:
         return
     methods = aggregate(cfg, cohorts, run_dir, digest)
     if methods is not None:
-        print(write_results(cfg, methods, len(cases), digest))
+        print(write_results(cfg, methods, len(cases), digest, " ".join(["perfusion loocv", *argv])))
         log_aggregate(cfg, methods, run_dir)
 
 

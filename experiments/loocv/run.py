@@ -122,19 +122,22 @@ def aggregate(
     return methods
 
 
-def write_results(cfg: LoocvConfig, methods: dict[str, Any], n_patients: int, digest: str) -> str:
-    """Write ``<results>.md``, ``.json`` and one Bland-Altman PNG per method; return the markdown."""
-    prefix = Path(cfg.results)
+def write_results(cfg: LoocvConfig, methods: dict[str, Any], n_patients: int, digest: str,
+                  command: str = "perfusion loocv") -> str:  # fmt: skip
+    """Write ``<results>/README.md``, ``loocv.json`` and one Bland-Altman PNG per method;
+    return the markdown."""
+    folder = Path(cfg.results)
     pngs = {}
     for name, entry in methods.items():
         slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
         rows = entry["per_patient"]
-        png = prefix.parent / f"{prefix.name}-bland-altman-{slug}.png"
+        png = folder / f"bland-altman-{slug}.png"
         bland_altman_png([r["pred_ml"] for r in rows], [r["ref_ml"] for r in rows], name, png)
         pngs[name] = png.name
     text = "\n\n".join(
         [
-            f"# Leave-one-out core segmentation (run `{cfg.run}`, cohort `{cfg.cohort.path}`)",
+            f"# Leave-one-out core segmentation (run `{cfg.run}`, cohort `{cfg.cohort.path}`)\n\n"
+            f"Command: `{command}`",
             f"{n_patients} patients; folds 1..{n_patients - 1} reported (fold 0 kept for tuning); "
             f"U-Net: mean (sd) over seeds {list(cfg.seeds)}, {cfg.train.epochs} epochs, lr {cfg.train.lr:g}, "
             f"selection {cfg.train.selection}. Dice over patients with a core; FP ml over patients without one.",
@@ -144,7 +147,7 @@ def write_results(cfg: LoocvConfig, methods: dict[str, Any], n_patients: int, di
             "Bland-Altman: " + ", ".join(f"[{n}]({p})" for n, p in pngs.items()),
         ]
     )
-    write_text_atomic(prefix.with_suffix(".md"), text + "\n")
+    write_text_atomic(folder / "README.md", text + "\n")
     payload = {
         "run": cfg.run,
         "config_digest": digest,
@@ -152,5 +155,5 @@ def write_results(cfg: LoocvConfig, methods: dict[str, Any], n_patients: int, di
         "methods": methods,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    write_json_atomic(prefix.with_suffix(".json"), payload)
+    write_json_atomic(folder / "loocv.json", payload)
     return text

@@ -130,7 +130,7 @@ class LoocvConfig:
     runs: str = "runs/loocv"
     """Folder of per-run work: cached inputs, per-fold results, W&B files."""
     results: str = "bench/results/loocv"
-    """Prefix of the aggregate outputs (``.md``, ``.json``, ``-bland-altman-<method>.png``)."""
+    """Folder of the aggregate outputs (README.md, loocv.json, bland-altman-<method>.png)."""
     wandb: bool = True
     """Log per fold and aggregate to W&B (offline unless WANDB_MODE says otherwise)."""
     model_out: str = "checkpoints/segmentation"
