@@ -131,6 +131,16 @@ def test_a_fit_is_reused_when_nothing_that_shapes_its_maps_changed():
     assert settings("stop.target=fit") != settings("stop.target=sd")  # the noise rule reads it
     assert settings("report=false") == settings("report=true")
     assert settings("threads=2", "preprocess.threads=2", "device=cpu") == settings("threads=1")
+    no_prefit = ("ode_prefit_steps=0", "ode_prefit_voxels=10")  # a pre-fit that never runs
+    assert settings(*no_prefit) == settings("ode_prefit_steps=0")
+    assert settings(*no_prefit, "loss.anchor=1") == settings("ode_prefit_steps=0", "loss.anchor=1")
+    assert settings("ode_prefit_steps=0", "ode_prefit_median=[1,1,1]") == settings(
+        "ode_prefit_steps=0"
+    )
+    assert settings("ode_prefit_steps=0", "loss.anchor=1", "ode_prefit_median=[1,1,1]") != settings(
+        "ode_prefit_steps=0", "loss.anchor=1"
+    )  # the anchor pulls toward the median-filtered grid start
+    assert settings("ode_prefit_voxels=10") != settings()
 
 
 def test_a_fit_from_a_checkpoint_is_reused_only_for_the_weights_it_started_from(tmp_path):
@@ -156,3 +166,26 @@ def test_a_fit_from_a_checkpoint_is_reused_only_for_the_weights_it_started_from(
     assert finished_fit(fit, cfg) is None
     (fit / "summary.json").write_text(json.dumps({"method": "resppinn"}))  # weights unrecorded
     assert finished_fit(fit, cfg) is None
+
+
+def test_an_added_key_at_its_former_behaviour_keeps_cached_fits(tmp_path):
+    from omegaconf import OmegaConf
+
+    from perfusion.fitting.config import FitConfig
+    from perfusion.fitting.reuse import ADDED_KEYS, effective_settings, finished_fit
+
+    old = load_config(FitConfig, ["fit.yaml"], ["ode_prefit_schedule=constant"])
+    fit = tmp_path / "fit"
+    fit.mkdir()
+    saved = OmegaConf.to_container(old)
+    del saved["ode_prefit_schedule"]  # written before the key existed
+    OmegaConf.save(OmegaConf.create(saved), fit / "config.yaml")
+    (fit / "summary.json").write_text(json.dumps({"method": "resppinn"}))
+    assert "ode_prefit_schedule" in ADDED_KEYS
+    assert "ode_prefit_schedule" not in effective_settings(old)
+    assert finished_fit(fit, old) is not None  # the same fit as before the key
+    new = load_config(FitConfig, ["fit.yaml"], ["ode_prefit_schedule=linear"])
+    assert finished_fit(fit, new) is None  # the new behaviour is another fit
+    saved["stop"]["averaging"] = 0.5  # a key this version does not know: another version's fit
+    OmegaConf.save(OmegaConf.create(saved), fit / "config.yaml")
+    assert finished_fit(fit, old) is None

@@ -6,12 +6,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fitting_case import AIF, TISSUES, box_tac  # noqa: E402
 
 from perfusion.domain import Domain, DomainConfig  # noqa: E402
+from perfusion.errors import PerfusionError  # noqa: E402
 from perfusion.fields import FieldsConfig, build_fields  # noqa: E402
 from perfusion.fitting.ode_start import grid_start_units, prefit_ode, smoothed_start  # noqa: E402
 from perfusion.fitting.steps import FeatureSource  # noqa: E402
@@ -85,3 +87,27 @@ def test_the_anchor_gets_a_grid_start_without_the_prefit() -> None:
     start = case_samples(prepared, anchored, DOMAIN, region).ode_start
     assert start is not None and start.shape == (int(prepared.tissue.sum()), 3)
     assert torch.isfinite(start).all() and (start > 0).all()
+
+
+def test_prefit_rate_falls_to_zero_under_the_linear_schedule(monkeypatch) -> None:
+    """``linear``: the rate falls from lr towards 0 over the steps; ``constant`` holds it."""
+    from perfusion.fitting import ode_start
+
+    rates: list[float] = []
+
+    class Recording(torch.optim.Adam):
+        def step(self, closure=None):  # noqa: ANN001, ANN202
+            rates.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    monkeypatch.setattr(ode_start.torch.optim, "Adam", Recording)
+    cfg = FieldsConfig()
+    cfg.encoding.n_levels, cfg.encoding.log2_hashmap_size, cfg.encoding.finest_resolution = 2, 8, 32
+    x = torch.rand(50, 3)
+    start = torch.tensor([1.0, 0.4, 0.1]).repeat(50, 1)
+    for schedule in ("linear", "constant"):
+        fields = build_fields(cfg, 3)
+        prefit_ode(fields, FeatureSource(fields, x), start, 4, 1e-2, 10, schedule=schedule)
+    assert rates == pytest.approx([1e-2, 7.5e-3, 5e-3, 2.5e-3, 1e-2, 1e-2, 1e-2, 1e-2])
+    with pytest.raises(PerfusionError, match="ode_prefit_schedule"):
+        prefit_ode(fields, FeatureSource(fields, x), start, 4, 1e-2, 10, schedule="cosine")

@@ -22,6 +22,8 @@ LOSS_VARIANTS = ("direct", "literal", "detached", "integral")
 LOSS_NORMS = ("l1", "l2")
 AIF_SOURCES = ("measured", "field")
 STOP_RULES = ("noise", "heldout", "both", "none")
+PREFIT_SCHEDULES = ("constant", "linear")
+"""``ode_prefit_schedule``: the f_ODE pre-fit's learning rate held, or falling linearly to 0."""
 STOP_TARGETS = ("fit", "sd")
 SCHEDULES = ("constant", "onecycle")
 STEPS_WITHOUT_INIT = 5000
@@ -194,6 +196,11 @@ class FitConfig:
     short-MTT local minimum in ischaemic tissue); 0 = off, the paper's recipe."""
     ode_prefit_voxels: int = 2048
     """Voxels per step of the f_ODE pre-fit."""
+    ode_prefit_schedule: str = "constant"
+    """Learning rate of the f_ODE pre-fit over its steps: ``constant``, or ``linear`` decay to 0.
+    A fit to a fixed target that ends at a constant rate stops wherever its last batches left it,
+    so a change of the data far below the noise (or another seed) moves its maps as much as
+    the noise does; the decay lets it settle. ``constant`` is the behaviour before the key."""
     ode_prefit_median: list[int] = field(default_factory=lambda: [3, 3, 1])
     """Voxels of the median filter applied to the grid start's log-parameters (scan axes)."""
     ode_prefit_lr: float = 5e-3
@@ -220,6 +227,10 @@ def check_fit_config(cfg: FitConfig) -> None:
     """
     if cfg.method not in METHODS:
         raise PerfusionError(f"method: {cfg.method!r}, expected one of {METHODS}")
+    if cfg.ode_prefit_schedule not in PREFIT_SCHEDULES:
+        raise PerfusionError(
+            f"ode_prefit_schedule: {cfg.ode_prefit_schedule!r}, expected one of {PREFIT_SCHEDULES}"
+        )
     resolve_steps(cfg)
 
 

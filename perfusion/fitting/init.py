@@ -120,6 +120,7 @@ UNRECORDED_BEFORE = {
     "sampling.whole_curves": False,
     "sampling.heldout_share": 0.02,
     "ode_prefit_voxels": 25000,
+    "ode_prefit_schedule": "constant",
     "stop.rule": "none",
 }
 """Inner-loop settings that older checkpoints do not record, with the value every fit had before

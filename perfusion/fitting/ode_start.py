@@ -22,6 +22,8 @@ from torch import Tensor, nn
 
 from perfusion.baselines.nlr import BoxModel, NlrConfig, grid_start
 from perfusion.domain import Domain
+from perfusion.errors import PerfusionError
+from perfusion.fitting.config import PREFIT_SCHEDULES
 from perfusion.fitting.sampling import window
 from perfusion.physics import l2
 
@@ -81,19 +83,27 @@ def prefit_ode(
     batch_size: int,
     generator: torch.Generator | None = None,
     order: Tensor | None = None,
+    schedule: str = "constant",
 ) -> float:
     """Fit f_ODE and the encoding to ``log(start)`` (V, 3) for ``steps`` Adam steps.
 
     ``features(fields, rows)`` gives the voxels' features (a FeatureSource). Batches are windows
     of ``order`` (all rows in key order, :func:`perfusion.fitting.sampling.window`; default
-    the rows as listed). Returns the final mean squared log-ratio of f_ODE to the start, NaN
-    when ``steps`` is 0.
+    the rows as listed). The learning rate is ``lr`` throughout (``constant``) or falls linearly
+    to 0 over the steps (``linear``). Returns the final mean squared log-ratio of f_ODE to the
+    start, NaN when ``steps`` is 0.
     """
+    if schedule not in PREFIT_SCHEDULES:
+        raise PerfusionError(
+            f"ode_prefit_schedule={schedule!r}: expected one of {PREFIT_SCHEDULES}"
+        )
     if steps <= 0 or len(start) == 0:
         return float("nan")
     groups = fields.parameter_groups()
     params = [*groups["encoding"], *groups["ode"]]
     optimizer = torch.optim.Adam(params, lr=lr, eps=ADAM_EPS)
+    decay = (lambda k: 1.0 - k / steps) if schedule == "linear" else (lambda k: 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
     target = start.clamp_min(1e-12).log()
     n = len(target)
     loss = torch.tensor(float("nan"))
@@ -106,4 +116,5 @@ def prefit_ode(
         loss = l2(predicted, target[rows])
         loss.backward()
         optimizer.step()
+        scheduler.step()
     return float(loss.detach())

@@ -19,18 +19,33 @@ from omegaconf import OmegaConf
 from perfusion import cache
 from perfusion.fitting.config import CLASSICAL_METHODS
 
+ADDED_KEYS = {"ode_prefit_schedule": "constant"}
+"""Top-level FitConfig keys added after fits were cached, with the value that repeats the
+behaviour from before they existed: at that value the key is left out of the digest, so adding
+a key does not make every cached fit look different."""
+
 
 def effective_settings(fit_cfg: Any) -> dict[str, Any]:
     """The FitConfig keys that can change a fit's maps: a classical method reads only its
     preprocessing; the noise target and margin matter only to the noise rule; no stop setting
     but the rule matters when the fit runs its ``steps``; logging, display, thread counts and
-    the device never do (a device changes a fit by float rounding only)."""
+    the device never do (a device changes a fit by float rounding only); nor do the f_ODE
+    pre-fit's settings when it does not run (its grid start still feeds the anchor); a key of
+    :data:`ADDED_KEYS` at its former behaviour is left out."""
     settings = OmegaConf.to_container(OmegaConf.structured(fit_cfg), resolve=True)
     for key in ("progress_bar", "report", "tracking", "threads", "device"):
         settings.pop(key, None)
     settings["preprocess"].pop("threads", None)
     if settings["method"] in CLASSICAL_METHODS:
         return {"method": settings["method"], "preprocess": settings["preprocess"]}
+    if settings["ode_prefit_steps"] == 0:
+        for key in ("ode_prefit_voxels", "ode_prefit_lr", "ode_prefit_schedule"):
+            settings.pop(key)
+        if settings["loss"]["anchor"] == 0:
+            settings.pop("ode_prefit_median")
+    for key, before in ADDED_KEYS.items():
+        if settings.get(key) == before:
+            settings.pop(key)
     stop = settings["stop"]
     if stop["rule"] == "none":
         settings["stop"] = {"rule": "none"}
@@ -69,13 +84,19 @@ def fit_digest(fit_cfg: Any, weights: str | None = None) -> str:
 
 
 def saved_config(fit_dir: Path) -> Any | None:
-    """The FitConfig a fit folder ran with, completed with today's defaults; None when absent."""
+    """The FitConfig a fit folder ran with, completed with today's defaults; None when absent
+    or when it holds a key or value today's FitConfig does not know (another version's fit)."""
+    from omegaconf.errors import OmegaConfBaseException
+
     from perfusion.fitting.config import FitConfig
 
     path = Path(fit_dir) / "config.yaml"
     if not path.is_file():
         return None
-    return OmegaConf.merge(OmegaConf.structured(FitConfig), OmegaConf.load(path))
+    try:
+        return OmegaConf.merge(OmegaConf.structured(FitConfig), OmegaConf.load(path))
+    except OmegaConfBaseException:
+        return None
 
 
 def input_digest(source: str | Path) -> str:

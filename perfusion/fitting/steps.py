@@ -279,6 +279,7 @@ def prefit(
             cfg.ode_prefit_voxels,
             generator,
             samples.voxel_order,
+            cfg.ode_prefit_schedule,
         )
     return aif, ode
 

@@ -53,6 +53,7 @@ def inner_fit_settings(cfg: MetaConfig) -> dict[str, Any]:
     settings = {
         "steps": int(cfg.n_inner),
         "ode_prefit_voxels": fit["ode_prefit_voxels"],
+        "ode_prefit_schedule": fit["ode_prefit_schedule"],
         "aif_prefit_steps": fit["aif_prefit_steps"],
         "aif_prefit_lr": fit["aif_prefit_lr"],
         "ode_prefit_steps": fit["ode_prefit_steps"],
