@@ -1,8 +1,9 @@
 """``perfusion compare [init=checkpoints/<name>.ckpt] [key=value ...]``: meta-init vs no-init vs SPPINN.
 
 Options are :class:`~experiments.compare.config.CompareConfig` keys over ``configs/compare.yaml``.
-Prints the table and the verdicts; writes ``<out>/compare.md``, ``compare.json`` and the
-``compare-*.png`` figures (default ``bench/results/``).
+Prints the table and the verdicts; writes ``<out>/README.md``, ``compare.json`` and the
+``compare-*.png`` figures, one folder per held-out condition and a README.md across them
+(default ``bench/results/compare/``).
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ def main(argv: list[str]) -> None:
 
     command = " ".join(["perfusion compare", *argv])
     payload = run_compare(cfg, command)
-    from experiments.compare.report import table_lines  # noqa: PLC0415
+    from experiments.compare.report import REPORT, table_lines  # noqa: PLC0415
 
-    print("\n".join(table_lines(payload["rows"])))
-    for verdict in payload["verdicts"]:
-        mark = {True: "PASS", False: "FAIL", None: "NOT RUN"}[verdict["passed"]]
-        print(f"{mark}: {verdict['target']}: {verdict['detail']}")
-    print(f"wrote {out}: compare.md, compare.json, compare-*.png")
+    for name, result in payload.get("conditions", {"": payload}).items():
+        print(f"\n{name}" if name else "")
+        print("\n".join(table_lines(result["rows"])))
+        for verdict in result["verdicts"]:
+            mark = {True: "PASS", False: "FAIL", None: "NOT RUN"}[verdict["passed"]]
+            print(f"{mark}: {verdict['target']}: {verdict['detail']}")
+    print(f"wrote {out / REPORT}")

@@ -17,7 +17,8 @@ class HeldoutConfig:
     """The held-out phantom cohort (generated when its folder holds too few patients)."""
 
     dir: str | None = None
-    """Folder of the held-out cases; null = ``<work_dir>/heldout``."""
+    """Folder of the held-out cases, run as the one cohort (``conditions`` do not apply);
+    null = one cohort per condition in ``<work_dir>/<condition>/heldout``."""
     n: int = 2
     """Held-out patients (each is fitted by every arm)."""
     seed: int = 2000
@@ -74,12 +75,25 @@ class CompareConfig:
 
     init: str = "checkpoints/resppinn-meta-cpu.ckpt"
     """The meta-learned initialisation (``perfusion meta-train`` writes checkpoints/<name>.ckpt)."""
-    out: str = "bench/results"
-    """Where compare.md, compare.json and the compare-*.png figures go."""
+    out: str = "bench/results/compare"
+    """Where README.md (the table and verdicts), compare.json and the compare-*.png figures go;
+    with ``conditions``, one folder per condition and a README.md across them."""
     work_dir: str = "data/compare"
-    """Prepared cases, fit folders, the control checkpoint and W&B files."""
+    """Prepared cases, fit folders, the control checkpoint and W&B files (a folder per condition)."""
+    conditions: dict[str, list[str]] = field(default_factory=dict)
+    """Held-out cohorts by name: phantom ``key=value`` overrides applied over ``heldout.phantom``
+    (or the training cohort's settings), e.g. ``white-s10: [noise_hu=10.0, noise_texture=white]``.
+    Empty: one cohort, written straight to ``out``."""
+    only: list[str] | None = None
+    """Run these conditions only (the summary page lists every condition whose results exist)."""
     no_init_steps: list[int] = field(default_factory=lambda: [0, 500, 1000, 2000, 5000])
     """Step counts of the fits from scratch (the meta-init's N is always added)."""
+    meta_init_steps: list[int] = field(default_factory=lambda: [500])
+    """Step counts of the meta-init arms besides N, its inner steps (the paper's ReSPPINN@500)."""
+    default_budget: bool = True
+    """Run meta-init@default and no-init@default: the default fit's stopping rule and step cap."""
+    no_grid_start: bool = True
+    """Run meta-init@N-no-grid: the initialisation without the patient's box-model grid start."""
     random_init: bool = True
     """Run the random-initialisation control."""
     random_seed: int = 1

@@ -144,10 +144,18 @@ def voxels_figure(probes: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
+def _fixed(row: dict[str, Any]) -> bool:
+    """Whether the arm ran a fixed step count (else a stopping rule, at ``steps_run``)."""
+    return row.get("budget", "steps") == "steps"
+
+
 def accuracy_figure(rows: dict[str, dict[str, Any]], path: Path) -> Path:
     """Map accuracy against steps: no-init as a line, the other arms as labelled markers."""
     fig, axes = plt.subplots(1, len(ACCURACY_PANELS), figsize=(16, 3.8))
-    noinit = sorted((r["steps"], r) for r in rows.values() if r["kind"] == "noinit")
+    noinit = sorted(
+        ((r["steps"], r) for r in rows.values() if r["kind"] == "noinit" and _fixed(r)),
+        key=lambda item: item[0],
+    )
     for ax, (key, title) in zip(axes, ACCURACY_PANELS, strict=True):
         if noinit:
             ax.plot([s for s, _ in noinit], [r["metrics"][key] for _, r in noinit],
@@ -156,11 +164,11 @@ def accuracy_figure(rows: dict[str, dict[str, Any]], path: Path) -> Path:
             if row["kind"] == "prior":  # no steps: a level to compare every arm with
                 ax.axhline(row["metrics"][key], color=STYLE["prior"][0], ls="--", lw=1.2,
                            label=f"{arm} (no fit)")  # fmt: skip
-            elif row["kind"] != "noinit":
+            elif row["kind"] != "noinit" or not _fixed(row):
                 colour, marker = STYLE[row["kind"]]
                 label = arm + (" (few slices)" if row["extrapolated"] else "")
                 ax.scatter(
-                    [row["steps"]],
+                    [row["steps"] if _fixed(row) else row["steps_run"]],
                     [row["metrics"][key]],
                     color=colour,
                     marker=marker,

@@ -168,6 +168,8 @@ def sppinn_view(
     else:
         raise PerfusionError(f"no {BRAINMASK_FILE} beside the truth folder", truth_dir)
     link = view / TRUTH_DIR
+    if link.is_symlink() and link.resolve() != truth_dir.resolve():
+        link.unlink()  # the work folder was moved: the link names the old place
     if not link.exists():
         link.symlink_to(truth_dir.resolve(), target_is_directory=True)
     return SliceView(prepared_dir, link, tuple(chosen), total)

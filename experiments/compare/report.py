@@ -1,11 +1,13 @@
-"""The comparison's outputs: compare.json, compare.md (table + verdicts), figures, W&B.
+"""The comparison's outputs: compare.json, README.md (table + verdicts), figures, W&B, and
+the page across held-out conditions (:func:`write_summary`).
 
-``compare.md`` names the command that made it and the machine, because wall times and the
+Each README.md names the command that made it and the machine, because wall times and the
 "<= 1/4 of the wall time" target only mean something on a stated machine.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -22,6 +24,8 @@ from perfusion.io import write_json_atomic, write_text_atomic
 from perfusion.tracking import finish, make_logger, quiet_lightning
 
 FIGURES = ("losses", "init", "voxels", "accuracy")
+REPORT = "README.md"
+"""The page of one comparison (and of the summary across conditions) in its ``out`` folder."""
 
 
 def machine() -> str:
@@ -38,7 +42,7 @@ def machine() -> str:
 def write_report(
     cfg: Any, payload: dict[str, Any], probes: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """Judge, draw, write ``compare.json``/``compare.md`` under ``cfg.out``, log to W&B.
+    """Judge, draw, write ``compare.json``/``README.md`` under ``cfg.out``, log to W&B.
 
     ``payload`` holds ``command``, ``checkpoint`` (path, sha256, meta), ``patients`` and
     ``records`` (one per arm and patient); the returned dict adds ``rows``, ``verdicts``,
@@ -58,7 +62,7 @@ def write_report(
                              "trajectories": probes["trajectories"]}  # fmt: skip
     payload["figures"] = {k: str(v) for k, v in paths.items()}
     write_json_atomic(out / "compare.json", payload)
-    write_text_atomic(out / "compare.md", markdown(payload))
+    write_text_atomic(out / REPORT, markdown(payload))
     if cfg.tracking:
         _log(cfg, payload, paths)
     return payload
@@ -84,7 +88,10 @@ def table_lines(rows: dict[str, dict[str, Any]]) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm, row in rows.items():
         wall_full = _fmt(row["wall_full_s"], 1) + (" (extrapolated)" if row["extrapolated"] else "")
-        cells = [arm, str(row["steps"]), str(len(row["patients"])), _fmt(row["wall_s"], 1), wall_full,
+        steps = str(row["steps"])
+        if row.get("budget") == "default":  # a cap: say how many the stopping rule let run
+            steps = f"stop rule (mean {row['steps_run']:.0f})"
+        cells = [arm, steps, str(len(row["patients"])), _fmt(row["wall_s"], 1), wall_full,
                  _fmt(row["map_error"]),
                  *(_fmt(row["metrics"][k]) for k in REPORTED_KEYS)]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
@@ -108,7 +115,7 @@ def _sppinn_slices(payload: dict[str, Any]) -> str:
 
 
 def markdown(payload: dict[str, Any]) -> str:
-    """compare.md: provenance, the table, the verdicts, the figures."""
+    """README.md of one comparison: provenance, the table, the verdicts, the figures."""
     ckpt = payload["checkpoint"]
     meta = ckpt.get("meta") or {}
     lines = [
@@ -120,7 +127,8 @@ def markdown(payload: dict[str, Any]) -> str:
         f"{meta.get('outer_steps', '?')} outer x {meta.get('n_inner', '?')} inner steps, "
         f"made on {meta.get('machine', '?')})  ",
         f"Held-out patients: {', '.join(payload['patients'])} (seed {payload['heldout_seed']}, "
-        "never seen in meta-training)", "",
+        "never seen in meta-training; phantom "
+        f"`{' '.join(payload.get('heldout_phantom') or []) or 'as the training cohort'}`)", "",
         "Patient means. Map error = mean(1 - CBF r, 1 - Dice rCBF<30%, 1 - Dice Tmax>6 s); "
         "Tmax MAE in s, CBF MAE in ml/100g/min. SPPINN was fitted on a few slices only "
         f"({_sppinn_slices(payload)}): its wall time per full volume is extrapolated and its "
@@ -128,8 +136,10 @@ def markdown(payload: dict[str, Any]) -> str:
         "so check the region volumes in compare.json. "
         "population-prior is no fit: the training patients' true maps, median at each "
         "standard-frame position (experiments.compare.population_prior), an oracle for what an "
-        "anatomical prior can hold before adaptation.", "",
-        *table_lines(payload["rows"]), "", "## Verdicts (issue 6 targets)", "",
+        "anatomical prior can hold before adaptation. @default arms run the default fit's "
+        "stopping rule (configs/fit.yaml); -no-grid starts f_ODE from the initialisation alone, "
+        "without the patient's box-model grid start.", "",
+        *table_lines(payload["rows"]), "", "## Targets", "",
     ]  # fmt: skip
     for verdict in payload["verdicts"]:
         mark = {True: "PASS", False: "FAIL", None: "NOT RUN"}[verdict["passed"]]
@@ -213,3 +223,89 @@ def _log(cfg: Any, payload: dict[str, Any], paths: dict[str, Path]) -> None:
     for name, path in paths.items():  # one key per figure: their sizes differ
         logger.log_image(key=f"compare/{name}", images=[str(path)])
     finish(logger)
+
+
+def write_summary(cfg: Any, command: str, checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """``<out>/README.md`` across conditions: map error and wall time per arm and condition,
+    each target per condition and what holds. Lists every condition of ``cfg.conditions`` whose
+    ``compare.json`` was made with this initialisation (its sha256); the others read "not run"."""
+    out = Path(cfg.out)
+    found: dict[str, dict[str, Any]] = {}
+    for name in cfg.conditions:
+        path = out / name / "compare.json"
+        if path.is_file():
+            payload = json.loads(path.read_text())
+            if payload["checkpoint"].get("sha256") == checkpoint.get("sha256"):
+                found[name] = payload
+    write_text_atomic(out / REPORT, summary_markdown(cfg, command, checkpoint, found))
+    return {"conditions": found}
+
+
+def summary_markdown(
+    cfg: Any, command: str, checkpoint: dict[str, Any], found: dict[str, dict[str, Any]]
+) -> str:
+    """The page of :func:`write_summary` (``found``: compare.json payloads by condition)."""
+    names = list(cfg.conditions)
+    meta = checkpoint.get("meta") or {}
+    arms = list(dict.fromkeys(a for p in found.values() for a in p["rows"]))
+    head = "| " + " | ".join(["arm", *names]) + " |\n|" + "---|" * (len(names) + 1)
+
+    def cell(name: str, arm: str) -> str:
+        row = found.get(name, {}).get("rows", {}).get(arm)
+        if row is None:
+            return "-"
+        return f"{_fmt(row['map_error'])} ({_fmt(row['wall_full_s'], 1)} s)"
+
+    lines = [
+        "# Meta-learned initialisation against fits from scratch, by held-out condition", "",
+        f"Command: `{command}` (`make compare`); each condition's page names its machine, date "
+        "and per-metric table.  ",
+        f"Initialisation: `{cfg.init}` (sha256 {str(checkpoint.get('sha256'))[:12]}, "
+        f"{meta.get('outer_steps', '?')} outer x {meta.get('n_inner', '?')} inner steps, made on "
+        f"{meta.get('machine', '?')})", "",
+        "| condition | phantom overrides | patients | page |", "|---|---|---|---|",
+        *(f"| {n} | `{' '.join(cfg.conditions[n]) or 'as the training cohort'}` | "
+          f"{len(found[n]['patients']) if n in found else 'not run'} | "
+          f"{f'[{n}]({n}/{REPORT})' if n in found else '-'} |" for n in names),
+        "", "## Map error per arm (wall time per full volume)", "",
+        "Patient means; map error = mean(1 - CBF r, 1 - Dice rCBF<30%, 1 - Dice Tmax>6 s), 0 is "
+        "perfect. SPPINN is scored on its few slices and its wall time extrapolated.", "",
+        head, *(f"| {a} | " + " | ".join(cell(n, a) for n in names) + " |" for a in arms),
+        "", "## Targets per condition", "",
+    ]  # fmt: skip
+    targets = list(dict.fromkeys(v["target"] for p in found.values() for v in p["verdicts"]))
+    marks = {True: "PASS", False: "FAIL", None: "not run"}
+    lines += [head.replace("| arm |", "| target |", 1)]
+    for target in targets:
+        cells = []
+        for name in names:
+            verdict = next((v for v in found.get(name, {}).get("verdicts", [])
+                            if v["target"] == target), None)  # fmt: skip
+            cells.append("-" if verdict is None else marks[verdict["passed"]])
+        lines.append(f"| {target} | " + " | ".join(cells) + " |")
+    lines += ["", "## What holds", "", *holds_lines(found)]
+    return "\n".join(lines) + "\n"
+
+
+def holds_lines(found: dict[str, dict[str, Any]]) -> list[str]:
+    """Each target's conditions passed and failed, and the default-budget gap per condition."""
+    lines = []
+    targets = list(dict.fromkeys(v["target"] for p in found.values() for v in p["verdicts"]))
+    for target in targets:
+        passed = [n for n, p in found.items() for v in p["verdicts"]
+                  if v["target"] == target and v["passed"]]  # fmt: skip
+        judged = [n for n, p in found.items() for v in p["verdicts"]
+                  if v["target"] == target and v["passed"] is not None]  # fmt: skip
+        if judged:
+            lines.append(f"- {target}: {len(passed)} of {len(judged)} conditions"
+                         + (f" ({', '.join(passed)})" if passed else "") + ".")  # fmt: skip
+    gaps = []
+    for name, payload in found.items():
+        rows = payload["rows"]
+        meta, plain = rows.get("meta-init@default"), rows.get("no-init@default")
+        if meta and plain and plain["map_error"] > 0:
+            gaps.append(f"{name} {100 * (meta['map_error'] / plain['map_error'] - 1):+.0f} %")
+    if gaps:
+        lines.append("- meta-init@default's map error relative to no-init@default: "
+                     + ", ".join(gaps) + ".")  # fmt: skip
+    return lines

@@ -4,7 +4,12 @@ On held-out phantom patients (a cohort seed never used in meta-training), one ru
 arm to every patient through :func:`perfusion.fitting.run.fit_case` and scores the maps against
 the truth with :func:`perfusion.evaluation.evaluate_fit`:
 
-- ``meta-init@N``: the checkpoint's initialisation, N = its inner steps (issue 6: ReSPPINN@500);
+- ``meta-init@N``: the checkpoint's initialisation, N = its inner steps, and at each of
+  ``meta_init_steps`` (the paper's ReSPPINN@500);
+- ``meta-init@default`` and ``no-init@default``: both under the default fit's stopping rule and
+  step cap (configs/fit.yaml ``stop`` and ``steps``), the budget a user's ``perfusion fit`` has;
+- ``meta-init@N-no-grid``: the initialisation without the per-patient box-model grid start
+  (``ode_prefit_steps=0``): can a learned prior replace it?
 - ``random-init@N``: the control, a freshly built untrained field saved through
   :func:`~perfusion.meta.checkpoint.export_init` and loaded the same way (it must not help);
 - ``no-init@S`` for each S of ``no_init_steps`` (N added): ordinary fits from scratch (``no-init@0``:
@@ -72,6 +77,10 @@ class Arm:
     kind: str
     steps: int
     fit: FitConfig
+    budget: str = "steps"
+    """``steps``: exactly ``steps`` steps; ``default``: the default stopping rule, ``steps`` a cap."""
+    grid_start: bool = True
+    """Whether f_ODE starts from the patient's box-model grid start (the pre-fit)."""
 
 
 def base_fit_config(cfg: CompareConfig, checkpoint: dict[str, Any]) -> FitConfig:
@@ -100,9 +109,18 @@ def build_arms(
     n = int(checkpoint.get("fit", {}).get("steps") or 0)
     if n <= 0:
         raise PerfusionError("checkpoint records no inner step count (fit.steps)", cfg.init)
+    init = str(cfg.init)
     arms = [
-        Arm(f"meta-init@{n}", "meta", n, dataclasses.replace(base, init=str(cfg.init), steps=n))
+        Arm(f"meta-init@{steps}", "meta", steps, dataclasses.replace(base, init=init, steps=steps))
+        for steps in [n, *sorted({*map(int, cfg.meta_init_steps)} - {n})]
     ]
+    stopped = default_budget(base)
+    if cfg.default_budget:
+        arms.append(Arm("meta-init@default", "meta", stopped.steps,
+                        dataclasses.replace(stopped, init=init), budget="default"))  # fmt: skip
+    if cfg.no_grid_start:
+        no_grid = dataclasses.replace(base, init=init, steps=n, ode_prefit_steps=0)
+        arms.append(Arm(f"meta-init@{n}-no-grid", "meta", n, no_grid, grid_start=False))
     if cfg.random_init:
         _write_control(base, n, cfg.random_seed, control_path)
         arms.append(Arm(f"random-init@{n}", "random", n,
@@ -113,11 +131,20 @@ def build_arms(
         arms.append(
             Arm(f"no-init@{steps}", "noinit", steps, dataclasses.replace(base, steps=steps))
         )
+    if cfg.default_budget:
+        arms.append(Arm("no-init@default", "noinit", stopped.steps, stopped, budget="default"))
     if cfg.sppinn.enabled:
         arms.append(
             Arm(f"sppinn@{cfg.sppinn.steps}", "sppinn", cfg.sppinn.steps, _sppinn_config(cfg, base))
         )
     return arms
+
+
+def default_budget(base: FitConfig) -> FitConfig:
+    """``base`` with the default fit's stopping rule and step cap (configs/fit.yaml): the
+    budget ``perfusion fit`` gives a patient, with or without ``init=``."""
+    shipped: FitConfig = to_object(build_fit_config())
+    return dataclasses.replace(base, steps=shipped.steps, stop=shipped.stop)
 
 
 def _sppinn_config(cfg: CompareConfig, base: FitConfig) -> FitConfig:
@@ -188,6 +215,8 @@ def fit_record(arm: Arm, patient: str, summary: dict[str, Any], metrics: dict[st
                                         "z": [int(z) for z in view.slices]}  # fmt: skip
     return {
         "arm": arm.name, "kind": arm.kind, "steps": arm.steps, "patient": patient,
+        "budget": arm.budget, "grid_start": arm.grid_start,
+        "steps_run": int(summary.get("steps") or 0),
         "wall_s": wall, "wall_full_s": wall * total / fitted, "extrapolated": view is not None,
         "slices": slices,
         "metrics": metrics, "history": thin_history(history),
@@ -246,16 +275,45 @@ def run_patient(
 
 
 def run_compare(cfg: CompareConfig, command: str = "perfusion compare") -> dict[str, Any]:
-    """The whole comparison; writes the report files and returns the compare.json payload."""
-    from experiments.compare.report import write_report  # noqa: PLC0415  (matplotlib)
+    """The whole comparison. Without ``conditions``, or with ``heldout.dir`` (a cohort of one's
+    own): one held-out cohort, its report under ``out``, the compare.json payload returned. With them: each condition (``only`` selects)
+    in ``out/<name>`` and ``work_dir/<name>``, then the page across conditions; returns
+    ``{"conditions": {name: payload}}`` for every condition with results of this initialisation.
+    """
+    from experiments.compare.report import write_summary  # noqa: PLC0415  (matplotlib)
 
     plain: CompareConfig = cfg if isinstance(cfg, CompareConfig) else to_object(cfg)
-    if plain.threads:
-        torch.set_num_threads(plain.threads)
     if not Path(plain.init).is_file():
         raise PerfusionError(
             "no initialisation: run `make meta-train` first, or pass init=PATH", plain.init
         )
+    if not plain.conditions or plain.heldout.dir:
+        return run_condition(plain, command)
+    unknown = sorted(set(plain.only or []) - set(plain.conditions))
+    if unknown:
+        raise PerfusionError(
+            f"only={unknown} names no condition (conditions: {sorted(plain.conditions)})"
+        )
+    checkpoint = read_init(plain.init)
+    training = ((checkpoint.get("meta") or {}).get("cohort_config") or {}).get("phantom") or []
+    phantom = list(plain.heldout.phantom if plain.heldout.phantom is not None else training)
+    for name, overrides in plain.conditions.items():
+        if plain.only and name not in plain.only:
+            continue
+        print(f"[compare] condition {name}: {' '.join(overrides) or 'as trained'}", file=sys.stderr)
+        heldout = dataclasses.replace(plain.heldout, phantom=[*phantom, *overrides])
+        run_condition(dataclasses.replace(
+            plain, out=str(Path(plain.out) / name), work_dir=str(Path(plain.work_dir) / name),
+            conditions={}, only=None, heldout=heldout), command)  # fmt: skip
+    return write_summary(plain, command, checkpoint)
+
+
+def run_condition(plain: CompareConfig, command: str) -> dict[str, Any]:
+    """One held-out cohort: every arm on every patient; writes the report under ``plain.out``."""
+    from experiments.compare.report import write_report  # noqa: PLC0415  (matplotlib)
+
+    if plain.threads:
+        torch.set_num_threads(plain.threads)
     checkpoint = read_init(plain.init)
     work = Path(plain.work_dir)
     patients = ensure_heldout(plain.heldout, checkpoint, work / "heldout")
@@ -271,7 +329,9 @@ def run_compare(cfg: CompareConfig, command: str = "perfusion compare") -> dict[
                        "meta": checkpoint.get("meta"), "fit": checkpoint.get("fit")},
         "patients": [p.name for p in patients],
         "heldout_seed": plain.heldout.seed,
-        "arms": [{"name": a.name, "kind": a.kind, "steps": a.steps} for a in arms],
+        "heldout_phantom": plain.heldout.phantom,
+        "arms": [{"name": a.name, "kind": a.kind, "steps": a.steps, "budget": a.budget,
+                  "grid_start": a.grid_start} for a in arms],
         "records": records,
     }  # fmt: skip
     return write_report(plain, payload, _probes(plain, arms, patients[0], base, cohort))

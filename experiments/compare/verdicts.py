@@ -2,14 +2,18 @@
 
 Map accuracy is judged on maps, never on losses (a collapsed fit has a small L_ODE). Each fit
 gets a *map error* = mean(1 - CBF r, 1 - Dice rCBF<30 %, 1 - Dice Tmax>6 s) (0 is perfect);
-its *map accuracy* is 1 - map error. Targets (issue 6):
+its *map accuracy* is 1 - map error. Targets, in this order:
 
-1. meta-init@N has clearly lower map error than no-init@N: at least ``clear_margin`` (relative)
-   lower on the patient mean, and lower on every patient;
-2. meta-init@N's map accuracy is within ``accuracy_tolerance`` of the best no-init arm's, at
+1. at the default fit's budget (its stopping rule), meta-init has clearly lower map error than
+   no-init: at least ``clear_margin`` (relative) lower on the patient mean, and lower on every
+   patient;
+2. the same at N, the initialisation's inner steps;
+3. meta-init@N's map accuracy is within ``accuracy_tolerance`` of the best no-init arm's, at
    <= ``time_ratio`` of that arm's wall time;
-3. the control (a random, untrained initialisation saved as a checkpoint) fails target 1, and
-   meta-init@N is clearly better than it: the gain is the learned weights, not the loading path.
+4. the control (a random, untrained initialisation saved as a checkpoint) fails target 2, and
+   meta-init@N is clearly better than it: the gain is the learned weights, not the loading path;
+5. the learned prior replaces the patient's grid start: meta-init@N without the grid start has
+   a mean map error no higher than no-init@N with it.
 """
 
 from __future__ import annotations
@@ -42,15 +46,19 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """One row per arm: patient means of the metrics, map error and wall times (arm order kept).
 
     Each record holds ``arm``, ``kind``, ``steps``, ``patient``, ``wall_s``, ``wall_full_s``,
-    ``extrapolated`` and ``metrics``. A row keeps ``errors`` per patient for target 1.
+    ``extrapolated`` and ``metrics`` (``budget``, ``grid_start`` and ``steps_run`` when known).
+    A row keeps ``errors`` per patient for the targets and ``steps_run``, the mean steps taken.
     """
     rows: dict[str, dict[str, Any]] = {}
     for record in records:
         row = rows.setdefault(
             record["arm"],
             {"kind": record["kind"], "steps": record["steps"], "extrapolated": record["extrapolated"],
-             "patients": [], "errors": [], "_metrics": [], "_wall": [], "_wall_full": []},
+             "budget": record.get("budget", "steps"), "grid_start": record.get("grid_start", True),
+             "patients": [], "errors": [], "_metrics": [], "_wall": [], "_wall_full": [],
+             "_run": []},
         )  # fmt: skip
+        row["_run"].append(record.get("steps_run", record["steps"]))
         row["patients"].append(record["patient"])
         row["errors"].append(map_error(record["metrics"]))
         row["_metrics"].append(record["metrics"])
@@ -65,6 +73,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         row["map_accuracy"] = 1.0 - row["map_error"]
         row["wall_s"] = _mean(row.pop("_wall"))
         row["wall_full_s"] = _mean(row.pop("_wall_full"))
+        row["steps_run"] = _mean(row.pop("_run"))
     return rows
 
 
@@ -77,24 +86,45 @@ def clearly_lower(errors: list[float], reference: list[float], margin: float) ->
 
 
 def judge(rows: dict[str, dict[str, Any]], cfg: VerdictConfig) -> list[dict[str, Any]]:
-    """The three targets as ``{target, passed, detail}`` (``passed`` None when an arm is missing)."""
-    meta = _only(rows, "meta")
+    """The five targets as ``{target, passed, detail}`` (``passed`` None when an arm is missing)."""
+    meta = _find(rows, "meta")
     if meta is None:
         return [{"target": "meta-init arm", "passed": None, "detail": "no meta-init arm was run"}]
-    same = _no_init_at(rows, meta["steps"])
-    control = _only(rows, "random")
-    return [_target_clear(meta, same, cfg), _target_budget(meta, rows, cfg),
-            _target_control(meta, control, same, cfg)]  # fmt: skip
+    same = _find(rows, "noinit", steps=meta["steps"])
+    control = _find(rows, "random")
+    return [
+        _target_clear(_find(rows, "meta", budget="default"),
+                      _find(rows, "noinit", budget="default"), "default", cfg),
+        _target_clear(meta, same, str(meta["steps"]), cfg),
+        _target_budget(meta, rows, cfg),
+        _target_control(meta, control, same, cfg),
+        _target_grid(_find(rows, "meta", steps=meta["steps"], grid_start=False), same, meta),
+    ]  # fmt: skip
 
 
-def _target_clear(meta, same, cfg: VerdictConfig) -> dict[str, Any]:
-    name = f"meta-init@{meta['steps']} clearly lower map error than no-init@{meta['steps']}"
-    if same is None:
-        return {"target": name, "passed": None, "detail": f"no no-init@{meta['steps']} arm"}
+def _target_clear(meta, same, budget: str, cfg: VerdictConfig) -> dict[str, Any]:
+    name = f"meta-init@{budget} clearly lower map error than no-init@{budget}"
+    if meta is None or same is None:
+        return {
+            "target": name,
+            "passed": None,
+            "detail": f"no meta-init@{budget} or no-init@{budget} arm",
+        }
     passed = clearly_lower(meta["errors"], same["errors"], cfg.clear_margin)
     detail = (f"map error {meta['map_error']:.3f} vs {same['map_error']:.3f} "
               f"(needs <= {(1 - cfg.clear_margin) * same['map_error']:.3f} and lower on every patient: "
               f"{_pairs(meta['errors'], same['errors'])})")  # fmt: skip
+    return {"target": name, "passed": passed, "detail": detail}
+
+
+def _target_grid(no_grid, same, meta) -> dict[str, Any]:
+    steps = meta["steps"]
+    name = f"the prior replaces the grid start: meta-init@{steps} without it no worse than no-init@{steps} with it"
+    if no_grid is None or same is None:
+        return {"target": name, "passed": None, "detail": "no grid-start control arm"}
+    passed = bool(no_grid["map_error"] <= same["map_error"])
+    detail = (f"map error {no_grid['map_error']:.3f} without the grid start vs {same['map_error']:.3f} "
+              f"(no-init@{steps}) and {meta['map_error']:.3f} (meta-init@{steps} with it)")  # fmt: skip
     return {"target": name, "passed": passed, "detail": detail}
 
 
@@ -116,25 +146,27 @@ def _target_budget(meta, rows, cfg: VerdictConfig) -> dict[str, Any]:
 
 
 def _target_control(meta, control, same, cfg: VerdictConfig) -> dict[str, Any]:
-    name = "random-init control fails target 1 and meta-init clearly beats it"
+    name = (f"random-init control fails the target at {meta['steps']} steps and "
+            f"meta-init@{meta['steps']} clearly beats it")  # fmt: skip
     if control is None or same is None:
         return {"target": name, "passed": None, "detail": "control or no-init@N arm not run"}
     control_passes = clearly_lower(control["errors"], same["errors"], cfg.clear_margin)
     meta_beats = clearly_lower(meta["errors"], control["errors"], cfg.clear_margin)
     detail = (f"random-init map error {control['map_error']:.3f} vs no-init {same['map_error']:.3f} "
-              f"({'passes target 1: suspicious' if control_passes else 'fails target 1, as it must'}); "
+              f"({'passes that target: suspicious' if control_passes else 'fails that target, as it must'}); "
               f"meta-init {meta['map_error']:.3f} {'clearly beats' if meta_beats else 'does not clearly beat'} it")  # fmt: skip
     return {"target": name, "passed": bool(not control_passes and meta_beats), "detail": detail}
 
 
-def _only(rows, kind: str) -> dict[str, Any] | None:
-    found = [r for r in rows.values() if r["kind"] == kind]
-    return found[0] if found else None
-
-
-def _no_init_at(rows, steps: int) -> dict[str, Any] | None:
-    found = [r for r in rows.values() if r["kind"] == "noinit" and r["steps"] == steps]
-    return found[0] if found else None
+def _find(rows, kind: str, steps: int | None = None, budget: str = "steps",
+          grid_start: bool = True) -> dict[str, Any] | None:  # fmt: skip
+    """The first row of ``kind`` with that budget and grid start (and ``steps``, when given)."""
+    for row in rows.values():
+        if (row["kind"], row["budget"], row["grid_start"]) == (kind, budget, grid_start) and (
+            steps is None or row["steps"] == steps
+        ):
+            return row
+    return None
 
 
 def _pairs(a: list[float], b: list[float]) -> str:
