@@ -127,7 +127,7 @@ def main() -> None:
         "CBF with the unchanged case's over the unchanged case's brain; the seed column compares",
         "two fits of the unchanged case that differ only in `seed` (the fit's own spread).",
         "`default fit, old pre-fit` is the f_ODE pre-fit before `ode_prefit_schedule` (300 steps",
-        "of 2048 voxels at a constant rate, where the default is 600 of 8192 with the rate falling",
+        "of 2048 voxels at a constant rate, where the default is 400 of 4096 with the rate falling",
         "to 0).",
         "",
         "| " + " | ".join(header) + " |",
