@@ -117,15 +117,12 @@ def _sppinn_slices(payload: dict[str, Any]) -> str:
 def markdown(payload: dict[str, Any]) -> str:
     """README.md of one comparison: provenance, the table, the verdicts, the figures."""
     ckpt = payload["checkpoint"]
-    meta = ckpt.get("meta") or {}
     lines = [
         "# Meta-learned initialisation vs fits from scratch vs SPPINN (held-out phantoms)", "",
         f"Command: `{payload['command']}`  ",
         f"Machine: {payload['machine']}; 1-min load average after each fit {_load(payload)}  ",
         f"Date: {payload['created']}  ",
-        f"Initialisation: `{ckpt['path']}` (sha256 {str(ckpt.get('sha256'))[:12]}, "
-        f"{meta.get('outer_steps', '?')} outer x {meta.get('n_inner', '?')} inner steps, "
-        f"made on {meta.get('machine', '?')})  ",
+        f"{init_line(ckpt['path'], ckpt)}  ",
         f"Held-out patients: {', '.join(payload['patients'])} (seed {payload['heldout_seed']}, "
         "never seen in meta-training; phantom "
         f"`{' '.join(payload.get('heldout_phantom') or []) or 'as the training cohort'}`)", "",
@@ -246,7 +243,6 @@ def summary_markdown(
 ) -> str:
     """The page of :func:`write_summary` (``found``: compare.json payloads by condition)."""
     names = list(cfg.conditions)
-    meta = checkpoint.get("meta") or {}
     arms = list(dict.fromkeys(a for p in found.values() for a in p["rows"]))
     head = "| " + " | ".join(["arm", *names]) + " |\n|" + "---|" * (len(names) + 1)
 
@@ -260,9 +256,7 @@ def summary_markdown(
         "# Meta-learned initialisation against fits from scratch, by held-out condition", "",
         f"Command: `{command}` (`make compare`); each condition's page names its machine, date "
         "and per-metric table.  ",
-        f"Initialisation: `{cfg.init}` (sha256 {str(checkpoint.get('sha256'))[:12]}, "
-        f"{meta.get('outer_steps', '?')} outer x {meta.get('n_inner', '?')} inner steps, made on "
-        f"{meta.get('machine', '?')})", "",
+        init_line(cfg.init, checkpoint), "",
         "| condition | phantom overrides | patients | page |", "|---|---|---|---|",
         *(f"| {n} | `{' '.join(cfg.conditions[n]) or 'as the training cohort'}` | "
           f"{len(found[n]['patients']) if n in found else 'not run'} | "
@@ -273,29 +267,39 @@ def summary_markdown(
         head, *(f"| {a} | " + " | ".join(cell(n, a) for n in names) + " |" for a in arms),
         "", "## Targets per condition", "",
     ]  # fmt: skip
-    targets = list(dict.fromkeys(v["target"] for p in found.values() for v in p["verdicts"]))
     marks = {True: "PASS", False: "FAIL", None: "not run"}
     lines += [head.replace("| arm |", "| target |", 1)]
-    for target in targets:
-        cells = []
-        for name in names:
-            verdict = next((v for v in found.get(name, {}).get("verdicts", [])
-                            if v["target"] == target), None)  # fmt: skip
-            cells.append("-" if verdict is None else marks[verdict["passed"]])
+    for target, passed in verdicts_by_target(found).items():
+        cells = [marks[passed[n]] if n in passed else "-" for n in names]
         lines.append(f"| {target} | " + " | ".join(cells) + " |")
     lines += ["", "## What holds", "", *holds_lines(found)]
     return "\n".join(lines) + "\n"
 
 
+def init_line(path: str, checkpoint: dict[str, Any]) -> str:
+    """``Initialisation: `path` (sha256, outer x inner steps, machine)`` of a checkpoint (or of
+    compare.json's record of one: both hold ``sha256`` and ``meta``)."""
+    meta = checkpoint.get("meta") or {}
+    return (f"Initialisation: `{path}` (sha256 {str(checkpoint.get('sha256'))[:12]}, "
+            f"{meta.get('outer_steps', '?')} outer x {meta.get('n_inner', '?')} inner steps, "
+            f"made on {meta.get('machine', '?')})")  # fmt: skip
+
+
+def verdicts_by_target(found: dict[str, dict[str, Any]]) -> dict[str, dict[str, bool | None]]:
+    """Each target (first-seen order) -> {condition: passed} over the conditions judging it."""
+    table: dict[str, dict[str, bool | None]] = {}
+    for name, payload in found.items():
+        for verdict in payload["verdicts"]:
+            table.setdefault(verdict["target"], {})[name] = verdict["passed"]
+    return table
+
+
 def holds_lines(found: dict[str, dict[str, Any]]) -> list[str]:
     """Each target's conditions passed and failed, and the default-budget gap per condition."""
     lines = []
-    targets = list(dict.fromkeys(v["target"] for p in found.values() for v in p["verdicts"]))
-    for target in targets:
-        passed = [n for n, p in found.items() for v in p["verdicts"]
-                  if v["target"] == target and v["passed"]]  # fmt: skip
-        judged = [n for n, p in found.items() for v in p["verdicts"]
-                  if v["target"] == target and v["passed"] is not None]  # fmt: skip
+    for target, outcome in verdicts_by_target(found).items():
+        passed = [n for n, ok in outcome.items() if ok]
+        judged = [n for n, ok in outcome.items() if ok is not None]
         if judged:
             lines.append(f"- {target}: {len(passed)} of {len(judged)} conditions"
                          + (f" ({', '.join(passed)})" if passed else "") + ".")  # fmt: skip

@@ -304,17 +304,20 @@ def run_compare(cfg: CompareConfig, command: str = "perfusion compare") -> dict[
         heldout = dataclasses.replace(plain.heldout, phantom=[*phantom, *overrides])
         run_condition(dataclasses.replace(
             plain, out=str(Path(plain.out) / name), work_dir=str(Path(plain.work_dir) / name),
-            conditions={}, only=None, heldout=heldout), command)  # fmt: skip
+            conditions={}, only=None, heldout=heldout), command, checkpoint)  # fmt: skip
     return write_summary(plain, command, checkpoint)
 
 
-def run_condition(plain: CompareConfig, command: str) -> dict[str, Any]:
-    """One held-out cohort: every arm on every patient; writes the report under ``plain.out``."""
+def run_condition(
+    plain: CompareConfig, command: str, checkpoint: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One held-out cohort: every arm on every patient; writes the report under ``plain.out``
+    (``checkpoint``: ``plain.init`` already read)."""
     from experiments.compare.report import write_report  # noqa: PLC0415  (matplotlib)
 
     if plain.threads:
         torch.set_num_threads(plain.threads)
-    checkpoint = read_init(plain.init)
+    checkpoint = checkpoint or read_init(plain.init)
     work = Path(plain.work_dir)
     patients = ensure_heldout(plain.heldout, checkpoint, work / "heldout")
     base = base_fit_config(plain, checkpoint)

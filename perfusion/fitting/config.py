@@ -227,11 +227,16 @@ def check_fit_config(cfg: FitConfig) -> None:
     """
     if cfg.method not in METHODS:
         raise PerfusionError(f"method: {cfg.method!r}, expected one of {METHODS}")
-    if cfg.ode_prefit_schedule not in PREFIT_SCHEDULES:
-        raise PerfusionError(
-            f"ode_prefit_schedule: {cfg.ode_prefit_schedule!r}, expected one of {PREFIT_SCHEDULES}"
-        )
+    check_prefit_schedule(cfg.ode_prefit_schedule)
     resolve_steps(cfg)
+
+
+def check_prefit_schedule(schedule: str) -> None:
+    """Refuse an ``ode_prefit_schedule`` other than :data:`PREFIT_SCHEDULES`."""
+    if schedule not in PREFIT_SCHEDULES:
+        raise PerfusionError(
+            f"ode_prefit_schedule: {schedule!r}, expected one of {PREFIT_SCHEDULES}"
+        )
 
 
 def resolve_steps(cfg: FitConfig) -> int:

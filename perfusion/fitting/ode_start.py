@@ -22,8 +22,7 @@ from torch import Tensor, nn
 
 from perfusion.baselines.nlr import BoxModel, NlrConfig, grid_start
 from perfusion.domain import Domain
-from perfusion.errors import PerfusionError
-from perfusion.fitting.config import PREFIT_SCHEDULES
+from perfusion.fitting.config import check_prefit_schedule
 from perfusion.fitting.sampling import window
 from perfusion.physics import l2
 
@@ -93,10 +92,7 @@ def prefit_ode(
     to 0 over the steps (``linear``). Returns the final mean squared log-ratio of f_ODE to the
     start, NaN when ``steps`` is 0.
     """
-    if schedule not in PREFIT_SCHEDULES:
-        raise PerfusionError(
-            f"ode_prefit_schedule={schedule!r}: expected one of {PREFIT_SCHEDULES}"
-        )
+    check_prefit_schedule(schedule)
     if steps <= 0 or len(start) == 0:
         return float("nan")
     groups = fields.parameter_groups()
