@@ -32,12 +32,14 @@ COHORTS = {
 METHODS = {
     "default fit": [],
     "bSVD": ["method=bsvd"],
-    # the f_ODE pre-fit as it was before its rate fell to 0 (300 x 2048 voxels, constant rate)
-    "default fit, old pre-fit": [
-        "ode_prefit_schedule=constant",
-        "ode_prefit_steps=300",
-        "ode_prefit_voxels=2048",
+    # the default fit before Adam's epsilon damped what the data do not determine (main fit
+    # and f_ODE pre-fit at Instant-NGP's 1e-15) and before the table's 1 mm finest level
+    "default fit, before": [
+        "optim.eps=1e-15",
+        "ode_prefit_eps=1e-15",
+        "fields.encoding.finest_resolution=4096",
     ],
+    "bSVD, hard cut": ["method=bsvd", "bsvd.taper=0"],  # Wu's cut, before bsvd.taper
 }
 CHANGES = ("1e-5 HU noise", "rounded to whole HU")
 
@@ -126,9 +128,9 @@ def main() -> None:
         "`perfusion fit` with its default preprocessing). CBF r: correlation of the changed case's",
         "CBF with the unchanged case's over the unchanged case's brain; the seed column compares",
         "two fits of the unchanged case that differ only in `seed` (the fit's own spread).",
-        "`default fit, old pre-fit` is the f_ODE pre-fit before `ode_prefit_schedule` (300 steps",
-        "of 2048 voxels at a constant rate, where the default is 400 of 4096 with the rate falling",
-        "to 0).",
+        "`default fit, before`: Adam's epsilon at 1e-15 in the fit and the f_ODE pre-fit and the",
+        "hash table's finest level at 4096 cells per 256 mm (`optim.eps=1e-15 ode_prefit_eps=1e-15",
+        "fields.encoding.finest_resolution=4096`); `bSVD, hard cut`: `bsvd.taper=0`.",
         "",
         "| " + " | ".join(header) + " |",
         "|---" * len(header) + "|",

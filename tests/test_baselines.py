@@ -141,3 +141,31 @@ def test_the_method_registry_names_every_classical_method():
     from perfusion.fitting.run import BASELINES
 
     assert tuple(BASELINES) == CLASSICAL_METHODS
+
+
+def test_cut_weights_edge():
+    from perfusion.baselines.bsvd import cut_weights
+
+    relative = np.array([0.0, 0.089, 0.09, 0.1, 0.11, 0.111, 1.0])
+    np.testing.assert_array_equal(cut_weights(relative, 0.1, 0.0), [0, 0, 0, 1, 1, 1, 1])
+    soft = cut_weights(relative, 0.1, 0.1)
+    np.testing.assert_allclose(soft[[0, 1, 2, 4, 5, 6]], [0, 0, 0, 1, 1, 1], atol=1e-12)
+    assert soft[3] == pytest.approx(0.5)
+
+
+def test_a_tapered_cut_moves_the_maps_gradually_with_the_aif():
+    """A fixed threshold exactly at one frequency's singular value: a change of the AIF far
+    below a HU flips that frequency in or out of Wu's hard cut, and the CBF jumps; with the
+    taper it moves in proportion to the change."""
+    curves = box_curves(PARAMS)
+    aif = AIF(TIME)
+    modulus = np.abs(circulant_spectrum(aif, 1.0))
+    edge = float(np.sort(modulus / modulus.max())[len(modulus) // 2])  # a mid-band frequency
+    bump = 1e-4 * np.exp(-0.5 * ((TIME - 12.0) / 3.0) ** 2)  # 1e-4 HU
+    change = {}
+    for taper in (0.0, 0.1):
+        cfg = BsvdConfig(threshold=edge, taper=taper)
+        up, down = (bsvd_maps(curves, aif + s * bump, TIME, cfg=cfg)["cbf"] for s in (1, -1))
+        change[taper] = float(np.max(np.abs(up - down) / up))
+    assert change[0.1] < 1e-3
+    assert change[0.0] > 10 * change[0.1]

@@ -141,6 +141,8 @@ def test_a_fit_is_reused_when_nothing_that_shapes_its_maps_changed():
         "ode_prefit_steps=0", "loss.anchor=1"
     )  # the anchor pulls toward the median-filtered grid start
     assert settings("ode_prefit_voxels=10") != settings()
+    assert settings("bsvd.taper=0.3") == settings()  # only bSVD reads its section
+    assert settings("method=bsvd", "bsvd.taper=0.3") != settings("method=bsvd")
 
 
 def test_a_fit_from_a_checkpoint_is_reused_only_for_the_weights_it_started_from(tmp_path):
@@ -168,23 +170,31 @@ def test_a_fit_from_a_checkpoint_is_reused_only_for_the_weights_it_started_from(
     assert finished_fit(fit, cfg) is None
 
 
-def test_an_added_key_at_its_former_behaviour_keeps_cached_fits(tmp_path):
+@pytest.mark.parametrize(
+    ("key", "before", "method"),
+    [
+        ("ode_prefit_schedule", "ode_prefit_schedule=constant", "resppinn"),
+        ("ode_prefit_eps", "ode_prefit_eps=1e-15", "resppinn"),
+        ("bsvd", "bsvd.taper=0", "bsvd"),
+    ],
+)
+def test_an_added_key_at_its_former_behaviour_keeps_cached_fits(tmp_path, key, before, method):
     from omegaconf import OmegaConf
 
     from perfusion.fitting.config import FitConfig
     from perfusion.fitting.reuse import ADDED_KEYS, effective_settings, finished_fit
 
-    old = load_config(FitConfig, ["fit.yaml"], ["ode_prefit_schedule=constant"])
+    old = load_config(FitConfig, ["fit.yaml"], [f"method={method}", before])
     fit = tmp_path / "fit"
     fit.mkdir()
     saved = OmegaConf.to_container(old)
-    del saved["ode_prefit_schedule"]  # written before the key existed
+    del saved[key]  # written before the key existed
     OmegaConf.save(OmegaConf.create(saved), fit / "config.yaml")
-    (fit / "summary.json").write_text(json.dumps({"method": "resppinn"}))
-    assert "ode_prefit_schedule" in ADDED_KEYS
-    assert "ode_prefit_schedule" not in effective_settings(old)
+    (fit / "summary.json").write_text(json.dumps({"method": method}))
+    assert key in ADDED_KEYS
+    assert key not in effective_settings(old)
     assert finished_fit(fit, old) is not None  # the same fit as before the key
-    new = load_config(FitConfig, ["fit.yaml"], ["ode_prefit_schedule=linear"])
+    new = load_config(FitConfig, ["fit.yaml"], [f"method={method}"])  # fit.yaml's new value
     assert finished_fit(fit, new) is None  # the new behaviour is another fit
     saved["stop"]["averaging"] = 0.5  # a key this version does not know: another version's fit
     OmegaConf.save(OmegaConf.create(saved), fit / "config.yaml")

@@ -44,8 +44,17 @@ def test_median_filter_removes_an_isolated_start() -> None:
     assert smoothed_start(start, tissue, (1, 1, 1)) is start  # size 1: unchanged
 
 
-def test_prefit_fits_a_distinct_region() -> None:
-    """Two regions with different starts: after the pre-fit f_ODE tells them apart."""
+def _prefit_eps_values() -> list[float]:
+    from perfusion.config import to_object  # noqa: PLC0415
+    from perfusion.fitting.init import build_fit_config  # noqa: PLC0415
+
+    return sorted({1e-15, to_object(build_fit_config()).ode_prefit_eps})
+
+
+@pytest.mark.parametrize("eps", _prefit_eps_values())
+def test_prefit_fits_a_distinct_region(eps: float) -> None:
+    """Two regions with different starts: after the pre-fit f_ODE tells them apart, at the
+    former Adam epsilon and at configs/fit.yaml's."""
     torch.manual_seed(0)
     cfg = FieldsConfig()
     cfg.encoding.n_levels, cfg.encoding.log2_hashmap_size, cfg.encoding.finest_resolution = (
@@ -63,7 +72,7 @@ def test_prefit_fits_a_distinct_region() -> None:
     with torch.no_grad():
         out = fields.ode(features(fields, torch.arange(2000)))
     before = float((out.log() - start.log()).abs().mean())
-    final = prefit_ode(fields, features, start, 150, 1e-2, 1000, generator)
+    final = prefit_ode(fields, features, start, 150, 1e-2, 1000, generator, eps=eps)
     with torch.no_grad():
         out = fields.ode(features(fields, torch.arange(2000)))
     after = float((out.log() - start.log()).abs().mean())
@@ -107,7 +116,11 @@ def test_prefit_rate_falls_to_zero_under_the_linear_schedule(monkeypatch) -> Non
     start = torch.tensor([1.0, 0.4, 0.1]).repeat(50, 1)
     for schedule in ("linear", "constant"):
         fields = build_fields(cfg, 3)
-        prefit_ode(fields, FeatureSource(fields, x), start, 4, 1e-2, 10, schedule=schedule)
+        prefit_ode(
+            fields, FeatureSource(fields, x), start, 4, 1e-2, 10, schedule=schedule, eps=1e-6
+        )
     assert rates == pytest.approx([1e-2, 7.5e-3, 5e-3, 2.5e-3, 1e-2, 1e-2, 1e-2, 1e-2])
     with pytest.raises(PerfusionError, match="ode_prefit_schedule"):
-        prefit_ode(fields, FeatureSource(fields, x), start, 4, 1e-2, 10, schedule="cosine")
+        prefit_ode(
+            fields, FeatureSource(fields, x), start, 4, 1e-2, 10, schedule="cosine", eps=1e-6
+        )

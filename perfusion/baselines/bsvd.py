@@ -15,8 +15,9 @@ most ``oi_target`` (0.095 for CT, field.md section 5), else the largest threshol
 between two thresholds, the residue is interpolated between theirs at the crossing (linear in
 OI) instead of taking the larger threshold's: Wu's rule flips voxels from one threshold to the
 next when the data change by a fraction of a HU (rounding a scan to whole HU); interpolated,
-the residue changes continuously with the data. The frequency cut itself stays hard, so a
-change of the AIF can still flip frequencies in or out.
+the residue changes continuously with the data. For the same reason the cut can have a smooth
+edge (``BsvdConfig.taper``): a hard cut flips a frequency in or out when the AIF changes by a
+fraction of a HU.
 
 Maps (field.md section 5; units as in perfusion/units.py):
 - CBF = max of the residue ``F R`` (1/s) converted by :func:`perfusion.units.flow_to_cbf`.
@@ -62,6 +63,12 @@ class BsvdConfig:
     """Uniform resampling step (s); None = the smallest frame interval."""
     chunk: int = 16384
     """Voxels deconvolved at once (memory bound: chunk * 2N complex values)."""
+    taper: float = 0.0
+    """Half-width of the cut's edge, as a fraction of the threshold: a frequency's weight rises
+    from 0 to 1 (raised cosine) as its singular value goes from ``(1 - taper) P`` to
+    ``(1 + taper) P`` times the largest. 0 (this default, the behaviour before the key) is
+    Wu's hard cut, which flips a frequency in or out when the AIF changes by a fraction of a
+    HU; configs/fit.yaml's 0.1 moves it gradually."""
 
 
 def resample_uniform(
@@ -95,6 +102,18 @@ def oscillation_index(residue: np.ndarray) -> np.ndarray:
     return np.where(peak > 0, second / (residue.shape[-1] * np.maximum(peak, 1e-12)), 0.0)
 
 
+def cut_weights(relative: np.ndarray, threshold: float, taper: float) -> np.ndarray:
+    """Weights in [0, 1] of frequencies whose singular values are ``relative`` to the largest:
+    1 above ``threshold``, 0 below it (``taper`` 0), or a raised-cosine edge of half-width
+    ``taper * threshold`` around it, so that a change of the AIF moves a frequency near the
+    cut in or out gradually (see :class:`BsvdConfig`)."""
+    if taper <= 0:
+        return (relative >= threshold).astype(np.float64)
+    low, high = threshold * (1.0 - taper), threshold * (1.0 + taper)
+    x = np.clip((relative - low) / (high - low), 0.0, 1.0)
+    return 0.5 - 0.5 * np.cos(np.pi * x)
+
+
 def deconvolve(tissue: np.ndarray, spectrum: np.ndarray, cfg: BsvdConfig) -> np.ndarray:
     """Residues (V, L) = F R(t) in 1/s of tissue curves (V, N) (uniform grid, ΔHU)."""
     n_pad = spectrum.size
@@ -103,8 +122,8 @@ def deconvolve(tissue: np.ndarray, spectrum: np.ndarray, cfg: BsvdConfig) -> np.
     safe = np.where(modulus > 0, spectrum, 1.0)
 
     def solve(p: float) -> np.ndarray:
-        keep = modulus >= p * modulus.max()
-        return np.fft.ifft(tissue_f * np.where(keep, 1.0 / safe, 0.0), axis=-1).real
+        keep = cut_weights(modulus / modulus.max(), p, cfg.taper)
+        return np.fft.ifft(tissue_f * (keep / safe), axis=-1).real
 
     if cfg.threshold is not None:
         return solve(cfg.threshold)

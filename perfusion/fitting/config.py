@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from perfusion.baselines.bsvd import BsvdConfig
 from perfusion.domain import DomainConfig
 from perfusion.errors import PerfusionError
 from perfusion.fields.config import FieldsConfig
@@ -73,8 +74,12 @@ class OptimConfig:
     lr: float = 5e-3
     """Peak learning rate (Table 2: 1e-3)."""
     eps: float = 1e-15
-    """Adam's epsilon. Instant-NGP's 1e-15: a hash table starts at +-1e-4, its gradients are tiny
-    and torch's 1e-8 would swamp them (older checkpoints recorded 1e-8)."""
+    """Adam's epsilon: gradients smaller than it move a parameter in proportion, larger ones by
+    about ``lr`` whatever their size. Instant-NGP's 1e-15 (this default; older checkpoints
+    recorded 1e-8) moves every touched hash entry by a whole step, also along what the data
+    do not determine (the CBF-MTT trade-off of a voxel), so the maps then follow the last
+    batches and changes of the data far below the noise; configs/fit.yaml's 1e-3 damps those
+    directions (docs/method.md, "Stable maps")."""
     schedule: str = "constant"
     """``constant``: a linear rise over ``warmup_steps``, then ``lr`` until the fit stops (its
     length is the stopping rule's, so the schedule must not depend on the cap ``steps``);
@@ -201,6 +206,13 @@ class FitConfig:
     A fit to a fixed target that ends at a constant rate stops wherever its last batches left it,
     so a change of the data far below the noise (or another seed) moves its maps as much as
     the noise does; the decay lets it settle. ``constant`` is the behaviour before the key."""
+    ode_prefit_eps: float = 1e-15
+    """Adam's epsilon in the f_ODE pre-fit: a parameter whose gradient is smaller than it moves in
+    proportion to its gradient rather than by a whole step. At Instant-NGP's 1e-15 every entry
+    of the hash table moves a whole step, in whichever direction its last few batches say, so
+    the pre-fit's end depends on the seed and on changes of the data far below the noise; much
+    above 1e-6 the fresh table's tiny gradients hardly move it (a small lesion stays at the
+    healthy delay). 1e-15 is the behaviour before the key."""
     ode_prefit_median: list[int] = field(default_factory=lambda: [3, 3, 1])
     """Voxels of the median filter applied to the grid start's log-parameters (scan axes)."""
     ode_prefit_lr: float = 5e-3
@@ -217,6 +229,8 @@ class FitConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     stop: StopConfig = field(default_factory=StopConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    bsvd: BsvdConfig = field(default_factory=BsvdConfig)
+    """``method=bsvd``'s options (the other methods ignore them)."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 

@@ -121,6 +121,7 @@ UNRECORDED_BEFORE = {
     "sampling.heldout_share": 0.02,
     "ode_prefit_voxels": 25000,
     "ode_prefit_schedule": "constant",
+    "ode_prefit_eps": 1e-15,
     "stop.rule": "none",
 }
 """Inner-loop settings that older checkpoints do not record, with the value every fit had before

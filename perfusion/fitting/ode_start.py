@@ -28,9 +28,6 @@ from perfusion.physics import l2
 
 MIN_DELAY_S = 0.1
 """The exp-output f_ODE needs t_d > 0: grid starts below this are raised to it."""
-ADAM_EPS = 1e-15
-"""Instant-NGP's Adam epsilon. A fresh hash table starts at +-1e-4, so its gradients are tiny and
-the usual 1e-8 swamps them: the pre-fit then leaves small lesions at the healthy delay."""
 MIN_FLOW_PER_S = 1e-4
 """Voxels without a positive least-squares flow start at this flow (CBF ~0.4 ml/100g/min)."""
 
@@ -83,13 +80,15 @@ def prefit_ode(
     generator: torch.Generator | None = None,
     order: Tensor | None = None,
     schedule: str = "constant",
+    *,
+    eps: float,
 ) -> float:
     """Fit f_ODE and the encoding to ``log(start)`` (V, 3) for ``steps`` Adam steps.
 
     ``features(fields, rows)`` gives the voxels' features (a FeatureSource). Batches are windows
     of ``order`` (all rows in key order, :func:`perfusion.fitting.sampling.window`; default
     the rows as listed). The learning rate is ``lr`` throughout (``constant``) or falls linearly
-    to 0 over the steps (``linear``). Returns the final mean squared log-ratio of f_ODE to the
+    to 0 over the steps (``linear``); ``eps`` is Adam's epsilon (FitConfig.ode_prefit_eps). Returns the final mean squared log-ratio of f_ODE to the
     start, NaN when ``steps`` is 0.
     """
     check_prefit_schedule(schedule)
@@ -97,7 +96,7 @@ def prefit_ode(
         return float("nan")
     groups = fields.parameter_groups()
     params = [*groups["encoding"], *groups["ode"]]
-    optimizer = torch.optim.Adam(params, lr=lr, eps=ADAM_EPS)
+    optimizer = torch.optim.Adam(params, lr=lr, eps=eps)
     decay = (lambda k: 1.0 - k / steps) if schedule == "linear" else (lambda k: 1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
     target = start.clamp_min(1e-12).log()

@@ -9,6 +9,7 @@ from (``summary.json`` ``init.sha256``) are those of the checkpoint asked for no
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -17,12 +18,18 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from perfusion import cache
+from perfusion.baselines.bsvd import BsvdConfig
 from perfusion.fitting.config import CLASSICAL_METHODS
 
-ADDED_KEYS = {"ode_prefit_schedule": "constant"}
+ADDED_KEYS: dict[str, Any] = {
+    "ode_prefit_schedule": "constant",
+    "ode_prefit_eps": 1e-15,
+    "bsvd": dataclasses.asdict(BsvdConfig()),  # its defaults are the behaviour before the section
+}
 """Top-level FitConfig keys added after fits were cached, with the value that repeats the
 behaviour from before they existed: at that value the key is left out of the digest, so adding
-a key does not make every cached fit look different."""
+a key does not make every cached fit look different. (A saved configuration without the key
+is completed with the dataclass default, which is that value.)"""
 
 
 def effective_settings(fit_cfg: Any) -> dict[str, Any]:
@@ -36,16 +43,18 @@ def effective_settings(fit_cfg: Any) -> dict[str, Any]:
     for key in ("progress_bar", "report", "tracking", "threads", "device"):
         settings.pop(key, None)
     settings["preprocess"].pop("threads", None)
-    if settings["method"] in CLASSICAL_METHODS:
-        return {"method": settings["method"], "preprocess": settings["preprocess"]}
-    if settings["ode_prefit_steps"] == 0:
-        for key in ("ode_prefit_voxels", "ode_prefit_lr", "ode_prefit_schedule"):
-            settings.pop(key)
-        if settings["loss"]["anchor"] == 0:
-            settings.pop("ode_prefit_median")
     for key, before in ADDED_KEYS.items():
         if settings.get(key) == before:
             settings.pop(key)
+    bsvd = settings.pop("bsvd", None)
+    if settings["method"] in CLASSICAL_METHODS:
+        kept = {"method": settings["method"], "preprocess": settings["preprocess"]}
+        return {**kept, "bsvd": bsvd} if bsvd and settings["method"] == "bsvd" else kept
+    if settings["ode_prefit_steps"] == 0:
+        for key in ("ode_prefit_voxels", "ode_prefit_lr", "ode_prefit_schedule", "ode_prefit_eps"):
+            settings.pop(key, None)
+        if settings["loss"]["anchor"] == 0:
+            settings.pop("ode_prefit_median")
     stop = settings["stop"]
     if stop["rule"] == "none":
         settings["stop"] = {"rule": "none"}

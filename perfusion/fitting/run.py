@@ -37,11 +37,12 @@ from perfusion.io import atomic_dir, read_case, write_json_atomic, write_text_at
 from perfusion.prepared import PREPARED_JSON, PreparedCase
 from perfusion.units import TMAX_CONVENTION
 
-BASELINES: dict[str, Callable[[PreparedCase], dict[str, np.ndarray]]] = {
-    "bsvd": fit_bsvd,
-    "nlr": fit_nlr,
+BASELINES: dict[str, Callable[[PreparedCase, FitConfig], dict[str, np.ndarray]]] = {
+    "bsvd": lambda prepared, cfg: fit_bsvd(prepared, cfg.bsvd),
+    "nlr": lambda prepared, cfg: fit_nlr(prepared),
 }
-"""The classical methods (``method=bsvd|nlr``): name -> maps of a prepared case."""
+"""The classical methods (``method=bsvd|nlr``): name -> maps of a prepared case, given the
+fit's configuration (bSVD reads its ``bsvd`` section)."""
 
 HISTORY_CSV = "history.csv"
 
@@ -106,7 +107,7 @@ def _fit_and_write(case_dir, cfg, fit_cfg: FitConfig, out_dir: Path, logger: Any
     prepared = load_prepared(case_dir, fit_cfg, say)
     fit_start = time.perf_counter()
     if fit_cfg.method in BASELINES:
-        raw, fitqc, extra = _baseline(prepared, fit_cfg.method)
+        raw, fitqc, extra = _baseline(prepared, fit_cfg)
     else:
         fit = fit_fields(prepared, fit_cfg, logger)
         raw = maps_from_params(fit.flow_per_s, fit.mtt_s, fit.delay_s)
@@ -148,9 +149,10 @@ def _fit_and_write(case_dir, cfg, fit_cfg: FitConfig, out_dir: Path, logger: Any
     return summary
 
 
-def _baseline(prepared: PreparedCase, method: str) -> tuple[dict, None, dict]:
-    """Classical maps of ``prepared`` by :data:`BASELINES`' ``method`` (bsvd, nlr)."""
-    result = BASELINES[method](prepared)
+def _baseline(prepared: PreparedCase, cfg: FitConfig) -> tuple[dict, None, dict]:
+    """Classical maps of ``prepared`` by :data:`BASELINES`' ``cfg.method`` (bsvd, nlr)."""
+    method = cfg.method
+    result = BASELINES[method](prepared, cfg)
     missing = [n for n in MAP_NAMES if n not in result]
     if missing:
         raise PerfusionError(f"method={method}: baseline returned no {missing}")

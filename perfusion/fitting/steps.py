@@ -280,6 +280,7 @@ def prefit(
             generator,
             samples.voxel_order,
             cfg.ode_prefit_schedule,
+            eps=cfg.ode_prefit_eps,
         )
     return aif, ode
 

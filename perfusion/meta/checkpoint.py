@@ -58,6 +58,7 @@ def inner_fit_settings(cfg: MetaConfig) -> dict[str, Any]:
         "aif_prefit_lr": fit["aif_prefit_lr"],
         "ode_prefit_steps": fit["ode_prefit_steps"],
         "ode_prefit_lr": fit["ode_prefit_lr"],
+        "ode_prefit_eps": fit["ode_prefit_eps"],
         "ode_prefit_median": fit["ode_prefit_median"],
     }
     settings.update({f"optim.{k}": v for k, v in fit["optim"].items()})
