@@ -143,6 +143,7 @@ def test_a_fit_is_reused_when_nothing_that_shapes_its_maps_changed():
     assert settings("ode_prefit_voxels=10") != settings()
     assert settings("bsvd.taper=0.3") == settings()  # only bSVD reads its section
     assert settings("method=bsvd", "bsvd.taper=0.3") != settings("method=bsvd")
+    assert settings("method=bsvd", "bsvd.chunk=10") == settings("method=bsvd")
 
 
 def test_a_fit_from_a_checkpoint_is_reused_only_for_the_weights_it_started_from(tmp_path):

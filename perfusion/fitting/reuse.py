@@ -34,10 +34,10 @@ is completed with the dataclass default, which is that value.)"""
 
 def effective_settings(fit_cfg: Any) -> dict[str, Any]:
     """The FitConfig keys that can change a fit's maps: a classical method reads only its
-    preprocessing; the noise target and margin matter only to the noise rule; no stop setting
-    but the rule matters when the fit runs its ``steps``; logging, display, thread counts and
-    the device never do (a device changes a fit by float rounding only); nor do the f_ODE
-    pre-fit's settings when it does not run (its grid start still feeds the anchor); a key of
+    preprocessing (and bSVD its ``bsvd`` section, but for the chunk size); the noise target and
+    margin matter only to the noise rule; no stop setting but the rule matters when the fit
+    runs its ``steps``; logging, display, thread counts and the device never do (a device
+    changes a fit by float rounding only); nor do the f_ODE pre-fit's settings when it does not run (its grid start still feeds the anchor); a key of
     :data:`ADDED_KEYS` at its former behaviour is left out."""
     settings = OmegaConf.to_container(OmegaConf.structured(fit_cfg), resolve=True)
     for key in ("progress_bar", "report", "tracking", "threads", "device"):
@@ -47,6 +47,8 @@ def effective_settings(fit_cfg: Any) -> dict[str, Any]:
         if settings.get(key) == before:
             settings.pop(key)
     bsvd = settings.pop("bsvd", None)
+    if bsvd:
+        bsvd.pop("chunk")  # memory only
     if settings["method"] in CLASSICAL_METHODS:
         kept = {"method": settings["method"], "preprocess": settings["preprocess"]}
         return {**kept, "bsvd": bsvd} if bsvd and settings["method"] == "bsvd" else kept
