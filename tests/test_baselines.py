@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from perfusion.baselines import BsvdConfig, NlrConfig, bsvd_maps, fit_bsvd, fit_nlr, nlr_maps
-from perfusion.baselines.bsvd import circulant_spectrum, oscillation_index, resample_uniform
+from perfusion.baselines.bsvd import (
+    circulant_spectrum,
+    cut_weights,
+    oscillation_index,
+    resample_uniform,
+)
 from perfusion.baselines.nlr import BoxModel
 from perfusion.errors import PerfusionError
 from perfusion.gamma_variate import GammaVariate
@@ -144,8 +149,6 @@ def test_the_method_registry_names_every_classical_method():
 
 
 def test_cut_weights_edge():
-    from perfusion.baselines.bsvd import cut_weights
-
     relative = np.array([0.0, 0.089, 0.09, 0.1, 0.11, 0.111, 1.0])
     np.testing.assert_array_equal(cut_weights(relative, 0.1, 0.0), [0, 0, 0, 1, 1, 1, 1])
     soft = cut_weights(relative, 0.1, 0.1)

@@ -144,6 +144,9 @@ def test_a_fit_is_reused_when_nothing_that_shapes_its_maps_changed():
     assert settings("bsvd.taper=0.3") == settings()  # only bSVD reads its section
     assert settings("method=bsvd", "bsvd.taper=0.3") != settings("method=bsvd")
     assert settings("method=bsvd", "bsvd.chunk=10") == settings("method=bsvd")
+    assert settings("method=bsvd", "bsvd.taper=0", "bsvd.chunk=10") == settings(
+        "method=bsvd", "bsvd.taper=0"
+    )  # Wu's hard cut at any chunk size is the fit from before the section
 
 
 def test_a_fit_from_a_checkpoint_is_reused_only_for_the_weights_it_started_from(tmp_path):

@@ -88,8 +88,8 @@ def prefit_ode(
     ``features(fields, rows)`` gives the voxels' features (a FeatureSource). Batches are windows
     of ``order`` (all rows in key order, :func:`perfusion.fitting.sampling.window`; default
     the rows as listed). The learning rate is ``lr`` throughout (``constant``) or falls linearly
-    to 0 over the steps (``linear``); ``eps`` is Adam's epsilon (FitConfig.ode_prefit_eps). Returns the final mean squared log-ratio of f_ODE to the
-    start, NaN when ``steps`` is 0.
+    to 0 over the steps (``linear``); ``eps`` is Adam's epsilon (FitConfig.ode_prefit_eps).
+    Returns the final mean squared log-ratio of f_ODE to the start, NaN when ``steps`` is 0.
     """
     check_prefit_schedule(schedule)
     if steps <= 0 or len(start) == 0:

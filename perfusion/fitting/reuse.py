@@ -24,7 +24,8 @@ from perfusion.fitting.config import CLASSICAL_METHODS
 ADDED_KEYS: dict[str, Any] = {
     "ode_prefit_schedule": "constant",
     "ode_prefit_eps": 1e-15,
-    "bsvd": dataclasses.asdict(BsvdConfig()),  # its defaults are the behaviour before the section
+    # the section's defaults are the behaviour before it (its chunk size is never in a digest)
+    "bsvd": {k: v for k, v in dataclasses.asdict(BsvdConfig()).items() if k != "chunk"},
 }
 """Top-level FitConfig keys added after fits were cached, with the value that repeats the
 behaviour from before they existed: at that value the key is left out of the digest, so adding
@@ -36,19 +37,19 @@ def effective_settings(fit_cfg: Any) -> dict[str, Any]:
     """The FitConfig keys that can change a fit's maps: a classical method reads only its
     preprocessing (and bSVD its ``bsvd`` section, but for the chunk size); the noise target and
     margin matter only to the noise rule; no stop setting but the rule matters when the fit
-    runs its ``steps``; logging, display, thread counts and the device never do (a device
-    changes a fit by float rounding only); nor do the f_ODE pre-fit's settings when it does not run (its grid start still feeds the anchor); a key of
-    :data:`ADDED_KEYS` at its former behaviour is left out."""
+    runs its ``steps``; logging, display, thread counts, bSVD's chunk size and the device never
+    do (a device changes a fit by float rounding only); nor do the f_ODE pre-fit's settings
+    when it does not run (its grid start still feeds the anchor); a key of :data:`ADDED_KEYS`
+    at its former behaviour is left out."""
     settings = OmegaConf.to_container(OmegaConf.structured(fit_cfg), resolve=True)
     for key in ("progress_bar", "report", "tracking", "threads", "device"):
         settings.pop(key, None)
     settings["preprocess"].pop("threads", None)
+    settings["bsvd"].pop("chunk", None)
     for key, before in ADDED_KEYS.items():
         if settings.get(key) == before:
             settings.pop(key)
     bsvd = settings.pop("bsvd", None)
-    if bsvd:
-        bsvd.pop("chunk")  # memory only
     if settings["method"] in CLASSICAL_METHODS:
         kept = {"method": settings["method"], "preprocess": settings["preprocess"]}
         return {**kept, "bsvd": bsvd} if bsvd and settings["method"] == "bsvd" else kept
