@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -180,6 +181,7 @@ def test_a_fit_from_a_checkpoint_is_reused_only_for_the_weights_it_started_from(
         ("ode_prefit_schedule", "ode_prefit_schedule=constant", "resppinn"),
         ("ode_prefit_eps", "ode_prefit_eps=1e-15", "resppinn"),
         ("bsvd", "bsvd.taper=0", "bsvd"),
+        ("stop.average", "stop.average=0", "resppinn"),
     ],
 )
 def test_an_added_key_at_its_former_behaviour_keeps_cached_fits(tmp_path, key, before, method):
@@ -192,11 +194,15 @@ def test_an_added_key_at_its_former_behaviour_keeps_cached_fits(tmp_path, key, b
     fit = tmp_path / "fit"
     fit.mkdir()
     saved = OmegaConf.to_container(old)
-    del saved[key]  # written before the key existed
+    *sections, name = key.split(".")
+    holder = saved
+    for section in sections:
+        holder = holder[section]
+    del holder[name]  # written before the key existed
     OmegaConf.save(OmegaConf.create(saved), fit / "config.yaml")
     (fit / "summary.json").write_text(json.dumps({"method": method}))
     assert key in ADDED_KEYS
-    assert key not in effective_settings(old)
+    assert name not in functools.reduce(dict.get, sections, effective_settings(old))
     assert finished_fit(fit, old) is not None  # the same fit as before the key
     new = load_config(FitConfig, ["fit.yaml"], [f"method={method}"])  # fit.yaml's new value
     assert finished_fit(fit, new) is None  # the new behaviour is another fit

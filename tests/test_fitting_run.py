@@ -236,7 +236,7 @@ def noisy_dir(tmp_path_factory) -> Path:
 
 
 def test_noise_rule_stops_at_the_noise_level(noisy_dir: Path, tmp_path: Path) -> None:
-    summary = fit_case(noisy_dir, small_cfg("steps=1000"), tmp_path)
+    summary = fit_case(noisy_dir, small_cfg("steps=1000", "stop.average=0"), tmp_path)
     noise, stop = summary["noise"], summary["stop"]
     assert noise["sd_hu"] == pytest.approx(1.0, rel=0.1)
     assert noise["method"] == "pre-bolus frame differences"
@@ -247,6 +247,41 @@ def test_noise_rule_stops_at_the_noise_level(noisy_dir: Path, tmp_path: Path) ->
     history = read_history(tmp_path)
     last = np.mean([row["rms_hu"] for row in history[-5:]])
     assert last <= 1.15 * stop["target_rms_hu"]  # stopped where it reached the noise
+
+
+def test_maps_from_the_average_of_the_weights(noisy_dir: Path, tmp_path: Path) -> None:
+    """stop.average: the maps come from the moving average, not from the last step."""
+    summaries, cbf = {}, {}
+    for average in ("0", "0.9"):
+        summaries[average] = fit_case(
+            noisy_dir, small_cfg("steps=40", "stop.rule=none", f"stop.average={average}"),
+            tmp_path / average,
+        )  # fmt: skip
+        cbf[average] = np.asarray(nib.load(tmp_path / average / "cbf.nii.gz").dataobj)
+    assert "maps_from" not in summaries["0"]["stop"]
+    assert summaries["0.9"]["stop"]["maps_from"] == "average of the weights (decay 0.9)"
+    assert summaries["0"]["steps"] == summaries["0.9"]["steps"] == 40  # the same steps ran
+    assert not np.array_equal(cbf["0"], cbf["0.9"])
+
+
+def test_averaged_weights_follow_torch_ema_rule() -> None:
+    from types import SimpleNamespace
+
+    from perfusion.fitting.stopping import AveragedWeights
+
+    module = SimpleNamespace(fields=torch.nn.Linear(2, 1))
+    callback = AveragedWeights(0.9)
+    callback.on_train_start(None, module)
+    start = module.fields.weight.detach().clone()
+    expected = start.clone()
+    for step in range(3):
+        with torch.no_grad():
+            module.fields.weight.add_(1.0)
+        expected = 0.9 * expected + 0.1 * module.fields.weight.detach()
+        callback.on_train_batch_end(None, module, None, None, step)
+    callback.on_train_end(None, module)
+    torch.testing.assert_close(module.fields.weight.detach(), expected)
+    assert not torch.allclose(module.fields.weight, start + 3.0)  # not the last step's
 
 
 def test_noiseless_case_stops_on_the_plateau_or_the_cap(case_dir: Path, tmp_path: Path) -> None:

@@ -152,6 +152,14 @@ class StopConfig:
     """Relative improvement that counts (on the log of the monitored RMS)."""
     ema: float = 0.8
     """Weight of the past in the exponential moving average of the per-step training RMS."""
+    average: float = 0.0
+    """Weight of the past in an exponential moving average of the fields' weights, updated
+    after every step from the first; the maps come from the average where the fit stops (not
+    under the held-out rules, which keep their best step). Over a fit of a few hundred steps
+    the average keeps part of the pre-fit's start and of every step since, so a change of the
+    data below the noise, which sends the steps another way, moves the maps less
+    (docs/method.md, "Stable maps"). 0: the last step's weights (interpolated to the noise
+    crossing), the behaviour before the key."""
 
 
 @dataclass
@@ -242,6 +250,8 @@ def check_fit_config(cfg: FitConfig) -> None:
     if cfg.method not in METHODS:
         raise PerfusionError(f"method: {cfg.method!r}, expected one of {METHODS}")
     check_prefit_schedule(cfg.ode_prefit_schedule)
+    if not 0.0 <= cfg.stop.average < 1.0:
+        raise PerfusionError(f"stop.average: {cfg.stop.average}, expected 0 <= value < 1")
     resolve_steps(cfg)
 
 

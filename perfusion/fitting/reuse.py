@@ -26,18 +26,20 @@ ADDED_KEYS: dict[str, Any] = {
     "ode_prefit_eps": 1e-15,
     # the section's defaults are the behaviour before it (its chunk size is never in a digest)
     "bsvd": {k: v for k, v in dataclasses.asdict(BsvdConfig()).items() if k != "chunk"},
+    "stop.average": 0.0,
 }
-"""Top-level FitConfig keys added after fits were cached, with the value that repeats the
-behaviour from before they existed: at that value the key is left out of the digest, so adding
-a key does not make every cached fit look different. (A saved configuration without the key
-is completed with the dataclass default, which is that value.)"""
+"""FitConfig keys (dotted inside a section) added after fits were cached, with the value that
+repeats the behaviour from before they existed: at that value the key is left out of the
+digest, so adding a key does not make every cached fit look different. (A saved configuration
+without the key is completed with the dataclass default, which is that value.)"""
 
 
 def effective_settings(fit_cfg: Any) -> dict[str, Any]:
     """The FitConfig keys that can change a fit's maps: a classical method reads only its
     preprocessing (and bSVD its ``bsvd`` section, but for the chunk size); the noise target and
-    margin matter only to the noise rule; no stop setting but the rule matters when the fit
-    runs its ``steps``; logging, display, thread counts, bSVD's chunk size and the device never
+    margin matter only to the noise rule; no stop setting but the rule and the weight average
+    matters when the fit runs its ``steps``, and the average not under the held-out rules
+    (they keep their best step); logging, display, thread counts, bSVD's chunk size and the device never
     do (a device changes a fit by float rounding only); nor do the f_ODE pre-fit's settings
     when it does not run (its grid start still feeds the anchor); a key of :data:`ADDED_KEYS`
     at its former behaviour is left out."""
@@ -47,8 +49,10 @@ def effective_settings(fit_cfg: Any) -> dict[str, Any]:
     settings["preprocess"].pop("threads", None)
     settings["bsvd"].pop("chunk", None)
     for key, before in ADDED_KEYS.items():
-        if settings.get(key) == before:
-            settings.pop(key)
+        *sections, name = key.split(".")
+        holder = functools.reduce(dict.get, sections, settings)
+        if holder.get(name) == before:
+            holder.pop(name)
     bsvd = settings.pop("bsvd", None)
     if settings["method"] in CLASSICAL_METHODS:
         kept = {"method": settings["method"], "preprocess": settings["preprocess"]}
@@ -59,10 +63,12 @@ def effective_settings(fit_cfg: Any) -> dict[str, Any]:
         if settings["loss"]["anchor"] == 0:
             settings.pop("ode_prefit_median")
     stop = settings["stop"]
-    if stop["rule"] == "none":
-        settings["stop"] = {"rule": "none"}
+    if stop["rule"] == "none":  # the steps all run; the average of their weights still counts
+        settings["stop"] = {k: v for k, v in stop.items() if k in ("rule", "average")}
     elif stop["rule"] == "heldout":
         stop.pop("target"), stop.pop("margin")
+    if stop["rule"] in ("heldout", "both"):
+        stop.pop("average", None)  # the best held-out step is kept, not the average
     return settings
 
 

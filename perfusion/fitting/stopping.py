@@ -14,11 +14,13 @@ every further step fits noise. EarlyStopping's ``stopping_threshold`` stops ther
 the plateau and the cap remain. ``stop.rule=heldout`` stops on the held-out plateau and keeps
 the best held-out step's weights; ``both`` runs both callbacks.
 
-Two more callbacks choose the weights the maps come from: :class:`BestHeldout` (the check
-with the lowest held-out residual; restored under the held-out rules) and
-:class:`NoiseCrossing` (under the noise rule, the weights interpolated to where the training
-residual crossed the target between the last two checks, so that a change of the data far
-below the noise moves the maps continuously rather than by a whole check interval).
+Three more callbacks choose the weights the maps come from: :class:`BestHeldout` (the check
+with the lowest held-out residual; restored under the held-out rules), :class:`AveragedWeights`
+(with ``stop.average`` > 0 and no best step kept: an exponential moving average of the
+weights over every step) and otherwise :class:`NoiseCrossing` (under the noise rule, the
+weights interpolated to where the training residual crossed the target between the last two
+checks, so that a change of the data far below the noise moves the maps continuously rather
+than by a whole check interval).
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from perfusion.errors import PerfusionError
 from perfusion.fitting.config import STOP_RULES, STOP_TARGETS, StopConfig
@@ -57,10 +61,13 @@ class StopPlan:
     keep_best: bool
 
     def callbacks(self, cfg: StopConfig) -> list[Callback]:
-        """The rule's EarlyStopping callbacks (none for ``none``), :class:`BestHeldout`, and
-        :class:`NoiseCrossing` when the noise rule has a target and no best step is kept."""
+        """The rule's EarlyStopping callbacks (none for ``none``), :class:`BestHeldout`, and,
+        when no best step is kept, :class:`AveragedWeights` (``cfg.average`` > 0) or else
+        :class:`NoiseCrossing` (when the noise rule has a target)."""
         out: list[Callback] = [BestHeldout(restore=self.keep_best)]
-        if self.target_rms_hu is not None and not self.keep_best:
+        if cfg.average > 0 and not self.keep_best:
+            out.append(AveragedWeights(cfg.average))
+        elif self.target_rms_hu is not None and not self.keep_best:
             out.append(NoiseCrossing(self.target_rms_hu))
         common = {
             "mode": "min",
@@ -120,6 +127,33 @@ class BestHeldout(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.restore and self.state is not None:
             pl_module.fields.load_state_dict(self.state)
+
+
+class AveragedWeights(Callback):
+    """An exponential moving average of the fields' weights (weight ``decay`` on the past),
+    starting from the weights the training starts from and updated after every optimiser step
+    (torch's EMA rule, ``get_ema_multi_avg_fn``); loaded into the fields when training ends.
+
+    Not Lightning's EMAWeightAveraging: it deep-copies the whole LightningModule (the case's
+    data with it, and tiny-cuda-nn modules do not copy) and swaps the average in at every check;
+    here only the fields' parameters are copied, and the checks see the weights being trained.
+    """
+
+    def __init__(self, decay: float) -> None:
+        self.decay = float(decay)
+        self.update = get_ema_multi_avg_fn(self.decay)
+        self.average: list[torch.Tensor] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.average = [p.detach().clone() for p in pl_module.fields.parameters()]
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        self.update(self.average, [p.detach() for p in pl_module.fields.parameters()], None)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        with torch.no_grad():
+            for mean, current in zip(self.average, pl_module.fields.parameters(), strict=True):
+                current.copy_(mean)
 
 
 class NoiseCrossing(Callback):
@@ -212,6 +246,7 @@ def summary(
     """The ``stop`` entry of summary.json: the rule, the steps run, why, the target and the
     step the maps come from (fractional at an interpolated noise crossing)."""
     best, crossing = _find(callbacks, BestHeldout), _find(callbacks, NoiseCrossing)
+    averaged = _find(callbacks, AveragedWeights)
     if plan.keep_best:
         maps_step: float = int(best.step) if best and best.step else int(steps_run)
     else:
@@ -222,6 +257,7 @@ def summary(
         "reason": reason,
         "target_rms_hu": plan.target_rms_hu,
         "maps_from_step": maps_step,
+        **({"maps_from": f"average of the weights (decay {averaged.decay:g})"} if averaged else {}),
     }
 
 

@@ -62,7 +62,8 @@ def inner_fit_settings(cfg: MetaConfig) -> dict[str, Any]:
         "ode_prefit_median": fit["ode_prefit_median"],
     }
     settings.update({f"optim.{k}": v for k, v in fit["optim"].items()})
-    settings["stop.rule"] = "none"  # Reptile's inner loop runs n_inner steps, always
+    settings["stop.rule"] = "none"  # Reptile's inner loop runs n_inner steps, always,
+    settings["stop.average"] = 0.0  # and goes on from its last weights, not from an average
     for section in ("loss", "sampling", "preprocess", "fields", "domain"):
         settings.update(flatten(fit[section], section))
     return settings
