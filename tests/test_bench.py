@@ -176,15 +176,23 @@ def test_a_fit_from_a_checkpoint_is_reused_only_for_the_weights_it_started_from(
 
 
 @pytest.mark.parametrize(
-    ("key", "before", "method"),
-    [
-        ("ode_prefit_schedule", "ode_prefit_schedule=constant", "resppinn"),
-        ("ode_prefit_eps", "ode_prefit_eps=1e-15", "resppinn"),
-        ("bsvd", "bsvd.taper=0", "bsvd"),
-        ("stop.average", "stop.average=0", "resppinn"),
+    ("key", "before", "after", "method"),
+    [  # after: the new behaviour (None: fit.yaml's value)
+        ("ode_prefit_schedule", "ode_prefit_schedule=constant", None, "resppinn"),
+        ("ode_prefit_eps", "ode_prefit_eps=1e-15", None, "resppinn"),
+        ("bsvd", "bsvd.taper=0", None, "bsvd"),
+        ("stop.average", "stop.average=0", "stop.average=0.995", "resppinn"),
+        (
+            "ode_prefit_median_times",
+            "ode_prefit_median_times=null",
+            "ode_prefit_median_times=[7,7,3]",
+            "resppinn",
+        ),
     ],
 )
-def test_an_added_key_at_its_former_behaviour_keeps_cached_fits(tmp_path, key, before, method):
+def test_an_added_key_at_its_former_behaviour_keeps_cached_fits(
+    tmp_path, key, before, after, method
+):
     from omegaconf import OmegaConf
 
     from perfusion.fitting.config import FitConfig
@@ -204,7 +212,7 @@ def test_an_added_key_at_its_former_behaviour_keeps_cached_fits(tmp_path, key, b
     assert key in ADDED_KEYS
     assert name not in functools.reduce(dict.get, sections, effective_settings(old))
     assert finished_fit(fit, old) is not None  # the same fit as before the key
-    new = load_config(FitConfig, ["fit.yaml"], [f"method={method}"])  # fit.yaml's new value
+    new = load_config(FitConfig, ["fit.yaml"], [f"method={method}", *([after] if after else [])])
     assert finished_fit(fit, new) is None  # the new behaviour is another fit
     saved["stop"]["averaging"] = 0.5  # a key this version does not know: another version's fit
     OmegaConf.save(OmegaConf.create(saved), fit / "config.yaml")

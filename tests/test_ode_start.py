@@ -44,6 +44,20 @@ def test_median_filter_removes_an_isolated_start() -> None:
     assert smoothed_start(start, tissue, (1, 1, 1)) is start  # size 1: unchanged
 
 
+def test_median_windows_per_parameter() -> None:
+    """One window per column (flow, mtt, delay): a 3x3 core of low flow keeps its flow under
+    a 1-voxel window, while a 5x5 window on the times removes an isolated delay."""
+    tissue = np.ones((7, 7, 1), dtype=bool)
+    start = torch.ones((49, 3))
+    core = torch.as_tensor(np.isin(np.arange(49), [16, 17, 18, 23, 24, 25, 30, 31, 32]))
+    start[core, 0] = 0.1
+    start[24, 2] = 50.0
+    smooth = smoothed_start(start, tissue, [(1, 1, 1), (5, 5, 1), (5, 5, 1)])
+    torch.testing.assert_close(smooth[:, 0], start[:, 0])
+    torch.testing.assert_close(smooth[:, 2], torch.ones(49), atol=1e-5, rtol=0)
+    assert smoothed_start(start, tissue, (5, 5, 1))[24, 0] > 0.5  # one window: the core goes
+
+
 def _prefit_eps_values() -> list[float]:
     from perfusion.config import to_object  # noqa: PLC0415
     from perfusion.fitting.init import build_fit_config  # noqa: PLC0415

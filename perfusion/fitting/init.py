@@ -110,6 +110,7 @@ UNRECORDED_BEFORE = {
     "ode_prefit_steps": 0,
     "ode_prefit_lr": 0.01,
     "ode_prefit_median": [3, 3, 1],
+    "ode_prefit_median_times": None,
     "fields.mtt_levels": None,
     "loss.anchor": 0.0,
     "loss.anchor_share": 1.0,

@@ -194,8 +194,11 @@ def case_samples(
         start = grid_start_units(
             prepared.tissue_hu[tissue], prepared.frame_times_s, prepared.aif_hu, domain
         )
-        size = tuple(int(v) for v in cfg.ode_prefit_median)
-        samples.ode_start = smoothed_start(start, tissue, size[: tissue.ndim])
+        sizes = [cfg.ode_prefit_median] * 3
+        if cfg.ode_prefit_median_times is not None:
+            sizes[1:] = [cfg.ode_prefit_median_times] * 2  # (flow, mtt, delay)
+        sizes = [tuple(int(v) for v in size)[: tissue.ndim] for size in sizes]
+        samples.ode_start = smoothed_start(start, tissue, sizes)
     return samples
 
 

@@ -51,22 +51,28 @@ def grid_start_units(
     return torch.as_tensor(np.stack(units, axis=1), dtype=torch.float32)
 
 
-def smoothed_start(start: Tensor, tissue: np.ndarray, size: tuple[int, ...]) -> Tensor:
+def smoothed_start(
+    start: Tensor, tissue: np.ndarray, size: tuple[int, ...] | list[tuple[int, ...]]
+) -> Tensor:
     """Median-filter each log-parameter of ``start`` (V, 3) over the voxels' neighbourhoods.
 
-    ``tissue`` (bool volume) places the V voxels; outside it the tissue median stands in. A
-    median removes the isolated noisy starts of low-signal voxels and keeps region edges.
+    ``size``: one window for every parameter, or one per column (flow, mtt, delay). ``tissue``
+    (bool volume) places the V voxels; outside it the tissue median stands in. A median
+    removes the isolated noisy starts of low-signal voxels and keeps region edges.
     """
     from scipy.ndimage import median_filter
 
-    if not any(k > 1 for k in size) or len(start) == 0:
+    sizes = list(size) if isinstance(size, list) else [size] * start.shape[1]
+    if not any(k > 1 for s in sizes for k in s) or len(start) == 0:
         return start
     logs = start.double().clamp_min(1e-12).log().numpy()
-    out = np.empty_like(logs)
+    out = logs.copy()
     for k in range(logs.shape[1]):
+        if not any(n > 1 for n in sizes[k]):
+            continue
         volume = np.full(tissue.shape, float(np.median(logs[:, k])))
         volume[tissue] = logs[:, k]
-        out[:, k] = median_filter(volume, size=size, mode="nearest")[tissue]
+        out[:, k] = median_filter(volume, size=sizes[k], mode="nearest")[tissue]
     return torch.as_tensor(np.exp(out), dtype=torch.float32)
 
 

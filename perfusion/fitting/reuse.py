@@ -27,6 +27,7 @@ ADDED_KEYS: dict[str, Any] = {
     # the section's defaults are the behaviour before it (its chunk size is never in a digest)
     "bsvd": {k: v for k, v in dataclasses.asdict(BsvdConfig()).items() if k != "chunk"},
     "stop.average": 0.0,
+    "ode_prefit_median_times": None,
 }
 """FitConfig keys (dotted inside a section) added after fits were cached, with the value that
 repeats the behaviour from before they existed: at that value the key is left out of the
@@ -62,6 +63,7 @@ def effective_settings(fit_cfg: Any) -> dict[str, Any]:
             settings.pop(key, None)
         if settings["loss"]["anchor"] == 0:
             settings.pop("ode_prefit_median")
+            settings.pop("ode_prefit_median_times", None)
     stop = settings["stop"]
     if stop["rule"] == "none":  # the steps all run; the average of their weights still counts
         settings["stop"] = {k: v for k, v in stop.items() if k in ("rule", "average")}
