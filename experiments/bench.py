@@ -13,6 +13,7 @@ evaluation).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shlex
@@ -153,10 +154,10 @@ def prepare_once(
     from perfusion.preprocess import prepare_case
 
     options = OmegaConf.to_object(fit_cfg).preprocess
+    # the tissue-contrast flag's threshold changes no prepared data (folders from before it serve)
+    keyed = {k: v for k, v in dataclasses.asdict(options).items() if k != "min_tissue_cnr"}
     folder = (
-        work
-        / f"prepared-{cache.digest(options)[:10]}"
-        / f"{case_dir.name}{'-auto' if auto else ''}"
+        work / f"prepared-{cache.digest(keyed)[:10]}" / f"{case_dir.name}{'-auto' if auto else ''}"
     )
     if cfg.resume and (folder / PREPARED_JSON).is_file():
         return folder

@@ -31,6 +31,7 @@ from perfusion.aif import (
 from perfusion.errors import PerfusionError
 from perfusion.io import Case
 from perfusion.masks import brain_mask, csf_mask, vessel_mask
+from perfusion.noise import tissue_contrast
 from perfusion.prepared import PreparedCase
 from perfusion.registration import centring_transform, estimate_standard_frame, motion_correct
 
@@ -103,6 +104,12 @@ class PreprocessConfig:
     the gamma-variate areas run off): the AIF is then left unscaled and flagged. Real factors
     are large: on the 62 ISLES 2018 RAPID AIF/VOF pairs they ran from 0.95 to 17 (median ~4),
     and a 3.6 x 3.6 x 10 mm phantom grid needs ~4; a cap of 3 left such AIFs 4x too low."""
+    min_tissue_cnr: float = 1.0
+    """Tissue contrast below which the scan is flagged ``low_tissue_contrast``: the peak of the
+    mean tissue curve over the noise SD of one voxel's frame, both as fitted (after smoothing;
+    :func:`perfusion.noise.tissue_contrast`). Below 1 a voxel's bolus is smaller than its
+    noise, so no method can place its CBF, delay or Tmax voxel by voxel. Flags only: the maps
+    are computed as always."""
 
 
 @dataclass
@@ -163,6 +170,8 @@ def prepare_case(case: Case, cfg: PreprocessConfig, progress: Progress = None) -
         tissue, brain & ~csf & ~vessels, spacing, cfg.smooth_sigma_mm, in_place=tissue is delta
     )
     clock.lap("smoothing")
+    _check_contrast(tissue, brain & ~csf & ~vessels, times, arrival, cfg, meta)
+    clock.lap("tissue contrast")
     to_standard = _standard_frame(baseline, case, brain, cfg, meta, say)
     clock.lap("standard frame")
     meta["timings_s"] = clock.laps
@@ -186,6 +195,15 @@ def prepare_case(case: Case, cfg: PreprocessConfig, progress: Progress = None) -
         bolus_arrival_s=float(arrival),
         meta=meta,
     )
+
+
+def _check_contrast(tissue_hu, tissue, times, arrival, cfg: PreprocessConfig, meta) -> None:
+    """``meta["contrast"]`` (:func:`perfusion.noise.tissue_contrast`) and, below
+    ``cfg.min_tissue_cnr``, the flag ``low_tissue_contrast`` among the input flags."""
+    contrast = tissue_contrast(tissue_hu, tissue, times, arrival)
+    meta["contrast"] = contrast
+    if contrast["cnr"] is not None and contrast["cnr"] < cfg.min_tissue_cnr:
+        meta["aif"]["flags"].append("low_tissue_contrast")
 
 
 class _StageClock:

@@ -326,3 +326,22 @@ def test_one_fit_config_builder() -> None:
         if "load_config(FitConfig" in path.read_text() or "with_init_settings(" in path.read_text()
     ]
     assert builders == ["perfusion/fitting/init.py"]
+
+
+def test_low_tissue_contrast_withholds_the_defuse3_verdict(tmp_path: Path) -> None:
+    """A scan flagged low_tissue_contrast keeps its volumes but gets no DEFUSE-3 verdict
+    (None in summary.json, a dash in the report); the unflagged case gets True or False."""
+    prepared = make_prepared()
+    prepared.meta["aif"] = {"source": "auto", "flags": ["low_tissue_contrast"]}
+    prepared.meta["contrast"] = {"peak_hu": 0.5, "noise_sd_hu": 2.0, "cnr": 0.25}
+    prepared.save(tmp_path / "prepared")
+    cfg = small_cfg("method=bsvd", "report=true")
+    summary = fit_case(tmp_path / "prepared", cfg, tmp_path / "fit")
+    assert summary["defuse3"]["defuse3_target_mismatch"] is None
+    assert summary["defuse3"]["tmax_gt_6s_volume_ml"] > 0
+    assert summary["preprocess"]["contrast"]["cnr"] == 0.25
+    assert (tmp_path / "fit" / "report.png").is_file()
+    prepared.meta["aif"]["flags"] = []
+    prepared.save(tmp_path / "clear")
+    clear = fit_case(tmp_path / "clear", cfg, tmp_path / "fit-clear")
+    assert clear["defuse3"]["defuse3_target_mismatch"] in (True, False)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from perfusion.gamma_variate import GammaVariate
-from perfusion.noise import estimate_noise
+from perfusion.noise import estimate_noise, tissue_contrast
 from perfusion.preprocess import smooth_in_plane
 
 BOLUS = GammaVariate(t0_s=8.0, alpha=3.0, beta_s=1.5, peak_hu=12.0)
@@ -82,3 +82,21 @@ def test_phantom_noise_after_smoothing_within_ten_percent(texture: str, tmp_path
         data = data[brain]
         estimate = estimate_noise(data, noisy.frame_times_s, arrival)
         assert estimate.sd_hu == pytest.approx(float(truth.std()), rel=0.10), sigma_mm
+
+
+@pytest.mark.parametrize("sigma", [2.0, 24.0])
+def test_tissue_contrast_is_the_bolus_peak_over_one_voxels_noise(sigma: float) -> None:
+    """The mean curve of many voxels keeps the bolus (peak 12 ΔHU) and loses the noise; the
+    ratio to the noise SD is the contrast a single voxel has, above 1 at sigma 2, below at 24."""
+    times = np.arange(40.0)
+    volume = curves(sigma, times, n=30 * 30 * 5).reshape(30, 30, 5, -1)
+    tissue = np.zeros((30, 30, 5), dtype=bool)
+    tissue[5:25, 5:25] = True  # the rest of the volume is not read
+    volume[~tissue] = 1e4
+    contrast = tissue_contrast(np.asfortranarray(volume.astype(np.float32)), tissue, times, 8.0)
+    peak = BOLUS(times).max()  # as sampled
+    assert contrast["peak_hu"] == pytest.approx(peak, abs=4 * sigma / 20)
+    assert contrast["noise_sd_hu"] == pytest.approx(sigma, rel=0.05)
+    assert contrast["cnr"] == pytest.approx(peak / sigma, rel=0.06)
+    assert (contrast["cnr"] < 1.0) == (sigma > peak)
+    assert tissue_contrast(volume, np.zeros_like(tissue), times, 8.0)["cnr"] is None

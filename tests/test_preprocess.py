@@ -276,3 +276,27 @@ def test_automatic_curves_survive_rounding_to_whole_hu(tmp_path: Path) -> None:
     both = before.tissue & rounded.tissue
     cbf = fit_bsvd(before)["cbf"][both], fit_bsvd(rounded)["cbf"][both]
     assert np.corrcoef(*cbf)[0, 1] > 0.99
+
+
+def test_low_tissue_contrast_is_flagged_and_reported(tmp_path: Path, capsys) -> None:
+    """Preprocessing records the tissue's contrast to noise; below ``min_tissue_cnr`` it flags
+    the scan, and a fit of the flagged case says so in one line naming the case."""
+    from perfusion.fitting.run import _warn_contrast
+
+    times = np.arange(0.0, 45.0, 1.5)
+    case = make_case(times, noise_hu=2.0)
+    clear = prepare_case(case, fast_config())
+    contrast = clear.meta["contrast"]
+    # the synthetic tissue peaks at 15 ΔHU, far above its smoothed noise
+    assert contrast["peak_hu"] == pytest.approx(TISSUE(times).max(), rel=0.1)
+    assert contrast["cnr"] == pytest.approx(contrast["peak_hu"] / contrast["noise_sd_hu"], rel=1e-3)
+    assert contrast["cnr"] > 1.0 and "low_tissue_contrast" not in clear.meta["aif"]["flags"]
+    _warn_contrast(clear, tmp_path)
+    assert capsys.readouterr().err == ""
+    flagged = prepare_case(case, fast_config(min_tissue_cnr=2.0 * contrast["cnr"]))
+    assert "low_tissue_contrast" in flagged.meta["aif"]["flags"]
+    _warn_contrast(flagged, tmp_path)
+    line = capsys.readouterr().err
+    assert (
+        line.count("\n") == 1 and str(tmp_path.resolve()) in line and "low tissue contrast" in line
+    )

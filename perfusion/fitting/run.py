@@ -35,6 +35,7 @@ from perfusion.fitting.report import write_report
 from perfusion.fitting.reuse import input_digest
 from perfusion.io import atomic_dir, read_case, write_json_atomic, write_text_atomic
 from perfusion.prepared import PREPARED_JSON, PreparedCase
+from perfusion.report.inputs import FLAG_TEXT
 from perfusion.units import TMAX_CONVENTION
 
 BASELINES: dict[str, Callable[[PreparedCase, FitConfig], dict[str, np.ndarray]]] = {
@@ -105,6 +106,7 @@ def _fit_and_write(case_dir, cfg, fit_cfg: FitConfig, out_dir: Path, logger: Any
         else None
     )
     prepared = load_prepared(case_dir, fit_cfg, say)
+    _warn_contrast(prepared, case_dir)
     fit_start = time.perf_counter()
     if fit_cfg.method in BASELINES:
         raw, fitqc, extra = _baseline(prepared, fit_cfg)
@@ -149,6 +151,25 @@ def _fit_and_write(case_dir, cfg, fit_cfg: FitConfig, out_dir: Path, logger: Any
     return summary
 
 
+def low_contrast(prepared: PreparedCase) -> bool:
+    """Whether preprocessing flagged ``low_tissue_contrast`` (preprocess.min_tissue_cnr)."""
+    return "low_tissue_contrast" in prepared.meta.get("aif", {}).get("flags", [])
+
+
+def _warn_contrast(prepared: PreparedCase, case_dir: str | Path) -> None:
+    """One line on stderr when preprocessing flagged ``low_tissue_contrast``."""
+    if not low_contrast(prepared):
+        return
+    contrast = prepared.meta.get("contrast", {})
+    numbers = (
+        f" (peak {contrast['peak_hu']:.1f} ΔHU, noise SD {contrast['noise_sd_hu']:.1f} ΔHU)"
+        if contrast.get("peak_hu") is not None
+        else ""
+    )
+    text = FLAG_TEXT["low_tissue_contrast"]
+    print(f"warning: {Path(case_dir).resolve()}: {text}{numbers}", file=sys.stderr)
+
+
 def _baseline(prepared: PreparedCase, cfg: FitConfig) -> tuple[dict, None, dict]:
     """Classical maps of ``prepared`` by :data:`BASELINES`' ``cfg.method`` (bsvd, nlr)."""
     method = cfg.method
@@ -159,9 +180,10 @@ def _baseline(prepared: PreparedCase, cfg: FitConfig) -> tuple[dict, None, dict]
     return {n: np.asarray(result[n], dtype=np.float64) for n in MAP_NAMES}, None, {}
 
 
-PREPROCESS_KEYS = ("aif", "motion", "baseline_frames", "timings_s", "runtime_s")
+PREPROCESS_KEYS = ("aif", "contrast", "motion", "baseline_frames", "timings_s", "runtime_s")
 """What preprocessing reports into summary.json: where the input curves came from (source,
-confidence, flags, voxels and weights), the motion found, the baseline and the time per stage."""
+confidence, flags, voxels and weights), the tissue's contrast to noise, the motion found, the
+baseline and the time per stage."""
 
 
 def _preprocess_summary(meta: dict[str, Any]) -> dict[str, Any]:
@@ -192,6 +214,8 @@ def _summary(prepared, cfg, maps, valid, counts, wall, fit, case_dir) -> dict[st
         "preprocess": _preprocess_summary(prepared.meta),
     }
     summary["affected_side"] = summary["defuse3"]["affected_side"]
+    if low_contrast(prepared):  # volumes kept for research; no eligibility from noise
+        summary["defuse3"]["defuse3_target_mismatch"] = None
     if fit is not None:
         summary.update(
             steps=fit.steps,

@@ -155,6 +155,14 @@ def _positions(ax, mapset: MapSet, inputs: ArterialInput) -> None:
     )
 
 
+def _verdict(eligible: bool | None) -> tuple[str, str]:
+    """The note and value of the DEFUSE-3 row; None: withheld (tissue contrast below the
+    noise, preprocess.min_tissue_cnr)."""
+    if eligible is None:
+        return "DEFUSE-3: not measurable (low tissue contrast)", "—"
+    return "DEFUSE-3", "YES" if eligible else "no"
+
+
 def _numbers(ax, numbers: dict, reference: Reference | None) -> None:
     """The DEFUSE-3 numbers in large type, the affected side (or no lesion), the reference."""
     ax.set_axis_off()
@@ -165,8 +173,7 @@ def _numbers(ax, numbers: dict, reference: Reference | None) -> None:
         ("Mismatch volume", "", _ml(numbers['mismatch_volume_ml']), None),
         ("Mismatch ratio", "", "—" if ratio is None else f"{ratio:.1f}", None),
         ("HIR", "Tmax > 10 s / Tmax > 6 s", "—" if hir is None else f"{hir:.2f}", None),
-        ("Target mismatch", "DEFUSE-3", "YES" if numbers["defuse3_target_mismatch"] else "no",
-         None),
+        ("Target mismatch", *_verdict(numbers["defuse3_target_mismatch"]), None),
     ]  # fmt: skip
     step = 0.118
     for k, (label, note, value, style) in enumerate(rows):

@@ -30,6 +30,8 @@ FLAG_TEXT = {
     "noisy_baseline": "noisy or short baseline before the bolus",
     "vof_weaker_than_aif": "VOF weaker than the AIF: no partial-volume correction",
     "no_vof": "no venous curve: the AIF is not corrected for partial volume",
+    "low_tissue_contrast": "low tissue contrast: the tissue's bolus is smaller than one "
+    "voxel's noise; CBF, Tmax and the core cannot be measured voxel by voxel",
 }
 AIF_COLOR, VOF_COLOR = "tab:red", "tab:blue"
 MARKER_COLORS = {"aif": "#ff3030", "vof": "#30b0ff"}
