@@ -166,6 +166,7 @@ def test_summarize_writes_one_row_per_case(
     assert float(row["tmax_gt_6s_ml"]) == pytest.approx(
         summary["defuse3"]["tmax_gt_6s_volume_ml"], rel=1e-5
     )
+    assert float(row["tissue_cnr"]) == summary["preprocess"]["contrast"]["cnr"] > 0
 
 
 def test_a_tiny_resppinn_cohort_reports_its_fit_diagnostics(

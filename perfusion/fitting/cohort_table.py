@@ -32,6 +32,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "noise_sd_hu": ("noise", "sd_hu"),
     "aif_source": ("preprocess", "aif", "source"),
     "aif_confidence": ("preprocess", "aif", "confidence"),
+    "tissue_cnr": ("preprocess", "contrast", "cnr"),  # below preprocess.min_tissue_cnr: flagged
     "affected_side": ("defuse3", "affected_side"),
     "core_ml": ("defuse3", "core_volume_ml"),
     "tmax_gt_6s_ml": ("defuse3", "tmax_gt_6s_volume_ml"),
