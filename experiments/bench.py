@@ -14,6 +14,7 @@ evaluation).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import shlex
@@ -237,6 +238,7 @@ def bench_row(
 ) -> dict[str, Any]:
     """Fit (or reuse) one method on one case and score it against the case's truth."""
     truth, scale, slices = case_dir / "truth", 1.0, None
+    contrast = prepared_contrast(prepared)  # of the whole case, also for a slice-wise view
     if method == "sppinn" and cfg.sppinn_slices > 0:
         from experiments.compare.heldout import sppinn_view
         from perfusion.prepared import PreparedCase
@@ -266,9 +268,26 @@ def bench_row(
         "steps": summary.get("steps"),
         "stop_reason": (summary.get("stop") or {}).get("reason"),
         "noise_sd_hu": (summary.get("noise") or {}).get("sd_hu"),
+        "tissue_cnr": contrast["cnr"],
+        "low_tissue_contrast": _below(contrast["cnr"], fit_cfg.preprocess.min_tissue_cnr),
         **metrics,
         "map_score": map_score(metrics),
     }
+
+
+@functools.cache
+def prepared_contrast(prepared: Path) -> dict[str, Any]:
+    """The tissue contrast to noise of a prepared case (perfusion.noise.tissue_contrast), read
+    from its data: folders prepared before preprocessing recorded it have it too."""
+    from perfusion.noise import tissue_contrast
+    from perfusion.prepared import PreparedCase
+
+    p = PreparedCase.load(prepared)
+    return tissue_contrast(p.tissue_hu, p.tissue, p.frame_times_s, p.bolus_arrival_s)
+
+
+def _below(value: float | None, threshold: float) -> bool:
+    return value is not None and value < threshold
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -371,6 +390,13 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("")
         if auto:
             lines += _gap_table(result["means"], noise)
+    flagged = _flagged(result.get("rows", []))
+    if flagged:
+        lines += [
+            "Cases with `low_tissue_contrast` (the tissue's contrast to noise, read from the "
+            f"prepared data, below `preprocess.min_tissue_cnr`): {flagged}.",
+            "",
+        ]
     failed = [r for r in result.get("rows", []) if r.get("error")]
     if failed:
         lines += ["Failed (left out of the means):", ""]
@@ -386,6 +412,22 @@ def markdown(result: dict[str, Any]) -> str:
         )
         lines += [f"Slices fitted and scored (slice-wise methods, a subset): {where}.", ""]
     return "\n".join(lines)
+
+
+def _flagged(rows: list[dict[str, Any]]) -> str:
+    """The flagged cases (supplied AIF) with their ratio, and the rows' methods where one case
+    was prepared more than one way (e.g. smoothed and not)."""
+    groups: dict[tuple[float, str], dict[float, list[str]]] = {}
+    for r in rows:
+        if r.get("low_tissue_contrast") and r.get("aif", "supplied") == "supplied":
+            by_ratio = groups.setdefault((r["noise_hu"], r["case"]), {})
+            by_ratio.setdefault(r["tissue_cnr"], []).append(r["method"])
+    parts = []
+    for (noise, case), by_ratio in sorted(groups.items()):
+        for ratio, methods in sorted(by_ratio.items()):
+            which = f": {', '.join(methods)}" if len(by_ratio) > 1 else ""
+            parts.append(f"sigma {noise:g} {case} ({ratio:.2f}{which})")
+    return "; ".join(parts)
 
 
 def _gap_table(means: list[dict[str, Any]], noise: float) -> list[str]:

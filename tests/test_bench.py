@@ -61,9 +61,17 @@ def test_quick_mode_writes_tables_for_a_baseline(tmp_path):
     row = result["rows"][0]
     assert -1.0 <= row["cbf_r"] <= 1.0 and 0.0 <= row["tmax6_dice"] <= 1.0 and row["n_voxels"] > 0
     assert "| bsvd |" in (tmp_path / "results" / "README.md").read_text()
+    # the case's tissue contrast to noise, and the flag only below the threshold
+    assert row["tissue_cnr"] > 1.0 and row["low_tissue_contrast"] is False
+    assert "low_tissue_contrast" not in (tmp_path / "results" / "README.md").read_text()
     # resumable: the second run reuses the phantom and the fit
     again = run_accuracy(cfg, "again")
     assert again["rows"][0]["cbf_r"] == row["cbf_r"]
+    strict = quick_config(tmp_path, "methods=[bsvd]")
+    strict.fit_overrides = [*strict.fit_overrides, "preprocess.min_tissue_cnr=1000"]
+    flagged = run_accuracy(strict, "strict")["rows"][0]
+    assert flagged["low_tissue_contrast"] is True and flagged["cbf_r"] == row["cbf_r"]
+    assert "sigma 5 patient-000" in (tmp_path / "results" / "README.md").read_text()
 
 
 def test_variants_are_extra_labelled_rows(tmp_path):
