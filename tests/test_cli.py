@@ -308,3 +308,27 @@ def test_label_core_is_refused_until_core_label_picks_one(
     assert converted.core is not None and converted.core.sum() == 2 and converted.core[4, 2, 1]
     assert main(["inspect", str(case), "core_label=3"]) == 2
     assert "no voxel has label 3 (values found: 0, 1, 2)" in capsys.readouterr().err
+
+
+def test_every_fit_key_has_its_own_help_line() -> None:
+    """Every leaf key of FitConfig has the docstring written after it (``perfusion help fit``);
+    a field inserted between another and its docstring would take that line and leave a key
+    without one."""
+    import dataclasses
+    import typing
+
+    from perfusion.fitting.config import FitConfig
+    from perfusion.help import field_docs
+
+    missing = []
+
+    def walk(cls: type, prefix: str) -> None:
+        docs, hints = field_docs(cls), typing.get_type_hints(cls)
+        for item in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[item.name]):
+                walk(hints[item.name], f"{prefix}{item.name}.")
+            elif item.name not in docs:
+                missing.append(prefix + item.name)
+
+    walk(FitConfig, "")
+    assert missing == []

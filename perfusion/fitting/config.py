@@ -222,12 +222,12 @@ class FitConfig:
     above 1e-6 the fresh table's tiny gradients hardly move it (a small lesion stays at the
     healthy delay). 1e-15 is the behaviour before the key."""
     ode_prefit_median: list[int] = field(default_factory=lambda: [3, 3, 1])
+    """Voxels of the median filter applied to the grid start's log-parameters (scan axes)."""
     ode_prefit_median_times: list[int] | None = None
     """The median filter's voxels for the start's MTT and delay (None: ``ode_prefit_median``
     for all three). Delay and MTT vary over vascular territories, CBF also within a small
     core: a wider window on the times removes the noisy Tmax of low-signal voxels without
     blurring the core's CBF."""
-    """Voxels of the median filter applied to the grid start's log-parameters (scan axes)."""
     ode_prefit_lr: float = 5e-3
     """Learning rate of the f_ODE pre-fit (1e-2 diverged now and then with Adam's eps 1e-15)."""
     progress_bar: bool = True
