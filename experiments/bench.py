@@ -30,6 +30,7 @@ from perfusion.config import load_config
 from perfusion.errors import PerfusionError
 from perfusion.evaluation import evaluate_fit
 from perfusion.io import write_json_atomic, write_text_atomic
+from perfusion.noise import below_min_cnr
 
 RAPID_TSV = "../shared/data/isles2018_rapid_aif_vof.tsv"
 METHOD_PRESETS = {"sppinn": ["config=model/sppinn"]}
@@ -269,7 +270,7 @@ def bench_row(
         "stop_reason": (summary.get("stop") or {}).get("reason"),
         "noise_sd_hu": (summary.get("noise") or {}).get("sd_hu"),
         "tissue_cnr": contrast["cnr"],
-        "low_tissue_contrast": _below(contrast["cnr"], fit_cfg.preprocess.min_tissue_cnr),
+        "low_tissue_contrast": below_min_cnr(contrast["cnr"], fit_cfg.preprocess.min_tissue_cnr),
         **metrics,
         "map_score": map_score(metrics),
     }
@@ -277,17 +278,16 @@ def bench_row(
 
 @functools.cache
 def prepared_contrast(prepared: Path) -> dict[str, Any]:
-    """The tissue contrast to noise of a prepared case (perfusion.noise.tissue_contrast), read
-    from its data: folders prepared before preprocessing recorded it have it too."""
+    """The tissue contrast to noise of a prepared case as preprocessing recorded it, or, for a
+    folder prepared before it did, computed from its data (perfusion.noise.tissue_contrast)."""
     from perfusion.noise import tissue_contrast
-    from perfusion.prepared import PreparedCase
+    from perfusion.prepared import PREPARED_JSON, PreparedCase
 
+    recorded = json.loads((prepared / PREPARED_JSON).read_text()).get("meta", {}).get("contrast")
+    if recorded is not None:
+        return recorded
     p = PreparedCase.load(prepared)
     return tissue_contrast(p.tissue_hu, p.tissue, p.frame_times_s, p.bolus_arrival_s)
-
-
-def _below(value: float | None, threshold: float) -> bool:
-    return value is not None and value < threshold
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

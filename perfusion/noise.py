@@ -133,3 +133,9 @@ def tissue_contrast(
         "noise_sd_hu": round(sd, 3),
         "cnr": round(peak / sd, 3) if sd > 0 else None,
     }
+
+
+def below_min_cnr(cnr: float | None, min_cnr: float) -> bool:
+    """Whether a contrast to noise (:func:`tissue_contrast`'s ``cnr``) is below ``min_cnr``
+    (``preprocess.min_tissue_cnr``); an unknown one (None: no tissue or no noise) is not."""
+    return cnr is not None and cnr < min_cnr

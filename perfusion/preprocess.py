@@ -31,7 +31,7 @@ from perfusion.aif import (
 from perfusion.errors import PerfusionError
 from perfusion.io import Case
 from perfusion.masks import brain_mask, csf_mask, vessel_mask
-from perfusion.noise import tissue_contrast
+from perfusion.noise import below_min_cnr, tissue_contrast
 from perfusion.prepared import PreparedCase
 from perfusion.registration import centring_transform, estimate_standard_frame, motion_correct
 
@@ -165,12 +165,13 @@ def prepare_case(case: Case, cfg: PreprocessConfig, progress: Progress = None) -
     clock.lap("AIF and VOF")
     csf, vessels = _csf_and_vessels(delta, baseline, times, arrival, brain, float(aif.max()), cfg)
     clock.lap("CSF and vessel masks")
+    parenchyma = brain & ~csf & ~vessels  # PreparedCase.tissue
     tissue = smooth_in_time(delta, times, cfg.temporal_sigma_s)
     tissue = smooth_in_plane(
-        tissue, brain & ~csf & ~vessels, spacing, cfg.smooth_sigma_mm, in_place=tissue is delta
+        tissue, parenchyma, spacing, cfg.smooth_sigma_mm, in_place=tissue is delta
     )
     clock.lap("smoothing")
-    _check_contrast(tissue, brain & ~csf & ~vessels, times, arrival, cfg, meta)
+    _check_contrast(tissue, parenchyma, times, arrival, cfg, meta)
     clock.lap("tissue contrast")
     to_standard = _standard_frame(baseline, case, brain, cfg, meta, say)
     clock.lap("standard frame")
@@ -202,7 +203,7 @@ def _check_contrast(tissue_hu, tissue, times, arrival, cfg: PreprocessConfig, me
     ``cfg.min_tissue_cnr``, the flag ``low_tissue_contrast`` among the input flags."""
     contrast = tissue_contrast(tissue_hu, tissue, times, arrival)
     meta["contrast"] = contrast
-    if contrast["cnr"] is not None and contrast["cnr"] < cfg.min_tissue_cnr:
+    if below_min_cnr(contrast["cnr"], cfg.min_tissue_cnr):
         meta["aif"]["flags"].append("low_tissue_contrast")
 
 

@@ -41,9 +41,9 @@ def effective_settings(fit_cfg: Any) -> dict[str, Any]:
     margin matter only to the noise rule; no stop setting but the rule and the weight average
     matter when the fit runs its ``steps``, and the average not under the held-out rules
     (they keep their best step); logging, display, thread counts, bSVD's chunk size, the
-    tissue-contrast flag's threshold and the device never do (a device changes a fit by float rounding only); nor do the f_ODE
-    pre-fit's settings when it does not run (its grid start still feeds the anchor); a key of
-    :data:`ADDED_KEYS` at its former behaviour is left out."""
+    tissue-contrast flag's threshold and the device never do (a device changes a fit by float
+    rounding only); nor do the f_ODE pre-fit's settings when it does not run (its grid start
+    still feeds the anchor); a key of :data:`ADDED_KEYS` at its former behaviour is left out."""
     settings = OmegaConf.to_container(OmegaConf.structured(fit_cfg), resolve=True)
     for key in ("progress_bar", "report", "tracking", "threads", "device"):
         settings.pop(key, None)
