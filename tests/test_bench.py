@@ -196,6 +196,12 @@ def test_a_fit_from_a_checkpoint_is_reused_only_for_the_weights_it_started_from(
             "ode_prefit_median_times=[7,7,3]",
             "resppinn",
         ),
+        (
+            "ode_prefit_prior_iterations",
+            "ode_prefit_prior_iterations=0",
+            "ode_prefit_prior_iterations=10",
+            "resppinn",
+        ),
     ],
 )
 def test_an_added_key_at_its_former_behaviour_keeps_cached_fits(

@@ -12,6 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from fitting_case import AIF, TISSUES, box_tac  # noqa: E402
 
+from perfusion.baselines.nlr import node_prior  # noqa: E402
 from perfusion.domain import Domain, DomainConfig  # noqa: E402
 from perfusion.errors import PerfusionError  # noqa: E402
 from perfusion.fields import FieldsConfig, build_fields  # noqa: E402
@@ -33,6 +34,41 @@ def test_grid_start_lands_in_the_right_basin() -> None:
         assert abs(delay[k] - true_delay) <= 1.0, (k, delay[k])
         assert abs(np.log(mtt[k] / true_mtt)) < 0.25, (k, mtt[k])
         assert abs(np.log(flow[k] / cbf_to_flow(cbf))) < 0.35, (k, flow[k])
+
+
+def test_node_prior_recovers_the_voxels_node_shares() -> None:
+    """Voxels sharply at node 0 (70 %) or node 2 (30 %): the learnt prior finds the shares and
+    leaves node 1 empty; no iteration is the flat prior."""
+    log_likelihood = torch.full((1000, 3), -50.0, dtype=torch.float64)
+    log_likelihood[:700, 0] = 0.0
+    log_likelihood[700:, 2] = 0.0
+    shares = node_prior(log_likelihood, 10).exp()
+    torch.testing.assert_close(shares, torch.tensor([0.7, 0.0, 0.3], dtype=torch.float64))
+    flat = node_prior(log_likelihood, 0).exp()
+    torch.testing.assert_close(flat, torch.full((3,), 1 / 3.0, dtype=torch.float64))
+
+
+def test_tissue_prior_removes_the_flat_grids_late_tmax() -> None:
+    """Noise SD 10 HU on curves that peak at 10-13 HU: a flat prior starts healthy tissue
+    (Tmax 3 s) near the middle of the grid, a third of it over 6 s; the prior learnt from the
+    tissue starts it near 3 s and keeps the 10 % lesion (Tmax 10 s) apart."""
+    rng = np.random.default_rng(0)
+    healthy, lesion = box_tac(TIMES, 50.0, 4.0, 1.0), box_tac(TIMES, 25.0, 8.0, 6.0)
+    curves = np.concatenate(
+        [healthy + rng.normal(0, 10, (2700, 40)), lesion + rng.normal(0, 10, (300, 40))]
+    )
+    over = {}
+    for iterations in (0, 10):
+        start = grid_start_units(curves, TIMES, AIF(TIMES), DOMAIN, iterations).double().numpy()
+        _, mtt, delay = DOMAIN.params_physical(start[:, 0], start[:, 1], start[:, 2])
+        tmax = delay + mtt / 2
+        over[iterations] = int((tmax > 6).sum())
+        if iterations == 0:
+            assert tmax[:2700].mean() > 5.0
+        else:
+            assert abs(tmax[:2700].mean() - 3.0) < 0.5
+            assert tmax[2700:].mean() > tmax[:2700].mean() + 2.0
+    assert abs(over[10] - 300) < abs(over[0] - 300) / 3, over
 
 
 def test_median_filter_removes_an_isolated_start() -> None:

@@ -102,16 +102,8 @@ class BoxModel:
         return torch.stack([g, -f * (a_late - a_early), f * a_early], dim=-1)
 
 
-def grid_start(
-    model: BoxModel, curves: torch.Tensor, cfg: NlrConfig, soft: bool = False
-) -> torch.Tensor:
-    """Best (F, t_d, MTT) (V, 3) over the start grid, F by linear least squares per node.
-
-    ``soft``: instead of the best node, the mean over nodes weighted by the Gaussian likelihood
-    exp(-(SSE - SSE_min) / 2 sigma^2), with sigma^2 = SSE_min / (T - 3) the voxel's own residual
-    variance: the start then moves continuously with the data instead of jumping between nodes
-    when noise (or rounding to whole HU) changes which node wins.
-    """
+def start_nodes(model: BoxModel, cfg: NlrConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The start grid: (K, 2) float64 (t_d, MTT) nodes in s and their unit-flow curves (K, T)."""
     delays = torch.arange(
         cfg.delay_min_s, cfg.delay_max_s + 1e-9, cfg.grid_delay_step_s, dtype=torch.float64
     )
@@ -123,23 +115,66 @@ def grid_start(
     )
     d, m = torch.meshgrid(delays, mtts, indexing="ij")
     d, m = d.reshape(-1), m.reshape(-1)
-    g = model.shape(d, m).to(curves.dtype)  # (K, T); float32 curves: an argmax needs no more
+    return torch.stack([d, m], dim=1), model.shape(d, m)
+
+
+def node_fit(curves: torch.Tensor, shapes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each voxel's least-squares flow at each node and the node's log-likelihood, (V, K) each.
+
+    The flow is linear least squares, kept >= 0. The log-likelihood is Gaussian relative to the
+    best node, -(SSE - SSE_min) / 2 sigma^2, with sigma^2 = SSE_min / (T - 3) the voxel's own
+    residual variance (0 at the best node).
+    """
+    g = shapes.to(curves.dtype)  # float32 curves: an argmax needs no more
     gg = (g * g).sum(-1).clamp_min(1e-12)
     cg = curves @ g.T  # (V, K)
     # residual norm at the optimal F is |c|^2 - <c,g>^2/<g,g>; keep F >= 0
     gain = torch.where(cg > 0, cg**2 / gg, torch.zeros_like(cg))
-    flows = (cg / gg).clamp_min(0.0)
+    best_gain = gain.max(dim=1, keepdim=True).values
+    sse_min = ((curves * curves).sum(-1, keepdim=True) - best_gain).clamp_min(0.0)
+    variance = (sse_min / max(curves.shape[-1] - 3, 1)).clamp_min(1e-12)
+    return (cg / gg).clamp_min(0.0), (gain - best_gain) / (2.0 * variance)
+
+
+def node_prior(log_likelihood: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Log-probabilities (K,) of the grid nodes among the voxels of ``log_likelihood`` (V, K).
+
+    Expectation-maximisation of the mixing weights (each voxel's (t_d, MTT) drawn from one
+    distribution over the nodes), from the flat prior: each iteration sets the prior to the mean
+    of the voxels' posteriors. A few iterations keep it smooth; 0 returns the flat prior.
+    """
+    k = log_likelihood.shape[1]
+    log_prior = torch.full((k,), -float(np.log(k)), dtype=log_likelihood.dtype)
+    for _ in range(iterations):
+        posterior = torch.softmax(log_likelihood + log_prior, dim=1)
+        log_prior = posterior.mean(0).clamp_min(1e-30).log()
+    return log_prior
+
+
+def grid_start(
+    model: BoxModel,
+    curves: torch.Tensor,
+    cfg: NlrConfig,
+    soft: bool = False,
+    log_prior: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Best (F, t_d, MTT) (V, 3) over the start grid, F by linear least squares per node.
+
+    ``soft``: instead of the best node, the posterior mean over the nodes (likelihood of
+    :func:`node_fit` times ``log_prior``'s probabilities, flat when None): the start then moves
+    continuously with the data instead of jumping between nodes when noise (or rounding to
+    whole HU) changes which node wins.
+    """
+    nodes, shapes = start_nodes(model, cfg)
+    flows, log_likelihood = node_fit(curves, shapes)
     if soft:
-        best_gain = gain.max(dim=1, keepdim=True).values
-        sse_min = ((curves * curves).sum(-1, keepdim=True) - best_gain).clamp_min(0.0)
-        variance = (sse_min / max(curves.shape[-1] - 3, 1)).clamp_min(1e-12)
-        weight = torch.softmax((gain - best_gain) / (2.0 * variance), dim=1)
-        return torch.stack(
-            [(weight * flows).sum(1), weight @ d.to(weight.dtype), weight @ m.to(weight.dtype)],
-            dim=-1,
-        )
-    best = torch.argmax(gain, dim=1)
-    return torch.stack([flows.gather(1, best[:, None])[:, 0], d[best], m[best]], dim=-1)
+        if log_prior is not None:
+            log_likelihood = log_likelihood + log_prior.to(log_likelihood.dtype)
+        weight = torch.softmax(log_likelihood, dim=1)
+        times = weight @ nodes.to(weight.dtype)
+        return torch.stack([(weight * flows).sum(1), times[:, 0], times[:, 1]], dim=-1)
+    best = torch.argmax(log_likelihood, dim=1)
+    return torch.stack([flows.gather(1, best[:, None])[:, 0], *nodes[best].T.to(flows.dtype)], -1)
 
 
 def levenberg_marquardt(

@@ -228,6 +228,10 @@ class FitConfig:
     for all three). Delay and MTT vary over vascular territories, CBF also within a small
     core: a wider window on the times removes the noisy Tmax of low-signal voxels without
     blurring the core's CBF."""
+    ode_prefit_prior_iterations: int = 0
+    """Expectation-maximisation iterations that learn the grid start's prior over its (t_d,
+    MTT) nodes from the tissue's own curves (0: a flat prior over the grid). With a flat prior
+    a noisy voxel's start leans toward the middle of the grid, a late Tmax."""
     ode_prefit_lr: float = 5e-3
     """Learning rate of the f_ODE pre-fit (1e-2 diverged now and then with Adam's eps 1e-15)."""
     progress_bar: bool = True

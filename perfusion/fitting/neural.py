@@ -192,7 +192,11 @@ def case_samples(
     )
     if cfg.ode_prefit_steps > 0 or cfg.loss.anchor > 0:
         start = grid_start_units(
-            prepared.tissue_hu[tissue], prepared.frame_times_s, prepared.aif_hu, domain
+            prepared.tissue_hu[tissue],
+            prepared.frame_times_s,
+            prepared.aif_hu,
+            domain,
+            cfg.ode_prefit_prior_iterations,
         )
         sizes = [cfg.ode_prefit_median] * 3
         if cfg.ode_prefit_median_times is not None:

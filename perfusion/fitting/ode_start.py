@@ -6,8 +6,12 @@ into a "short box, long delay" local minimum with the same Tmax. The classical b
 avoids it with a grid start; this module gives the neural fit the same (docs/method.md):
 
 1. :func:`grid_start_units`: per tissue voxel, (F, t_d, MTT) over the NLR start grid (F by
-   linear least squares at each node), likelihood-weighted over the nodes so that it moves
-   continuously with the data (``grid_start(soft=True)``), converted to Domain units;
+   linear least squares at each node), the posterior mean over the nodes so that it moves
+   continuously with the data (``grid_start(soft=True)``), converted to Domain units. Its
+   prior is flat or the nodes' distribution over the tissue (``ode_prefit_prior_iterations``):
+   where a noisy voxel's likelihood is broad, a flat prior pulls its start toward the middle
+   of the grid (delays -2 to 20 s: a late Tmax), the tissue's distribution toward the
+   delays and transit times the scan's tissue has;
 2. :func:`smoothed_start`: a median filter of its log-parameters (noisy low-signal voxels);
 3. :func:`prefit_ode`: a short Adam fit of f_ODE and the shared encoding to the logarithm of
    that start (squared error: an L1 fit treats a small lesion as outliers and ignores it),
@@ -20,7 +24,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from perfusion.baselines.nlr import BoxModel, NlrConfig, grid_start
+from perfusion.baselines.nlr import (
+    BoxModel,
+    NlrConfig,
+    grid_start,
+    node_fit,
+    node_prior,
+    start_nodes,
+)
 from perfusion.domain import Domain
 from perfusion.fitting.config import check_prefit_schedule
 from perfusion.fitting.sampling import window
@@ -30,17 +41,33 @@ MIN_DELAY_S = 0.1
 """The exp-output f_ODE needs t_d > 0: grid starts below this are raised to it."""
 MIN_FLOW_PER_S = 1e-4
 """Voxels without a positive least-squares flow start at this flow (CBF ~0.4 ml/100g/min)."""
+PRIOR_VOXELS = 20000
+"""Tissue voxels that estimate the start's prior over the grid's nodes (about 50 per node)."""
 
 
 def grid_start_units(
-    tac_hu: np.ndarray, frame_times_s: np.ndarray, aif_hu: np.ndarray, domain: Domain
+    tac_hu: np.ndarray,
+    frame_times_s: np.ndarray,
+    aif_hu: np.ndarray,
+    domain: Domain,
+    prior_iterations: int = 0,
 ) -> Tensor:
-    """(V, 3) float32 Domain-unit (flow, mtt, delay) starts of ``tac_hu`` (V, T) ΔHU curves."""
+    """(V, 3) float32 Domain-unit (flow, mtt, delay) starts of ``tac_hu`` (V, T) ΔHU curves.
+
+    ``prior_iterations`` > 0: the posterior mean uses the nodes' distribution over these
+    voxels (:func:`perfusion.baselines.nlr.node_prior`, on at most :data:`PRIOR_VOXELS` of
+    them, evenly strided) instead of a flat prior over the grid.
+    """
     model, cfg = BoxModel(frame_times_s, aif_hu), NlrConfig()
     curves = torch.as_tensor(np.asarray(tac_hu, dtype=np.float32))
     with torch.no_grad():
+        log_prior = None
+        if prior_iterations > 0 and len(curves):
+            sample = curves[:: max(1, len(curves) // PRIOR_VOXELS)]
+            _, log_likelihood = node_fit(sample, start_nodes(model, cfg)[1])
+            log_prior = node_prior(log_likelihood, prior_iterations)
         chunks = [
-            grid_start(model, curves[i : i + cfg.chunk], cfg, soft=True)
+            grid_start(model, curves[i : i + cfg.chunk], cfg, soft=True, log_prior=log_prior)
             for i in range(0, len(curves), cfg.chunk)
         ]
     start = torch.cat(chunks) if chunks else curves.new_zeros((0, 3))

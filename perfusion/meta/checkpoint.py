@@ -61,6 +61,7 @@ def inner_fit_settings(cfg: MetaConfig) -> dict[str, Any]:
         "ode_prefit_eps": fit["ode_prefit_eps"],
         "ode_prefit_median": fit["ode_prefit_median"],
         "ode_prefit_median_times": fit["ode_prefit_median_times"],
+        "ode_prefit_prior_iterations": fit["ode_prefit_prior_iterations"],
     }
     settings.update({f"optim.{k}": v for k, v in fit["optim"].items()})
     settings["stop.rule"] = "none"  # Reptile's inner loop runs n_inner steps, always,
