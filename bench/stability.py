@@ -29,14 +29,18 @@ COHORTS = {
     "48x48x8, 30 frames": ["n=3", "shape=[48,48,8]", "n_frames=30"],
     "128x128x32, 60 frames": ["n=3"],
 }
+FLAT_LAST = ["ode_prefit_prior_iterations=0", "stop.average=0"]
 METHODS = {
     "default fit": [],
     "bSVD": ["method=bsvd"],
-    # the maps from a moving average of the weights, not from the last step
-    "default fit, weight average": ["stop.average=0.995"],
-    # the default before Adam's epsilon damped what the data do not determine (main fit and
+    "default fit, average 0.995": ["stop.average=0.995"],  # a faster-forgetting average
+    "default fit, last step": ["stop.average=0"],  # the maps from the last step's weights
+    # the default until 2026-12-05: a flat prior over the grid start's nodes, the last step
+    "default fit, flat start prior, last step": FLAT_LAST,
+    # that default before Adam's epsilon damped what the data do not determine (main fit and
     # f_ODE pre-fit at Instant-NGP's 1e-15) and before the table's 1 mm finest level
     "default fit, before": [
+        *FLAT_LAST,
         "optim.eps=1e-15",
         "ode_prefit_eps=1e-15",
         "fields.encoding.finest_resolution=4096",
@@ -130,11 +134,14 @@ def main() -> None:
         "`perfusion fit` with its default preprocessing). CBF r: correlation of the changed case's",
         "CBF with the unchanged case's over the unchanged case's brain; the seed column compares",
         "two fits of the unchanged case that differ only in `seed` (the fit's own spread).",
-        "`default fit, weight average`: the maps from a moving average of the weights, not from",
-        "the last step (`stop.average=0.995`); `default fit, before`: Adam's epsilon at 1e-15 in",
-        "the fit and the f_ODE pre-fit and the hash table's finest level at 4096 cells per 256 mm",
-        "(`optim.eps=1e-15 ode_prefit_eps=1e-15 fields.encoding.finest_resolution=4096`);",
-        "`bSVD, hard cut`: `bsvd.taper=0`.",
+        "The default fit's maps come from a moving average of its weights (`stop.average=0.997`);",
+        "`average 0.995`: one that forgets faster; `last step`: the last step's weights",
+        "(`stop.average=0`); `flat start prior, last step`: the default until 2026-12-05, a flat",
+        "prior over the grid start's nodes and the last step",
+        "(`ode_prefit_prior_iterations=0 stop.average=0`); `before`: that, with Adam's epsilon at",
+        "1e-15 in the fit and the f_ODE pre-fit and the hash table's finest level at 4096 cells",
+        "per 256 mm (`optim.eps=1e-15 ode_prefit_eps=1e-15",
+        "fields.encoding.finest_resolution=4096`); `bSVD, hard cut`: `bsvd.taper=0`.",
         "",
         "| " + " | ".join(header) + " |",
         "|---" * len(header) + "|",
