@@ -42,7 +42,8 @@ MIN_DELAY_S = 0.1
 MIN_FLOW_PER_S = 1e-4
 """Voxels without a positive least-squares flow start at this flow (CBF ~0.4 ml/100g/min)."""
 PRIOR_VOXELS = 20000
-"""Tissue voxels that estimate the start's prior over the grid's nodes (about 50 per node)."""
+"""About this many tissue voxels (1 to 2 times) estimate the start's prior over the grid's
+nodes (50 or more per node)."""
 
 
 def grid_start_units(
@@ -55,8 +56,9 @@ def grid_start_units(
     """(V, 3) float32 Domain-unit (flow, mtt, delay) starts of ``tac_hu`` (V, T) ΔHU curves.
 
     ``prior_iterations`` > 0: the posterior mean uses the nodes' distribution over these
-    voxels (:func:`perfusion.baselines.nlr.node_prior`, on at most :data:`PRIOR_VOXELS` of
-    them, evenly strided) instead of a flat prior over the grid.
+    voxels (:func:`perfusion.baselines.nlr.node_prior`, on every k-th voxel, k = V //
+    :data:`PRIOR_VOXELS`: all of them up to twice that many, else 1 to 2 times it) instead of
+    a flat prior over the grid.
     """
     model, cfg = BoxModel(frame_times_s, aif_hu), NlrConfig()
     curves = torch.as_tensor(np.asarray(tac_hu, dtype=np.float32))
