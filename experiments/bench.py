@@ -29,6 +29,7 @@ from perfusion import cache
 from perfusion.config import load_config
 from perfusion.errors import PerfusionError
 from perfusion.evaluation import evaluate_fit
+from perfusion.fitting.reuse import FLAG_ONLY_PREPROCESS_KEYS
 from perfusion.io import write_json_atomic, write_text_atomic
 from perfusion.noise import below_min_cnr
 
@@ -156,8 +157,10 @@ def prepare_once(
     from perfusion.preprocess import prepare_case
 
     options = OmegaConf.to_object(fit_cfg).preprocess
-    # the tissue-contrast flag's threshold changes no prepared data (folders from before it serve)
-    keyed = {k: v for k, v in dataclasses.asdict(options).items() if k != "min_tissue_cnr"}
+    # keys that only flag a scan change no prepared data (folders from before them serve)
+    keyed = {
+        k: v for k, v in dataclasses.asdict(options).items() if k not in FLAG_ONLY_PREPROCESS_KEYS
+    }
     folder = (
         work / f"prepared-{cache.digest(keyed)[:10]}" / f"{case_dir.name}{'-auto' if auto else ''}"
     )

@@ -34,6 +34,9 @@ ADDED_KEYS: dict[str, Any] = {
 repeats the behaviour from before they existed: at that value the key is left out of the
 digest, so adding a key does not make every cached fit look different. (A saved configuration
 without the key is completed with the dataclass default, which is that value.)"""
+FLAG_ONLY_PREPROCESS_KEYS = ("min_tissue_cnr",)
+"""PreprocessConfig keys that only flag a scan and change no data: out of every digest that
+decides whether a cached fit or prepared case can be reused."""
 
 
 def effective_settings(fit_cfg: Any) -> dict[str, Any]:
@@ -48,8 +51,8 @@ def effective_settings(fit_cfg: Any) -> dict[str, Any]:
     settings = OmegaConf.to_container(OmegaConf.structured(fit_cfg), resolve=True)
     for key in ("progress_bar", "report", "tracking", "threads", "device"):
         settings.pop(key, None)
-    settings["preprocess"].pop("threads", None)
-    settings["preprocess"].pop("min_tissue_cnr", None)  # a flag only, never the maps
+    for key in ("threads", *FLAG_ONLY_PREPROCESS_KEYS):
+        settings["preprocess"].pop(key, None)
     settings["bsvd"].pop("chunk", None)
     for key, before in ADDED_KEYS.items():
         *sections, name = key.split(".")
