@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from perfusion.errors import PerfusionError
+
 RCBF_CORE = 0.30
 """Core: rCBF below this fraction of the healthy hemisphere's median CBF."""
 TMAX_PENUMBRA_S = 6.0
@@ -28,14 +30,21 @@ def hemispheres(x_mm: np.ndarray) -> dict[str, np.ndarray]:
     return {"left": x_mm < 0.0, "right": x_mm > 0.0}
 
 
+def other_side(side: str) -> str:
+    """``right`` for ``left`` and ``left`` for ``right``."""
+    return "left" if side == "right" else "right"
+
+
 def affected_side(
     cbf: np.ndarray,
     tissue: np.ndarray,
     x_mm: np.ndarray,
     tmax: np.ndarray | None = None,
     threshold: float = RCBF_CORE,
+    require_both: bool = False,
 ) -> str:
-    """The affected hemisphere, ``left`` or ``right``, from the maps' asymmetry alone.
+    """The affected hemisphere, ``left`` or ``right``, from the maps' asymmetry alone (never
+    from a reference core).
 
     The first of these that tells the sides apart decides:
 
@@ -53,16 +62,22 @@ def affected_side(
         x_mm: standard-frame x (mm) of every voxel.
         tmax: Tmax volume (s), or None.
         threshold: the rCBF core threshold.
+        require_both: refuse tissue in only one hemisphere (``perfusion segment``, which
+            normalises by the other); without it the rules above decide as they can.
+
+    Raises:
+        PerfusionError: ``require_both`` and one hemisphere holds no tissue.
     """
     tissue = np.asarray(tissue, dtype=bool) & np.isfinite(cbf)
     sides = {s: tissue & m for s, m in hemispheres(x_mm).items()}
+    if require_both and not all(m.any() for m in sides.values()):
+        raise PerfusionError("tissue in only one hemisphere: cannot find the affected side")
     medians = {s: _median(cbf[m]) for s, m in sides.items()}
     scores = []
     if tmax is not None:
         scores.append({s: int((tmax[m] > TMAX_PENUMBRA_S).sum()) for s, m in sides.items()})
-    other = {"left": "right", "right": "left"}
     scores.append(
-        {s: int((cbf[m] < threshold * medians[other[s]]).sum()) for s, m in sides.items()}
+        {s: int((cbf[m] < threshold * medians[other_side(s)]).sum()) for s, m in sides.items()}
     )
     for score in scores:
         if score["left"] != score["right"]:

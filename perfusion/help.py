@@ -4,7 +4,8 @@ Generated, never hand-written: the usage line and the text come from the command
 docstring (its first line is ``\\`\\`perfusion ...\\`\\`: summary``), the keys from its
 :class:`Options` (the config dataclasses and YAML files the command itself loads, so a default
 shown is the default used), and each key's line from the field's docstring in its dataclass
-(read with ``ast``, as nerfstudio documents its config fields).
+(read with ``ast``, as nerfstudio documents its config fields). The same usage line ends the
+refusal of a command line without its one path or its ``out=`` (:func:`one_positional`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from functools import cache
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from perfusion.config import config_dir, load_config
+from perfusion.config import config_dir, load_config, split_args
+from perfusion.errors import PerfusionError
 
 KEY_COLUMN = 34
 """Width of the ``key=default`` column; longer entries push their description right."""
@@ -69,6 +72,15 @@ class Options:
             {key: config_dir() / y for key, y in self.nested.items()},
         )
 
+    def parse(self, doc: str | None, argv: Sequence[str]) -> tuple[Path, Any]:
+        """The absolute path and the config of a command line of one path and ``key=value``
+        options (a bad key is named first), refused as :func:`one_positional` refuses; a config
+        with an ``out`` key must have it set."""
+        paths, overrides = split_args(argv)
+        cfg = self.load(overrides)
+        path = one_positional(doc, paths, cfg if hasattr(cfg, "out") else None)
+        return Path(path).absolute(), cfg
+
 
 def expand_aliases(overrides: Sequence[str], aliases: dict[str, str]) -> list[str]:
     """``["input=x"]`` with ``{"input": "inputs"}`` -> ``["inputs=x"]``; other items unchanged."""
@@ -77,6 +89,20 @@ def expand_aliases(overrides: Sequence[str], aliases: dict[str, str]) -> list[st
         key, sep, value = item.partition("=")
         out.append(f"{aliases.get(key, key)}{sep}{value}")
     return out
+
+
+def one_positional(doc: str | None, positionals: Sequence[str], cfg: Any = None) -> str:
+    """The one positional word of a command, refused when there are none or several, or when the
+    config ``cfg`` of a command that writes has an empty ``out``: the refusal names the word
+    (``CASE_DIR``) and ends with the usage line of the command's module docstring ``doc``."""
+    usage = _docstring_parts(doc or "", "")[0]
+    words = usage.split()
+    if len(positionals) != 1:
+        raise PerfusionError(f"expected one {words[2]}, got {len(positionals)}. usage: {usage}")
+    if cfg is not None and not cfg.out:
+        out = next(w for w in words if w.startswith("out="))
+        raise PerfusionError(f"missing {out}. usage: {usage}")
+    return positionals[0]
 
 
 def command_help(name: str, module: ModuleType, summary: str) -> str:

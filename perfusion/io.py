@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -260,14 +261,21 @@ def validate_frame_times(times: np.ndarray, n_frames: int, path: Path) -> np.nda
             f"{times[first + 1]:g} s after frame {first + 1} at {times[first]:g} s)",
             path,
         )
+    check_frame_gaps(times, range(n_frames), path)
+    return times
+
+
+def check_frame_gaps(times: np.ndarray, numbers: Sequence[int], path: Path) -> None:
+    """Refuse a gap over :data:`MAX_FRAME_GAP_S` between consecutive frame times (s), naming
+    the frames by their 0-based ``numbers`` (1-based in the message)."""
+    steps = np.diff(times)
     if steps.size and steps.max() > MAX_FRAME_GAP_S:
-        first = int(np.argmax(steps))
+        i = int(np.argmax(steps))
         raise PerfusionError(
-            f"frames {first + 1} and {first + 2} are {steps[first]:g} s apart (more than "
-            f"{MAX_FRAME_GAP_S:g} s: a second scan, lost frames, or times in ms?)",
+            f"frames {numbers[i] + 1} and {numbers[i + 1] + 1} are {steps[i]:g} s apart (more "
+            f"than {MAX_FRAME_GAP_S:g} s: a second scan, lost frames, or times in ms?)",
             path,
         )
-    return times
 
 
 def read_mask(

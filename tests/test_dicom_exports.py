@@ -106,7 +106,7 @@ def test_frame_times_that_wrap_at_midnight_are_unwrapped_and_said(
 
 def test_gap_longer_than_a_minute_is_refused_naming_the_frames(tmp_path: Path) -> None:
     folder = write_series(tmp_path / "dicom", [0.0, 1.0, 2.0, 70.0, 71.0])
-    with pytest.raises(PerfusionError, match=r"dicom: frames 3 and 4 are 68.0 s apart"):
+    with pytest.raises(PerfusionError, match=r"dicom: frames 3 and 4 are 68 s apart"):
         read_any(folder)
 
 

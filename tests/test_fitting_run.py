@@ -92,8 +92,9 @@ def test_lesion_free_case_names_no_side(tmp_path: Path) -> None:
     assert summary["defuse3"]["lesion_found"] is False
     assert summary["affected_side"] is None and summary["defuse3"]["affected_side"] is None
     # it still says where it looked: the side perfusion segment finds in the same maps
+    from perfusion.clinical import affected_side
     from perfusion.io import load_nifti
-    from perfusion.segmentation.rcbf import detect_affected_side, standard_x_mm
+    from perfusion.segmentation.rcbf import standard_x_mm
 
     cbf, tmax, tissue = (
         np.asarray(load_nifti(tmp_path / "fit" / f"{name}.nii.gz").dataobj)
@@ -101,7 +102,9 @@ def test_lesion_free_case_names_no_side(tmp_path: Path) -> None:
     )
     x = standard_x_mm(cbf.shape, prepared.affine, prepared.scan_to_standard)
     usable = tissue.astype(bool) & (cbf > 0)
-    assert summary["defuse3"]["measured_side"] == detect_affected_side(cbf, usable, x, tmax)
+    assert summary["defuse3"]["measured_side"] == affected_side(
+        cbf, usable, x, tmax, require_both=True
+    )
 
 
 def test_recovers_known_parameters(case_dir: Path, tmp_path: Path) -> None:

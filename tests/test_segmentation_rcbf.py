@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from test_segmentation_cases import AFFINE, synthetic_maps
 
+from perfusion.clinical import affected_side
+from perfusion.errors import PerfusionError
 from perfusion.segmentation.rcbf import (
-    detect_affected_side,
     relative_cbf,
     restrict_to_hemisphere,
     standard_x_mm,
@@ -43,7 +44,9 @@ def test_side_detected_from_cbf_without_labels(side: str) -> None:
     cbf, brain, _core = synthetic_maps(side)
     tissue = brain & (cbf > 0)
     x = standard_x_mm(cbf.shape, AFFINE, None)
-    assert detect_affected_side(cbf, tissue, x) == side
+    assert affected_side(cbf, tissue, x, require_both=True) == side
+    with pytest.raises(PerfusionError, match="tissue in only one hemisphere"):
+        affected_side(cbf, tissue & (x > 0), x, require_both=True)
 
 
 def test_side_follows_scan_to_standard_not_the_grid() -> None:
@@ -52,7 +55,7 @@ def test_side_follows_scan_to_standard_not_the_grid() -> None:
     centre[0, 3] = -4.0 * 15.5  # world x of the image centre
     mirror = np.diag([-1.0, 1.0, 1.0, 1.0])  # a standard frame whose +x is world -x
     x = standard_x_mm(cbf.shape, AFFINE, mirror @ centre)
-    assert detect_affected_side(cbf, brain & (cbf > 0), x) == "left"
+    assert affected_side(cbf, brain & (cbf > 0), x) == "left"
 
 
 def test_hemisphere_restriction_and_threshold_rule() -> None:
@@ -72,18 +75,17 @@ def test_side_from_tmax_when_cbf_is_symmetric() -> None:
     x = standard_x_mm(cbf.shape, AFFINE, None)
     tmax = np.where(x > 0, 3.0, 2.0).astype(np.float32)
     tmax[(x < -20) & brain] = 9.0  # a Tmax > 6 s region on the left only
-    assert detect_affected_side(cbf, brain & (cbf > 0), x, tmax) == "left"
+    assert affected_side(cbf, brain & (cbf > 0), x, tmax) == "left"
     # without Tmax, symmetric CBF ties every count: the lower median decides, left on a tie
-    assert detect_affected_side(cbf, brain & (cbf > 0), x, None) == "left"
+    assert affected_side(cbf, brain & (cbf > 0), x, None) == "left"
     lower_right = np.where(x > 0, cbf * 0.98, cbf)
-    assert detect_affected_side(lower_right, brain & (cbf > 0), x, None) == "right"
+    assert affected_side(lower_right, brain & (cbf > 0), x, None) == "right"
 
 
 def test_summary_and_segment_name_the_same_side_where_the_old_rules_differed() -> None:
     """No Tmax > 6 s anywhere; the left holds a small core (CBF 10 < 30 % of the right's 50)
     but the higher median (60). summary.json used to name the lower median (right), segment
     the side with the core (left); both now use perfusion.clinical.affected_side."""
-    from perfusion.clinical import affected_side
     from perfusion.fitting.defuse import defuse3_masks, defuse3_summary
 
     x = np.r_[-np.arange(1.0, 8.0), np.arange(1.0, 8.0)].reshape(14, 1, 1)
@@ -92,9 +94,8 @@ def test_summary_and_segment_name_the_same_side_where_the_old_rules_differed() -
     usable = np.ones(cbf.shape, dtype=bool)
     maps = {"cbf": cbf, "tmax": tmax}
     assert affected_side(cbf, usable, x, tmax) == "left"
-    assert detect_affected_side(cbf, usable, x, tmax) == "left"
     assert defuse3_masks(maps, usable, x)["side"] == "left"
     assert defuse3_summary(maps, usable, x, voxel_volume_ml=1.0)["core_volume_ml"] == 2.0
     tmax[10] = 8.0  # a Tmax > 6 s voxel on the right decides before any CBF rule
-    assert detect_affected_side(cbf, usable, x, tmax) == "right"
+    assert affected_side(cbf, usable, x, tmax) == "right"
     assert defuse3_masks(maps, usable, x)["side"] == "right"

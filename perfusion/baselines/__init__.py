@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from perfusion.errors import PerfusionError
 from perfusion.lazy import lazy_exports
 
 if TYPE_CHECKING:
@@ -24,3 +27,28 @@ __getattr__, __dir__ = lazy_exports(
     __name__,
     {"bsvd": ("BsvdConfig", "bsvd_maps", "fit_bsvd"), "nlr": ("NlrConfig", "fit_nlr", "nlr_maps")},
 )
+
+
+def voxel_curves(
+    method: str,
+    tissue_hu: np.ndarray,
+    aif_hu: np.ndarray,
+    times: np.ndarray,
+    mask: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A baseline's input: the bool ``mask`` (None: every voxel) and the (V, T) float64 curves of
+    its voxels in (..., T) ``tissue_hu``; refused, naming ``method``, when the AIF never rises."""
+    if np.trapezoid(np.clip(aif_hu, 0, None), times) <= 0:
+        raise PerfusionError(f"{method}: the AIF never rises above baseline")
+    shape = tissue_hu.shape[:-1]
+    mask = np.ones(shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    return mask, np.asarray(tissue_hu)[mask].astype(np.float64)
+
+
+def voxel_maps(values: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+    """A baseline's output: each map's (V,) values on ``mask``'s grid as float32, 0 elsewhere."""
+    maps = {}
+    for name, v in values.items():
+        maps[name] = np.zeros(mask.shape, dtype=np.float32)
+        maps[name][mask] = v
+    return maps

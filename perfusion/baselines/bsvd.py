@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from perfusion.errors import PerfusionError
+from perfusion.baselines import voxel_curves, voxel_maps
 from perfusion.prepared import PreparedCase
 from perfusion.units import flow_to_cbf
 
@@ -180,11 +180,7 @@ def bsvd_maps(
     """
     cfg = cfg or BsvdConfig()
     t = np.asarray(frame_times_s, dtype=np.float64)
-    if np.trapezoid(np.clip(aif_hu, 0, None), t) <= 0:
-        raise PerfusionError("bSVD: the AIF never rises above baseline")
-    shape = tissue_hu.shape[:-1]
-    mask = np.ones(shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
-    curves = np.asarray(tissue_hu)[mask].astype(np.float64)
+    mask, curves = voxel_curves("bSVD", tissue_hu, aif_hu, t, mask)
     grid, aif_u = resample_uniform(t, aif_hu, cfg.dt_s)
     dt = float(grid[1] - grid[0])
     spectrum = circulant_spectrum(aif_u, dt)
@@ -199,11 +195,7 @@ def bsvd_maps(
     cbv = flow_to_cbf(np.clip(ratio, 0.0, None)) / 60.0
     mtt = np.where(cbf > 0, 60.0 * cbv / np.where(cbf > 0, cbf, 1.0), 0.0)
     values = {"cbf": cbf, "cbv": cbv, "mtt": mtt, "tmax": tmax, "delay": tmax - 0.5 * mtt}
-    maps = {}
-    for name, v in values.items():
-        maps[name] = np.zeros(shape, dtype=np.float32)
-        maps[name][mask] = v
-    return maps
+    return voxel_maps(values, mask)
 
 
 def fit_bsvd(case: PreparedCase, cfg: BsvdConfig | None = None) -> dict[str, np.ndarray]:

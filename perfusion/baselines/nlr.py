@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from perfusion.errors import PerfusionError
+from perfusion.baselines import voxel_curves, voxel_maps
 from perfusion.physics import CumulativeAif, box_model_tac
 from perfusion.prepared import PreparedCase
 from perfusion.units import cbv_from_cbf_mtt, flow_to_cbf, tmax_box
@@ -223,11 +223,7 @@ def nlr_maps(
         float32 (...) arrays, 0 outside ``mask``.
     """
     cfg = cfg or NlrConfig()
-    if np.trapezoid(np.clip(aif_hu, 0, None), frame_times_s) <= 0:
-        raise PerfusionError("NLR: the AIF never rises above baseline")
-    shape = tissue_hu.shape[:-1]
-    mask = np.ones(shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
-    curves = np.asarray(tissue_hu)[mask].astype(np.float64)
+    mask, curves = voxel_curves("NLR", tissue_hu, aif_hu, frame_times_s, mask)
     model = BoxModel(frame_times_s, aif_hu)
     params = np.zeros((len(curves), 3))
     with torch.no_grad():
@@ -244,11 +240,7 @@ def nlr_maps(
         "tmax": tmax_box(params[:, 1], params[:, 2]),
         "delay": params[:, 1],
     }
-    maps = {}
-    for name, v in values.items():
-        maps[name] = np.zeros(shape, dtype=np.float32)
-        maps[name][mask] = v
-    return maps
+    return voxel_maps(values, mask)
 
 
 def fit_nlr(case: PreparedCase, cfg: NlrConfig | None = None) -> dict[str, np.ndarray]:

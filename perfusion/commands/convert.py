@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from perfusion.commands.outputs import wrote_line
-from perfusion.config import save_resolved, split_args
+from perfusion.config import save_resolved
 from perfusion.datasets import VENDOR_MAPS, read_any, read_vendor_maps
 from perfusion.errors import PerfusionError
 from perfusion.help import Options
@@ -75,18 +75,10 @@ def _drop_stale(out: Path, written: Path) -> None:
 
 def main(argv: list[str]) -> None:
     started = time.time()
-    paths, overrides = split_args(argv)
-    cfg = OPTIONS.load(overrides)
-    if len(paths) != 1:
-        raise PerfusionError(
-            f"expected one PATH, got {len(paths)}: perfusion convert PATH out=CASE"
-        )
-    if not cfg.out:
-        raise PerfusionError("missing out=CASE (the case folder to write)")
+    source, cfg = OPTIONS.parse(__doc__, argv)
     out = check_out_dir(cfg.out)
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise PerfusionError("exists and is not empty (pass overwrite=true)", out)
-    source = Path(paths[0]).absolute()
     check_memory("convert", source if source.is_file() else source / CTP_FILE)
     case = read_any(
         source,

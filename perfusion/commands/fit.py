@@ -17,11 +17,9 @@ from perfusion.commands.outputs import wrote_line
 from perfusion.config import load_config, split_args
 from perfusion.errors import PerfusionError
 from perfusion.fitting.config import FitConfig, check_fit_config
-from perfusion.help import Options
+from perfusion.help import Options, one_positional
 from perfusion.prepared import scan_file
 from perfusion.resources import check_memory, check_out_dir
-
-USAGE = "usage: perfusion fit CASE_DIR out=DIR [key=value ...]"
 
 
 @dataclass
@@ -38,16 +36,12 @@ OPTIONS = Options(FitConfig, ("fit.yaml",), own=FitOutput)
 def main(argv: list[str]) -> None:
     started = time.time()
     positionals, overrides = split_args(argv)
-    if len(positionals) != 1:
-        raise PerfusionError(f"expected one case folder, got {len(positionals)}. {USAGE}")
     own, overrides = OPTIONS.split(overrides)
-    out = load_config(FitOutput, overrides=own).out
-    if not out:
-        raise PerfusionError(f"missing out=DIR. {USAGE}")
-    case_dir = Path(positionals[0]).absolute()
+    output = load_config(FitOutput, overrides=own)
+    case_dir = Path(one_positional(__doc__, positionals, output)).absolute()
     if not case_dir.is_dir():
         raise PerfusionError("case folder not found", case_dir)
-    out_dir = check_out_dir(out)
+    out_dir = check_out_dir(output.out)
     check_memory("fit", scan_file(case_dir))
     check_fit_config(OPTIONS.load(overrides))  # keys, types, method, steps: still torch-free
 

@@ -22,10 +22,9 @@ from perfusion.commands.outputs import wrote_line
 from perfusion.config import load_config, split_args
 from perfusion.errors import PerfusionError
 from perfusion.fitting.config import FitConfig, check_fit_config
-from perfusion.help import Options
+from perfusion.help import Options, one_positional
 from perfusion.resources import check_out_dir
 
-USAGE = "usage: perfusion fit-cohort COHORT_DIR out=DIR [shard=i/n] [summarize] [key=value ...]"
 SUMMARIZE_WORD = "summarize"
 
 
@@ -50,17 +49,13 @@ def main(argv: list[str]) -> None:
     if SUMMARIZE_WORD in positionals[1:]:
         positionals.remove(SUMMARIZE_WORD)
         overrides.append("summarize=true")
-    if len(positionals) != 1:
-        raise PerfusionError(f"expected one cohort folder, got {len(positionals)}. {USAGE}")
     own, overrides = OPTIONS.split(overrides)
     opts = load_config(CohortOptions, overrides=own)
-    if not opts.out:
-        raise PerfusionError(f"missing out=DIR. {USAGE}")
+    cohort = Path(one_positional(__doc__, positionals, opts)).absolute()
 
     from perfusion.fitting.cohort import Shard, case_dirs, cohort_group
     from perfusion.fitting.cohort_table import count_line, write_table
 
-    cohort = Path(positionals[0]).absolute()
     cases = case_dirs(cohort)
     out = check_out_dir(opts.out)
     if out == cohort:

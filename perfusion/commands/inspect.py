@@ -7,13 +7,10 @@ with the same one-line error.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from perfusion.config import split_args
 from perfusion.datasets import read_any
-from perfusion.errors import PerfusionError
 from perfusion.help import Options
 from perfusion.io import Case
 
@@ -91,12 +88,9 @@ def _mask_line(label: str, mask: np.ndarray | None, case: Case, absent: str) -> 
 
 
 def main(argv: list[str]) -> None:
-    paths, overrides = split_args(argv)
-    cfg = OPTIONS.load(overrides)
-    if len(paths) != 1:
-        raise PerfusionError(f"expected one PATH, got {len(paths)}: perfusion inspect PATH")
+    path, cfg = OPTIONS.parse(__doc__, argv)
     case = read_any(
-        Path(paths[0]).absolute(),
+        path,
         subject=cfg.subject,
         series=cfg.series,
         drop_incomplete=cfg.drop_incomplete,

@@ -11,12 +11,11 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from perfusion.commands.outputs import wrote_line
-from perfusion.config import save_resolved, split_args
+from perfusion.config import save_resolved
 from perfusion.errors import PerfusionError
 from perfusion.help import Options
 from perfusion.io import CTP_FILE, atomic_dir, read_case, write_text_atomic
@@ -44,16 +43,8 @@ def _progress(message: str) -> None:
 
 def main(argv: list[str]) -> None:
     started = time.time()
-    paths, overrides = split_args(argv)
-    cfg = OPTIONS.load(overrides)
-    if len(paths) != 1:
-        raise PerfusionError(
-            f"expected one CASE_DIR, got {len(paths)}: perfusion preprocess CASE_DIR out=DIR"
-        )
-    if not cfg.out:
-        raise PerfusionError("missing out=DIR (the folder to write the prepared case to)")
+    case_dir, cfg = OPTIONS.parse(__doc__, argv)
     out = check_out_dir(cfg.out)
-    case_dir = Path(paths[0]).absolute()
     if not case_dir.is_dir():
         raise PerfusionError("case folder not found", case_dir)
     check_memory("preprocess", case_dir / CTP_FILE)

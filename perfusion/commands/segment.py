@@ -22,7 +22,7 @@ from perfusion.clinical import RCBF_CORE
 from perfusion.commands.outputs import wrote_line
 from perfusion.config import split_args
 from perfusion.errors import PerfusionError
-from perfusion.help import Options
+from perfusion.help import Options, one_positional
 from perfusion.io import write_json_atomic, write_nifti_atomic
 from perfusion.resources import check_out_dir
 from perfusion.segmentation.config import SegmentConfig
@@ -97,9 +97,7 @@ def choose_segmenter(found: list[str], mismatch: str, case: Path) -> str:
 def main(argv: list[str]) -> None:
     started = time.time()
     positionals, overrides = split_args(argv)
-    if len(positionals) != 1:
-        raise PerfusionError("usage: perfusion segment CASE_DIR [model=PATH] [key=value ...]")
-    case = Path(positionals[0]).absolute()
+    case = Path(one_positional(__doc__, positionals)).absolute()
     cfg = OPTIONS.load(overrides)
     if cfg.mismatch not in MISMATCH_CHOICES:
         raise PerfusionError(f"mismatch: {cfg.mismatch!r}, expected one of {MISMATCH_CHOICES}")

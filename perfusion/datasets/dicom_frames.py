@@ -9,7 +9,8 @@ every position belongs to frame k. What scanner exports get wrong, and what is d
 - **Midnight:** with the date frozen or removed, a scan over midnight reads 86390, 86395, 0, 5 s
   of day; a jump of more than half a day between sorted times is a wrap, undone by adding 24 h
   to the times after it, and said so.
-- **Gaps:** frames more than :data:`MAX_GAP_S` apart are two acquisitions in one series: refused.
+- **Gaps:** frames more than :data:`~perfusion.io.MAX_FRAME_GAP_S` apart (two acquisitions in one
+  series): refused.
 - **Incomplete frames:** a position lacking a frame is matched to the others' frame times; the
   frame is named with the missing positions, and dropped when asked (``drop_incomplete``).
 """
@@ -22,10 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from perfusion.errors import PerfusionError
-from perfusion.io import MAX_FRAME_GAP_S
+from perfusion.io import check_frame_gaps
 
 POSITION_TOL_MM = 0.01
-MAX_GAP_S = MAX_FRAME_GAP_S  # the case folder's rule (perfusion.io), checked here per frame
 HALF_DAY_S = 43200.0
 TIME_TAGS = ("AcquisitionTime", "ContentTime", "TriggerTime", "TemporalPositionTimeOffset")
 CLOCK_TAGS = ("AcquisitionTime", "ContentTime")  # time of day: these can wrap at midnight
@@ -97,7 +97,7 @@ def group_frames(slices: list[DicomSlice], folder: Path, drop_incomplete: bool =
     Raises:
         PerfusionError: frames cannot be ordered (no time tag varies), a position holds more
             images than the others, a frame is incomplete (unless ``drop_incomplete``), or two
-            frames are more than :data:`MAX_GAP_S` apart.
+            frames are more than :data:`~perfusion.io.MAX_FRAME_GAP_S` apart.
     """
     keys = _position_keys(slices)
     tag = choose_time_tag(slices, keys)
@@ -132,7 +132,7 @@ def group_frames(slices: list[DicomSlice], folder: Path, drop_incomplete: bool =
         raise PerfusionError("every frame lacks a slice: not a CTP series", folder)
     frame_times = np.array([min(times[j] for j in m) for m in kept])
     frame_times = frame_times - frame_times[0]
-    _check_gaps(frame_times, [i for i in range(len(members)) if i not in missing], folder)
+    check_frame_gaps(frame_times, [i for i in range(len(members)) if i not in missing], folder)
     slices_of = [[slices[j] for j in m] for m in kept]
     return Frames(slices_of, frame_times, tag, notes, dropped)
 
@@ -199,15 +199,3 @@ def _match_frames(
         for k in sorted(set(range(n_frames)) - {int(k) for k in frame_of}):
             missing.setdefault(k, []).append(slices[indices[0]].position_mm)
     return members, {k: sorted(v) for k, v in missing.items()}
-
-
-def _check_gaps(frame_times: np.ndarray, numbers: list[int], folder: Path) -> None:
-    """Refuse a gap over :data:`MAX_GAP_S` between consecutive frames, naming them (1-based)."""
-    gaps = np.diff(frame_times)
-    if gaps.size and gaps.max() > MAX_GAP_S:
-        i = int(np.argmax(gaps))
-        raise PerfusionError(
-            f"frames {numbers[i] + 1} and {numbers[i + 1] + 1} are {gaps[i]:.1f} s apart "
-            f"(more than {MAX_GAP_S:.0f} s: two acquisitions in one series?)",
-            folder,
-        )

@@ -66,18 +66,7 @@ def find_isles2018_files(case_dir: str | Path) -> dict[str, Path]:
 def read_isles2018(case_dir: str | Path) -> Case:
     """Read one ISLES 2018 case folder (one slab): CTP, OT core, and the RAPID map paths."""
     case_dir = Path(case_dir)
-    files = find_isles2018_files(case_dir)
-    ctp, affine, times = read_ctp(files["ctp"])
-    case = Case(path=case_dir, ctp_hu=ctp, affine=affine, frame_times_s=times)
-    if "core" in files:
-        case.core = _mask_on_grid(files["core"], case)
-    case.meta = {
-        "layout": "isles2018",
-        "ctp_file": str(files["ctp"]),
-        "vendor": "RAPID",
-        "vendor_maps": {k: str(files[k]) for k in VENDOR_MAPS if k in files},
-    }
-    return case
+    return _read_files(case_dir, find_isles2018_files(case_dir), "RAPID", layout="isles2018")
 
 
 def _subject_of(path: Path) -> str:
@@ -131,15 +120,21 @@ def read_isles2024(path: str | Path, subject: str = "") -> Case:
     """Read one ISLES 2024 subject: CTP (HU), lesion mask resampled onto it, icobrain map paths."""
     path = Path(path)
     files = find_isles2024_files(path, subject)
+    subject = _subject_of(files["ctp"])
+    return _read_files(path, files, "icobrain cva", layout="isles2024", subject=subject)
+
+
+def _read_files(path: Path, files: dict[str, Path], vendor: str, **meta: str) -> Case:
+    """The case of a challenge's found ``files``: the CTP, the core mask (when found) on its
+    grid, and ``meta`` followed by the CTP file, the vendor and the vendor maps' paths."""
     ctp, affine, times = read_ctp(files["ctp"])
     case = Case(path=path, ctp_hu=ctp, affine=affine, frame_times_s=times)
     if "core" in files:
         case.core = _mask_on_grid(files["core"], case)
     case.meta = {
-        "layout": "isles2024",
-        "subject": _subject_of(files["ctp"]),
+        **meta,
         "ctp_file": str(files["ctp"]),
-        "vendor": "icobrain cva",
+        "vendor": vendor,
         "vendor_maps": {k: str(files[k]) for k in VENDOR_MAPS if k in files},
     }
     return case

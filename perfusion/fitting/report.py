@@ -69,23 +69,6 @@ def write_report(
         The three paths written.
     """
     path = Path(path)
-    figures = report_figures(maps, prepared, summary, fit, usable, core_label)
-    targets = [path, path.with_name(MOSAIC_PNG), path.with_name(DIAGNOSTICS_PNG)]
-    for target, figure in zip(targets, figures.values(), strict=True):
-        _save(figure, target)
-    return targets
-
-
-def report_figures(
-    maps: dict,
-    prepared: PreparedCase,
-    summary: dict[str, Any],
-    fit: Any = None,
-    usable: np.ndarray | None = None,
-    core_label: int | None = None,
-) -> dict[str, Figure]:
-    """The three pages as Figures (arguments as :func:`write_report`), keyed clinical, mosaic,
-    diagnostics."""
     case_dir = Path(str(summary.get("case") or "."))
     truth = _reference_core(case_dir, prepared, core_label)
     mapset = report_mapset(maps, prepared, usable, truth)
@@ -98,13 +81,16 @@ def report_figures(
         reference = Reference(volume, dice(mapset.regions["core"], truth))
     name = case_dir.name or "case"
     header = Header(name, summary["method"], acquisition_time(case_dir, prepared.meta))
-    return {
-        "clinical": clinical_figure(mapset, summary["defuse3"], header, inputs, reference),
-        "mosaic": mosaic_figure(mapset, f"{name}: Tmax and CBF on every slice"),
-        "diagnostics": diagnostics_figure(
+    pages = {
+        path: clinical_figure(mapset, summary["defuse3"], header, inputs, reference),
+        path.with_name(MOSAIC_PNG): mosaic_figure(mapset, f"{name}: Tmax and CBF on every slice"),
+        path.with_name(DIAGNOSTICS_PNG): diagnostics_figure(
             summary, inputs, fit, f"{name}: {summary['method']} fit diagnostics"
         ),
     }
+    for target, figure in pages.items():
+        _save(figure, target)
+    return list(pages)
 
 
 def report_mapset(

@@ -54,16 +54,27 @@ def diagnostics_figure(
     return fig
 
 
-def _no_data(ax, message: str) -> None:
-    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, fontsize=11)
-    ax.set_xticks([])
-    ax.set_yticks([])
+def _titled(ax, title: str, data: Any, empty: str) -> bool:
+    """Title a panel; whether ``data`` is there to draw, else the message ``empty`` in its place."""
+    ax.set_title(title, fontsize=11)
+    if not data:
+        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, fontsize=11)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return bool(data)
+
+
+def _labelled(ax, xlabel: str, ylabel: str) -> None:
+    """Axis labels, legend and grid of a drawn panel."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=9)
+    ax.grid(alpha=0.3)
 
 
 def _voxels(ax, fit: Any) -> None:
-    ax.set_title("tissue curves of four voxels: data (dots) and the fit (lines)", fontsize=11)
-    if not fit.curves:
-        _no_data(ax, "no fitted tissue curves")
+    title = "tissue curves of four voxels: data (dots) and the fit (lines)"
+    if not _titled(ax, title, fit.curves, "no fitted tissue curves"):
         return
     c = fit.curves
     for i, (data, fitted) in enumerate(zip(c["voxel_data_hu"], c["voxel_fit_hu"], strict=True)):
@@ -71,17 +82,12 @@ def _voxels(ax, fit: Any) -> None:
         ax.plot(
             c["fine_time_s"], fitted, "-", color=f"C{i}", label=f"voxel {tuple(c['voxels'][i])}"
         )
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("enhancement (ΔHU)")
-    ax.legend(fontsize=9)
-    ax.grid(alpha=0.3)
+    _labelled(ax, "time (s)", "enhancement (ΔHU)")
 
 
 def _residual(ax, fit: Any) -> None:
     """The fit's residual RMS (ΔHU) against the data's noise, step by step."""
-    ax.set_title("fit residual vs the noise of the data", fontsize=11)
-    if not fit.history:
-        _no_data(ax, "no training steps")
+    if not _titled(ax, "fit residual vs the noise of the data", fit.history, "no training steps"):
         return
     steps = [h["step"] for h in fit.history]
     ax.plot(steps, [h["rms_hu"] for h in fit.history], lw=1.2, label="training voxels")
@@ -94,17 +100,12 @@ def _residual(ax, fit: Any) -> None:
     stop = fit.info.get("stop") or {}
     if stop.get("maps_from_step"):
         ax.axvline(stop["maps_from_step"], color="C3", lw=1, label="maps from this step")
-    ax.set_xlabel("step")
-    ax.set_ylabel("RMS residual (ΔHU)")
-    ax.legend(fontsize=9)
-    ax.grid(alpha=0.3)
+    _labelled(ax, "step", "RMS residual (ΔHU)")
 
 
 def _losses(ax, fit: Any) -> None:
     """The loss terms of the history (fit units, log scale), under plain names."""
-    ax.set_title("loss terms during the fit", fontsize=11)
-    if not fit.history:
-        _no_data(ax, "no training steps")
+    if not _titled(ax, "loss terms during the fit", fit.history, "no training steps"):
         return
     steps = [h["step"] for h in fit.history]
     columns = {k: [h.get(k, 0.0) for h in fit.history] for k in LOSS_LABELS}
@@ -113,10 +114,7 @@ def _losses(ax, fit: Any) -> None:
         if any(v > 0 for v in columns[key]) and not redundant:
             ax.plot(steps, columns[key], lw=1.2, label=label)
     ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (scaled units of the fit)")
-    ax.legend(fontsize=9)
-    ax.grid(alpha=0.3)
+    _labelled(ax, "step", "loss (scaled units of the fit)")
 
 
 def _text(ax, summary: dict[str, Any], neural: bool) -> None:

@@ -15,7 +15,6 @@ from perfusion.segmentation.config import (
 )
 from perfusion.segmentation.metrics import detected, dice, patient_metrics, summarise, volume_ml
 from perfusion.segmentation.rcbf import (
-    detect_affected_side,
     hemisphere,
     relative_cbf,
     restrict_to_hemisphere,
@@ -29,7 +28,6 @@ __all__ = [
     "SegmentConfig",
     "TrainConfig",
     "UNetConfig",
-    "detect_affected_side",
     "detected",
     "dice",
     "hemisphere",

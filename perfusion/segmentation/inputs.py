@@ -16,14 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from perfusion.clinical import SIDES, affected_side
 from perfusion.errors import PerfusionError
 from perfusion.io import load_nifti, voxel_spacing_mm, write_nifti_atomic
-from perfusion.segmentation.rcbf import (
-    SIDES,
-    detect_affected_side,
-    relative_cbf,
-    standard_x_mm,
-)
+from perfusion.segmentation.rcbf import relative_cbf, standard_x_mm
 
 CORE_FILE = "core.nii.gz"
 CBF_FILE = "cbf.nii.gz"
@@ -195,7 +191,7 @@ def load_patient(
     elif side == "auto":
         tmax_path = folder / "tmax.nii.gz"
         tmax = np.nan_to_num(_read_volume(tmax_path, cbf.shape)) if tmax_path.is_file() else None
-        affected = detect_affected_side(cbf, tissue, x_mm, tmax)
+        affected = affected_side(cbf, tissue, x_mm, tmax, require_both=True)
     else:
         raise PerfusionError(f"side must be auto, left or right, got {side!r}")
     core_path = case_dir / CORE_FILE

@@ -1,16 +1,17 @@
-"""Relative CBF: midline, affected hemisphere from CBF asymmetry, healthy-side normalisation.
+"""Relative CBF: midline, hemispheres, healthy-side normalisation, the rCBF core rule.
 
 rCBF = CBF / median CBF of the healthy hemisphere's tissue (paper Section 2.4; RAPID's rCBF,
 Straka 2010). The midline is the standard frame's mid-sagittal plane x = 0 (``scan_to_standard``
 from preprocessing); without it, the world x of the image centre. The affected side comes from
-the maps alone (or a user flag), never from a reference core, which is unknown at inference.
+the maps alone (:func:`perfusion.clinical.affected_side`) or a user flag, never from a reference
+core, which is unknown at inference.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from perfusion.clinical import RCBF_CORE, SIDES, affected_side, hemispheres
+from perfusion.clinical import RCBF_CORE, SIDES, hemispheres, other_side
 from perfusion.errors import PerfusionError
 
 
@@ -44,29 +45,6 @@ def hemisphere(x_mm: np.ndarray, side: str) -> np.ndarray:
     if side not in SIDES:
         raise PerfusionError(f"side must be one of {SIDES}, got {side!r}")
     return hemispheres(x_mm)[side]
-
-
-def other_side(side: str) -> str:
-    return "left" if side == "right" else "right"
-
-
-def detect_affected_side(
-    cbf: np.ndarray,
-    tissue: np.ndarray,
-    x_mm: np.ndarray,
-    tmax: np.ndarray | None = None,
-    threshold: float = RCBF_CORE,
-) -> str:
-    """The affected hemisphere from the maps' asymmetry alone (never from a reference core):
-    :func:`perfusion.clinical.affected_side`, the rule ``summary.json`` uses too.
-
-    Raises:
-        PerfusionError: one hemisphere holds no tissue.
-    """
-    tissue = tissue.astype(bool) & np.isfinite(cbf)
-    if not all((tissue & hemisphere(x_mm, s)).any() for s in SIDES):
-        raise PerfusionError("tissue in only one hemisphere: cannot find the affected side")
-    return affected_side(cbf, tissue, x_mm, tmax, threshold)
 
 
 def relative_cbf(
