@@ -27,7 +27,7 @@ WORK = ROOT / "data" / "shipped-unet"
 BIN = ROOT / ".venv" / "bin" / "perfusion"
 MODEL = ROOT / "checkpoints" / "segmentation"
 TEXTURES = ("white", "correlated")
-TRAIN = {"n": 6, "seeds": {"white": 300, "correlated": 400}}
+TRAIN = {"n": 12, "seeds": {"white": 300, "correlated": 400}}
 HELDOUT = {"n": 4, "seeds": {"white": 900, "correlated": 950}}
 FIT = ["preprocess.motion_correction=false", "report=false"]  # phantoms have no motion
 ENV = {**os.environ, "WANDB_MODE": "disabled"}
