@@ -6,10 +6,9 @@ Score of a recipe: the mean of its 3-patient mean map scores (experiments.bench.
 sigma 5, 10, 15 of bench/results/accuracy and sigma 5, 10 of bench/results/white and
 bench/results/exponential. Eligible: its sigma 0 row in bench/results/accuracy is at most 0.03
 below the default's (``resppinn``, configs/fit.yaml) on CBF r and on both region Dice: a new
-default must not lose the noiseless accuracy of the one it replaces. (Until 2026-12-05 the
-reference was NLR's row, which no neural recipe, the default included, came within 0.03 of.)
-Within 0.01 of each other the faster wins; fit times within 10 % count as equal, and then the
-recipe whose maps move least under rounding (bench/stability.py, read from its page) does.
+default must not lose the noiseless accuracy of the one it replaces. Within 0.01 of each
+other the faster wins; fit times within 10 % count as equal, and then the recipe whose maps
+move least under rounding (bench/stability.py, read from its page) does.
 Writes the ranking, best first, to bench/results/recipes/README.md and prints it.
 """
 
