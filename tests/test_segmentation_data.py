@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from test_segmentation_cases import AFFINE, synthetic_maps
 
+from perfusion.errors import PerfusionError
 from perfusion.segmentation.data import (
     LeaveOneOutDataModule,
     patch_size,
@@ -65,6 +66,18 @@ def test_sample_channels_and_keep_mask() -> None:
     np.testing.assert_array_equal(s["image"][1] > 0, p.tissue)
     assert not s["keep"][0][p.x_mm < 0].any()  # core may only be predicted on the affected side
     assert s["keep"][0][p.core].all()
+
+
+def test_rule_channel_is_the_clinical_rule_on_tissue() -> None:
+    p = patient(0)
+    p.rcbf[0, 0, 0], p.tissue[0, 0, 0] = 0.0, False  # rCBF 0 outside tissue is not core
+    s = to_sample(p, ["rule", "rcbf"])
+    assert s["image"].shape == (2, 32, 32, 16)
+    np.testing.assert_array_equal(s["image"][0] > 0, p.tissue & (p.rcbf < 0.30))
+    assert s["image"][0][p.core].mean() > 0.9 and not s["image"][0][0, 0, 0]
+    np.testing.assert_allclose(s["image"][1], np.clip(p.rcbf, 0, 4))  # order as asked
+    with pytest.raises(PerfusionError, match="features must be some of"):
+        to_sample(p, ["rcbf", "tmax"])
 
 
 def test_datamodule_patches_and_validation_patient() -> None:

@@ -53,6 +53,22 @@ def test_bundle_round_trip(tmp_path) -> None:
     torch.testing.assert_close(loaded.core_probability(image), module.core_probability(image))
 
 
+def test_bundle_keeps_the_input_channels(tmp_path) -> None:
+    module = SegmentationModule(
+        [16, 16, 32, 32, 64], [2, 2, 2, 2], 1, 0.0, 1e-3, 0.0, 4, (32, 32, 16),
+        features=["rcbf", "tissue", "rule"],
+    ).eval()  # fmt: skip
+    save_bundle(module, tmp_path, {})
+    loaded, _ = load_bundle(tmp_path)
+    assert list(loaded.hparams.features) == ["rcbf", "tissue", "rule"]
+    assert loaded.core_probability(torch.randn(1, 3, 32, 32, 16)).shape == (1, 32, 32, 16)
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    del payload["hparams"]["features"]  # a model saved before the key: the paper's two channels
+    payload["state_dict"] = small_module().state_dict()
+    torch.save(payload, tmp_path / "model.pt")
+    assert list(load_bundle(tmp_path)[0].hparams.features) == ["rcbf", "tissue"]
+
+
 def test_inference_window_separate_from_training_patch() -> None:
     module = SegmentationModule(
         [16, 16, 32, 32, 64],

@@ -24,10 +24,22 @@ from monai.transforms import (
     RandZoomd,
 )
 
+from perfusion.clinical import RCBF_CORE
+from perfusion.errors import PerfusionError
 from perfusion.segmentation.inputs import PatientInputs
 from perfusion.segmentation.rcbf import hemisphere
 
 RCBF_CLIP = 4.0  # rCBF above 4x the healthy median is vessel-like noise, not information on core
+FEATURES = ("rcbf", "tissue", "rule")  # input channels a U-Net may be given (UNetConfig.features)
+PAPER_FEATURES = ("rcbf", "tissue")  # the paper's, and those of a model saved without the key
+
+
+def check_features(features: Sequence[str]) -> tuple[str, ...]:
+    """``features`` as a tuple; a PerfusionError when empty or naming an unknown channel."""
+    unknown = [f for f in features if f not in FEATURES]
+    if unknown or not features:
+        raise PerfusionError(f"features must be some of {FEATURES}, got {list(features)}")
+    return tuple(features)
 
 
 @dataclass(frozen=True)
@@ -81,18 +93,26 @@ def patch_size(shape: Sequence[int], fraction: Sequence[float], multiple: int) -
     return tuple(sizes)
 
 
-def to_sample(patient: PatientInputs) -> dict[str, np.ndarray]:
-    """Channel-first arrays: image (2, X, Y, Z) = [rCBF, tissue], label (1, ...), keep (1, ...).
+def to_sample(
+    patient: PatientInputs, features: Sequence[str] = PAPER_FEATURES
+) -> dict[str, np.ndarray]:
+    """Channel-first arrays: image (len(features), X, Y, Z), label (1, ...), keep (1, ...).
 
-    The tissue channel tells the network where rCBF = 0 means "no tissue" rather than "no
-    flow"; ``keep`` (tissue of the affected hemisphere) is where core may be predicted.
+    Channels: ``rcbf`` clipped to [0, ``RCBF_CLIP``]; ``tissue`` tells the network where
+    rCBF = 0 means "no tissue" rather than "no flow"; ``rule`` is 1 where tissue has
+    rCBF < ``RCBF_CORE`` (both hemispheres: the network sees the healthy side's false alarms
+    too). ``keep`` (tissue of the affected hemisphere) is where core may be predicted.
     """
-    rcbf = np.clip(patient.rcbf, 0.0, RCBF_CLIP)
     tissue = patient.tissue.astype(np.float32)
+    channels = {
+        "rcbf": lambda: np.clip(patient.rcbf, 0.0, RCBF_CLIP),
+        "tissue": lambda: tissue,
+        "rule": lambda: (patient.tissue & (patient.rcbf < RCBF_CORE)).astype(np.float32),
+    }
     core = np.zeros_like(tissue) if patient.core is None else patient.core.astype(np.float32)
     keep = patient.tissue & hemisphere(patient.x_mm, patient.affected)
     return {
-        "image": np.stack([rcbf, tissue]).astype(np.float32),
+        "image": np.stack([channels[f]() for f in check_features(features)]).astype(np.float32),
         "label": core[None],
         "keep": keep[None].astype(np.float32),
     }
@@ -150,6 +170,7 @@ class LeaveOneOutDataModule(L.LightningDataModule):
         pad_multiple: U-Net size multiple.
         aug: augmentation probabilities/ranges (``TrainConfig`` fields of the same names).
         batch_size: patches per step (paper: 1).
+        features: the input channels (:func:`to_sample`).
     """
 
     def __init__(
@@ -162,9 +183,10 @@ class LeaveOneOutDataModule(L.LightningDataModule):
         pad_multiple: int,
         aug: dict[str, float | Sequence[float]],
         batch_size: int = 1,
+        features: Sequence[str] = PAPER_FEATURES,
     ) -> None:
         super().__init__()
-        self.patients = list(patients)
+        self.patients, self.features = list(patients), check_features(features)
         self.split = split_fold(len(self.patients), fold, n_val, seed)
         self.roi, self.pad_multiple, self.aug, self.batch_size = (
             tuple(roi),
@@ -178,7 +200,7 @@ class LeaveOneOutDataModule(L.LightningDataModule):
         return math.ceil(len(self.split.train) / self.batch_size)
 
     def _samples(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
-        return [to_sample(self.patients[i]) for i in indices]
+        return [to_sample(self.patients[i], self.features) for i in indices]
 
     def train_dataloader(self) -> DataLoader:
         transform = train_transform(self.roi, self.pad_multiple, self.aug)
@@ -191,6 +213,8 @@ class LeaveOneOutDataModule(L.LightningDataModule):
         return DataLoader(Dataset(self._samples(self.split.val)), batch_size=1, num_workers=0)
 
 
-def to_batch(patient: PatientInputs) -> dict[str, torch.Tensor]:
+def to_batch(
+    patient: PatientInputs, features: Sequence[str] = PAPER_FEATURES
+) -> dict[str, torch.Tensor]:
     """One patient's sample as a batch of one (for inference outside a Trainer)."""
-    return {k: torch.from_numpy(v)[None] for k, v in to_sample(patient).items()}
+    return {k: torch.from_numpy(v)[None] for k, v in to_sample(patient, features).items()}

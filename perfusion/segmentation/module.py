@@ -1,4 +1,4 @@
-"""SegmentationModule: MONAI 3-D U-Net on [rCBF, tissue] predicting the infarct core (Table 5).
+"""SegmentationModule: MONAI 3-D U-Net on [rCBF, tissue, ...] predicting the infarct core (Table 5).
 
 DiceCELoss (lambda_dice 1, lambda_ce 1) on random patches; Adam + OneCycleLR stepped per batch;
 whole-volume inference by a gaussian-weighted ``SlidingWindowInferer`` (overlap 0.5) on the
@@ -26,9 +26,9 @@ from monai.transforms import DivisiblePad
 from perfusion.errors import PerfusionError
 from perfusion.fitting.init import load_torch_file
 from perfusion.io import write_bytes_atomic
+from perfusion.segmentation.data import PAPER_FEATURES, check_features
 from perfusion.segmentation.metrics import dice
 
-IN_CHANNELS = 2  # rCBF and tissue mask (see data.to_sample)
 SELECTIONS = ("running_mean", "fixed")
 
 
@@ -46,6 +46,8 @@ class SegmentationModule(L.LightningModule):
         selection: ``running_mean`` or ``fixed`` (last epoch).
         running_mean_epochs: window of the validation-Dice running mean (in validations).
         infer_roi: sliding-window size; None: ``roi``.
+        features: the input channels (:func:`perfusion.segmentation.data.to_sample`), saved
+            with the weights so that inference builds the same ones.
     """
 
     def __init__(
@@ -63,8 +65,10 @@ class SegmentationModule(L.LightningModule):
         selection: str = "running_mean",
         running_mean_epochs: int = 10,
         infer_roi: Sequence[int] | None = None,
+        features: Sequence[str] = PAPER_FEATURES,
     ) -> None:
         super().__init__()
+        check_features(features)
         if selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
         if len(strides) != len(channels) - 1:
@@ -79,7 +83,7 @@ class SegmentationModule(L.LightningModule):
         self.save_hyperparameters()
         self.net = UNet(
             3,
-            IN_CHANNELS,
+            len(features),
             2,
             list(channels),
             list(strides),
@@ -97,7 +101,7 @@ class SegmentationModule(L.LightningModule):
         self.best_state: dict[str, torch.Tensor] | None = None
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Logits (B, 2, X, Y, Z) of a padded image batch (B, 2, X, Y, Z)."""
+        """Logits (B, 2, X, Y, Z) of a padded image batch (B, C, X, Y, Z), C = len(features)."""
         return self.net(image)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -109,7 +113,7 @@ class SegmentationModule(L.LightningModule):
 
     @torch.no_grad()
     def core_probability(self, image: torch.Tensor) -> torch.Tensor:
-        """Core probability (B, X, Y, Z) of whole volumes (B, 2, X, Y, Z): pad, slide, crop back."""
+        """Core probability (B, X, Y, Z) of whole volumes (B, C, X, Y, Z): pad, slide, crop back."""
         shape = image.shape[2:]
         padded = torch.stack([torch.as_tensor(self.pad(x)) for x in image])
         logits = self.inferer(padded, self.net)

@@ -74,7 +74,15 @@ def train_model(
         )
     }
     data = LeaveOneOutDataModule(
-        patients, fold, train.n_val, seed, roi, train.pad_multiple, aug, train.batch_size
+        patients,
+        fold,
+        train.n_val,
+        seed,
+        roi,
+        train.pad_multiple,
+        aug,
+        train.batch_size,
+        [str(f) for f in model.features],
     )
     module = SegmentationModule(  # plain values, so that the saved hparams load with weights_only
         [int(c) for c in model.channels],
@@ -90,6 +98,7 @@ def train_model(
         train.selection if train.n_val > 0 else "fixed",
         train.running_mean_epochs,
         list(infer_roi),
+        [str(f) for f in model.features],
     )
     trainer = L.Trainer(
         max_epochs=train.epochs,
@@ -127,5 +136,6 @@ def predict_core(module: SegmentationModule, patient: PatientInputs) -> np.ndarr
     from perfusion.segmentation.data import to_batch
 
     module.eval()
-    batch = {k: v.to(module.device) for k, v in to_batch(patient).items()}
+    batch = to_batch(patient, module.hparams.features)
+    batch = {k: v.to(module.device) for k, v in batch.items()}
     return module.segment(batch["image"], batch["keep"])[0].cpu().numpy()
