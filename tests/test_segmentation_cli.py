@@ -114,3 +114,11 @@ def test_too_many_validation_patients_is_one_line_error(tmp_path: Path) -> None:
     cohort = write_cohort(tmp_path / "cohort", 4)  # a fold trains on 4 - 1 - n_val patients
     with pytest.raises(PerfusionError, match="n_val=3 leaves no training patient"):
         loocv.main([f"cohort={cohort}", f"runs={tmp_path / 'runs'}", *TINY, "train.n_val=3"])
+
+
+@pytest.mark.parametrize("command", [loocv, train_seg])
+def test_unknown_input_channel_refused_before_any_work(tmp_path: Path, command) -> None:
+    args = [f"cohort={tmp_path / 'absent'}", f"runs={tmp_path / 'runs'}", *TINY]
+    with pytest.raises(PerfusionError, match=r"model.features must be some of .*'tmax'"):
+        command.main([*args, "model.features=[rcbf,tmax]"])
+    assert not (tmp_path / "absent").exists() and not (tmp_path / "runs").exists()

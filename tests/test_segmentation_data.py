@@ -76,7 +76,7 @@ def test_rule_channel_is_the_clinical_rule_on_tissue() -> None:
     np.testing.assert_array_equal(s["image"][0] > 0, p.tissue & (p.rcbf < 0.30))
     assert s["image"][0][p.core].mean() > 0.9 and not s["image"][0][0, 0, 0]
     np.testing.assert_allclose(s["image"][1], np.clip(p.rcbf, 0, 4))  # order as asked
-    with pytest.raises(PerfusionError, match="features must be some of"):
+    with pytest.raises(PerfusionError, match="model.features must be some of"):
         to_sample(p, ["rcbf", "tmax"])
 
 

@@ -20,7 +20,7 @@ from perfusion.errors import PerfusionError
 from perfusion.help import Options
 from perfusion.io import write_nifti_atomic
 from perfusion.segmentation.cohort import ensure_cohort, load_cohort
-from perfusion.segmentation.config import INPUT_METHODS, LoocvConfig
+from perfusion.segmentation.config import INPUT_METHODS, LoocvConfig, check_features
 from perfusion.segmentation.inputs import PatientInputs
 from perfusion.segmentation.train import ALIASES, fold_logger, normalise_overrides, train_model
 
@@ -112,6 +112,7 @@ def main(argv: list[str]) -> None:
     if positionals:
         overrides.insert(0, f"cohort.path={positionals[0]}")
     cfg = OPTIONS.load(overrides)
+    check_features(cfg.model.features)
     unknown = [m for m in cfg.inputs if m not in INPUT_METHODS]
     if unknown:
         raise PerfusionError(

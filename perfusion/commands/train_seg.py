@@ -15,7 +15,7 @@ from perfusion.config import save_resolved, split_args
 from perfusion.help import Options, expand_aliases
 from perfusion.resources import check_out_dir
 from perfusion.segmentation.cohort import ensure_cohort, load_cohort
-from perfusion.segmentation.config import LoocvConfig
+from perfusion.segmentation.config import LoocvConfig, check_features
 from perfusion.segmentation.train import ALIASES, fold_logger, normalise_overrides, train_model
 
 SHORTHANDS = {"input": "inputs", "seed": "seeds", "out": "model_out", **ALIASES}
@@ -29,6 +29,7 @@ def main(argv: list[str]) -> None:
     if positionals:
         overrides.insert(0, f"cohort.path={positionals[0]}")
     cfg = OPTIONS.load(overrides)
+    check_features(cfg.model.features)
     out = check_out_dir(cfg.model_out)
     import torch  # torch, Lightning and MONAI from here on
 

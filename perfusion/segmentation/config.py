@@ -7,11 +7,23 @@ larger learning rate so it learns in minutes); ``configs/loocv/paper.yaml`` rest
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from perfusion.clinical import RCBF_CORE
+from perfusion.errors import PerfusionError
 
 INPUT_METHODS = ("truth", "resppinn", "sppinn", "bsvd", "nlr")
+FEATURES = ("rcbf", "tissue", "rule")  # input channels a U-Net may be given (UNetConfig.features)
+PAPER_FEATURES = ("rcbf", "tissue")  # the paper's, and those of a model saved without the key
+
+
+def check_features(features: Sequence[str]) -> tuple[str, ...]:
+    """``features`` as a tuple; a PerfusionError when empty or naming an unknown channel."""
+    unknown = [f for f in features if f not in FEATURES]
+    if unknown or not features:
+        raise PerfusionError(f"model.features must be some of {FEATURES}, got {list(features)}")
+    return tuple(features)
 
 
 @dataclass
@@ -27,7 +39,7 @@ class UNetConfig:
     dropout: float = 0.0
     """Dropout probability inside the U-Net blocks."""
     features: list[str] = field(default_factory=lambda: ["rcbf", "tissue"])
-    """Input channels, in order, from :data:`perfusion.segmentation.data.FEATURES`: ``rcbf``
+    """Input channels, in order, from :data:`FEATURES`: ``rcbf``
     (relative CBF), ``tissue`` (the tissue mask), ``rule`` (the rCBF < 30 % rule's mask). The
     paper's network sees rCBF and tissue; with ``rule`` it starts from the clinical rule's
     answer and learns where to depart from it."""

@@ -25,21 +25,11 @@ from monai.transforms import (
 )
 
 from perfusion.clinical import RCBF_CORE
-from perfusion.errors import PerfusionError
+from perfusion.segmentation.config import PAPER_FEATURES, check_features
 from perfusion.segmentation.inputs import PatientInputs
 from perfusion.segmentation.rcbf import hemisphere
 
 RCBF_CLIP = 4.0  # rCBF above 4x the healthy median is vessel-like noise, not information on core
-FEATURES = ("rcbf", "tissue", "rule")  # input channels a U-Net may be given (UNetConfig.features)
-PAPER_FEATURES = ("rcbf", "tissue")  # the paper's, and those of a model saved without the key
-
-
-def check_features(features: Sequence[str]) -> tuple[str, ...]:
-    """``features`` as a tuple; a PerfusionError when empty or naming an unknown channel."""
-    unknown = [f for f in features if f not in FEATURES]
-    if unknown or not features:
-        raise PerfusionError(f"features must be some of {FEATURES}, got {list(features)}")
-    return tuple(features)
 
 
 @dataclass(frozen=True)

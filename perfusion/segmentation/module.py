@@ -26,7 +26,7 @@ from monai.transforms import DivisiblePad
 from perfusion.errors import PerfusionError
 from perfusion.fitting.init import load_torch_file
 from perfusion.io import write_bytes_atomic
-from perfusion.segmentation.data import PAPER_FEATURES, check_features
+from perfusion.segmentation.config import PAPER_FEATURES, check_features
 from perfusion.segmentation.metrics import dice
 
 SELECTIONS = ("running_mean", "fixed")
