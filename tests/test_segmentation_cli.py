@@ -11,7 +11,9 @@ from test_segmentation_cases import write_cohort
 
 from experiments.commands import loocv
 from perfusion.commands import segment, train_seg
+from perfusion.config import config_dir
 from perfusion.errors import PerfusionError
+from perfusion.segmentation.config import check_features
 
 TINY = [
     "train.epochs=2",
@@ -122,3 +124,11 @@ def test_unknown_input_channel_refused_before_any_work(tmp_path: Path, command) 
     with pytest.raises(PerfusionError, match=r"model.features must be some of .*'tmax'"):
         command.main([*args, "model.features=[rcbf,tmax]"])
     assert not (tmp_path / "absent").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (config_dir() / "loocv").glob("*.yaml")))
+def test_shipped_loocv_variants_load_with_their_own_cohort(name: str) -> None:
+    default, variant = loocv.OPTIONS.load([]), loocv.OPTIONS.load([f"config=loocv/{name}"])
+    check_features(variant.model.features)
+    assert variant.cohort.path != default.cohort.path  # another grid: never the default's fits
+    assert variant.run != default.run
