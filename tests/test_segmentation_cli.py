@@ -131,4 +131,4 @@ def test_shipped_loocv_variants_load_with_their_own_cohort(name: str) -> None:
     default, variant = loocv.OPTIONS.load([]), loocv.OPTIONS.load([f"config=loocv/{name}"])
     check_features(variant.model.features)
     assert variant.cohort.path != default.cohort.path  # another grid: never the default's fits
-    assert variant.run != default.run
+    assert variant.run != default.run and variant.results != default.results
