@@ -47,6 +47,22 @@ def test_defuse3_summary_by_hand() -> None:
     assert summary["defuse3_target_mismatch"] is False  # mismatch 3 ml < 15 ml
     usable[0] = False  # an excluded (CSF/vessel) voxel leaves the volumes
     assert defuse3_summary({"cbf": cbf, "tmax": tmax}, usable, x_mm, 1.0)["core_volume_ml"] == 1.0
+    assert summary["core_outside_tmax_gt_6s_ml"] == 0.0
+    assert summary["core_exceeds_tmax_gt_6s"] is False
+
+
+def test_a_core_larger_than_tmax_gt_6s_is_flagged() -> None:
+    # left: 3 core voxels (CBF 5), only 1 of them delayed (Tmax 8); right healthy
+    x_mm = np.array([-3, -2, -1, 1, 2, 3], dtype=float).reshape(6, 1, 1)
+    cbf = np.array([5, 5, 5, 50, 50, 50], dtype=float).reshape(6, 1, 1)
+    tmax = np.array([8, 2, 2, 2, 2, 2], dtype=float).reshape(6, 1, 1)
+    usable = np.ones((6, 1, 1), dtype=bool)
+    summary = defuse3_summary({"cbf": cbf, "tmax": tmax}, usable, x_mm, voxel_volume_ml=1.0)
+    assert summary["core_volume_ml"] == 3.0 and summary["tmax_gt_6s_volume_ml"] == 1.0
+    assert summary["core_outside_tmax_gt_6s_ml"] == 2.0
+    assert summary["core_exceeds_tmax_gt_6s"] is True
+    small = defuse3_summary({"cbf": cbf, "tmax": tmax}, usable, x_mm, voxel_volume_ml=0.1)
+    assert small["core_exceeds_tmax_gt_6s"] is False  # 0.3 ml: below a lesion's 1 ml
 
 
 def test_box_model_fitqc_is_zero_for_the_generating_parameters() -> None:

@@ -26,7 +26,7 @@ from perfusion.report import (  # noqa: E402
     lesion_slices,
     mosaic_figure,
 )
-from perfusion.report.clinical import NO_LESION  # noqa: E402
+from perfusion.report.clinical import CORE_EXCEEDS, NO_LESION  # noqa: E402
 
 SHAPE = (12, 10, 6)
 RAS = np.diag([2.0, 2.0, 5.0, 1.0])  # increasing i runs to the patient's right
@@ -132,6 +132,13 @@ def test_no_side_is_named_without_a_lesion() -> None:
     assert not any("left" in t.lower() or "right" in t.lower() for t in shown)
     with_lesion = texts(clinical_figure(*synthetic(), Header("case", "bsvd")))
     assert "Affected side: left" in with_lesion and NO_LESION not in with_lesion
+
+
+def test_a_core_larger_than_tmax_gt_6s_is_pointed_out() -> None:
+    mapset, numbers = synthetic()
+    assert CORE_EXCEEDS not in texts(clinical_figure(mapset, numbers, Header("case", "bsvd")))
+    numbers = {**numbers, "core_exceeds_tmax_gt_6s": True}
+    assert CORE_EXCEEDS in texts(clinical_figure(mapset, numbers, Header("case", "bsvd")))
 
 
 def test_aif_record_becomes_source_confidence_and_warnings() -> None:
