@@ -6,8 +6,8 @@ mismatch ratio >= 1.8 and mismatch volume >= 15 ml (Albers 2018); hypoperfusion 
 HIR = volume Tmax > 10 s / volume Tmax > 6 s. An acute core lies inside the hypoperfused
 tissue: a core of 1 ml or more larger than the Tmax > 6 s region (``core_exceeds_tmax_gt_6s``)
 means the mismatch is not to be read as it stands (Tmax underestimated, or low flow without
-delay, such as an old infarct, counted as core); the report says so. CSF and large vessels are excluded (``tissue``
-mask). Thresholds, hemispheres and the affected side are :mod:`perfusion.clinical`'s (the same
+delay, such as an old infarct, counted as core); the report says so. CSF and large vessels
+are excluded (``tissue`` mask). Thresholds, hemispheres and the affected side are :mod:`perfusion.clinical`'s (the same
 rule as ``perfusion segment``); the core is measured in that hemisphere, which is reported as the
 affected side only when a lesion was found (core >= 1 ml or Tmax > 6 s >= 5 ml): below both, the
 maps name no side.

@@ -38,7 +38,7 @@ class UNetConfig:
     """Residual units per block (MONAI's; the paper does not state it)."""
     dropout: float = 0.0
     """Dropout probability inside the U-Net blocks."""
-    features: list[str] = field(default_factory=lambda: ["rcbf", "tissue"])
+    features: list[str] = field(default_factory=lambda: list(PAPER_FEATURES))
     """Input channels, in order, from :data:`FEATURES`: ``rcbf``
     (relative CBF), ``tissue`` (the tissue mask), ``rule`` (the rCBF < 30 % rule's mask). The
     paper's network sees rCBF and tissue; with ``rule`` it starts from the clinical rule's

@@ -24,10 +24,9 @@ from monai.transforms import (
     RandZoomd,
 )
 
-from perfusion.clinical import RCBF_CORE
 from perfusion.segmentation.config import PAPER_FEATURES, check_features
 from perfusion.segmentation.inputs import PatientInputs
-from perfusion.segmentation.rcbf import hemisphere
+from perfusion.segmentation.rcbf import below_threshold, hemisphere
 
 RCBF_CLIP = 4.0  # rCBF above 4x the healthy median is vessel-like noise, not information on core
 
@@ -89,15 +88,15 @@ def to_sample(
     """Channel-first arrays: image (len(features), X, Y, Z), label (1, ...), keep (1, ...).
 
     Channels: ``rcbf`` clipped to [0, ``RCBF_CLIP``]; ``tissue`` tells the network where
-    rCBF = 0 means "no tissue" rather than "no flow"; ``rule`` is 1 where tissue has
-    rCBF < ``RCBF_CORE`` (both hemispheres: the network sees the healthy side's false alarms
-    too). ``keep`` (tissue of the affected hemisphere) is where core may be predicted.
+    rCBF = 0 means "no tissue" rather than "no flow"; ``rule`` is the rule's mask in both
+    hemispheres (:func:`perfusion.segmentation.rcbf.below_threshold`: the network sees the
+    healthy side's false alarms too). ``keep`` (tissue of the affected hemisphere) is where core may be predicted.
     """
     tissue = patient.tissue.astype(np.float32)
     channels = {
         "rcbf": lambda: np.clip(patient.rcbf, 0.0, RCBF_CLIP),
         "tissue": lambda: tissue,
-        "rule": lambda: (patient.tissue & (patient.rcbf < RCBF_CORE)).astype(np.float32),
+        "rule": lambda: below_threshold(patient.rcbf, patient.tissue).astype(np.float32),
     }
     core = np.zeros_like(tissue) if patient.core is None else patient.core.astype(np.float32)
     keep = patient.tissue & hemisphere(patient.x_mm, patient.affected)

@@ -69,6 +69,13 @@ def restrict_to_hemisphere(mask: np.ndarray, x_mm: np.ndarray, side: str) -> np.
     return mask.astype(bool) & hemisphere(x_mm, side)
 
 
+def below_threshold(
+    rcbf: np.ndarray, tissue: np.ndarray, threshold: float = RCBF_CORE
+) -> np.ndarray:
+    """Tissue with rCBF < ``threshold`` in both hemispheres (bool): the rule before its side."""
+    return tissue.astype(bool) & (rcbf < threshold)
+
+
 def threshold_core(
     rcbf: np.ndarray,
     tissue: np.ndarray,
@@ -77,5 +84,4 @@ def threshold_core(
     threshold: float = RCBF_CORE,
 ) -> np.ndarray:
     """The commercial core rule: tissue with rCBF < ``threshold`` in the affected hemisphere (bool)."""
-    core = tissue.astype(bool) & (rcbf < threshold)
-    return restrict_to_hemisphere(core, x_mm, affected)
+    return restrict_to_hemisphere(below_threshold(rcbf, tissue, threshold), x_mm, affected)
