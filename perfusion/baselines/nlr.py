@@ -157,22 +157,28 @@ def grid_start(
     cfg: NlrConfig,
     soft: bool = False,
     log_prior: torch.Tensor | None = None,
+    tmax_by_likelihood: bool = False,
 ) -> torch.Tensor:
     """Best (F, t_d, MTT) (V, 3) over the start grid, F by linear least squares per node.
 
     ``soft``: instead of the best node, the posterior mean over the nodes (likelihood of
     :func:`node_fit` times ``log_prior``'s probabilities, flat when None): the start then moves
     continuously with the data instead of jumping between nodes when noise (or rounding to
-    whole HU) changes which node wins.
+    whole HU) changes which node wins. ``tmax_by_likelihood`` (soft only): the start's Tmax
+    is the best node's by likelihood alone, the prior settling only its split into MTT (the
+    posterior mean) and delay (that Tmax - MTT/2); otherwise the posterior mean's.
     """
     nodes, shapes = start_nodes(model, cfg)
     flows, log_likelihood = node_fit(curves, shapes)
     if soft:
-        if log_prior is not None:
-            log_likelihood = log_likelihood + log_prior.to(log_likelihood.dtype)
-        weight = torch.softmax(log_likelihood, dim=1)
-        times = weight @ nodes.to(weight.dtype)
-        return torch.stack([(weight * flows).sum(1), times[:, 0], times[:, 1]], dim=-1)
+        prior = 0.0 if log_prior is None else log_prior.to(log_likelihood.dtype)
+        weight = torch.softmax(log_likelihood + prior, dim=1)
+        nodes = nodes.to(weight.dtype)
+        delay, mtt = (weight @ nodes).T
+        if tmax_by_likelihood:
+            best = torch.argmax(log_likelihood, dim=1)
+            delay = tmax_box(nodes[best, 0], nodes[best, 1]) - mtt / 2
+        return torch.stack([(weight * flows).sum(1), delay, mtt], dim=-1)
     best = torch.argmax(log_likelihood, dim=1)
     return torch.stack([flows.gather(1, best[:, None])[:, 0], *nodes[best].T.to(flows.dtype)], -1)
 

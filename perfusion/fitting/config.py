@@ -25,6 +25,8 @@ AIF_SOURCES = ("measured", "field")
 STOP_RULES = ("noise", "heldout", "both", "none")
 PREFIT_SCHEDULES = ("constant", "linear")
 """``ode_prefit_schedule``: the f_ODE pre-fit's learning rate held, or falling linearly to 0."""
+PREFIT_TMAX = ("posterior", "likelihood")
+"""``ode_prefit_tmax``: where the grid start takes each voxel's Tmax from."""
 STOP_TARGETS = ("fit", "sd")
 SCHEDULES = ("constant", "onecycle")
 STEPS_WITHOUT_INIT = 5000
@@ -232,6 +234,13 @@ class FitConfig:
     """Expectation-maximisation iterations that learn the grid start's prior over its (t_d,
     MTT) nodes from the tissue's own curves (0: a flat prior over the grid). With a flat prior
     a noisy voxel's start leans toward the middle of the grid, a late Tmax."""
+    ode_prefit_tmax: str = "posterior"
+    """Where the grid start takes each voxel's Tmax from: ``posterior``, the posterior mean's
+    t_d + MTT/2; ``likelihood``, the voxel's best node by likelihood alone, the prior then
+    settling only the split into MTT (posterior mean) and delay (Tmax - MTT/2). The data
+    determine Tmax well and the split poorly; a prior learnt over the whole tissue is mostly
+    healthy tissue, so under ``posterior`` a small lesion's start leans toward healthy transit
+    times and its Tmax with them. ``posterior`` is the behaviour before the key."""
     ode_prefit_lr: float = 5e-3
     """Learning rate of the f_ODE pre-fit (1e-2 diverged now and then with Adam's eps 1e-15)."""
     progress_bar: bool = True
@@ -259,6 +268,10 @@ def check_fit_config(cfg: FitConfig) -> None:
     if cfg.method not in METHODS:
         raise PerfusionError(f"method: {cfg.method!r}, expected one of {METHODS}")
     check_prefit_schedule(cfg.ode_prefit_schedule)
+    if cfg.ode_prefit_tmax not in PREFIT_TMAX:
+        raise PerfusionError(
+            f"ode_prefit_tmax: {cfg.ode_prefit_tmax!r}, expected one of {PREFIT_TMAX}"
+        )
     if not 0.0 <= cfg.stop.average < 1.0:
         raise PerfusionError(f"stop.average: {cfg.stop.average}, expected 0 <= value < 1")
     resolve_steps(cfg)

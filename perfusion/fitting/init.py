@@ -126,6 +126,7 @@ UNRECORDED_BEFORE = {
     "stop.rule": "none",
     "stop.average": 0.0,
     "ode_prefit_prior_iterations": 0,
+    "ode_prefit_tmax": "posterior",
 }
 """Inner-loop settings that older checkpoints do not record, with the value every fit had before
 the setting existed; a checkpoint without them repeats that value, not today's default."""

@@ -197,6 +197,7 @@ def case_samples(
             prepared.aif_hu,
             domain,
             cfg.ode_prefit_prior_iterations,
+            tmax_by_likelihood=cfg.ode_prefit_tmax == "likelihood",
         )
         sizes = [cfg.ode_prefit_median] * 3
         if cfg.ode_prefit_median_times is not None:

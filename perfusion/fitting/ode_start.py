@@ -52,13 +52,15 @@ def grid_start_units(
     aif_hu: np.ndarray,
     domain: Domain,
     prior_iterations: int = 0,
+    tmax_by_likelihood: bool = False,
 ) -> Tensor:
     """(V, 3) float32 Domain-unit (flow, mtt, delay) starts of ``tac_hu`` (V, T) ΔHU curves.
 
     ``prior_iterations`` > 0: the posterior mean uses the nodes' distribution over these
     voxels (:func:`perfusion.baselines.nlr.node_prior`, on every k-th voxel, k = V //
     :data:`PRIOR_VOXELS`: all of them up to twice that many, else 1 to 2 times it) instead of
-    a flat prior over the grid.
+    a flat prior over the grid; ``tmax_by_likelihood``: each start keeps its best node's Tmax
+    (:func:`perfusion.baselines.nlr.grid_start`, ``FitConfig.ode_prefit_tmax``).
     """
     model, cfg = BoxModel(frame_times_s, aif_hu), NlrConfig()
     curves = torch.as_tensor(np.asarray(tac_hu, dtype=np.float32))
@@ -69,7 +71,14 @@ def grid_start_units(
             _, log_likelihood = node_fit(sample, start_nodes(model, cfg)[1])
             log_prior = node_prior(log_likelihood, prior_iterations)
         chunks = [
-            grid_start(model, curves[i : i + cfg.chunk], cfg, soft=True, log_prior=log_prior)
+            grid_start(
+                model,
+                curves[i : i + cfg.chunk],
+                cfg,
+                soft=True,
+                log_prior=log_prior,
+                tmax_by_likelihood=tmax_by_likelihood,
+            )
             for i in range(0, len(curves), cfg.chunk)
         ]
     start = torch.cat(chunks) if chunks else curves.new_zeros((0, 3))

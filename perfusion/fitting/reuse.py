@@ -29,6 +29,7 @@ ADDED_KEYS: dict[str, Any] = {
     "stop.average": 0.0,
     "ode_prefit_median_times": None,
     "ode_prefit_prior_iterations": 0,
+    "ode_prefit_tmax": "posterior",
 }
 """FitConfig keys (dotted inside a section) added after fits were cached, with the value that
 repeats the behaviour from before they existed: at that value the key is left out of the
@@ -70,6 +71,7 @@ def effective_settings(fit_cfg: Any) -> dict[str, Any]:
             settings.pop("ode_prefit_median")
             settings.pop("ode_prefit_median_times", None)
             settings.pop("ode_prefit_prior_iterations", None)
+            settings.pop("ode_prefit_tmax", None)
     stop = settings["stop"]
     if stop["rule"] == "none":  # the steps all run; the average of their weights still counts
         settings["stop"] = {k: v for k, v in stop.items() if k in ("rule", "average")}

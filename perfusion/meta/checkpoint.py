@@ -62,6 +62,7 @@ def inner_fit_settings(cfg: MetaConfig) -> dict[str, Any]:
         "ode_prefit_median": fit["ode_prefit_median"],
         "ode_prefit_median_times": fit["ode_prefit_median_times"],
         "ode_prefit_prior_iterations": fit["ode_prefit_prior_iterations"],
+        "ode_prefit_tmax": fit["ode_prefit_tmax"],
     }
     settings.update({f"optim.{k}": v for k, v in fit["optim"].items()})
     settings["stop.rule"] = "none"  # Reptile's inner loop runs n_inner steps, always,
