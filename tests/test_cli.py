@@ -204,6 +204,7 @@ def test_help_and_key_errors_of_every_command_answer_without_torch(tmp_path: Pat
         ("fit", str(case), out, "steps=-5"): "steps: -5, expected 0 or more",
         ("fit", str(case), out, "method=foo"): "method: 'foo', expected one of",
         ("fit", str(case), out, "ode_prefit_schedule=cosine"): "ode_prefit_schedule: 'cosine'",
+        ("fit", str(case), out, "ode_prefit_tmax=mode"): "ode_prefit_tmax: 'mode'",
         ("fit", str(case), out, "seed=many"): "'seed'",
         ("fit-cohort", str(tmp_path), out, "shard=2/2"): "shard: '2/2', expected i/n",
         ("fit-cohort", str(tmp_path), out, "method=foo"): "method: 'foo', expected one of",
