@@ -7,10 +7,10 @@ HIR = volume Tmax > 10 s / volume Tmax > 6 s. An acute core lies inside the hypo
 tissue: a core of 1 ml or more larger than the Tmax > 6 s region (``core_exceeds_tmax_gt_6s``)
 means the mismatch is not to be read as it stands (Tmax underestimated, or low flow without
 delay, such as an old infarct, counted as core); the report says so. CSF and large vessels
-are excluded (``tissue`` mask). Thresholds, hemispheres and the affected side are :mod:`perfusion.clinical`'s (the same
-rule as ``perfusion segment``); the core is measured in that hemisphere, which is reported as the
-affected side only when a lesion was found (core >= 1 ml or Tmax > 6 s >= 5 ml): below both, the
-maps name no side.
+are excluded (``tissue`` mask). Thresholds, hemispheres and the affected side are
+:mod:`perfusion.clinical`'s (the same rule as ``perfusion segment``); the core is measured in
+that hemisphere, which is reported as the affected side only when a lesion was found (core
+>= 1 ml or Tmax > 6 s >= 5 ml): below both, the maps name no side.
 """
 
 from __future__ import annotations
@@ -84,9 +84,11 @@ def defuse3_summary(
         voxel_volume_ml: volume of one voxel (ml).
     """
     masks = defuse3_masks(maps, usable, standard_x_mm)
-    core, hypo, severe = (
-        float(masks[k].sum()) * voxel_volume_ml for k in ("core", "hypo", "severe")
-    )
+
+    def volume_ml(mask: np.ndarray) -> float:
+        return float(mask.sum()) * voxel_volume_ml
+
+    core, hypo, severe = (volume_ml(masks[k]) for k in ("core", "hypo", "severe"))
     ratio = hypo / core if core > 0 else None
     mismatch = hypo - core
     eligible = core < DEFUSE3_MAX_CORE_ML and mismatch >= DEFUSE3_MIN_MISMATCH_ML
@@ -99,14 +101,13 @@ def defuse3_summary(
         "healthy_median_cbf": masks["healthy_median_cbf"],
         "core_rule": f"rCBF < {RCBF_CORE:.0%} of the healthy hemisphere's median, affected side",
         "core_volume_ml": core,
-        "core_volume_both_sides_ml": float(masks["core_both_sides"].sum()) * voxel_volume_ml,
+        "core_volume_both_sides_ml": volume_ml(masks["core_both_sides"]),
         "tmax_gt_6s_volume_ml": hypo,
         "tmax_gt_10s_volume_ml": severe,
         "hypoperfusion_intensity_ratio": severe / hypo if hypo > 0 else None,
         "mismatch_volume_ml": mismatch,
         "mismatch_ratio": ratio,
-        "core_outside_tmax_gt_6s_ml": float((masks["core"] & ~masks["hypo"]).sum())
-        * voxel_volume_ml,
+        "core_outside_tmax_gt_6s_ml": volume_ml(masks["core"] & ~masks["hypo"]),
         "core_exceeds_tmax_gt_6s": bool(core >= LESION_MIN_CORE_ML and core > hypo),
         "defuse3_target_mismatch": eligible,
         "excluded": "CSF, large vessels and voxels with unphysical values",

@@ -90,7 +90,8 @@ def to_sample(
     Channels: ``rcbf`` clipped to [0, ``RCBF_CLIP``]; ``tissue`` tells the network where
     rCBF = 0 means "no tissue" rather than "no flow"; ``rule`` is the rule's mask in both
     hemispheres (:func:`perfusion.segmentation.rcbf.below_threshold`: the network sees the
-    healthy side's false alarms too). ``keep`` (tissue of the affected hemisphere) is where core may be predicted.
+    healthy side's false alarms too). ``keep`` (tissue of the affected hemisphere) is where
+    core may be predicted.
     """
     tissue = patient.tissue.astype(np.float32)
     channels = {
