@@ -203,6 +203,12 @@ def test_a_fit_from_a_checkpoint_is_reused_only_for_the_weights_it_started_from(
             "resppinn",
         ),
         ("ode_prefit_tmax", "ode_prefit_tmax=posterior", "ode_prefit_tmax=likelihood", "resppinn"),
+        (
+            "ode_prefit_prior_block",
+            "ode_prefit_prior_block=null",
+            "ode_prefit_prior_block=[4,4,2]",
+            "resppinn",
+        ),
     ],
 )
 def test_an_added_key_at_its_former_behaviour_keeps_cached_fits(

@@ -162,9 +162,9 @@ def grid_start(
     """Best (F, t_d, MTT) (V, 3) over the start grid, F by linear least squares per node.
 
     ``soft``: instead of the best node, the posterior mean over the nodes (likelihood of
-    :func:`node_fit` times ``log_prior``'s probabilities, flat when None): the start then moves
-    continuously with the data instead of jumping between nodes when noise (or rounding to
-    whole HU) changes which node wins. ``tmax_by_likelihood`` (soft only): the start's Tmax
+    :func:`node_fit` times ``log_prior``'s probabilities, (K,) or per voxel (V, K), flat
+    when None): the start then moves continuously with the data instead of jumping between
+    nodes when noise (or rounding to whole HU) changes which node wins. ``tmax_by_likelihood`` (soft only): the start's Tmax
     is the best node's by likelihood alone, the prior settling only its split into MTT (the
     posterior mean) and delay (that Tmax - MTT/2); otherwise the posterior mean's.
     """

@@ -234,6 +234,16 @@ class FitConfig:
     """Expectation-maximisation iterations that learn the grid start's prior over its (t_d,
     MTT) nodes from the tissue's own curves (0: a flat prior over the grid). With a flat prior
     a noisy voxel's start leans toward the middle of the grid, a late Tmax."""
+    ode_prefit_prior_block: list[int] | None = None
+    """Blocks (voxels per scan axis) of a local start prior (None: one prior for the whole
+    tissue). The expectation-maximisation then goes on per block: each block's prior is the
+    mean posterior over it and its 26 neighbouring blocks, mixed with the tissue's prior by
+    ``ode_prefit_prior_share``. A prior learnt over the whole tissue is mostly healthy tissue
+    and pulls a lesion's start toward healthy transit times; a lesion's neighbourhood is
+    mostly lesion. None is the behaviour before the key."""
+    ode_prefit_prior_share: float = 0.5
+    """The local prior's share in the mixture with the tissue's (``ode_prefit_prior_block``):
+    0 the tissue's prior alone, 1 the neighbourhood's alone."""
     ode_prefit_tmax: str = "posterior"
     """Where the grid start takes each voxel's Tmax from: ``posterior``, the posterior mean's
     t_d + MTT/2; ``likelihood``, the voxel's best node by likelihood alone, the prior then
@@ -271,6 +281,16 @@ def check_fit_config(cfg: FitConfig) -> None:
     if cfg.ode_prefit_tmax not in PREFIT_TMAX:
         raise PerfusionError(
             f"ode_prefit_tmax: {cfg.ode_prefit_tmax!r}, expected one of {PREFIT_TMAX}"
+        )
+    if cfg.ode_prefit_prior_block is not None and (
+        not cfg.ode_prefit_prior_block or min(cfg.ode_prefit_prior_block) < 1
+    ):
+        raise PerfusionError(
+            f"ode_prefit_prior_block: {cfg.ode_prefit_prior_block}, expected voxels >= 1 per axis"
+        )
+    if not 0.0 <= cfg.ode_prefit_prior_share <= 1.0:
+        raise PerfusionError(
+            f"ode_prefit_prior_share: {cfg.ode_prefit_prior_share}, expected 0 <= value <= 1"
         )
     if not 0.0 <= cfg.stop.average < 1.0:
         raise PerfusionError(f"stop.average: {cfg.stop.average}, expected 0 <= value < 1")

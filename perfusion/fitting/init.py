@@ -127,6 +127,8 @@ UNRECORDED_BEFORE = {
     "stop.average": 0.0,
     "ode_prefit_prior_iterations": 0,
     "ode_prefit_tmax": "posterior",
+    "ode_prefit_prior_block": None,
+    "ode_prefit_prior_share": 0.5,
 }
 """Inner-loop settings that older checkpoints do not record, with the value every fit had before
 the setting existed; a checkpoint without them repeats that value, not today's default."""

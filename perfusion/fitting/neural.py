@@ -198,6 +198,9 @@ def case_samples(
             domain,
             cfg.ode_prefit_prior_iterations,
             tmax_by_likelihood=cfg.ode_prefit_tmax == "likelihood",
+            tissue=tissue,
+            block=cfg.ode_prefit_prior_block,
+            share=cfg.ode_prefit_prior_share,
         )
         sizes = [cfg.ode_prefit_median] * 3
         if cfg.ode_prefit_median_times is not None:

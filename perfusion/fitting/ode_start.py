@@ -11,7 +11,8 @@ avoids it with a grid start; this module gives the neural fit the same (docs/met
    prior is flat or the nodes' distribution over the tissue (``ode_prefit_prior_iterations``):
    where a noisy voxel's likelihood is broad, a flat prior pulls its start toward the middle
    of the grid (delays -2 to 20 s: a late Tmax), the tissue's distribution toward the
-   delays and transit times the scan's tissue has;
+   delays and transit times the scan's tissue has, or, with ``ode_prefit_prior_block``, its
+   neighbourhood has (:func:`local_priors`);
 2. :func:`smoothed_start`: a median filter of its log-parameters (noisy low-signal voxels);
 3. :func:`prefit_ode`: a short Adam fit of f_ODE and the shared encoding to the logarithm of
    that start (squared error: an L1 fit treats a small lesion as outliers and ignores it),
@@ -44,6 +45,9 @@ MIN_FLOW_PER_S = 1e-4
 PRIOR_VOXELS = 20000
 """About this many tissue voxels (1 to 2 times) estimate the start's prior over the grid's
 nodes (50 or more per node)."""
+LOCAL_PRIOR_VOXELS = 200000
+"""About this many tissue voxels (1 to 2 times) estimate the local priors
+(``ode_prefit_prior_block``): all of a 128 x 128 x 32 scan's tissue, every k-th of larger ones."""
 
 
 def grid_start_units(
@@ -53,30 +57,46 @@ def grid_start_units(
     domain: Domain,
     prior_iterations: int = 0,
     tmax_by_likelihood: bool = False,
+    tissue: np.ndarray | None = None,
+    block: tuple[int, ...] | None = None,
+    share: float = 0.5,
 ) -> Tensor:
     """(V, 3) float32 Domain-unit (flow, mtt, delay) starts of ``tac_hu`` (V, T) ΔHU curves.
 
     ``prior_iterations`` > 0: the posterior mean uses the nodes' distribution over these
     voxels (:func:`perfusion.baselines.nlr.node_prior`, on every k-th voxel, k = V //
     :data:`PRIOR_VOXELS`: all of them up to twice that many, else 1 to 2 times it) instead of
-    a flat prior over the grid; ``tmax_by_likelihood``: each start keeps its best node's Tmax
+    a flat prior over the grid; with ``block`` (voxels per axis of ``tissue``, the bool volume
+    that places the V voxels) that prior is then made local (:func:`local_priors`, ``share``
+    its weight). ``tmax_by_likelihood``: each start keeps its best node's Tmax
     (:func:`perfusion.baselines.nlr.grid_start`, ``FitConfig.ode_prefit_tmax``).
     """
     model, cfg = BoxModel(frame_times_s, aif_hu), NlrConfig()
     curves = torch.as_tensor(np.asarray(tac_hu, dtype=np.float32))
     with torch.no_grad():
-        log_prior = None
+        log_prior, blocks = None, None
         if prior_iterations > 0 and len(curves):
+            shapes = start_nodes(model, cfg)[1]
             sample = curves[:: max(1, len(curves) // PRIOR_VOXELS)]
-            _, log_likelihood = node_fit(sample, start_nodes(model, cfg)[1])
-            log_prior = node_prior(log_likelihood, prior_iterations)
+            log_prior = node_prior(node_fit(sample, shapes)[1], prior_iterations)
+            if block is not None:
+                blocks, n_blocks = block_ids(tissue, block)
+                every = max(1, len(curves) // LOCAL_PRIOR_VOXELS)
+                log_prior = local_priors(
+                    node_fit(curves[::every], shapes)[1],
+                    blocks[::every],
+                    n_blocks,
+                    log_prior,
+                    share,
+                    prior_iterations,
+                )
         chunks = [
             grid_start(
                 model,
                 curves[i : i + cfg.chunk],
                 cfg,
                 soft=True,
-                log_prior=log_prior,
+                log_prior=log_prior if blocks is None else log_prior[blocks[i : i + cfg.chunk]],
                 tmax_by_likelihood=tmax_by_likelihood,
             )
             for i in range(0, len(curves), cfg.chunk)
@@ -87,6 +107,57 @@ def grid_start_units(
     mtt = start[:, 2].numpy()
     units = domain.params_unit(flow, mtt, delay)
     return torch.as_tensor(np.stack(units, axis=1), dtype=torch.float32)
+
+
+def block_ids(tissue: np.ndarray, block: tuple[int, ...]) -> tuple[Tensor, tuple[int, ...]]:
+    """Each tissue voxel's block (``block`` voxels per axis) as a flat index (V,) into the
+    coarse grid, and that grid's shape."""
+    size = np.asarray(block[: tissue.ndim], dtype=int)
+    coarse = tuple(int(n) for n in -(-np.asarray(tissue.shape) // size))
+    ids = np.ravel_multi_index((np.argwhere(tissue) // size).T, coarse)
+    return torch.as_tensor(ids), coarse
+
+
+def local_priors(
+    log_likelihood: Tensor,
+    blocks: Tensor,
+    coarse: tuple[int, ...],
+    log_prior: Tensor,
+    share: float,
+    iterations: int,
+) -> Tensor:
+    """Log-priors (B, K) over the nodes per block of the coarse grid ``coarse`` (B blocks).
+
+    Expectation-maximisation as :func:`perfusion.baselines.nlr.node_prior`, from the tissue's
+    prior ``log_prior`` (K,), but local: a block's prior is the mean posterior of the voxels
+    (``log_likelihood`` (V, K), in ``blocks`` (V,)) of it and its neighbouring blocks (3 per
+    axis), mixed with the tissue's as ``(1 - share) * tissue + share * local``. A block with
+    no voxel near it keeps the tissue's prior.
+    """
+    n_blocks, k = int(np.prod(coarse)), log_likelihood.shape[1]
+    tissue_prior = log_prior.exp()
+    counts = torch.zeros(n_blocks, dtype=log_likelihood.dtype)
+    counts = neighbourhood_sum(
+        counts.index_add_(0, blocks, torch.ones_like(blocks, dtype=counts.dtype))[:, None], coarse
+    )
+    table = log_prior.expand(n_blocks, k)
+    for _ in range(iterations):
+        posterior = torch.softmax(log_likelihood + table[blocks], dim=1)
+        sums = torch.zeros(n_blocks, k, dtype=posterior.dtype).index_add_(0, blocks, posterior)
+        sums = neighbourhood_sum(sums, coarse)
+        local = torch.where(counts > 0, sums / counts.clamp_min(1e-12), tissue_prior)
+        table = ((1 - share) * tissue_prior + share * local).clamp_min(1e-30).log()
+    return table
+
+
+def neighbourhood_sum(values: Tensor, coarse: tuple[int, ...]) -> Tensor:
+    """Sum of ``values`` (B, C) over each block and its neighbours (3 per axis) of ``coarse``."""
+    grid = values.T.reshape(values.shape[1], *coarse)
+    for axis in range(1, grid.ndim):
+        n, edge = grid.shape[axis], torch.zeros_like(grid.narrow(axis, 0, 1))
+        padded = torch.cat([edge, grid, edge], dim=axis)
+        grid = sum(padded.narrow(axis, shift, n) for shift in range(3))
+    return grid.reshape(values.shape[1], -1).T
 
 
 def smoothed_start(

@@ -30,6 +30,7 @@ ADDED_KEYS: dict[str, Any] = {
     "ode_prefit_median_times": None,
     "ode_prefit_prior_iterations": 0,
     "ode_prefit_tmax": "posterior",
+    "ode_prefit_prior_block": None,  # and then its share has no effect (dropped below)
 }
 """FitConfig keys (dotted inside a section) added after fits were cached, with the value that
 repeats the behaviour from before they existed: at that value the key is left out of the
@@ -60,6 +61,8 @@ def effective_settings(fit_cfg: Any) -> dict[str, Any]:
         holder = functools.reduce(dict.get, sections, settings)
         if holder.get(name) == before:
             holder.pop(name)
+    if "ode_prefit_prior_block" not in settings:
+        settings.pop("ode_prefit_prior_share", None)
     bsvd = settings.pop("bsvd", None)
     if settings["method"] in CLASSICAL_METHODS:
         kept = {"method": settings["method"], "preprocess": settings["preprocess"]}
@@ -72,6 +75,8 @@ def effective_settings(fit_cfg: Any) -> dict[str, Any]:
             settings.pop("ode_prefit_median_times", None)
             settings.pop("ode_prefit_prior_iterations", None)
             settings.pop("ode_prefit_tmax", None)
+            settings.pop("ode_prefit_prior_block", None)
+            settings.pop("ode_prefit_prior_share", None)
     stop = settings["stop"]
     if stop["rule"] == "none":  # the steps all run; the average of their weights still counts
         settings["stop"] = {k: v for k, v in stop.items() if k in ("rule", "average")}
