@@ -236,8 +236,9 @@ class FitConfig:
     a noisy voxel's start leans toward the middle of the grid, a late Tmax."""
     ode_prefit_prior_block: list[int] | None = None
     """Blocks (voxels per scan axis) of a local start prior (None: one prior for the whole
-    tissue). The expectation-maximisation then goes on per block: each block's prior is the
-    mean posterior over it and its 26 neighbouring blocks, mixed with the tissue's prior by
+    tissue; needs ``ode_prefit_prior_iterations`` > 0). The expectation-maximisation then goes
+    on per block, as many iterations again: each block's prior is the mean posterior over it
+    and its neighbouring blocks (3 per axis), mixed with the tissue's prior by
     ``ode_prefit_prior_share``. A prior learnt over the whole tissue is mostly healthy tissue
     and pulls a lesion's start toward healthy transit times; a lesion's neighbourhood is
     mostly lesion. None is the behaviour before the key."""

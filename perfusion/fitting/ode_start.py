@@ -80,12 +80,12 @@ def grid_start_units(
             sample = curves[:: max(1, len(curves) // PRIOR_VOXELS)]
             log_prior = node_prior(node_fit(sample, shapes)[1], prior_iterations)
             if block is not None:
-                blocks, n_blocks = block_ids(tissue, block)
+                blocks, coarse = block_ids(tissue, block)
                 every = max(1, len(curves) // LOCAL_PRIOR_VOXELS)
                 log_prior = local_priors(
                     node_fit(curves[::every], shapes)[1],
                     blocks[::every],
-                    n_blocks,
+                    coarse,
                     log_prior,
                     share,
                     prior_iterations,
