@@ -61,6 +61,8 @@ def effective_settings(fit_cfg: Any) -> dict[str, Any]:
         holder = functools.reduce(dict.get, sections, settings)
         if holder.get(name) == before:
             holder.pop(name)
+    if not settings.get("ode_prefit_prior_iterations"):  # no learnt prior to make local
+        settings.pop("ode_prefit_prior_block", None)
     if "ode_prefit_prior_block" not in settings:
         settings.pop("ode_prefit_prior_share", None)
     bsvd = settings.pop("bsvd", None)
