@@ -183,6 +183,24 @@ def test_a_fit_from_a_checkpoint_is_reused_only_for_the_weights_it_started_from(
     assert finished_fit(fit, cfg) is None
 
 
+def test_the_start_priors_block_keys_leave_a_fit_without_a_learnt_prior_alone() -> None:
+    """With a flat start prior (``ode_prefit_prior_iterations=0``) the local prior's block and
+    share change nothing, so they stay out of the digest: such a fit cached before the keys
+    existed is still found after a default sets them."""
+    from perfusion.fitting.config import FitConfig
+    from perfusion.fitting.reuse import effective_settings
+
+    def settings(*overrides: str) -> dict:
+        return effective_settings(load_config(FitConfig, ["fit.yaml"], list(overrides)))
+
+    local = ["ode_prefit_prior_block=[4,4,2]", "ode_prefit_prior_share=0.3"]
+    flat = "ode_prefit_prior_iterations=0"
+    assert settings(flat, *local) == settings(flat, "ode_prefit_prior_block=null")
+    learnt = settings("ode_prefit_prior_iterations=10", *local)
+    assert learnt["ode_prefit_prior_block"] == [4, 4, 2]
+    assert learnt["ode_prefit_prior_share"] == 0.3
+
+
 @pytest.mark.parametrize(
     ("key", "before", "after", "method"),
     [  # after: the new behaviour (None: fit.yaml's value)
