@@ -152,12 +152,14 @@ def local_priors(
 
 def neighbourhood_sum(values: Tensor, coarse: tuple[int, ...]) -> Tensor:
     """Sum of ``values`` (B, C) over each block and its neighbours (3 per axis) of ``coarse``."""
-    grid = values.T.reshape(values.shape[1], *coarse)
-    for axis in range(1, grid.ndim):
-        n, edge = grid.shape[axis], torch.zeros_like(grid.narrow(axis, 0, 1))
-        padded = torch.cat([edge, grid, edge], dim=axis)
-        grid = sum(padded.narrow(axis, shift, n) for shift in range(3))
-    return grid.reshape(values.shape[1], -1).T
+    grid = values.reshape(*coarse, values.shape[1])  # blocks in C order: no copy
+    for axis in range(len(coarse)):
+        n, summed = grid.shape[axis], torch.zeros_like(grid)
+        summed.narrow(axis, 1, n - 1).copy_(grid.narrow(axis, 0, n - 1))  # the lower neighbour
+        summed += grid
+        summed.narrow(axis, 0, n - 1).add_(grid.narrow(axis, 1, n - 1))  # the upper neighbour
+        grid = summed
+    return grid.reshape(-1, values.shape[1])
 
 
 def smoothed_start(
