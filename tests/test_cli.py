@@ -207,6 +207,7 @@ def test_help_and_key_errors_of_every_command_answer_without_torch(tmp_path: Pat
         ("fit", str(case), out, "ode_prefit_tmax=mode"): "ode_prefit_tmax: 'mode'",
         ("fit", str(case), out, "ode_prefit_prior_share=2"): "ode_prefit_prior_share: 2",
         ("fit", str(case), out, "ode_prefit_prior_block=[0,4,2]"): "ode_prefit_prior_block: [0",
+        ("fit", str(case), out, "ode_prefit_prior_block=[4,4]"): "ode_prefit_prior_block: [4, 4]",
         ("fit", str(case), out, "seed=many"): "'seed'",
         ("fit-cohort", str(tmp_path), out, "shard=2/2"): "shard: '2/2', expected i/n",
         ("fit-cohort", str(tmp_path), out, "method=foo"): "method: 'foo', expected one of",

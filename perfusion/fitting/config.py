@@ -283,11 +283,10 @@ def check_fit_config(cfg: FitConfig) -> None:
         raise PerfusionError(
             f"ode_prefit_tmax: {cfg.ode_prefit_tmax!r}, expected one of {PREFIT_TMAX}"
         )
-    if cfg.ode_prefit_prior_block is not None and (
-        not cfg.ode_prefit_prior_block or min(cfg.ode_prefit_prior_block) < 1
-    ):
+    block = cfg.ode_prefit_prior_block
+    if block is not None and (len(block) != 3 or min(block) < 1):
         raise PerfusionError(
-            f"ode_prefit_prior_block: {cfg.ode_prefit_prior_block}, expected voxels >= 1 per axis"
+            f"ode_prefit_prior_block: {block}, expected 3 voxel counts >= 1 (scan axes)"
         )
     if not 0.0 <= cfg.ode_prefit_prior_share <= 1.0:
         raise PerfusionError(
