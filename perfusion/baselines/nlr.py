@@ -164,9 +164,10 @@ def grid_start(
     ``soft``: instead of the best node, the posterior mean over the nodes (likelihood of
     :func:`node_fit` times ``log_prior``'s probabilities, (K,) or per voxel (V, K), flat
     when None): the start then moves continuously with the data instead of jumping between
-    nodes when noise (or rounding to whole HU) changes which node wins. ``tmax_by_likelihood`` (soft only): the start's Tmax
-    is the best node's by likelihood alone, the prior settling only its split into MTT (the
-    posterior mean) and delay (that Tmax - MTT/2); otherwise the posterior mean's.
+    nodes when noise (or rounding to whole HU) changes which node wins.
+    ``tmax_by_likelihood`` (soft only): the start's Tmax is the best node's by likelihood
+    alone, the prior settling only its split into MTT (the posterior mean) and delay (that
+    Tmax - MTT/2); otherwise the posterior mean's.
     """
     nodes, shapes = start_nodes(model, cfg)
     flows, log_likelihood = node_fit(curves, shapes)

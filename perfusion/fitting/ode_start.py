@@ -21,6 +21,8 @@ avoids it with a grid start; this module gives the neural fit the same (docs/met
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -58,7 +60,7 @@ def grid_start_units(
     prior_iterations: int = 0,
     tmax_by_likelihood: bool = False,
     tissue: np.ndarray | None = None,
-    block: tuple[int, ...] | None = None,
+    block: Sequence[int] | None = None,
     share: float = 0.5,
 ) -> Tensor:
     """(V, 3) float32 Domain-unit (flow, mtt, delay) starts of ``tac_hu`` (V, T) ΔHU curves.
@@ -109,7 +111,7 @@ def grid_start_units(
     return torch.as_tensor(np.stack(units, axis=1), dtype=torch.float32)
 
 
-def block_ids(tissue: np.ndarray, block: tuple[int, ...]) -> tuple[Tensor, tuple[int, ...]]:
+def block_ids(tissue: np.ndarray, block: Sequence[int]) -> tuple[Tensor, tuple[int, ...]]:
     """Each tissue voxel's block (``block`` voxels per axis) as a flat index (V,) into the
     coarse grid, and that grid's shape."""
     size = np.asarray(block[: tissue.ndim], dtype=int)
