@@ -121,8 +121,8 @@ def test_too_many_validation_patients_is_one_line_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("command", [loocv, train_seg])
 def test_unknown_input_channel_refused_before_any_work(tmp_path: Path, command) -> None:
     args = [f"cohort={tmp_path / 'absent'}", f"runs={tmp_path / 'runs'}", *TINY]
-    with pytest.raises(PerfusionError, match=r"model.features must be some of .*'tmax'"):
-        command.main([*args, "model.features=[rcbf,tmax]"])
+    with pytest.raises(PerfusionError, match=r"model.features must be some of .*'adc'"):
+        command.main([*args, "model.features=[rcbf,adc]"])
     assert not (tmp_path / "absent").exists() and not (tmp_path / "runs").exists()
 
 

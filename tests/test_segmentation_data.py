@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_segmentation_cases import AFFINE, synthetic_maps
+from test_segmentation_cases import AFFINE, synthetic_maps, write_cohort
 
 from perfusion.errors import PerfusionError
+from perfusion.io import write_nifti_atomic
 from perfusion.segmentation.data import (
     LeaveOneOutDataModule,
     patch_size,
@@ -14,7 +15,7 @@ from perfusion.segmentation.data import (
     split_fold,
     to_sample,
 )
-from perfusion.segmentation.inputs import PatientInputs
+from perfusion.segmentation.inputs import PatientInputs, load_patient
 from perfusion.segmentation.rcbf import relative_cbf, standard_x_mm
 
 AUG = {"pos_neg_ratio": 1.0, "flip_prob": 0.5, "rotate_prob": 0.5, "rotate_deg": 10.0,
@@ -77,7 +78,44 @@ def test_rule_channel_is_the_clinical_rule_on_tissue() -> None:
     assert s["image"][0][p.core].mean() > 0.9 and not s["image"][0][0, 0, 0]
     np.testing.assert_allclose(s["image"][1], np.clip(p.rcbf, 0, 4))  # order as asked
     with pytest.raises(PerfusionError, match="model.features must be some of"):
-        to_sample(p, ["rcbf", "tmax"])
+        to_sample(p, ["rcbf", "adc"])
+
+
+def test_cbv_and_tmax_channels_relative_to_the_healthy_side_and_scaled() -> None:
+    p = patient(0)  # core on the right: the left hemisphere is the healthy reference
+    healthy = p.tissue & (p.x_mm < 0)
+    cbv = np.where(p.tissue, 4.0, 0.0).astype(np.float32)
+    cbv[p.core] = 1.0  # core loses CBV
+    cbv[tuple(index[:5] for index in healthy.nonzero())] = 30.0  # vessel-like: clipped
+    tmax = np.where(p.core, 14.0, 2.0).astype(np.float32)
+    tmax[p.core.nonzero()[0][0], p.core.nonzero()[1][0], p.core.nonzero()[2][0]] = 90.0
+    p.cbv, p.tmax = cbv, tmax
+    image = to_sample(p, ["rcbv", "tmax"])["image"]
+    np.testing.assert_allclose(image[0][p.core], 0.25)
+    assert image[0].max() == 4.0 and not image[0][~p.tissue].any()
+    np.testing.assert_allclose(image[1][p.core & (tmax < 20)], 1.4)  # Tmax / 10 s
+    assert image[1].max() == 3.0 and not image[1][~p.tissue].any()
+    np.testing.assert_allclose(image[1][p.tissue & ~p.core], 0.2)
+
+
+def test_missing_map_for_a_channel_names_its_file(tmp_path) -> None:
+    p = patient(0)
+    p.folder = tmp_path / "fits" / "resppinn" / "p0"
+    with pytest.raises(PerfusionError, match="need cbv") as raised:
+        to_sample(p, ["rcbf", "rcbv"])
+    assert raised.value.path == p.folder / "cbv.nii.gz"
+
+
+def test_cbv_and_tmax_read_from_the_maps_folder_when_present(tmp_path) -> None:
+    case = write_cohort(tmp_path / "cohort", 2) / "patient-001"
+    bare = load_patient(case, "truth")
+    assert bare.cbv is None and bare.tmax is None and bare.folder == case / "truth"
+    cbv = np.full((32, 32, 16), 4.0, np.float32)
+    cbv[0, 0, 0] = np.nan
+    write_nifti_atomic(case / "truth" / "cbv.nii.gz", cbv, AFFINE)
+    write_nifti_atomic(case / "truth" / "tmax.nii.gz", cbv * 2, AFFINE)
+    read = load_patient(case, "truth")
+    assert read.cbv[0, 0, 0] == 0.0 and read.cbv[1, 1, 1] == 4.0 and read.tmax[1, 1, 1] == 8.0
 
 
 def test_datamodule_patches_and_validation_patient() -> None:

@@ -14,7 +14,13 @@ from perfusion.clinical import RCBF_CORE
 from perfusion.errors import PerfusionError
 
 INPUT_METHODS = ("truth", "resppinn", "sppinn", "bsvd", "nlr")
-FEATURES = ("rcbf", "tissue", "rule")  # input channels a U-Net may be given (UNetConfig.features)
+FEATURES = (
+    "rcbf",
+    "tissue",
+    "rule",
+    "rcbv",
+    "tmax",
+)  # input channels a U-Net may be given (UNetConfig.features)
 PAPER_FEATURES = ("rcbf", "tissue")  # the paper's, and those of a model saved without the key
 
 
@@ -40,9 +46,10 @@ class UNetConfig:
     """Dropout probability inside the U-Net blocks."""
     features: list[str] = field(default_factory=lambda: list(PAPER_FEATURES))
     """Input channels, in order, from :data:`FEATURES`: ``rcbf``
-    (relative CBF), ``tissue`` (the tissue mask), ``rule`` (the rCBF < 30 % rule's mask). The
-    paper's network sees rCBF and tissue; with ``rule`` it starts from the clinical rule's
-    answer and learns where to depart from it."""
+    (relative CBF), ``tissue`` (the tissue mask), ``rule`` (the rCBF < 30 % rule's mask),
+    ``rcbv`` (relative CBV), ``tmax`` (Tmax / 10 s). The paper's network sees rCBF and tissue;
+    with ``rule`` it starts from the clinical rule's answer and learns where to depart from it;
+    CBV tells core (CBV falls) from hypoperfused tissue that keeps its CBV."""
 
 
 @dataclass

@@ -24,11 +24,16 @@ from monai.transforms import (
     RandZoomd,
 )
 
+from perfusion.clinical import TMAX_SEVERE_S
+from perfusion.errors import PerfusionError
 from perfusion.segmentation.config import PAPER_FEATURES, check_features
-from perfusion.segmentation.inputs import PatientInputs
-from perfusion.segmentation.rcbf import below_threshold, hemisphere
+from perfusion.segmentation.inputs import CBV_FILE, TMAX_FILE, PatientInputs
+from perfusion.segmentation.rcbf import below_threshold, hemisphere, relative_to_healthy
 
-RCBF_CLIP = 4.0  # rCBF above 4x the healthy median is vessel-like noise, not information on core
+# Channel scales: a relative map above 4x the healthy median is vessel-like noise, not
+# information on core; Tmax is read in units of the severe-hypoperfusion threshold (10 s) up to 3.
+RELATIVE_CLIP = 4.0
+TMAX_CLIP = 3.0
 
 
 @dataclass(frozen=True)
@@ -87,17 +92,23 @@ def to_sample(
 ) -> dict[str, np.ndarray]:
     """Channel-first arrays: image (len(features), X, Y, Z), label (1, ...), keep (1, ...).
 
-    Channels: ``rcbf`` clipped to [0, ``RCBF_CLIP``]; ``tissue`` tells the network where
+    Channels: ``rcbf`` clipped to [0, ``RELATIVE_CLIP``]; ``tissue`` tells the network where
     rCBF = 0 means "no tissue" rather than "no flow"; ``rule`` is the rule's mask in both
     hemispheres (:func:`perfusion.segmentation.rcbf.below_threshold`: the network sees the
-    healthy side's false alarms too). ``keep`` (tissue of the affected hemisphere) is where
-    core may be predicted.
+    healthy side's false alarms too); ``rcbv``, CBV over the healthy hemisphere's median, clipped
+    as rCBF; ``tmax``, Tmax / 10 s clipped to [0, ``TMAX_CLIP``], 0 outside tissue. ``keep``
+    (tissue of the affected hemisphere) is where core may be predicted. A PerfusionError names
+    the maps folder when a channel's map is missing.
     """
     tissue = patient.tissue.astype(np.float32)
     channels = {
-        "rcbf": lambda: np.clip(patient.rcbf, 0.0, RCBF_CLIP),
+        "rcbf": lambda: np.clip(patient.rcbf, 0.0, RELATIVE_CLIP),
         "tissue": lambda: tissue,
         "rule": lambda: below_threshold(patient.rcbf, patient.tissue).astype(np.float32),
+        "rcbv": lambda: np.clip(_relative_cbv(patient), 0.0, RELATIVE_CLIP),
+        "tmax": lambda: (
+            tissue * np.clip(_needed(patient, "tmax", TMAX_FILE) / TMAX_SEVERE_S, 0.0, TMAX_CLIP)
+        ),
     }
     core = np.zeros_like(tissue) if patient.core is None else patient.core.astype(np.float32)
     keep = patient.tissue & hemisphere(patient.x_mm, patient.affected)
@@ -106,6 +117,20 @@ def to_sample(
         "label": core[None],
         "keep": keep[None].astype(np.float32),
     }
+
+
+def _relative_cbv(patient: PatientInputs) -> np.ndarray:
+    cbv = _needed(patient, "cbv", CBV_FILE)
+    return relative_to_healthy(cbv, patient.tissue, patient.x_mm, patient.affected, "CBV")
+
+
+def _needed(patient: PatientInputs, attribute: str, filename: str) -> np.ndarray:
+    """``patient``'s ``attribute`` map; a PerfusionError naming the missing file otherwise."""
+    values = getattr(patient, attribute)
+    if values is None:
+        where = patient.folder / filename if patient.folder is not None else filename
+        raise PerfusionError(f"not found (the model's input channels need {attribute})", where)
+    return values
 
 
 def train_transform(

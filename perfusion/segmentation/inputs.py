@@ -1,4 +1,4 @@
-"""Per-patient U-Net inputs: a CBF map from a chosen method, tissue mask, midline, reference core.
+"""Per-patient U-Net inputs: a method's CBF (CBV, Tmax) maps, tissue mask, midline, reference core.
 
 Map sources per method: ``truth`` reads the phantom's ``truth/cbf.nii.gz``; any other method
 reads a fit output folder ``<fits>/<method>/<patient>/`` (``cbf.nii.gz``, ``tissuemask.nii.gz``,
@@ -23,6 +23,8 @@ from perfusion.segmentation.rcbf import relative_cbf, standard_x_mm
 
 CORE_FILE = "core.nii.gz"
 CBF_FILE = "cbf.nii.gz"
+CBV_FILE = "cbv.nii.gz"
+TMAX_FILE = "tmax.nii.gz"
 TISSUE_FILE = "tissuemask.nii.gz"
 RCBF_FILE = "rcbf.nii.gz"
 
@@ -40,6 +42,9 @@ class PatientInputs:
         core: bool (X, Y, Z) reference core, or None when unknown.
         affine: (4, 4) scan voxel-to-world affine.
         method: the input-map method.
+        folder: the maps folder read (None when built in memory).
+        cbv: float32 (X, Y, Z) CBV (ml/100g), or None when the maps hold none.
+        tmax: float32 (X, Y, Z) Tmax (s), or None when the maps hold none.
     """
 
     name: str
@@ -50,6 +55,9 @@ class PatientInputs:
     core: np.ndarray | None
     affine: np.ndarray
     method: str
+    folder: Path | None = None
+    cbv: np.ndarray | None = None
+    tmax: np.ndarray | None = None
 
     @property
     def spacing_mm(self) -> np.ndarray:
@@ -169,7 +177,9 @@ def load_patient(
     maps: Path | None = None,
     fit_overrides: Sequence[str] = (),
 ) -> PatientInputs:
-    """Read (fitting if needed) one patient's CBF, tissue and midline and compute its rCBF."""
+    """Read (fitting if needed) one patient's maps, tissue and midline and compute its rCBF.
+
+    CBV and Tmax are read when the maps folder holds them (None otherwise)."""
     case_dir = Path(case_dir)
     if maps is not None:
         folder = maps
@@ -186,23 +196,31 @@ def load_patient(
         folder / "summary.json", case_dir / "truth" / "meta.json", *fit_summaries
     )
     x_mm = standard_x_mm(cbf.shape, image.affine, s2s)
+    cbv, tmax = (_read_map(folder / name, cbf.shape) for name in (CBV_FILE, TMAX_FILE))
     if side in SIDES:
         affected = side
     elif side == "auto":
-        tmax_path = folder / "tmax.nii.gz"
-        tmax = np.nan_to_num(_read_volume(tmax_path, cbf.shape)) if tmax_path.is_file() else None
         affected = affected_side(cbf, tissue, x_mm, tmax, require_both=True)
     else:
         raise PerfusionError(f"side must be auto, left or right, got {side!r}")
     core_path = case_dir / CORE_FILE
     core = _read_volume(core_path, cbf.shape) > 0 if core_path.is_file() else None
     rcbf = relative_cbf(cbf, tissue, x_mm, affected)
-    return PatientInputs(case_dir.name, rcbf, tissue, x_mm, affected, core, image.affine, method)
+    return PatientInputs(
+        case_dir.name, rcbf, tissue, x_mm, affected, core, image.affine, method, folder, cbv, tmax
+    )
 
 
 def save_rcbf(patient: PatientInputs, folder: Path) -> Path:
     """Write ``rcbf.nii.gz`` (float32, scan grid) into ``folder``."""
     return write_nifti_atomic(folder / RCBF_FILE, patient.rcbf, patient.affine)
+
+
+def _read_map(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A float32 map with NaN as 0, or None when ``path`` does not exist."""
+    if not path.is_file():
+        return None
+    return np.nan_to_num(_read_volume(path, shape).astype(np.float32))
 
 
 def _read_volume(path: Path, shape: tuple[int, ...]) -> np.ndarray:

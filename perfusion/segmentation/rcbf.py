@@ -54,14 +54,24 @@ def relative_cbf(
 
     The ratio makes the input independent of the scanner's and method's CBF scale.
     """
-    tissue = tissue.astype(bool) & np.isfinite(cbf)
+    return relative_to_healthy(cbf, tissue, x_mm, affected, "CBF")
+
+
+def relative_to_healthy(
+    values: np.ndarray, tissue: np.ndarray, x_mm: np.ndarray, affected: str, name: str
+) -> np.ndarray:
+    """``values`` / their median over the healthy hemisphere's tissue (float32); 0 outside tissue.
+
+    ``name`` (``CBF``, ``CBV``) names the map in the error raised when that median is not > 0.
+    """
+    tissue = tissue.astype(bool) & np.isfinite(values)
     healthy = tissue & hemisphere(x_mm, other_side(affected))
     if not healthy.any():
-        raise PerfusionError("no tissue in the healthy hemisphere: cannot normalise CBF")
-    reference = float(np.median(cbf[healthy]))
+        raise PerfusionError(f"no tissue in the healthy hemisphere: cannot normalise {name}")
+    reference = float(np.median(values[healthy]))
     if reference <= 0:
-        raise PerfusionError(f"healthy-hemisphere median CBF is {reference:g}: cannot normalise")
-    return np.where(tissue, cbf / reference, 0.0).astype(np.float32)
+        raise PerfusionError(f"healthy-hemisphere median {name} is {reference:g}: cannot normalise")
+    return np.where(tissue, values / reference, 0.0).astype(np.float32)
 
 
 def restrict_to_hemisphere(mask: np.ndarray, x_mm: np.ndarray, side: str) -> np.ndarray:
