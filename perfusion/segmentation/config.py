@@ -14,13 +14,8 @@ from perfusion.clinical import RCBF_CORE
 from perfusion.errors import PerfusionError
 
 INPUT_METHODS = ("truth", "resppinn", "sppinn", "bsvd", "nlr")
-FEATURES = (
-    "rcbf",
-    "tissue",
-    "rule",
-    "rcbv",
-    "tmax",
-)  # input channels a U-Net may be given (UNetConfig.features)
+# input channels a U-Net may be given (UNetConfig.features)
+FEATURES = ("rcbf", "tissue", "rule", "rcbv", "tmax")
 PAPER_FEATURES = ("rcbf", "tissue")  # the paper's, and those of a model saved without the key
 
 
