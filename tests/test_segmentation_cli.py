@@ -132,3 +132,14 @@ def test_shipped_loocv_variants_load_with_their_own_cohort(name: str) -> None:
     check_features(variant.model.features)
     assert variant.cohort.path != default.cohort.path  # another grid: never the default's fits
     assert variant.run != default.run and variant.results != default.results
+
+
+def test_a_changed_fit_of_one_input_leaves_the_other_inputs_units_standing() -> None:
+    cfg = loocv.OPTIONS.load(["inputs=[bsvd,resppinn,truth]"])
+    before = loocv.unit_digests(cfg, {"bsvd": "b1", "resppinn": "r1"})
+    after = loocv.unit_digests(cfg, {"bsvd": "b1", "resppinn": "r2"})
+    assert after["bsvd"] == before["bsvd"] and after["truth"] == before["truth"]
+    assert after["resppinn"] != before["resppinn"]
+    trained = loocv.unit_digests(loocv.OPTIONS.load(["inputs=[bsvd,resppinn]", "train.lr=0.01"]),
+                                 {"bsvd": "b1", "resppinn": "r1"})  # fmt: skip
+    assert trained["bsvd"] != before["bsvd"]  # the training settings count for every input

@@ -121,7 +121,6 @@ def main(argv: list[str]) -> None:
     import torch
 
     from experiments.loocv.run import aggregate, write_results
-    from perfusion import cache
     from perfusion.segmentation.data import reported_folds
 
     torch.set_num_threads(cfg.train.threads)
@@ -138,20 +137,19 @@ def main(argv: list[str]) -> None:
         )
     run_dir = Path(cfg.runs) / cfg.run
     save_resolved(cfg, run_dir)
-    digest = cache.digest(
-        cfg.model, cfg.train, str(cfg.cohort.path), cfg.cohort.side, input_fits(cfg)
-    )
+    digests = unit_digests(cfg, input_fits(cfg))
     cohorts = {m: load_cohort(cases, m, cfg.cohort, run_dir / m / "inputs") for m in cfg.inputs}
     folds = [cfg.fold] if cfg.fold >= 0 else reported_folds(len(cases))
     for method, patients in cohorts.items():
         for seed in cfg.seeds:
             for fold in folds:
-                run_unit(cfg, patients, method, seed, fold, run_dir, digest)
+                run_unit(cfg, patients, method, seed, fold, run_dir, digests[method])
     if cfg.fold >= 0:
         return
-    methods = aggregate(cfg, cohorts, run_dir, digest)
+    methods = aggregate(cfg, cohorts, run_dir, digests)
     if methods is not None:
-        print(write_results(cfg, methods, len(cases), digest, " ".join(["perfusion loocv", *argv])))
+        command = " ".join(["perfusion loocv", *argv])
+        print(write_results(cfg, methods, len(cases), digests, command))
         log_aggregate(cfg, methods, run_dir)
 
 
@@ -163,6 +161,24 @@ def input_fits(cfg: LoocvConfig) -> dict[str, str]:
 
     fitted = [m for m in cfg.inputs if m != "truth"]
     return {m: fit_digest(method_fit_config(m, cfg.cohort.fit_overrides)) for m in fitted}
+
+
+def unit_digests(cfg: LoocvConfig, fits: dict[str, str]) -> dict[str, str]:
+    """Per input method, the digest of what its (seed, fold) units depend on: the U-Net and
+    training settings, the cohort, and that method's fit digest (``fits``) alone, so that a
+    changed fit of one method leaves the others' units standing."""
+    from perfusion import cache
+
+    return {
+        m: cache.digest(
+            cfg.model,
+            cfg.train,
+            str(cfg.cohort.path),
+            cfg.cohort.side,
+            {m: fits[m]} if m in fits else {},
+        )  # fmt: skip
+        for m in cfg.inputs
+    }
 
 
 def log_aggregate(cfg: LoocvConfig, methods: dict[str, Any], run_dir: Path) -> None:

@@ -95,7 +95,10 @@ def per_patient_means(per_seed_rows: dict[int, list[dict[str, Any]]]) -> list[di
 
 
 def aggregate(
-    cfg: LoocvConfig, cohorts: dict[str, list[PatientInputs]], run_dir: Path, digest: str
+    cfg: LoocvConfig,
+    cohorts: dict[str, list[PatientInputs]],
+    run_dir: Path,
+    digests: dict[str, str],
 ) -> dict[str, Any] | None:
     """Table 1 over the reported folds of every method and seed, with the threshold rule; None if units are missing."""
     methods: dict[str, dict[str, Any]] = {}
@@ -104,6 +107,7 @@ def aggregate(
         folds = reported_folds(len(patients))
         per_seed = {}
         for seed in cfg.seeds:
+            digest = digests[method]
             rows = [cache.load(unit_path(run_dir, method, seed, k), digest) for k in folds]
             missing += [(method, seed, k) for k, r in zip(folds, rows, strict=True) if r is None]
             per_seed[seed] = [r for r in rows if r is not None]
@@ -122,7 +126,7 @@ def aggregate(
     return methods
 
 
-def write_results(cfg: LoocvConfig, methods: dict[str, Any], n_patients: int, digest: str,
+def write_results(cfg: LoocvConfig, methods: dict[str, Any], n_patients: int, digests: dict,
                   command: str = "perfusion loocv") -> str:  # fmt: skip
     """Write ``<results>/README.md``, ``loocv.json`` and one Bland-Altman PNG per method;
     return the markdown."""
@@ -150,7 +154,7 @@ def write_results(cfg: LoocvConfig, methods: dict[str, Any], n_patients: int, di
     write_text_atomic(folder / "README.md", text + "\n")
     payload = {
         "run": cfg.run,
-        "config_digest": digest,
+        "config_digests": digests,
         "n_patients": n_patients,
         "methods": methods,
         "config": OmegaConf.to_container(cfg, resolve=True),
