@@ -169,16 +169,8 @@ def unit_digests(cfg: LoocvConfig, fits: dict[str, str]) -> dict[str, str]:
     changed fit of one method leaves the others' units standing."""
     from perfusion import cache
 
-    return {
-        m: cache.digest(
-            cfg.model,
-            cfg.train,
-            str(cfg.cohort.path),
-            cfg.cohort.side,
-            {m: fits[m]} if m in fits else {},
-        )  # fmt: skip
-        for m in cfg.inputs
-    }
+    shared = (cfg.model, cfg.train, str(cfg.cohort.path), cfg.cohort.side)
+    return {m: cache.digest(*shared, {m: fits[m]} if m in fits else {}) for m in cfg.inputs}
 
 
 def log_aggregate(cfg: LoocvConfig, methods: dict[str, Any], run_dir: Path) -> None:

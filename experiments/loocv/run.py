@@ -105,9 +105,8 @@ def aggregate(
     missing = []
     for method, patients in cohorts.items():
         folds = reported_folds(len(patients))
-        per_seed = {}
+        per_seed, digest = {}, digests[method]
         for seed in cfg.seeds:
-            digest = digests[method]
             rows = [cache.load(unit_path(run_dir, method, seed, k), digest) for k in folds]
             missing += [(method, seed, k) for k, r in zip(folds, rows, strict=True) if r is None]
             per_seed[seed] = [r for r in rows if r is not None]
