@@ -227,6 +227,7 @@ def test_the_start_priors_block_keys_leave_a_fit_without_a_learnt_prior_alone() 
             "ode_prefit_prior_block=[4,4,2]",
             "resppinn",
         ),
+        ("stop.min_steps", "stop.min_steps=0", "stop.min_steps=100", "resppinn"),
     ],
 )
 def test_an_added_key_at_its_former_behaviour_keeps_cached_fits(

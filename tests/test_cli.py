@@ -206,6 +206,7 @@ def test_help_and_key_errors_of_every_command_answer_without_torch(tmp_path: Pat
         ("fit", str(case), out, "ode_prefit_schedule=cosine"): "ode_prefit_schedule: 'cosine'",
         ("fit", str(case), out, "ode_prefit_tmax=mode"): "ode_prefit_tmax: 'mode'",
         ("fit", str(case), out, "ode_prefit_prior_share=2"): "ode_prefit_prior_share: 2",
+        ("fit", str(case), out, "stop.min_steps=-1"): "stop.min_steps: -1, expected 0 or more",
         ("fit", str(case), out, "ode_prefit_prior_block=[0,4,2]"): "ode_prefit_prior_block: [0",
         ("fit", str(case), out, "ode_prefit_prior_block=[4,4]"): "ode_prefit_prior_block: [4, 4]",
         ("fit", str(case), out, "seed=many"): "'seed'",

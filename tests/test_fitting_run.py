@@ -252,6 +252,16 @@ def test_noise_rule_stops_at_the_noise_level(noisy_dir: Path, tmp_path: Path) ->
     assert last <= 1.15 * stop["target_rms_hu"]  # stopped where it reached the noise
 
 
+def test_min_steps_holds_the_noise_rule_back(noisy_dir: Path, tmp_path: Path) -> None:
+    free = fit_case(noisy_dir, small_cfg("steps=1000"), tmp_path / "free")
+    assert free["steps"] < 300
+    held = fit_case(noisy_dir, small_cfg("steps=1000", "stop.min_steps=300"), tmp_path / "held")
+    assert 300 <= held["steps"] < 1000
+    assert held["stop"]["reason"].startswith("noise level")
+    capped = fit_case(noisy_dir, small_cfg("steps=40", "stop.min_steps=150"), tmp_path / "cap")
+    assert capped["steps"] == 40
+
+
 def test_maps_from_the_average_of_the_weights(noisy_dir: Path, tmp_path: Path) -> None:
     """stop.average: the maps come from the moving average, not from the last step."""
     summaries, cbf = {}, {}

@@ -152,6 +152,10 @@ class StopConfig:
     ``min_delta`` before stopping on a plateau (the only stop when the noise is ~0)."""
     min_delta: float = 0.002
     """Relative improvement that counts (on the log of the monitored RMS)."""
+    min_steps: int = 0
+    """The fit runs at least this many steps (capped by ``steps``) before a rule may stop it
+    (Lightning's ``Trainer(min_steps=...)``). 0: the rule may stop it at its first check, the
+    behaviour before the key."""
     ema: float = 0.8
     """Weight of the past in the exponential moving average of the per-step training RMS."""
     average: float = 0.0
@@ -292,6 +296,8 @@ def check_fit_config(cfg: FitConfig) -> None:
         raise PerfusionError(
             f"ode_prefit_prior_share: {cfg.ode_prefit_prior_share}, expected 0 <= value <= 1"
         )
+    if int(cfg.stop.min_steps) < 0:
+        raise PerfusionError(f"stop.min_steps: {cfg.stop.min_steps}, expected 0 or more")
     if not 0.0 <= cfg.stop.average < 1.0:
         raise PerfusionError(f"stop.average: {cfg.stop.average}, expected 0 <= value < 1")
     resolve_steps(cfg)

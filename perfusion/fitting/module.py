@@ -186,9 +186,11 @@ def run_trainer(
     callbacks: list[L.Callback],
     progress_bar: bool = True,
     logger: Any = None,
+    min_steps: int = 0,
 ) -> L.Trainer:
     """Fit ``module`` for at most ``steps`` optimiser steps (the batch stream is endless;
-    max_steps or a stopping callback ends it), checking every ``val_every`` steps."""
+    max_steps or a stopping callback ends it, the latter not before ``min_steps``), checking
+    every ``val_every`` steps."""
     quiet_lightning()
     with warnings.catch_warnings():
         # an endless in-memory stream needs no workers and has no epoch length
@@ -197,6 +199,8 @@ def run_trainer(
         )
         trainer = L.Trainer(
             max_steps=steps,
+            min_steps=min(int(min_steps), steps) if min_steps > 0 else None,
+            min_epochs=0,  # else min_steps sets it to 1: no stop before this one epoch's end
             max_epochs=1,
             accelerator="gpu" if module.samples.tac.is_cuda else "cpu",
             devices=1,

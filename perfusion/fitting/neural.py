@@ -138,8 +138,9 @@ def _fit_region(
         data = CaseDataModule(samples, cfg.sampling, cfg.seed, steps)
         started = time.perf_counter()
         trainer = run_trainer(
-            module, data, steps, cfg.sampling.val_every, callbacks, cfg.progress_bar, logger
-        )
+            module, data, steps, cfg.sampling.val_every, callbacks, cfg.progress_bar, logger,
+            min_steps=cfg.stop.min_steps,
+        )  # fmt: skip
         steps_run, train_s = int(trainer.global_step), time.perf_counter() - started
     reason = (
         stop_reason(callbacks, steps_run, steps, plan) if steps > 0 else "steps=0: pre-fits only"

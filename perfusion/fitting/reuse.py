@@ -31,6 +31,7 @@ ADDED_KEYS: dict[str, Any] = {
     "ode_prefit_prior_iterations": 0,
     "ode_prefit_tmax": "posterior",
     "ode_prefit_prior_block": None,  # and then its share has no effect (dropped below)
+    "stop.min_steps": 0,
 }
 """FitConfig keys (dotted inside a section) added after fits were cached, with the value that
 repeats the behaviour from before they existed: at that value the key is left out of the
