@@ -193,12 +193,37 @@ def test_the_start_priors_block_keys_leave_a_fit_without_a_learnt_prior_alone() 
     def settings(*overrides: str) -> dict:
         return effective_settings(load_config(FitConfig, ["fit.yaml"], list(overrides)))
 
-    local = ["ode_prefit_prior_block=[4,4,2]", "ode_prefit_prior_share=0.3"]
+    local = ["ode_prefit_prior_block_mm=[7.2,7.2,10]", "ode_prefit_prior_share=0.3"]
     flat = "ode_prefit_prior_iterations=0"
-    assert settings(flat, *local) == settings(flat, "ode_prefit_prior_block=null")
+    assert settings(flat, *local) == settings(flat, "ode_prefit_prior_block_mm=null")
     learnt = settings("ode_prefit_prior_iterations=10", *local)
-    assert learnt["ode_prefit_prior_block"] == [4, 4, 2]
+    assert learnt["ode_prefit_prior_block_mm"] == [7.2, 7.2, 10.0]
     assert learnt["ode_prefit_prior_share"] == 0.3
+
+
+@pytest.mark.parametrize(("spacing", "found"), [((1.8, 1.8, 5.0), True), ((3.6, 3.6, 10.0), False)])
+def test_a_start_block_in_voxels_is_the_fit_of_the_same_block_in_mm(tmp_path, spacing, found):
+    """A fit cached with the prior's block in voxels ([4, 4, 2]) stands for today's block in mm
+    ([7.2, 7.2, 10]) on a grid where that is the same number of voxels, and on no other."""
+    import nibabel as nib
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from perfusion.fitting.config import FitConfig
+    from perfusion.fitting.reuse import finished_fit
+
+    voxels = ["ode_prefit_prior_block=[4,4,2]", "ode_prefit_prior_block_mm=null"]
+    old = load_config(FitConfig, ["fit.yaml"], voxels)
+    fit = tmp_path / "fit"
+    fit.mkdir()
+    OmegaConf.save(old, fit / "config.yaml")
+    (fit / "summary.json").write_text(json.dumps({"method": old.method}))
+    mask = nib.Nifti1Image(np.ones((2, 2, 2), np.uint8), np.diag([*spacing, 1.0]))
+    nib.save(mask, fit / "tissuemask.nii.gz")
+    today = load_config(FitConfig, ["fit.yaml"], [])
+    assert today.ode_prefit_prior_block_mm == [7.2, 7.2, 10.0]
+    assert (finished_fit(fit, today) is not None) is found
+    assert finished_fit(fit, old) is not None
 
 
 @pytest.mark.parametrize(
@@ -228,6 +253,7 @@ def test_the_start_priors_block_keys_leave_a_fit_without_a_learnt_prior_alone() 
             "resppinn",
         ),
         ("stop.min_steps", "stop.min_steps=0", "stop.min_steps=100", "resppinn"),
+        ("ode_prefit_prior_block_mm", "ode_prefit_prior_block_mm=null", None, "resppinn"),
     ],
 )
 def test_an_added_key_at_its_former_behaviour_keeps_cached_fits(

@@ -249,3 +249,20 @@ def test_prefit_rate_falls_to_zero_under_the_linear_schedule(monkeypatch) -> Non
         prefit_ode(
             fields, FeatureSource(fields, x), start, 4, 1e-2, 10, schedule="cosine", eps=1e-6
         )
+
+
+def test_the_start_priors_block_in_mm_is_the_nearest_whole_voxels_of_the_grid() -> None:
+    """[7.2, 7.2, 10] mm is [4, 4, 2] voxels of 1.8 x 1.8 x 5 mm, [2, 2, 1] of 3.6 x 3.6 x 10 mm
+    and [8, 8, 2] of 0.9 x 0.9 x 5 mm; never less than one voxel; a block in voxels is kept."""
+    from perfusion.config import load_config
+    from perfusion.fitting.config import FitConfig, prior_block_voxels
+
+    mm = load_config(FitConfig, ["fit.yaml"], ["ode_prefit_prior_block_mm=[7.2,7.2,10]"])
+    assert prior_block_voxels(mm, (1.8, 1.8, 5.0)) == [4, 4, 2]
+    assert prior_block_voxels(mm, (3.6, 3.6, 10.0)) == [2, 2, 1]
+    assert prior_block_voxels(mm, (0.9, 0.9, 5.0)) == [8, 8, 2]
+    assert prior_block_voxels(mm, (2.0, 2.0, 30.0)) == [4, 4, 1]
+    voxels = ["ode_prefit_prior_block=[3,3,1]", "ode_prefit_prior_block_mm=null"]
+    assert prior_block_voxels(load_config(FitConfig, ["fit.yaml"], voxels), (9, 9, 9)) == [3, 3, 1]
+    none = ["ode_prefit_prior_block_mm=null"]
+    assert prior_block_voxels(load_config(FitConfig, ["fit.yaml"], none), (1, 1, 1)) is None

@@ -7,6 +7,7 @@ phantoms chose otherwise (``loss.variant``; see the field docstrings).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from perfusion.baselines.bsvd import BsvdConfig
@@ -238,16 +239,22 @@ class FitConfig:
     """Expectation-maximisation iterations that learn the grid start's prior over its (t_d,
     MTT) nodes from the tissue's own curves (0: a flat prior over the grid). With a flat prior
     a noisy voxel's start leans toward the middle of the grid, a late Tmax."""
-    ode_prefit_prior_block: list[int] | None = None
-    """Blocks (voxels per scan axis) of a local start prior (None: one prior for the whole
-    tissue; needs ``ode_prefit_prior_iterations`` > 0). The expectation-maximisation then goes
-    on per block, as many iterations again: each block's prior is the mean posterior over it
-    and its neighbouring blocks (3 per axis), mixed with the tissue's prior by
+    ode_prefit_prior_block_mm: list[float] | None = None
+    """Block edges (mm per scan axis) of a local start prior, each a whole number of the case's
+    voxels (the nearest, at least 1; None: one prior for the whole tissue; needs
+    ``ode_prefit_prior_iterations`` > 0). The expectation-maximisation then goes on per block,
+    as many iterations again: each block's prior is the mean posterior over it and its
+    neighbouring blocks (3 per axis), mixed with the tissue's prior by
     ``ode_prefit_prior_share``. A prior learnt over the whole tissue is mostly healthy tissue
     and pulls a lesion's start toward healthy transit times; a lesion's neighbourhood is
-    mostly lesion. None is the behaviour before the key."""
+    mostly lesion. In mm, the neighbourhood is the same piece of brain on any grid."""
+    ode_prefit_prior_block: list[int] | None = None
+    """The local prior's blocks in voxels per scan axis instead (the key before
+    ``ode_prefit_prior_block_mm``, which must then be null): what fits and initialisations
+    that recorded it repeat. None with ``ode_prefit_prior_block_mm`` None is the behaviour
+    before either key."""
     ode_prefit_prior_share: float = 0.5
-    """The local prior's share in the mixture with the tissue's (``ode_prefit_prior_block``):
+    """The local prior's share in the mixture with the tissue's (``ode_prefit_prior_block_mm``):
     0 the tissue's prior alone, 1 the neighbourhood's alone."""
     ode_prefit_tmax: str = "posterior"
     """Where the grid start takes each voxel's Tmax from: ``posterior``, the posterior mean's
@@ -275,6 +282,19 @@ class FitConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
+def prior_block_voxels(cfg: FitConfig, spacing_mm: Sequence[float]) -> list[int] | None:
+    """The local start prior's block in voxels per scan axis on a grid of ``spacing_mm``
+    voxels: ``ode_prefit_prior_block_mm`` to the nearest whole voxels (at least 1), else
+    ``ode_prefit_prior_block``; None for one prior over the tissue."""
+    if cfg.ode_prefit_prior_block_mm is None:
+        block = cfg.ode_prefit_prior_block
+        return None if block is None else [int(v) for v in block]
+    return [
+        max(1, round(float(mm) / float(voxel)))
+        for mm, voxel in zip(cfg.ode_prefit_prior_block_mm, spacing_mm, strict=True)
+    ]
+
+
 def check_fit_config(cfg: FitConfig) -> None:
     """Refuse a method or step count :func:`~perfusion.fitting.run.fit_case` cannot run.
 
@@ -291,6 +311,16 @@ def check_fit_config(cfg: FitConfig) -> None:
     if block is not None and (len(block) != 3 or min(block) < 1):
         raise PerfusionError(
             f"ode_prefit_prior_block: {block}, expected 3 voxel counts >= 1 (scan axes)"
+        )
+    block_mm = cfg.ode_prefit_prior_block_mm
+    if block_mm is not None and (len(block_mm) != 3 or min(block_mm) <= 0):
+        raise PerfusionError(
+            f"ode_prefit_prior_block_mm: {block_mm}, expected 3 sizes > 0 mm (scan axes)"
+        )
+    if block is not None and block_mm is not None:
+        raise PerfusionError(
+            "ode_prefit_prior_block and ode_prefit_prior_block_mm are both set; "
+            "give one (the other =null)"
         )
     if not 0.0 <= cfg.ode_prefit_prior_share <= 1.0:
         raise PerfusionError(

@@ -17,7 +17,7 @@ import torch
 from perfusion.domain import Domain
 from perfusion.fields import PerfusionFields, build_fields
 from perfusion.fitting import stopping
-from perfusion.fitting.config import FitConfig, LossConfig, resolve_steps
+from perfusion.fitting.config import FitConfig, LossConfig, prior_block_voxels, resolve_steps
 from perfusion.fitting.data import CaseDataModule
 from perfusion.fitting.init import load_init
 from perfusion.fitting.module import FieldFitModule, run_trainer
@@ -200,7 +200,7 @@ def case_samples(
             cfg.ode_prefit_prior_iterations,
             tmax_by_likelihood=cfg.ode_prefit_tmax == "likelihood",
             tissue=tissue,
-            block=cfg.ode_prefit_prior_block,
+            block=prior_block_voxels(cfg, prepared.spacing_mm),
             share=cfg.ode_prefit_prior_share,
         )
         sizes = [cfg.ode_prefit_median] * 3

@@ -11,7 +11,7 @@ avoids it with a grid start; this module gives the neural fit the same (docs/met
    prior is flat or the nodes' distribution over the tissue (``ode_prefit_prior_iterations``):
    where a noisy voxel's likelihood is broad, a flat prior pulls its start toward the middle
    of the grid (delays -2 to 20 s: a late Tmax), the tissue's distribution toward the
-   delays and transit times the scan's tissue has, or, with ``ode_prefit_prior_block``, its
+   delays and transit times the scan's tissue has, or, with ``ode_prefit_prior_block_mm``, its
    neighbourhood has (:func:`local_priors`);
 2. :func:`smoothed_start`: a median filter of its log-parameters (noisy low-signal voxels);
 3. :func:`prefit_ode`: a short Adam fit of f_ODE and the shared encoding to the logarithm of
@@ -49,7 +49,8 @@ PRIOR_VOXELS = 20000
 nodes (50 or more per node)."""
 LOCAL_PRIOR_VOXELS = 200000
 """About this many tissue voxels (1 to 2 times) estimate the local priors
-(``ode_prefit_prior_block``): all of a 128 x 128 x 32 scan's tissue, every k-th of larger ones."""
+(``ode_prefit_prior_block_mm``): all of a 128 x 128 x 32 scan's tissue, every k-th of larger
+ones."""
 
 
 def grid_start_units(

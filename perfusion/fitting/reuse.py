@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from perfusion import cache
 from perfusion.baselines.bsvd import BsvdConfig
-from perfusion.fitting.config import CLASSICAL_METHODS
+from perfusion.fitting.config import CLASSICAL_METHODS, prior_block_voxels
 
 ADDED_KEYS: dict[str, Any] = {
     "ode_prefit_schedule": "constant",
@@ -32,6 +32,7 @@ ADDED_KEYS: dict[str, Any] = {
     "ode_prefit_tmax": "posterior",
     "ode_prefit_prior_block": None,  # and then its share has no effect (dropped below)
     "stop.min_steps": 0,
+    "ode_prefit_prior_block_mm": None,
 }
 """FitConfig keys (dotted inside a section) added after fits were cached, with the value that
 repeats the behaviour from before they existed: at that value the key is left out of the
@@ -42,7 +43,7 @@ FLAG_ONLY_PREPROCESS_KEYS = ("min_tissue_cnr",)
 decides whether a cached fit or prepared case can be reused."""
 
 
-def effective_settings(fit_cfg: Any) -> dict[str, Any]:
+def effective_settings(fit_cfg: Any, spacing_mm: Any = None) -> dict[str, Any]:
     """The FitConfig keys that can change a fit's maps: a classical method reads only its
     preprocessing (and bSVD its ``bsvd`` section, but for the chunk size); the noise target and
     margin matter only to the noise rule; no stop setting but the rule and the weight average
@@ -50,8 +51,14 @@ def effective_settings(fit_cfg: Any) -> dict[str, Any]:
     (they keep their best step); logging, display, thread counts, bSVD's chunk size, the
     tissue-contrast flag's threshold and the device never do (a device changes a fit by float
     rounding only); nor do the f_ODE pre-fit's settings when it does not run (its grid start
-    still feeds the anchor); a key of :data:`ADDED_KEYS` at its former behaviour is left out."""
+    still feeds the anchor); a key of :data:`ADDED_KEYS` at its former behaviour is left out.
+    Given the case's voxel size ``spacing_mm``, the start prior's block is its voxel count
+    there (:func:`~perfusion.fitting.config.prior_block_voxels`), so a block given in mm and
+    the same block given in voxels are the same fit."""
     settings = OmegaConf.to_container(OmegaConf.structured(fit_cfg), resolve=True)
+    if spacing_mm is not None:
+        settings["ode_prefit_prior_block"] = prior_block_voxels(fit_cfg, spacing_mm)
+        settings["ode_prefit_prior_block_mm"] = None
     for key in ("progress_bar", "report", "tracking", "threads", "device"):
         settings.pop(key, None)
     for key in ("threads", *FLAG_ONLY_PREPROCESS_KEYS):
@@ -62,9 +69,11 @@ def effective_settings(fit_cfg: Any) -> dict[str, Any]:
         holder = functools.reduce(dict.get, sections, settings)
         if holder.get(name) == before:
             holder.pop(name)
+    blocks = ("ode_prefit_prior_block", "ode_prefit_prior_block_mm")
     if not settings.get("ode_prefit_prior_iterations"):  # no learnt prior to make local
-        settings.pop("ode_prefit_prior_block", None)
-    if "ode_prefit_prior_block" not in settings:
+        for key in blocks:
+            settings.pop(key, None)
+    if not any(key in settings for key in blocks):
         settings.pop("ode_prefit_prior_share", None)
     bsvd = settings.pop("bsvd", None)
     if settings["method"] in CLASSICAL_METHODS:
@@ -78,8 +87,8 @@ def effective_settings(fit_cfg: Any) -> dict[str, Any]:
             settings.pop("ode_prefit_median_times", None)
             settings.pop("ode_prefit_prior_iterations", None)
             settings.pop("ode_prefit_tmax", None)
-            settings.pop("ode_prefit_prior_block", None)
-            settings.pop("ode_prefit_prior_share", None)
+            for key in (*blocks, "ode_prefit_prior_share"):
+                settings.pop(key, None)
     stop = settings["stop"]
     if stop["rule"] == "none":  # the steps all run; the average of their weights still counts
         settings["stop"] = {k: v for k, v in stop.items() if k in ("rule", "average")}
@@ -110,10 +119,11 @@ def _weights_sha(path: str, mtime_ns: int, size: int) -> str | None:
     return read_init(path).get("sha256")
 
 
-def fit_digest(fit_cfg: Any, weights: str | None = None) -> str:
-    """Digest of what shapes a fit's maps: its effective settings and its start weights
-    (``weights``, else those of the checkpoint ``fit_cfg.init`` names today)."""
-    settings = effective_settings(fit_cfg)
+def fit_digest(fit_cfg: Any, weights: str | None = None, spacing_mm: Any = None) -> str:
+    """Digest of what shapes a fit's maps: its effective settings (on a case of ``spacing_mm``
+    voxels, when given) and its start weights (``weights``, else those of the checkpoint
+    ``fit_cfg.init`` names today)."""
+    settings = effective_settings(fit_cfg, spacing_mm)
     if weights is None:
         weights = init_weights(settings.get("init"))
     return cache.digest(settings, weights)
@@ -133,6 +143,19 @@ def saved_config(fit_dir: Path) -> Any | None:
         return OmegaConf.merge(OmegaConf.structured(FitConfig), OmegaConf.load(path))
     except OmegaConfBaseException:
         return None
+
+
+def fit_spacing_mm(fit_dir: Path) -> tuple[float, ...] | None:
+    """The voxel size (mm, scan axes) of the maps in ``fit_dir``: its tissue mask's header;
+    None without one."""
+    import nibabel as nib
+
+    from perfusion.io import voxel_spacing_mm
+
+    path = Path(fit_dir) / "tissuemask.nii.gz"
+    if not path.is_file():
+        return None
+    return tuple(float(v) for v in voxel_spacing_mm(nib.load(path).affine))
 
 
 def input_digest(source: str | Path) -> str:
@@ -157,7 +180,8 @@ def finished_fit(
     summary = json.loads(summary_path.read_text())
     # the weights the fit started from, as it recorded them (the file may have changed since)
     started = (summary.get("init") or {}).get("sha256", UNRECORDED) if saved.init else None
-    if fit_digest(saved, started) != fit_digest(fit_cfg):
+    spacing = fit_spacing_mm(fit_dir)
+    if fit_digest(saved, started, spacing) != fit_digest(fit_cfg, spacing_mm=spacing):
         return None
     recorded = summary.get("input_digest")
     if source is not None and recorded is not None and recorded != input_digest(source):

@@ -64,6 +64,7 @@ def inner_fit_settings(cfg: MetaConfig) -> dict[str, Any]:
         "ode_prefit_prior_iterations": fit["ode_prefit_prior_iterations"],
         "ode_prefit_tmax": fit["ode_prefit_tmax"],
         "ode_prefit_prior_block": fit["ode_prefit_prior_block"],
+        "ode_prefit_prior_block_mm": fit["ode_prefit_prior_block_mm"],
         "ode_prefit_prior_share": fit["ode_prefit_prior_share"],
     }
     settings.update({f"optim.{k}": v for k, v in fit["optim"].items()})
