@@ -54,11 +54,10 @@ class PreprocessConfig:
     """Standard-frame voxel size (mm)."""
     baseline_frames: int = 0
     """Frames averaged as the pre-contrast baseline; 0 = all frames before bolus arrival."""
-    smooth_sigma_mm: float = 1.4
-    """In-plane Gaussian smoothing sigma (mm) of the tissue curves (within the tissue mask); 0 =
-    off. The neural fit's fields are a spatial prior of their own and need little; the
-    per-voxel classical methods (bSVD, NLR) have none and take 2.7 mm
-    (``configs/fit/classical.yaml``, applied by ``build_fit_config``), as does SPPINN's preset."""
+    smooth_sigma_mm: float = 2.7
+    """In-plane Gaussian smoothing sigma (mm) of the tissue curves (within the tissue mask), for
+    every method; 0 = off. 2.7 mm is 1.5 voxels of the 1.8 mm phantom grid (bench/results/
+    smoothing measures it on and off for every method)."""
     temporal_sigma_s: float = 0.0
     """Temporal Gaussian smoothing sigma (s); 0 = off."""
     vof_correction: bool = True

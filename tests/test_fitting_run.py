@@ -341,21 +341,6 @@ def test_one_fit_config_builder() -> None:
     assert builders == ["perfusion/fitting/init.py"]
 
 
-def test_the_classical_methods_get_their_own_smoothing_and_a_key_given_wins() -> None:
-    """The neural fit smooths 1.4 mm in-plane; bSVD and NLR (configs/fit/classical.yaml) and the
-    SPPINN preset 2.7 mm; a smoothing on the command line is kept for every method."""
-    from perfusion.fitting.init import build_fit_config
-
-    def sigma(*overrides: str) -> float:
-        return build_fit_config(list(overrides)).preprocess.smooth_sigma_mm
-
-    assert sigma() == 1.4
-    assert sigma("method=bsvd") == sigma("method=nlr") == sigma("config=model/sppinn") == 2.7
-    assert sigma("method=bsvd", "preprocess.smooth_sigma_mm=0") == 0.0
-    assert sigma("preprocess.smooth_sigma_mm=2.0") == 2.0
-    assert build_fit_config(["method=bsvd", "steps=3"]).steps == 3
-
-
 def test_low_tissue_contrast_withholds_the_defuse3_verdict(tmp_path: Path) -> None:
     """A scan flagged low_tissue_contrast keeps its volumes but gets no DEFUSE-3 verdict
     (None in summary.json, a dash in the report); the unflagged case gets True or False."""

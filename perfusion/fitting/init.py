@@ -178,25 +178,20 @@ def with_init_settings(overrides: list[str]) -> tuple[list[str], list[str]]:
 def build_fit_config(
     overrides: Sequence[str] = (), init: str | Path | None = None, warn: Any = None
 ) -> Any:
-    """The one FitConfig builder of every command: ``configs/fit.yaml``, then, for a classical
-    method (bSVD, NLR), ``configs/fit/classical.yaml`` (the preprocessing a per-voxel method
-    needs), then the ``init=`` checkpoint's recorded inner-loop settings
-    (:func:`with_init_settings`), then ``overrides`` (a ``config=NAME`` among them adds a preset
-    such as ``model/sppinn`` after fit.yaml).
+    """The one FitConfig builder of every command: ``configs/fit.yaml``, then the ``init=``
+    checkpoint's recorded inner-loop settings (:func:`with_init_settings`), then ``overrides``
+    (a ``config=NAME`` among them adds a preset such as ``model/sppinn`` after fit.yaml).
 
     ``init`` is the same as an ``init=PATH`` override. ``warn`` receives one line per override
     that changes a recorded setting. Returns the typed DictConfig (``to_object`` for the
     dataclass).
     """
     from perfusion.config import load_config
-    from perfusion.fitting.config import CLASSICAL_METHODS, FitConfig
+    from perfusion.fitting.config import FitConfig
 
     overrides = [*overrides, *([f"init={init}"] if init else [])]
     overrides, warnings = with_init_settings(overrides)
     for line in warnings:
         if warn is not None:
             warn(line)
-    cfg = load_config(FitConfig, ["fit.yaml"], overrides)
-    if cfg.method in CLASSICAL_METHODS:
-        cfg = load_config(FitConfig, ["fit.yaml", "fit/classical.yaml"], overrides)
-    return cfg
+    return load_config(FitConfig, ["fit.yaml"], overrides)
