@@ -95,8 +95,38 @@ class BenchConfig:
 
 
 def aif_source(requested: str) -> str:
-    """The AIF source actually used: the TSV if it exists, else ``parametric``."""
-    return requested if requested != "parametric" and Path(requested).is_file() else "parametric"
+    """The AIF source actually used: the TSV if it exists, else ``parametric`` (said once: a
+    relative path is read from the working directory, the repository root)."""
+    if requested == "parametric" or Path(requested).is_file():
+        return requested
+    _say_once(f"bench: {Path(requested).absolute()} not found: the parametric AIF instead")
+    return "parametric"
+
+
+@functools.cache
+def _say_once(line: str) -> None:
+    print(line, flush=True)
+
+
+def case_digest(case_dir: Path) -> str:
+    """Digest of the bytes of every file directly in a case folder (its scan, curves and
+    masks; not ``truth/``): what a prepared folder was made from. Read once per version of
+    the files (their names, sizes and modification times)."""
+    files = sorted(p for p in case_dir.iterdir() if p.is_file())
+    return _bytes_digest(tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+
+
+@functools.lru_cache(maxsize=256)
+def _bytes_digest(files: tuple[tuple[str, int, int], ...]) -> str:
+    import hashlib
+
+    sha = hashlib.sha256()
+    for name, _, _ in files:
+        sha.update(Path(name).name.encode())
+        with open(name, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                sha.update(block)
+    return sha.hexdigest()
 
 
 def make_phantoms(cfg: BenchConfig, noise_hu: float) -> Path:
@@ -115,8 +145,10 @@ def make_phantoms(cfg: BenchConfig, noise_hu: float) -> Path:
     phantom_cfg = load_config(PhantomConfig, ["phantom.yaml"], overrides)
     wanted = OmegaConf.to_container(phantom_cfg, resolve=True)
     cohort = folder / "cohort.json"
-    if cfg.resume and cohort.is_file() and json.loads(cohort.read_text()).get("config") == wanted:
-        return folder
+    if cfg.resume and cohort.is_file():
+        if json.loads(cohort.read_text()).get("config") == wanted:
+            return folder
+        print(f"bench: {folder}: the phantom settings changed: made again", flush=True)
     make_cohort(OmegaConf.to_object(phantom_cfg), folder, progress=False)
     return folder
 
@@ -150,8 +182,9 @@ def fit_config(cfg: BenchConfig, method: str, extra: list[str] | None = None) ->
 def prepare_once(
     cfg: BenchConfig, case_dir: Path, work: Path, fit_cfg: Any, auto: bool = False
 ) -> Path:
-    """Preprocess a case once per preprocessing configuration (``fit_cfg.preprocess``) and AIF
-    mode; ``auto`` ignores ``aif.tsv`` and the brain mask, as a real scan has neither."""
+    """Preprocess a case once per preprocessing configuration (``fit_cfg.preprocess``), AIF
+    mode and case content (a cohort made again with other data is prepared again); ``auto``
+    ignores ``aif.tsv`` and the brain mask, as a real scan has neither."""
     from perfusion.io import read_case
     from perfusion.prepared import PREPARED_JSON
     from perfusion.preprocess import prepare_case
@@ -164,12 +197,19 @@ def prepare_once(
     folder = (
         work / f"prepared-{cache.digest(keyed)[:10]}" / f"{case_dir.name}{'-auto' if auto else ''}"
     )
+    # what the folder was made from, beside it (a file inside would change the fits' input digest)
+    source, made_from = folder.with_name(f"{folder.name}.source"), case_digest(case_dir)
     if cfg.resume and (folder / PREPARED_JSON).is_file():
-        return folder
+        if not source.is_file():  # prepared before the record: taken as made from this case
+            write_text_atomic(source, made_from)
+        if source.read_text() == made_from:
+            return folder
     case = read_case(case_dir)
     if auto:
         case.curves, case.brainmask = None, None
-    return prepare_case(case, options).save(folder)
+    saved = prepare_case(case, options).save(folder)
+    write_text_atomic(source, made_from)
+    return saved
 
 
 def fit_one(cfg: BenchConfig, fit_cfg: Any, prepared_dir: Path, out_dir: Path) -> dict[str, Any]:

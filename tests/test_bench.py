@@ -106,6 +106,27 @@ def test_sppinn_is_fitted_and_scored_on_the_lesion_slice(tmp_path):
     assert f"sppinn sigma 5 patient-000: z {z}" in (tmp_path / "results" / "README.md").read_text()
 
 
+def test_a_prepared_case_is_made_again_when_its_case_changed(tmp_path):
+    """A cohort made again with other data (another AIF source, say) must not be fitted from
+    the folders prepared from the old one; the same case keeps its prepared folder."""
+    import nibabel as nib
+
+    import experiments.bench as bench
+
+    cfg = quick_config(tmp_path, "methods=[bsvd]")
+    case = sorted(bench.make_phantoms(cfg, cfg.noise_hu[0]).glob("patient-*"))[0]
+    fit_cfg = bench.fit_config(cfg, "bsvd", None)
+    folder = bench.prepare_once(cfg, case, tmp_path / "work", fit_cfg)
+    made = (folder / "prepared.json").stat().st_mtime_ns
+    assert bench.prepare_once(cfg, case, tmp_path / "work", fit_cfg) == folder
+    assert (folder / "prepared.json").stat().st_mtime_ns == made
+    scan = nib.load(case / "ctp.nii.gz")
+    changed = scan.get_fdata(dtype=np.float32) * 1.5
+    nib.save(nib.Nifti1Image(changed, scan.affine, scan.header), case / "ctp.nii.gz")
+    bench.prepare_once(cfg, case, tmp_path / "work", fit_cfg)
+    assert (folder / "prepared.json").stat().st_mtime_ns != made
+
+
 def test_a_failing_case_is_a_row_not_a_crash(tmp_path, monkeypatch):
     """Automatic AIF selection can fail on a case: the bench records it and goes on."""
     import experiments.bench as bench
