@@ -17,7 +17,7 @@ import numpy as np
 
 from perfusion.commands.outputs import wrote_line
 from perfusion.config import save_resolved
-from perfusion.datasets import VENDOR_MAPS, read_any, read_vendor_maps
+from perfusion.datasets import VENDOR_MAPS, ReadOptions, read_vendor_maps, read_with
 from perfusion.errors import PerfusionError
 from perfusion.help import Options
 from perfusion.io import (
@@ -36,19 +36,11 @@ VENDOR_DIR = "vendor"
 
 
 @dataclass
-class ConvertConfig:
+class ConvertConfig(ReadOptions):
     """Options of ``perfusion convert``."""
 
     out: str = ""
     """Output case folder (required)."""
-    subject: str = ""
-    """ISLES 2024: the subject (``sub-...``) to convert when PATH holds several."""
-    series: int | None = None
-    """DICOM folder with several series: the SeriesNumber to read."""
-    drop_incomplete: bool = False
-    """DICOM: leave out frames lacking a slice."""
-    core_label: int | None = None
-    """Keep this label of a label-image ``core.nii.gz`` (null: a 0/1 mask)."""
     overwrite: bool = False
     """Allow writing into an existing, non-empty ``out`` folder."""
 
@@ -80,13 +72,7 @@ def main(argv: list[str]) -> None:
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise PerfusionError("exists and is not empty (pass overwrite=true)", out)
     check_memory("convert", source if source.is_file() else source / CTP_FILE)
-    case = read_any(
-        source,
-        subject=cfg.subject,
-        series=cfg.series,
-        drop_incomplete=cfg.drop_incomplete,
-        core_label=cfg.core_label,
-    )
+    case = read_with(source, cfg)
     maps = read_vendor_maps(case)
     with atomic_dir(out) as tmp:
         write_case(tmp, case)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from perfusion.datasets import read_any
+from perfusion.datasets import ReadOptions, read_with
 from perfusion.help import Options
 from perfusion.io import Case
 
@@ -18,17 +18,9 @@ UNIFORM_TOL_S = 0.05  # interval spread below which frames count as uniformly sp
 
 
 @dataclass
-class InspectConfig:
+class InspectConfig(ReadOptions):
     """Options of ``perfusion inspect``."""
 
-    subject: str = ""
-    """ISLES 2024: the subject (``sub-...``) to read when PATH holds several."""
-    series: int | None = None
-    """DICOM folder with several series: the SeriesNumber to read."""
-    drop_incomplete: bool = False
-    """DICOM: leave out frames lacking a slice."""
-    core_label: int | None = None
-    """Keep this label of a label-image ``core.nii.gz`` (null: a 0/1 mask)."""
     times: bool = False
     """Also print every frame time (s)."""
 
@@ -89,11 +81,5 @@ def _mask_line(label: str, mask: np.ndarray | None, case: Case, absent: str) -> 
 
 def main(argv: list[str]) -> None:
     path, cfg = OPTIONS.parse(__doc__, argv)
-    case = read_any(
-        path,
-        subject=cfg.subject,
-        series=cfg.series,
-        drop_incomplete=cfg.drop_incomplete,
-        core_label=cfg.core_label,
-    )
+    case = read_with(path, cfg)
     print("\n".join(describe(case, cfg.times)))

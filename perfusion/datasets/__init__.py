@@ -7,6 +7,7 @@ Layouts (:func:`detect_layout`): ``case`` (our case folder, see :mod:`perfusion.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from perfusion.datasets.dicom import is_dicom_file, read_dicom_series
@@ -84,6 +85,27 @@ def read_nifti(path: str | Path) -> Case:
     path = Path(path)
     ctp, affine, times = read_ctp(path)
     return Case(path=path, ctp_hu=ctp, affine=affine, frame_times_s=times, meta={"layout": "nifti"})
+
+
+@dataclass
+class ReadOptions:
+    """The reading options of the commands that take any layout (:func:`read_any`)."""
+
+    subject: str = ""
+    """ISLES 2024: the subject (``sub-...``) to read when PATH holds several."""
+    series: int | None = None
+    """DICOM folder with several series: the SeriesNumber to read."""
+    drop_incomplete: bool = False
+    """DICOM: leave out frames lacking a slice."""
+    core_label: int | None = None
+    """Keep this label of a label-image ``core.nii.gz`` (null: a 0/1 mask)."""
+
+
+def read_with(path: str | Path, options: ReadOptions) -> Case:
+    """:func:`read_any` of ``path`` with a command's :class:`ReadOptions`."""
+    return read_any(
+        path, options.subject, options.series, options.drop_incomplete, options.core_label
+    )
 
 
 def read_any(
