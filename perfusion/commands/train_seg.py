@@ -9,6 +9,7 @@ architecture, the input-map method and grid it expects) with the resolved ``conf
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from perfusion.commands.outputs import wrote_line
 from perfusion.config import save_resolved, split_args
@@ -49,7 +50,7 @@ def main(argv: list[str]) -> None:
         "input_method": method,
         "grid_shape": [int(s) for s in patients[0].rcbf.shape],
         "spacing_mm": [float(s) for s in patients[0].spacing_mm],
-        "cohort": str(cfg.cohort.path),
+        "cohort": str(Path(cfg.cohort.path).resolve()),
         "patients": [p.name for p in patients],
         "val_patients": [patients[i].name for i in module.split.val],
         "selected_epoch": module.selected_epoch,
