@@ -35,9 +35,10 @@ def test_motion_moves_frames_by_the_recorded_transform() -> None:
     affine = np.diag([*SPACING, 1.0])
     transforms = np.tile(np.eye(4), (3, 1, 1))
     transforms[2, 0, 3] = 1.8  # frame 2 samples the reference 1.8 mm (one voxel) further in +x
-    apply_motion(ctp, affine, transforms, fill_hu=-1000.0)
+    apply_motion(ctp, affine, transforms)
     np.testing.assert_array_equal(ctp[:, :, :, 1], ctp[:, :, :, 0])
     assert ctp[4, 7, 1, 2] == 100.0 and ctp[9, 7, 1, 2] == 0.0  # the block shifted to 4..8
+    assert (ctp[19, :, :, 2] == 0.0).all()  # past the grid's edge: the edge's value, not air
     drift = motion_transforms(np.random.default_rng(1), 30, max_mm=2.0, max_deg=2.0)
     np.testing.assert_array_equal(drift[0], np.eye(4))
     assert np.abs(drift[:, :3, 3]).max() <= 2.0 + 1e-9

@@ -71,7 +71,7 @@ def make_patient(cfg: PhantomConfig, index: int) -> PhantomPatient:
     ctp, baseline, meta["enhancement"] = _signal(anatomy, vessels, inputs, truth, cfg)
     if cfg.motion:
         transforms = motion_transforms(rngs["motion"], ctp.shape[3], cfg.motion_mm, cfg.motion_deg)
-        apply_motion(ctp, anatomy.affine, transforms, fill_hu=-1000.0)
+        apply_motion(ctp, anatomy.affine, transforms)
         meta["motion_frame_to_reference"] = transforms
     add_noise(
         rngs["noise"], ctp, cfg.noise_hu, cfg.noise_texture, cfg.noise_correlation_mm, spacing

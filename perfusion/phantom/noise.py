@@ -86,18 +86,19 @@ def motion_transforms(
     return out
 
 
-def apply_motion(
-    ctp: np.ndarray, affine: np.ndarray, transforms: np.ndarray, fill_hu: float
-) -> None:
+def apply_motion(ctp: np.ndarray, affine: np.ndarray, transforms: np.ndarray) -> None:
     """Resample frame k of ``ctp`` in place at M_k p (linear), so it shows the moved head.
 
     In voxel indices, frame k at voxel o takes the value at A^-1 M_k A o (A the voxel-to-mm
-    affine): one ``affine_transform`` per frame.
+    affine): one ``affine_transform`` per frame. Beyond the grid a frame takes its edge voxel's
+    value: the head goes on past the slab's first and last slice (the phantom does not simulate
+    it there), and in-plane the grid's edge is air. (A fill of air would put air inside the head
+    at the slab's edges, which no scanner shows.)
     """
     inverse = np.linalg.inv(affine)
     for t in range(1, ctp.shape[3]):
         voxel_map = inverse @ transforms[t] @ affine
         frame = np.ascontiguousarray(ctp[..., t])
         ctp[..., t] = affine_transform(
-            frame, voxel_map[:3, :3], voxel_map[:3, 3], order=1, mode="constant", cval=fill_hu
+            frame, voxel_map[:3, :3], voxel_map[:3, 3], order=1, mode="nearest"
         )
