@@ -37,7 +37,8 @@ class CurveFeatures:
     is taken at the last frame when the curve never falls back); area_hus: trapezoid area of the
     positive part (HU·s); m1_s: first moment of the positive part (s); roughness: integrated
     squared second derivative of the peak-normalised curve (1/s^3); falls_back: whether the curve
-    drops below half its peak after it.
+    drops below half its peak after it; trough_after_peak: its lowest value after the peak, as a
+    fraction of the peak.
     """
 
     peak_hu: np.ndarray
@@ -48,6 +49,7 @@ class CurveFeatures:
     m1_s: np.ndarray
     roughness: np.ndarray
     falls_back: np.ndarray
+    trough_after_peak: np.ndarray
 
 
 @dataclass
@@ -94,6 +96,7 @@ def curve_features(time_s: np.ndarray, curves_hu: np.ndarray) -> CurveFeatures:
     below_half = (c < 0.5 * peak[:, None]) & (index > i_peak[:, None])
     i_fall = np.where(below_half, index, t.size).min(axis=1)
     falls_back = i_fall < t.size
+    after = np.where(index >= i_peak[:, None], c, np.inf).min(axis=1)
     i_fall = np.clip(i_fall, 1, t.size - 1)
     c_hi, c_lo = c[rows, i_fall - 1], c[rows, i_fall]
     frac = np.where(falls_back, (c_hi - 0.5 * peak) / np.maximum(c_hi - c_lo, 1e-12), 1.0)
@@ -110,6 +113,7 @@ def curve_features(time_s: np.ndarray, curves_hu: np.ndarray) -> CurveFeatures:
         m1_s=m1,
         roughness=rough,
         falls_back=falls_back,
+        trough_after_peak=after / np.maximum(peak, 1e-12),
     )
 
 
@@ -171,15 +175,34 @@ def arterial_shape_ok(
     )
 
 
+MAX_VENOUS_LAG_S = 20.0
+"""Latest venous peak after the arterial one (s): 3-14 s in the 62 RAPID AIF/VOF pairs of ISLES
+2018 (median 7 s; their venous arrival is 1.9-7.7 s after the arterial; tests/test_aif.py)."""
+VENOUS_TROUGH = 0.75
+"""A venous curve falls to this fraction of its peak within the scan: the 62 RAPID VOFs of ISLES
+2018 (42-60 s scans) all fall to 0.70 or below, 57 of them below half (tests/test_aif.py)."""
+
+
 def venous_shape_ok(
     aif: CurveFeatures, feat: CurveFeatures, min_peak_hu: float = LOW_PEAK_HU
 ) -> np.ndarray:
     """Bool (N,): curves shaped like a venous outflow given the AIF's features (index 0 used).
 
-    The venous bolus peaks later than the arterial one and its first moment is later: blood
-    leaves the brain after it enters. Its peak must clear ``min_peak_hu``.
+    The venous bolus arrives and peaks later than the arterial one and its first moment is later:
+    blood leaves the brain after it enters, at most :data:`MAX_VENOUS_LAG_S` after its peak. Its peak
+    must clear ``min_peak_hu``, and it must pass within the scan: after its peak the curve falls
+    to :data:`VENOUS_TROUGH` of it or below. (A voxel that bone moves into, or that resampling
+    after motion correction mixes with bone, rises whenever the head moves and stays up: a step
+    with the largest area of all, not a bolus.)
     """
-    return (feat.peak_hu >= min_peak_hu) & (feat.ttp_s > aif.ttp_s[0]) & (feat.m1_s > aif.m1_s[0])
+    return (
+        (feat.peak_hu >= min_peak_hu)
+        & (feat.arrival_s > aif.arrival_s[0])
+        & (feat.ttp_s > aif.ttp_s[0])
+        & (feat.ttp_s <= aif.ttp_s[0] + MAX_VENOUS_LAG_S)
+        & (feat.m1_s > aif.m1_s[0])
+        & (feat.trough_after_peak <= VENOUS_TROUGH)
+    )
 
 
 def _kmeans_earliest(curves: np.ndarray, m1: np.ndarray, k: int, iters: int = 20) -> np.ndarray:
@@ -216,6 +239,7 @@ def select_aif_vof(
     peak_fraction: float = 0.01,
     n_clusters: int = 5,
     baseline_hu: np.ndarray | None = None,
+    min_baseline_hu: float | None = None,
 ) -> AifSelection:
     """Automatic AIF and VOF: Mouridsen 2006 clusters find the arterial shape, soft weights
     pick the voxels.
@@ -246,6 +270,9 @@ def select_aif_vof(
         n_voxels: effective number of voxels averaged into each curve.
         baseline_hu: (X, Y, Z) image subtracted from ``enhancement_hu`` first (then raw HU may
             be given: no baseline-subtracted copy of the whole scan is needed).
+        min_baseline_hu: with ``baseline_hu``, voxels whose baseline is below it (air or fat,
+            not a vessel's lumen) are left out: after motion, a voxel at the edge of air
+            "enhances" by hundreds of HU as tissue moves into it.
 
     Raises:
         PerfusionError: no voxel has an arterial shape.
@@ -256,6 +283,8 @@ def select_aif_vof(
         region |= np.asarray(vessels, dtype=bool)
     if csf is not None:
         region &= ~np.asarray(csf, dtype=bool)
+    if baseline_hu is not None and min_baseline_hu is not None:
+        region &= np.asarray(baseline_hu) >= min_baseline_hu
     voxels = np.argwhere(region)
     data = np.asarray(enhancement_hu)
     # frame by frame: contiguous in NIfTI's order, and no float64 copy of the whole scan

@@ -2,11 +2,11 @@
 :class:`~perfusion.prepared.PreparedCase`: motion correction, standard frame, masks, baseline
 subtraction, smoothing and AIF/VOF handling. Each step is configurable (:class:`PreprocessConfig`).
 
-Order (:func:`prepare_case`): motion correction -> brain mask on the pre-contrast frames ->
-bolus arrival of the whole-brain curve -> provisional baseline subtraction -> AIF/VOF (user ROI,
-``aif.tsv`` or automatic) -> bolus arrival of the AIF -> final baseline subtraction -> CSF and
-large-vessel masks -> VOF partial-volume correction -> temporal and in-plane smoothing ->
-standard frame.
+Order (:func:`prepare_case`): motion correction -> brain mask on the pre-contrast frames, less
+the voxels that left the field of view in some frame -> bolus arrival of the whole-brain curve ->
+provisional baseline subtraction -> AIF/VOF (user ROI, ``aif.tsv`` or automatic) -> bolus
+arrival of the AIF -> final baseline subtraction -> CSF and large-vessel masks -> VOF
+partial-volume correction -> temporal and in-plane smoothing -> standard frame.
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ class PreprocessConfig:
     threads: int = 2
     """Threads SimpleITK may use."""
     brain_hu: list[float] = field(default_factory=lambda: [-15.0, 100.0])
-    """Pre-contrast HU range of intracranial soft tissue and CSF for the computed brain mask."""
+    """Pre-contrast HU range of intracranial soft tissue and CSF for the computed brain mask;
+    voxels below its lower bound (air, fat) are also left out of the automatic AIF/VOF search."""
     bone_min_hu: float = 150.0
     """Pre-contrast HU above which a voxel is bone (kept out of the brain mask)."""
     csf_max_hu: float = 15.0
@@ -142,12 +143,15 @@ def prepare_case(case: Case, cfg: PreprocessConfig, progress: Progress = None) -
     start, times, spacing = time.perf_counter(), case.frame_times_s, case.spacing_mm
     meta: dict[str, Any] = {"case": str(case.path)}
     clock = _StageClock()
-    ctp = _motion(case, cfg, meta, say)
+    ctp, covered = _motion(case, cfg, meta, say)
     clock.lap("motion correction")
     brain = case.brainmask
     if brain is None:
         pre = ctp[..., : min(3, ctp.shape[3])].mean(axis=-1)  # pre-contrast in any protocol
         brain = brain_mask(pre, spacing, tuple(cfg.brain_hu), cfg.bone_min_hu, case.path)
+    if covered is not None:  # voxels that left the field of view in some frame have no curve
+        meta["motion"]["outside_fov_ml"] = float((brain & ~covered).sum()) * case.voxel_volume_ml
+        brain = brain & covered
     clock.lap("brain mask")
     # provisional baseline from the whole-brain curve, then the AIF's (earlier) arrival
     arrival = bolus_arrival_s(times, _frame_means(ctp, brain))
@@ -405,7 +409,7 @@ def _input_curves(
         if vof is not None:  # a user VOF ROI beats the file's VOF
             raw_vof = None
         return _Curves(raw_aif, vof, "file", vof_voxels=vof_vox, raw=(raw_aif, raw_vof))
-    sel = select_aif_vof(ctp, times, brain, n_voxels=cfg.aif_n_voxels, baseline_hu=baseline)
+    sel = _select(ctp, times, brain, baseline, cfg)
     if vof is None:
         vof, vof_vox, vof_w = sel.vof_hu, sel.vof_voxels, sel.vof_weights
     return _Curves(
@@ -413,12 +417,21 @@ def _input_curves(
     )
 
 
+def _select(ctp: np.ndarray, times: np.ndarray, brain: np.ndarray, baseline: np.ndarray, cfg):
+    """Automatic AIF/VOF among the brain's voxels whose baseline is brain, blood or bone, not
+    air or fat (below ``brain_hu``'s lower bound)."""
+    return select_aif_vof(
+        ctp, times, brain, n_voxels=cfg.aif_n_voxels, baseline_hu=baseline,
+        min_baseline_hu=cfg.brain_hu[0],
+    )  # fmt: skip
+
+
 def _auto_vof(
     ctp: np.ndarray, baseline: np.ndarray, times: np.ndarray, brain: np.ndarray, cfg
 ) -> tuple:
     """(VOF, voxels, weights) of the automatic selection, or Nones when it finds no AIF."""
     try:
-        sel = select_aif_vof(ctp, times, brain, n_voxels=cfg.aif_n_voxels, baseline_hu=baseline)
+        sel = _select(ctp, times, brain, baseline, cfg)
     except PerfusionError:
         return None, None, None
     return sel.vof_hu, sel.vof_voxels, sel.vof_weights
@@ -485,10 +498,11 @@ def _rounded(weights: np.ndarray | None) -> list[float] | None:
 
 def _motion(
     case: Case, cfg: PreprocessConfig, meta: dict, say: Callable[[str], None]
-) -> np.ndarray:
-    """Motion-corrected frames (or the scan as is); per-frame parameters go into ``meta``."""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Motion-corrected frames (or the scan as is) and the voxels they cover throughout
+    (:attr:`MotionResult.covered`, None: all); per-frame parameters go into ``meta``."""
     if not cfg.motion_correction:
-        return case.ctp_hu
+        return case.ctp_hu, None
     say(f"motion correction of {case.ctp_hu.shape[3]} frames")
     motion = motion_correct(
         case.ctp_hu,
@@ -503,7 +517,7 @@ def _motion(
         min_shift_vox=cfg.motion_min_shift_vox,
     )
     meta["motion"] = {**motion.summary(), "params": motion.params.round(4).tolist()}
-    return motion.frames
+    return motion.frames, motion.covered
 
 
 def _csf_and_vessels(

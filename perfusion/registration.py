@@ -48,12 +48,16 @@ class MotionResult:
         reference_frame: index of the reference frame (its row is zero).
         resampled: bool (T,) frames resampled; the others moved less than ``min_shift_vox``
             and are the acquired frames.
+        covered: bool (X, Y, Z) voxels whose every resampled frame was read from inside the
+            acquired volume (:func:`inside_volume`); the others took the fill in some frame
+            (moved in from outside the scan's field of view). None: all are covered.
     """
 
     frames: np.ndarray
     params: np.ndarray
     reference_frame: int
     resampled: np.ndarray | None = None
+    covered: np.ndarray | None = None
 
     def summary(self) -> dict[str, float]:
         """Largest absolute rotation (deg) and translation (mm) over frames, and how many
@@ -182,6 +186,28 @@ volume's bounding box, rotations included) is registered again coarse to fine: a
 head, rather than the sub-millimetre drift between consecutive frames."""
 
 
+def inside_volume(
+    transform: sitk.Euler3DTransform, shape: tuple[int, ...], spacing_mm: np.ndarray
+) -> np.ndarray:
+    """Bool (X, Y, Z): voxels of the reference grid that ``transform`` maps inside the moving
+    frame's volume (continuous voxel index within -0.5 .. n - 0.5 on every axis, ITK's buffer
+    rule), i.e. that resampling reads from acquired voxels rather than the fill."""
+    spacing = np.asarray(spacing_mm, dtype=np.float64)
+    rotation = np.asarray(transform.GetMatrix(), dtype=np.float64).reshape(3, 3)
+    centre = np.asarray(transform.GetCenter(), dtype=np.float64)
+    offset = centre + np.asarray(transform.GetTranslation()) - rotation @ centre
+    axes = [np.arange(n) * s for n, s in zip(shape, spacing, strict=True)]
+    inside = np.ones(tuple(shape), dtype=bool)
+    for a in range(3):  # moved position along axis a: a sum of one term per grid axis
+        index = offset[a] / spacing[a]
+        for b in range(3):
+            view = [1, 1, 1]
+            view[b] = -1
+            index = index + (rotation[a, b] / spacing[a]) * axes[b].reshape(view)
+        inside &= (index >= -0.5) & (index <= shape[a] - 0.5)
+    return inside
+
+
 def pose_change_mm(
     a: sitk.Euler3DTransform, b: sitk.Euler3DTransform, size_mm: np.ndarray
 ) -> float:
@@ -239,7 +265,8 @@ def motion_correct(
     coarse to fine. Each full-resolution frame is then resampled once, unless its transform
     moves no corner of the volume's box by ``min_shift_vox`` voxels (of the smallest spacing):
     such a frame is kept as acquired (its parameters are still reported).
-    Voxels that move in from outside the field of view take the frame's minimum (air).
+    Voxels that move in from outside the field of view take the frame's minimum (air); they
+    are left out of ``covered``.
     """
     n_frames = ctp_hu.shape[3]
     if not -n_frames <= reference_frame < n_frames:
@@ -257,7 +284,8 @@ def motion_correct(
     found[reference_frame].SetCenter(
         list(np.asarray(spacing_mm) * (np.array(reference.shape) - 1) / 2)
     )
-    frames = None  # copied on the first frame that moved: a still scan is returned as it is
+    # copied on the first frame that moved: a still scan is returned as it is
+    frames, covered = None, None
     params = np.zeros((n_frames, 6))
     resampled = np.zeros(n_frames, dtype=bool)
     still_mm = min_shift_vox * float(np.min(spacing_mm))
@@ -273,6 +301,8 @@ def motion_correct(
             resampled[t] = True
             if frames is None:
                 frames = np.array(ctp_hu, dtype=np.float32, copy=True)
+                covered = np.ones(reference.shape, dtype=bool)
+            covered &= inside_volume(found[t], reference.shape, spacing_mm)
             moving_full, fill = to_sitk(ctp_hu[..., t], spacing_mm), float(ctp_hu[..., t].min())
             resampled_image = sitk.Resample(
                 moving_full, fixed_full, found[t], sitk.sitkLinear, fill
@@ -281,8 +311,8 @@ def motion_correct(
         if progress is not None and done % 10 == 0:
             progress(f"motion correction: frame {done}/{n_frames}")
     if frames is None:
-        frames = np.asarray(ctp_hu, dtype=np.float32)
-    return MotionResult(frames, params, reference_frame, resampled)
+        frames, covered = np.asarray(ctp_hu, dtype=np.float32), None
+    return MotionResult(frames, params, reference_frame, resampled, covered)
 
 
 def motion_table(params: np.ndarray, frame_times_s: np.ndarray) -> str:

@@ -75,6 +75,37 @@ def test_selection_finds_known_artery_and_sinus():
     assert sel.flags == []
 
 
+def test_selection_leaves_out_steps_and_air_that_motion_makes():
+    """After motion correction, voxels at the edge of bone or air "enhance" by hundreds of HU as
+    the head moves: a step that rises before the artery and stays up, or a late rise. They have
+    the largest areas; the VOF must still be the sinus. Without the venous arrival, trough and
+    lag rules the VOF takes them; without the air rule, a bright rise at the edge of air takes
+    the AIF."""
+    vol, arteries, veins = synthetic_volume()
+    edge_step = np.clip((TIME - 2.0) / 6.0, 0.0, 1.0) * 320.0  # rises from t = 2 s, stays up
+    late_rise = np.clip((TIME - 28.0) / 4.0, 0.0, 1.0) * 400.0  # a jerk at the end of the scan
+    steps = [(3, 3 + j, 3) for j in range(6)]
+    late = [(6, 3 + j, 3) for j in range(6)]
+    for voxel in steps:
+        vol[voxel] = edge_step + vol[voxel]
+    for voxel in late:
+        vol[voxel] = late_rise + vol[voxel]
+    brain = np.ones(vol.shape[:3], dtype=bool)
+    assert as_set(select_aif_vof(vol, TIME, brain, n_voxels=3).vof_voxels) <= as_set(veins)
+    # air at the head's edge (baseline -400 HU) into which tissue moves: a bolus-like rise
+    baseline = np.full(vol.shape[:3], 35.0, dtype=np.float32)
+    airy = [(15, 18 + j, 0) for j in range(4)]
+    for voxel in airy:
+        vol[voxel] = 2.0 * VEIN(TIME) + vol[voxel]
+        baseline[voxel] = -400.0
+    raw = vol + baseline[..., None]
+    fooled = select_aif_vof(raw, TIME, brain, n_voxels=3, baseline_hu=baseline)
+    assert (as_set(fooled.aif_voxels) | as_set(fooled.vof_voxels)) & as_set(airy)
+    chosen = select_aif_vof(raw, TIME, brain, n_voxels=3, baseline_hu=baseline, min_baseline_hu=-15)
+    assert as_set(chosen.aif_voxels) <= as_set(arteries)
+    assert as_set(chosen.vof_voxels) <= as_set(veins)
+
+
 def test_selection_changes_little_when_the_data_change_a_little():
     vol, _, _ = synthetic_volume()
     brain = np.ones(vol.shape[:3], dtype=bool)

@@ -206,6 +206,28 @@ def test_empty_brain_mask_names_the_case() -> None:
         prepare_case(case, fast_config(aif_voxel=None, vof_voxel=None))
 
 
+def test_voxels_that_left_the_field_of_view_are_left_out(monkeypatch) -> None:
+    """A voxel that motion correction filled in some frame (it had left the scan's field of view)
+    has no curve: it leaves the brain, and the volume is reported."""
+    import perfusion.preprocess as preprocess
+    from perfusion.registration import MotionResult
+
+    times = np.arange(0.0, 30.0, 1.0)
+    case = make_case(times, noise_hu=1.0)
+    covered = np.ones(SHAPE, dtype=bool)
+    covered[..., 3] = False  # the top slice left the slab in some frame
+    still = np.zeros((times.size, 6))
+
+    def corrected(ctp_hu, *args, **kwargs):
+        return MotionResult(ctp_hu, still, 0, np.ones(times.size, bool), covered)
+
+    monkeypatch.setattr(preprocess, "motion_correct", corrected)
+    prepared = prepare_case(case, fast_config(motion_correction=True))
+    brain_ml = anatomy()["brain"][..., 3].sum() * np.prod(SPACING) / 1000.0
+    assert not prepared.brain[..., 3].any() and prepared.brain[..., :3].any()
+    assert prepared.meta["motion"]["outside_fov_ml"] == pytest.approx(brain_ml)
+
+
 def test_cli_writes_a_loadable_prepared_case(tmp_path: Path, capsys) -> None:
     times = np.arange(0.0, 24.0, 1.5)
     write_case(tmp_path / "case", make_case(times, noise_hu=1.0))

@@ -11,6 +11,7 @@ from perfusion.registration import (
     estimate_standard_frame,
     frame_affine,
     frame_to_scan,
+    inside_volume,
     motion_correct,
     motion_table,
     plot_motion,
@@ -125,7 +126,13 @@ def test_motion_correction_recovers_known_rigid_motion(tmp_path) -> None:
         assert error_vox < 0.5, (t, error_vox)
         assert angle_error < 0.5, (t, angle_error)
     brain = (reference > 0) & (reference < 100)
-    brain[..., :3] = brain[..., -3:] = False  # slices the motion moves out of the field of view
+    # the voxels the motion moves out of the field of view in some frame, as the true poses do
+    truly = np.logical_and.reduce(
+        [inside_volume(euler(p, centre).GetInverse(), SHAPE, SPACING) for p in truths]
+    )
+    assert (~truly[..., 0]).any() and (~truly[..., -1]).any() and truly[3:-3, 3:-3, 3:-3].all()
+    assert np.mean(result.covered == truly) > 0.99
+    brain &= result.covered
     residual = np.abs(result.frames[..., 2] - reference)[brain].mean()
     assert residual < np.abs(ctp[..., 2] - reference)[brain].mean() / 3
     (tmp_path / "motion.tsv").write_text(motion_table(result.params, np.array([0.0, 1.0, 2.5])))
@@ -269,3 +276,19 @@ def test_motion_phantom_within_the_recorded_accuracy(tmp_path) -> None:
         error_vox = np.abs(((got - wanted) @ points.T)[:3].T / case.spacing_mm).max()
         angle = np.degrees(Rotation.from_matrix(got[:3, :3] @ wanted[:3, :3].T).magnitude())
         assert error_vox <= 0.22 and angle <= 0.29, (t, error_vox, angle)
+
+
+def test_inside_volume_is_where_resampling_reads_acquired_voxels() -> None:
+    """The coverage of a rigid pose is exactly what SimpleITK's resampling fills from the image
+    (everything else takes the fill value)."""
+    shape, spacing = (40, 36, 12), np.array([1.8, 1.8, 5.0])
+    ones = sitk.GetImageFromArray(np.ones(shape[::-1], dtype=np.float32))
+    ones.SetSpacing([float(s) for s in spacing])
+    centre = spacing * (np.array(shape) - 1) / 2
+    for pose in ([1.1, -1.7, 2.9, 1.0, -2.0, 3.0], [0, 0, 0, 0, 0, -7.0]):
+        transform = euler(pose, centre)
+        filled = sitk.Resample(ones, ones, transform, sitk.sitkNearestNeighbor, 0.0)
+        read = np.transpose(sitk.GetArrayFromImage(filled), (2, 1, 0)) > 0.5
+        covered = inside_volume(transform, shape, spacing)
+        np.testing.assert_array_equal(covered, read)
+        assert 0 < covered.sum() < covered.size
