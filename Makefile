@@ -52,7 +52,7 @@ train-seg: install ## train the final infarct-core U-Net on a whole cohort
 sweep: install ## run the hash-encoding sweep offline: make sweep ARGS="count=8"
 	$(BIN)/perfusion sweep $(or $(SWEEP),configs/sweeps/hash_encoding.yaml) $(ARGS)
 
-BENCHES := auto-aif white exponential heldout-white smoothing speed grid64 grid256 thick
+BENCHES := auto-aif white exponential heldout-white smoothing speed grid64 grid256 thick motion
 
 bench-accuracy: install ## every method and the candidate recipes against phantom truth -> bench/results/accuracy/
 	$(BIN)/perfusion bench $(ARGS)
