@@ -311,7 +311,7 @@ def motion_correct(
         if progress is not None and done % 10 == 0:
             progress(f"motion correction: frame {done}/{n_frames}")
     if frames is None:
-        frames, covered = np.asarray(ctp_hu, dtype=np.float32), None
+        frames = np.asarray(ctp_hu, dtype=np.float32)
     return MotionResult(frames, params, reference_frame, resampled, covered)
 
 
