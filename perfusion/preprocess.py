@@ -4,9 +4,10 @@ subtraction, smoothing and AIF/VOF handling. Each step is configurable (:class:`
 
 Order (:func:`prepare_case`): motion correction -> brain mask on the pre-contrast frames, less
 the voxels that left the field of view in some frame -> bolus arrival of the whole-brain curve ->
-provisional baseline subtraction -> AIF/VOF (user ROI, ``aif.tsv`` or automatic) -> bolus
-arrival of the AIF -> final baseline subtraction -> CSF and large-vessel masks -> VOF
-partial-volume correction -> temporal and in-plane smoothing -> standard frame.
+provisional baseline, whose sharpness every moved frame is given -> provisional baseline
+subtraction -> AIF/VOF (user ROI, ``aif.tsv`` or automatic) -> bolus arrival of the AIF ->
+final baseline subtraction -> CSF and large-vessel masks -> VOF partial-volume correction ->
+temporal and in-plane smoothing -> standard frame.
 """
 
 from __future__ import annotations
@@ -33,7 +34,12 @@ from perfusion.io import Case
 from perfusion.masks import brain_mask, csf_mask, vessel_mask
 from perfusion.noise import below_min_cnr, tissue_contrast
 from perfusion.prepared import PreparedCase
-from perfusion.registration import centring_transform, estimate_standard_frame, motion_correct
+from perfusion.registration import (
+    MotionResult,
+    centring_transform,
+    estimate_standard_frame,
+    motion_correct,
+)
 
 Progress = Callable[[str], None] | None
 
@@ -143,7 +149,9 @@ def prepare_case(case: Case, cfg: PreprocessConfig, progress: Progress = None) -
     start, times, spacing = time.perf_counter(), case.frame_times_s, case.spacing_mm
     meta: dict[str, Any] = {"case": str(case.path)}
     clock = _StageClock()
-    ctp, covered = _motion(case, cfg, meta, say)
+    motion = _motion(case, cfg, meta, say)
+    ctp = case.ctp_hu if motion is None else motion.frames
+    covered = None if motion is None else motion.covered
     clock.lap("motion correction")
     brain = case.brainmask
     if brain is None:
@@ -155,8 +163,14 @@ def prepare_case(case: Case, cfg: PreprocessConfig, progress: Progress = None) -
     clock.lap("brain mask")
     # provisional baseline from the whole-brain curve, then the AIF's (earlier) arrival
     arrival = bolus_arrival_s(times, _frame_means(ctp, brain))
-    provisional = _weighted_frame(ctp, baseline_weights(times, arrival, cfg.baseline_frames))
+    provisional_w = baseline_weights(times, arrival, cfg.baseline_frames)
+    provisional = _weighted_frame(ctp, provisional_w)
     clock.lap("baseline")
+    # every moved frame's anatomy as sharp as the baseline's, before any curve is read
+    if motion is not None and (share := motion.even_out_blur(provisional, spacing)) is not None:
+        meta["motion"]["blur_share"] = round(share, 3)
+        provisional = _weighted_frame(ctp, provisional_w)
+        clock.lap("motion correction")
     say("selecting the arterial and venous input functions")
     curves = _input_curves(case, ctp, provisional, brain, cfg)
     clock.lap("AIF and VOF")
@@ -498,11 +512,11 @@ def _rounded(weights: np.ndarray | None) -> list[float] | None:
 
 def _motion(
     case: Case, cfg: PreprocessConfig, meta: dict, say: Callable[[str], None]
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Motion-corrected frames (or the scan as is) and the voxels they cover throughout
-    (:attr:`MotionResult.covered`, None: all); per-frame parameters go into ``meta``."""
+) -> MotionResult | None:
+    """The motion-corrected frames with their transforms and coverage, or None without motion
+    correction; per-frame parameters go into ``meta``."""
     if not cfg.motion_correction:
-        return case.ctp_hu, None
+        return None
     say(f"motion correction of {case.ctp_hu.shape[3]} frames")
     motion = motion_correct(
         case.ctp_hu,
@@ -517,7 +531,7 @@ def _motion(
         min_shift_vox=cfg.motion_min_shift_vox,
     )
     meta["motion"] = {**motion.summary(), "params": motion.params.round(4).tolist()}
-    return motion.frames, motion.covered
+    return motion
 
 
 def _csf_and_vessels(
