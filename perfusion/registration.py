@@ -42,6 +42,11 @@ more, the baseline being itself a mean of blurred frames; that over-corrects the
 edges.)"""
 
 
+BLUR_FIT_FRAMES = 12
+"""Frames (evenly spaced, and as many of the resampled ones) whose blur patterns fit the share
+of :meth:`MotionResult.even_out_blur`."""
+
+
 @dataclass
 class MotionResult:
     """Motion-corrected frames and the rigid parameters that produced them.
@@ -89,7 +94,8 @@ class MotionResult:
         ``anatomy`` (X, Y, Z HU on the reference grid) predicts the pattern of that blur; how
         much of it a frame holds depends on how the scanner sampled the moved head (about half
         for a smooth head sampled point-wise, all of it for a frame that was itself
-        interpolated). That share is fitted over the covered voxels and all frames (the frames'
+        interpolated). That share is fitted over the covered voxels and a sample of frames
+        (:data:`BLUR_FIT_FRAMES`; the frames'
         deviations from their mean against the patterns' deviations from theirs; 0 to
         :data:`MAX_BLUR_SHARE`), and each frame loses that share of its pattern. Returns the
         share; None when no frame was resampled or the transforms were not kept.
@@ -98,22 +104,30 @@ class MotionResult:
             return None
         moved = np.nonzero(self.resampled)[0]
         inside = self.covered if self.covered is not None else np.ones(anatomy.shape, bool)
+
+        def pattern(t: int) -> np.ndarray:
+            return round_trip(anatomy, self.transforms[t], spacing_mm) - anatomy
+
+        # the share from a sample of frames (a scalar needs few), their patterns kept
         n = self.frames.shape[3]
-        mean_frame = self.frames.mean(axis=-1, dtype=np.float64)[inside]
+        step = -(-n // BLUR_FIT_FRAMES)
+        sample = sorted({*range(0, n, step), *moved[::step].tolist()})
+        kept = {t: pattern(t) for t in sample if self.resampled[t]}
+        mean_frame = np.mean(
+            [self.frames[..., t][inside] for t in sample], axis=0, dtype=np.float64
+        )
         pattern_sum = np.zeros(mean_frame.shape)
         cross = square = 0.0
-        for t in moved:  # frames that were not resampled have no pattern
-            pattern = (round_trip(anatomy, self.transforms[t], spacing_mm) - anatomy)[inside]
-            pattern = pattern.astype(np.float64)
-            pattern_sum += pattern
-            cross += float(np.dot(self.frames[..., t][inside], pattern))
-            square += float(np.dot(pattern, pattern))
+        for t, blur in kept.items():  # frames that were not resampled have no pattern
+            blur = blur[inside].astype(np.float64)
+            pattern_sum += blur
+            cross += float(np.dot(self.frames[..., t][inside], blur))
+            square += float(np.dot(blur, blur))
         cross -= float(np.dot(mean_frame, pattern_sum))
-        square -= float(np.dot(pattern_sum, pattern_sum)) / n
+        square -= float(np.dot(pattern_sum, pattern_sum)) / len(sample)
         share = float(np.clip(cross / square, 0.0, MAX_BLUR_SHARE)) if square > 0 else 0.0
         for t in moved:
-            pattern = round_trip(anatomy, self.transforms[t], spacing_mm) - anatomy
-            self.frames[..., t] -= share * pattern
+            self.frames[..., t] -= share * (kept.pop(t) if t in kept else pattern(t))
         return share
 
 
