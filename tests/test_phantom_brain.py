@@ -110,6 +110,19 @@ def test_noise_level_and_measured_aif(patient) -> None:
     assert scaled - 1.0 < patient.case.curves.aif_hu.max() < scaled + 20.0
 
 
+def test_measured_curves_of_a_moving_head_are_those_of_a_still_one(patient) -> None:
+    """With motion, aif.tsv holds the curves a user measures on perfectly motion-corrected
+    frames: the still head's, plus the moved scan's noise at the ROI voxels."""
+    moving = make_patient(tiny(motion=True), 0)
+    assert not np.allclose(moving.case.ctp_hu, patient.case.ctp_hu)
+    for name in ("aif_hu", "vof_hu"):
+        still = getattr(patient.case.curves, name)
+        np.testing.assert_allclose(getattr(moving.case.curves, name), still, atol=1e-3)
+    noisy = make_patient(tiny(motion=True, noise_hu=10.0), 0)
+    noise = (noisy.case.curves.aif_hu - patient.case.curves.aif_hu)[1:]
+    assert 0.5 < noise.std() < 10.0  # the mean of a 10-voxel ROI's noise
+
+
 def test_cohort_writes_readable_cases(tmp_path) -> None:
     cfg = tiny(n=2, noise_hu=5.0, lesion_probability=0.5)
     make_cohort(cfg, tmp_path, progress=False)

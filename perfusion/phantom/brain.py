@@ -69,14 +69,22 @@ def make_patient(cfg: PhantomConfig, index: int) -> PhantomPatient:
     inputs = make_inputs(rngs["inputs"], cfg)
     truth, meta = _physiology(anatomy, rngs, cfg)
     ctp, baseline, meta["enhancement"] = _signal(anatomy, vessels, inputs, truth, cfg)
+    rois, aif_vessel = _curve_rois(vessels, meta, rngs, cfg)
+    still = moved = None
     if cfg.motion:
+        still = {k: ctp[tuple(v.T)] for k, v in rois.items()}  # (N, T) before the motion
         transforms = motion_transforms(rngs["motion"], ctp.shape[3], cfg.motion_mm, cfg.motion_deg)
         apply_motion(ctp, anatomy.affine, transforms)
         meta["motion_frame_to_reference"] = transforms
+        moved = {k: ctp[tuple(v.T)] for k, v in rois.items()}
     add_noise(
         rngs["noise"], ctp, cfg.noise_hu, cfg.noise_texture, cfg.noise_correlation_mm, spacing
     )
-    measured, meta["curves"] = _measured_curves(ctp, baseline, vessels, inputs, meta, rngs, cfg)
+    roi_hu = {k: ctp[tuple(v.T)] for k, v in rois.items()}
+    if still is not None:  # as on perfectly motion-corrected frames: the anatomy kept still
+        roi_hu = {k: still[k] + (roi_hu[k] - moved[k]) for k in rois}
+    measured = _measured_curves(roi_hu, rois, baseline, inputs)
+    meta["curves"] = _curves_meta(rois, aif_vessel, vessels)
     case = Case(
         path=None, ctp_hu=ctp, affine=anatomy.affine, frame_times_s=inputs.frame_times_s,
         curves=measured if cfg.write_aif else None, brainmask=anatomy.brain,
@@ -174,31 +182,43 @@ def _signal(
     return ctp, baseline.astype(np.float32), levels
 
 
-def _measured_curves(
-    ctp: np.ndarray, baseline: np.ndarray, vessels: Vessels, inputs: InputFunctions,
-    meta: dict[str, Any], rngs: dict[str, np.random.Generator], cfg: PhantomConfig,
-) -> tuple[InputCurves, dict[str, Any]]:  # fmt: skip
-    """AIF from the MCA opposite the lesion (random side without one) and VOF from the SSS."""
+def _curve_rois(
+    vessels: Vessels, meta: dict[str, Any], rngs: dict[str, np.random.Generator],
+    cfg: PhantomConfig,
+) -> tuple[dict[str, np.ndarray], str]:  # fmt: skip
+    """(N, 3) voxels of the AIF ROI, in the MCA opposite the lesion (random side without one),
+    and of the VOF ROI, in the SSS; and the AIF's vessel."""
     side = meta["lesion"].get("side") or str(rngs["lesion"].choice(["left", "right"]))
     aif_vessel = "artery_mca_" + ("left" if side == "right" else "right")
-    rois = {
+    return {
         "aif": roi_voxels(vessels.per_vessel[aif_vessel], cfg.curve_roi_voxels),
         "vof": roi_voxels(vessels.per_vessel["vein_sss"], cfg.curve_roi_voxels),
-    }
-    means = {
-        k: (ctp[tuple(v.T)] - baseline[tuple(v.T)][:, None]).mean(axis=0) for k, v in rois.items()
-    }
-    curves_meta = {
-        "aif_vessel": aif_vessel, "aif_voxels": rois["aif"], "vof_vessel": "vein_sss",
-        "vof_voxels": rois["vof"],
-        "aif_mean_occupancy": float(vessels.arterial[tuple(rois["aif"].T)].mean()),
-        "vof_mean_occupancy": float(vessels.venous[tuple(rois["vof"].T)].mean()),
-        "aif_tsv": "ΔHU above the true pre-contrast baseline: mean over the ROI voxels of the "
-        "noisy scan (partial volume and noise included); true curves in truth/curves.tsv",
-    }  # fmt: skip
+    }, aif_vessel
+
+
+def _measured_curves(
+    roi_hu: dict[str, np.ndarray], rois: dict[str, np.ndarray], baseline: np.ndarray,
+    inputs: InputFunctions,
+) -> InputCurves:  # fmt: skip
+    """``aif.tsv``'s curves: the means of the ROIs' noisy HU (``roi_hu``, (N, T) each) above
+    their true baseline."""
+    means = {k: (roi_hu[k] - baseline[tuple(v.T)][:, None]).mean(axis=0) for k, v in rois.items()}
     return InputCurves(
         inputs.frame_times_s,
         means["aif"].astype(np.float64),
         means["vof"].astype(np.float64),
         "phantom",
-    ), curves_meta
+    )
+
+
+def _curves_meta(rois: dict[str, np.ndarray], aif_vessel: str, vessels: Vessels) -> dict:
+    """Where ``aif.tsv``'s curves were measured, for truth/meta.json."""
+    return {
+        "aif_vessel": aif_vessel, "aif_voxels": rois["aif"], "vof_vessel": "vein_sss",
+        "vof_voxels": rois["vof"],
+        "aif_mean_occupancy": float(vessels.arterial[tuple(rois["aif"].T)].mean()),
+        "vof_mean_occupancy": float(vessels.venous[tuple(rois["vof"].T)].mean()),
+        "aif_tsv": "ΔHU above the true pre-contrast baseline: mean over the ROI voxels of the "
+        "noisy scan (partial volume and noise included; with motion, as on perfectly "
+        "motion-corrected frames); true curves in truth/curves.tsv",
+    }  # fmt: skip
