@@ -36,15 +36,14 @@ MOTION_COLUMNS = ("rot_x_deg", "rot_y_deg", "rot_z_deg", "shift_x_mm", "shift_y_
 
 
 MAX_BLUR_SHARE = 1.0
-"""Most of its round trip's blur pattern (:meth:`MotionResult.even_out_blur`) a frame may lose:
-all of it, what a frame that was interpolated to its pose holds. (The fit can ask for a little
-more, the baseline being itself a mean of blurred frames; that over-corrects the sharpest
-edges.)"""
-
+"""The largest share of its round-trip blur pattern a frame may lose
+(:meth:`MotionResult.even_out_blur`): all of it, which is what a frame interpolated to its pose
+holds. A fit against the baseline, itself a mean of blurred frames, can ask for a little more;
+that over-corrects the sharpest edges."""
 
 BLUR_FIT_FRAMES = 12
-"""Frames (evenly spaced, and as many of the resampled ones) whose blur patterns fit the share
-of :meth:`MotionResult.even_out_blur`."""
+"""Frames, evenly spaced (plus as many of the resampled ones), whose blur patterns fit the
+share of :meth:`MotionResult.even_out_blur`."""
 
 
 @dataclass
@@ -94,11 +93,11 @@ class MotionResult:
         ``anatomy`` (X, Y, Z HU on the reference grid) predicts the pattern of that blur; how
         much of it a frame holds depends on how the scanner sampled the moved head (about half
         for a smooth head sampled point-wise, all of it for a frame that was itself
-        interpolated). That share is fitted over the covered voxels and a sample of frames
-        (:data:`BLUR_FIT_FRAMES`; the frames'
-        deviations from their mean against the patterns' deviations from theirs; 0 to
-        :data:`MAX_BLUR_SHARE`), and each frame loses that share of its pattern. Returns the
-        share; None when no frame was resampled or the transforms were not kept.
+        interpolated). That share is fitted by least squares over the covered voxels of a
+        sample of frames (:data:`BLUR_FIT_FRAMES`): the frames' deviations from their mean
+        against the patterns' deviations from theirs, within 0 .. :data:`MAX_BLUR_SHARE`.
+        Each resampled frame then loses that share of its pattern. Returns the share; None
+        when no frame was resampled or the transforms were not kept.
         """
         if self.transforms is None or self.resampled is None or not self.resampled.any():
             return None
@@ -113,9 +112,9 @@ class MotionResult:
         step = -(-n // BLUR_FIT_FRAMES)
         sample = sorted({*range(0, n, step), *moved[::step].tolist()})
         kept = {t: pattern(t) for t in sample if self.resampled[t]}
-        mean_frame = np.mean(
-            [self.frames[..., t][inside] for t in sample], axis=0, dtype=np.float64
-        )
+        mean_frame = np.zeros(int(inside.sum()))
+        for t in sample:  # one frame at a time: no copy of the scan
+            mean_frame += self.frames[..., t][inside] / len(sample)
         pattern_sum = np.zeros(mean_frame.shape)
         cross = square = 0.0
         for t, blur in kept.items():  # frames that were not resampled have no pattern
