@@ -98,18 +98,25 @@ def homogeneous(transform: sitk.Euler3DTransform) -> np.ndarray:
     return matrix
 
 
-def test_motion_correction_recovers_known_rigid_motion(tmp_path) -> None:
-    affine = scan_affine(np.zeros(3))  # world = registration's physical space (origin 0)
+def moved_heads(poses: list[list[float]]) -> list[np.ndarray]:
+    """The head sampled point-wise on the scan grid (origin 0, registration's physical space)
+    moved by each Euler pose about the grid's centre: frame t(x) = reference(E_t(x))."""
     centre = SPACING * (np.array(SHAPE) - 1) / 2
     to_head = np.eye(4)
     to_head[:3, 3] = -centre
+    affine = scan_affine(np.zeros(3))
+    return [sample_head(affine, to_head @ homogeneous(euler(p, centre))) for p in poses]
+
+
+def test_motion_correction_recovers_known_rigid_motion(tmp_path) -> None:
+    centre = SPACING * (np.array(SHAPE) - 1) / 2
     truths = [
         [0, 0, 0, 0, 0, 0],
         [0.0, 0.0, 3.0, 2.0, -1.5, 0.0],
         [1.0, -1.5, -2.0, -1.0, 2.5, 1.5],
     ]
     # frame t shows the head moved by E_t: frame_t(x) = reference(E_t(x)), sampled analytically
-    frames = [sample_head(affine, to_head @ homogeneous(euler(p, centre))) for p in truths]
+    frames = moved_heads(truths)
     reference = frames[0]
     ctp = np.stack(frames, axis=-1)
     # this head's soft 3.6 mm shell peaks at ~260 HU: the no-skull path (clipped head image at
@@ -303,10 +310,7 @@ def test_even_out_blur_takes_the_resampling_blur_out_of_the_curves() -> None:
     blur, and the fitted share says so. Frames that were themselves interpolated to their pose
     (as the phantom moves them) hold all of it. Either way the curves come out flat to a
     fraction of what they were; with registered poses, too."""
-    affine = scan_affine(np.zeros(3))
     centre = SPACING * (np.array(SHAPE) - 1) / 2
-    to_head = np.eye(4)
-    to_head[:3, 3] = -centre
     poses = [
         [0, 0, 0, 0, 0, 0],
         [0.0, 0.0, 0.0, 0.7, -0.5, 0.0],
@@ -315,7 +319,7 @@ def test_even_out_blur_takes_the_resampling_blur_out_of_the_curves() -> None:
         [0.0, 0.0, -1.2, 0.0, -0.9, 0.6],
     ]
     truths = [euler(p, centre).GetInverse() for p in poses]  # reference -> moving points
-    sampled = [sample_head(affine, to_head @ homogeneous(euler(p, centre))) for p in poses]
+    sampled = moved_heads(poses)
     reference = to_sitk(sampled[0], SPACING)
     interpolated = [  # the reference moved to each pose linearly, as the phantom moves frames
         np.transpose(sitk.GetArrayFromImage(sitk.Resample(reference, t.GetInverse())), (2, 1, 0))
