@@ -166,8 +166,10 @@ def prepare_case(case: Case, cfg: PreprocessConfig, progress: Progress = None) -
     provisional_w = baseline_weights(times, arrival, cfg.baseline_frames)
     provisional = _weighted_frame(ctp, provisional_w)
     clock.lap("baseline")
-    # every moved frame's anatomy as sharp as the baseline's, before any curve is read
-    if motion is not None and (share := motion.even_out_blur(provisional, spacing)) is not None:
+    # every moved frame's brain as sharp as the baseline's, before any curve is read
+    box = _bounding_box(brain) if brain.any() else None
+    share = None if motion is None else motion.even_out_blur(provisional, spacing, box)
+    if share is not None:
         meta["motion"]["blur_share"] = round(share, 3)
         provisional = _weighted_frame(ctp, provisional_w)
         clock.lap("motion correction")

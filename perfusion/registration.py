@@ -83,7 +83,12 @@ class MotionResult:
             "frames_resampled": int(moved.sum()),
         }
 
-    def even_out_blur(self, anatomy: np.ndarray, spacing_mm: np.ndarray) -> float | None:
+    def even_out_blur(
+        self,
+        anatomy: np.ndarray,
+        spacing_mm: np.ndarray,
+        box: tuple[slice, slice, slice] | None = None,
+    ) -> float | None:
         """Take the pose-dependent blur of resampling out of the frames, in place.
 
         Resampling blurs a moved frame by an amount that depends on its sub-voxel pose, so next
@@ -96,16 +101,19 @@ class MotionResult:
         interpolated). That share is fitted by least squares over the covered voxels of a
         sample of frames (:data:`BLUR_FIT_FRAMES`): the frames' deviations from their mean
         against the patterns' deviations from theirs, within 0 .. :data:`MAX_BLUR_SHARE`.
-        Each resampled frame then loses that share of its pattern. Returns the share; None
-        when no frame was resampled or the transforms were not kept.
+        Each resampled frame then loses that share of its pattern. Only the voxels of ``box``
+        (slices, e.g. the brain's bounding box; None: all) are fitted and changed. Returns the
+        share; None when no frame was resampled or the transforms were not kept.
         """
         if self.transforms is None or self.resampled is None or not self.resampled.any():
             return None
+        box = box or tuple(slice(0, n) for n in anatomy.shape)
         moved = np.nonzero(self.resampled)[0]
-        inside = self.covered if self.covered is not None else np.ones(anatomy.shape, bool)
+        covered = self.covered if self.covered is not None else np.ones(anatomy.shape, bool)
+        inside = covered[box]
 
         def pattern(t: int) -> np.ndarray:
-            return round_trip(anatomy, self.transforms[t], spacing_mm) - anatomy
+            return round_trip(anatomy, self.transforms[t], spacing_mm, box) - anatomy[box]
 
         # the share from a sample of frames (a scalar needs few), their patterns kept
         n = self.frames.shape[3]
@@ -114,19 +122,19 @@ class MotionResult:
         kept = {t: pattern(t) for t in sample if self.resampled[t]}
         mean_frame = np.zeros(int(inside.sum()))
         for t in sample:  # one frame at a time: no copy of the scan
-            mean_frame += self.frames[..., t][inside] / len(sample)
+            mean_frame += self.frames[(*box, t)][inside] / len(sample)
         pattern_sum = np.zeros(mean_frame.shape)
         cross = square = 0.0
         for t, blur in kept.items():  # frames that were not resampled have no pattern
             blur = blur[inside].astype(np.float64)
             pattern_sum += blur
-            cross += float(np.dot(self.frames[..., t][inside], blur))
+            cross += float(np.dot(self.frames[(*box, t)][inside], blur))
             square += float(np.dot(blur, blur))
         cross -= float(np.dot(mean_frame, pattern_sum))
         square -= float(np.dot(pattern_sum, pattern_sum)) / len(sample)
         share = float(np.clip(cross / square, 0.0, MAX_BLUR_SHARE)) if square > 0 else 0.0
         for t in moved:
-            self.frames[..., t] -= share * (kept.pop(t) if t in kept else pattern(t))
+            self.frames[(*box, t)] -= share * (kept.pop(t) if t in kept else pattern(t))
         return share
 
 
@@ -296,17 +304,49 @@ def euler_params(transform: sitk.Euler3DTransform) -> np.ndarray:
 
 
 def round_trip(
-    image: np.ndarray, transform: sitk.Euler3DTransform, spacing_mm: np.ndarray
+    image: np.ndarray,
+    transform: sitk.Euler3DTransform,
+    spacing_mm: np.ndarray,
+    box: tuple[slice, slice, slice] | None = None,
 ) -> np.ndarray:
-    """float32 (X, Y, Z): ``image`` resampled to the pose of a frame that ``transform``
+    """float32: ``image`` (X, Y, Z) resampled to the pose of a frame that ``transform``
     registers, then back onto its own grid, both linearly as :func:`motion_correct` resamples:
     the blur a frame acquired at that pose has after correction. Beyond the grid the nearest
-    edge voxel is read."""
+    edge voxel is read. With ``box`` (slices with unit steps) only the box's voxels are
+    computed, as the whole grid's round trip has them: the moved image is made only where the
+    way back reads it (the box moved by the transform, a voxel more, within the grid)."""
     original = to_sitk(image, spacing_mm)
     linear, float32 = sitk.sitkLinear, sitk.sitkFloat32
-    moved = sitk.Resample(original, original, transform.GetInverse(), linear, 0.0, float32, True)
-    back = sitk.Resample(moved, original, transform, linear, 0.0, float32, True)
+    if box is None:
+        target = reach = original
+    else:
+        target = _sub_grid(original, box)
+        reach = _sub_grid(original, _moved_box(box, transform, spacing_mm, image.shape))
+    moved = sitk.Resample(original, reach, transform.GetInverse(), linear, 0.0, float32, True)
+    back = sitk.Resample(moved, target, transform, linear, 0.0, float32, True)
     return np.transpose(sitk.GetArrayFromImage(back), (2, 1, 0))
+
+
+def _sub_grid(image: sitk.Image, box: tuple[slice, ...]) -> sitk.Image:
+    """An empty image on the voxels ``box`` of ``image``'s grid (a resampling target)."""
+    start = [b.start for b in box]
+    grid = sitk.Image([b.stop - b.start for b in box], sitk.sitkFloat32)
+    grid.SetSpacing(image.GetSpacing())
+    grid.SetOrigin(image.TransformIndexToPhysicalPoint(start))
+    return grid
+
+
+def _moved_box(
+    box: tuple[slice, ...], transform: sitk.Euler3DTransform, spacing_mm: np.ndarray, shape
+) -> tuple[slice, ...]:
+    """The voxels (within ``shape``) around where ``transform`` takes ``box``, one voxel
+    beyond: all that linear interpolation at the moved points reads."""
+    corners = np.array(np.meshgrid(*[[b.start, b.stop - 1] for b in box], indexing="ij"))
+    spacing = np.asarray(spacing_mm, dtype=np.float64)
+    moved = np.array([transform.TransformPoint(c * spacing) for c in corners.reshape(3, -1).T])
+    low = np.maximum(np.floor(moved.min(axis=0) / spacing).astype(int) - 1, 0)
+    high = np.minimum(np.ceil(moved.max(axis=0) / spacing).astype(int) + 2, shape[:3])
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
 
 
 def registration_order(n_frames: int, reference: int) -> list[tuple[int, int]]:
