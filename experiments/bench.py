@@ -18,6 +18,7 @@ import functools
 import json
 import math
 import shlex
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,20 +213,27 @@ def prepare_once(
     return saved
 
 
-def fit_one(cfg: BenchConfig, fit_cfg: Any, prepared_dir: Path, out_dir: Path) -> dict[str, Any]:
-    """Fit a prepared case into ``out_dir``, or reuse a finished fit made with the same config."""
+def fit_one(
+    cfg: BenchConfig, fit_cfg: Any, prepared_dir: Path, out_dir: Path, run: str = ""
+) -> tuple[dict[str, Any], str]:
+    """Fit a prepared case into ``out_dir``, or reuse a finished fit made with the same config;
+    with the id of the bench run that made it (``<out_dir>.run`` beside it; "" for a fit
+    from before the record)."""
     from perfusion.fitting.reuse import finished_fit
     from perfusion.fitting.run import fit_case
 
+    record = out_dir.with_name(f"{out_dir.name}.run")
     if cfg.resume and (summary := finished_fit(out_dir, fit_cfg, prepared_dir)) is not None:
-        return summary
-    return fit_case(prepared_dir, fit_cfg, out_dir)
+        return summary, record.read_text() if record.is_file() else ""
+    summary = fit_case(prepared_dir, fit_cfg, out_dir)
+    write_text_atomic(record, run)
+    return summary, run
 
 
 def run_accuracy(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
     """Run the benchmark and write ``accuracy.json`` and ``README.md``; returns the JSON dict."""
     rows = []
-    work = Path(cfg.work_dir)
+    work, run = Path(cfg.work_dir), f"{time.time():.6f}"  # this run's id, kept beside its fits
     for noise in cfg.noise_hu:
         cohort = make_phantoms(cfg, noise)
         for case_dir in sorted(cohort.glob("patient-*")):
@@ -238,7 +246,9 @@ def run_accuracy(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
                         prepared = prepare_once(
                             cfg, case_dir, work / f"noise{noise:g}", fit_cfg, auto
                         )
-                        row = bench_row(cfg, method, noise, case_dir, prepared, out_dir, fit_cfg)
+                        row = bench_row(
+                            cfg, method, noise, case_dir, prepared, out_dir, fit_cfg, run
+                        )
                     except PerfusionError as exc:  # a failure is a result: recorded, not fatal
                         row = {"method": method, "noise_hu": noise, "case": case_dir.name,
                                "error": str(exc)}  # fmt: skip
@@ -259,16 +269,17 @@ def run_accuracy(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
 
 
 def _fit_time_ratios(rows: list[dict[str, Any]]) -> None:
-    """``fit_time_ratio``: each fit's time over bSVD's on the same case and AIF mode (same run)."""
+    """``fit_time_ratio``: each fit's time over bSVD's on the same case and AIF mode, when the
+    same bench run made both (a reused fit's time was taken beside other fits); else None."""
     reference = {
-        (r["noise_hu"], r["case"], r["aif"]): r.get("fit_time_s")
+        (r["noise_hu"], r["case"], r["aif"]): (r.get("fit_time_s"), r.get("fit_run"))
         for r in rows
         if r["method"] == "bsvd"
     }
     for row in rows:
-        base = reference.get((row["noise_hu"], row["case"], row["aif"]))
-        own = row.get("fit_time_s")
-        row["fit_time_ratio"] = own / base if own and base else None
+        base, base_run = reference.get((row["noise_hu"], row["case"], row["aif"]), (None, None))
+        own, same_run = row.get("fit_time_s"), row.get("fit_run") == base_run
+        row["fit_time_ratio"] = own / base if own and base and same_run else None
 
 
 def bench_row(
@@ -279,8 +290,10 @@ def bench_row(
     prepared: Path,
     out_dir: Path,
     fit_cfg: Any,
+    run: str = "",
 ) -> dict[str, Any]:
-    """Fit (or reuse) one method on one case and score it against the case's truth."""
+    """Fit (or reuse) one method on one case and score it against the case's truth; ``run``
+    is the id this bench run gives the fits it makes."""
     truth, scale, slices = case_dir / "truth", 1.0, None
     contrast = prepared_contrast(prepared)  # of the whole case, also for a slice-wise view
     if method == "sppinn" and cfg.sppinn_slices > 0:
@@ -298,7 +311,7 @@ def bench_row(
         prepared, truth, scale = view.prepared_dir, view.truth_dir, view.total / view.fitted
         slices = ",".join(map(str, view.slices))
         out_dir = out_dir.with_name(f"{out_dir.name}-{view.tag}")
-    summary = fit_one(cfg, fit_cfg, prepared, out_dir)
+    summary, made_by = fit_one(cfg, fit_cfg, prepared, out_dir, run)
     metrics = evaluate_fit(out_dir, truth)
     wall, fit_time = summary.get("wall_time_s"), summary.get("fit_time_s")
     return {
@@ -308,6 +321,7 @@ def bench_row(
         "wall_time_s": None if wall is None else float(wall) * scale,
         "fit_time_s": None if fit_time is None else float(fit_time) * scale,
         "wall_time_extrapolated": scale != 1.0,
+        "fit_run": made_by,
         "slices_z": slices,
         "steps": summary.get("steps"),
         "stop_reason": (summary.get("stop") or {}).get("reason"),
@@ -411,7 +425,7 @@ def markdown(result: dict[str, Any]) -> str:
         "the mean of CBF r, both Dice and max(0, 1 - Tmax MAE / 2 s) (experiments.bench.map_score). "
         "fit s: "
         "the method alone (no reading, preprocessing or writing); fit / bSVD: its ratio to "
-        "bSVD's on the same case in the same run.",
+        "bSVD's on the same case, both fitted in one run (n/a when one was reused from another).",
         "",
     ]
     if auto:

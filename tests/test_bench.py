@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -88,6 +89,20 @@ def test_variants_are_extra_labelled_rows(tmp_path):
     assert (tmp_path / "fits-noise5" / "integral" / "patient-000" / "cbf.nii.gz").is_file()
     saved = (tmp_path / "fits-noise5" / "integral" / "patient-000" / "config.yaml").read_text()
     assert "variant: integral" in saved and "ode_prefit_steps: 5" in saved
+
+
+def test_fit_time_ratios_only_between_fits_of_one_run(tmp_path):
+    """A fit reused from an earlier run keeps its ratio to a bSVD fit of that same run, and has
+    none to a bSVD fit made again in this one (their times were not taken side by side)."""
+    cfg = quick_config(tmp_path, "methods=[bsvd]", "variants={again: [method=bsvd]}")
+    first = run_accuracy(cfg, "first")["rows"]
+    assert first[1]["fit_time_ratio"] > 0 and first[0]["fit_run"] == first[1]["fit_run"] != ""
+    reused = run_accuracy(cfg, "reused")["rows"]
+    assert reused[1]["fit_time_ratio"] == first[1]["fit_time_ratio"]
+    shutil.rmtree(tmp_path / "fits-noise5" / "bsvd")
+    mixed = run_accuracy(cfg, "mixed")["rows"]
+    assert mixed[0]["fit_run"] != mixed[1]["fit_run"] and mixed[1]["fit_time_ratio"] is None
+    assert "| again |" in (tmp_path / "results" / "README.md").read_text()
 
 
 def test_sppinn_is_fitted_and_scored_on_the_lesion_slice(tmp_path):
