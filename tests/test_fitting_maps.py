@@ -49,6 +49,13 @@ def test_defuse3_summary_by_hand() -> None:
     assert defuse3_summary({"cbf": cbf, "tmax": tmax}, usable, x_mm, 1.0)["core_volume_ml"] == 1.0
     assert summary["core_outside_tmax_gt_6s_ml"] == 0.0
     assert summary["core_exceeds_tmax_gt_6s"] is False
+    assert summary["tmax_gt_6s_other_side_fraction"] == 0.0
+    assert summary["tmax_gt_6s_both_sides"] is False
+    # two of the right hemisphere's five voxels delayed too: 40 % of the other side
+    tmax[5:7] = 7.0
+    both = defuse3_summary({"cbf": cbf, "tmax": tmax}, usable, x_mm, voxel_volume_ml=1.0)
+    assert both["tmax_gt_6s_other_side_fraction"] == pytest.approx(0.4)
+    assert both["tmax_gt_6s_both_sides"] is True
 
 
 def test_a_core_larger_than_tmax_gt_6s_is_flagged() -> None:

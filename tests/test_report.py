@@ -26,7 +26,7 @@ from perfusion.report import (  # noqa: E402
     lesion_slices,
     mosaic_figure,
 )
-from perfusion.report.clinical import CORE_EXCEEDS, NO_LESION  # noqa: E402
+from perfusion.report.clinical import BOTH_SIDES, CORE_EXCEEDS, NO_LESION  # noqa: E402
 
 SHAPE = (12, 10, 6)
 RAS = np.diag([2.0, 2.0, 5.0, 1.0])  # increasing i runs to the patient's right
@@ -139,6 +139,15 @@ def test_a_core_larger_than_tmax_gt_6s_is_pointed_out() -> None:
     assert CORE_EXCEEDS not in texts(clinical_figure(mapset, numbers, Header("case", "bsvd")))
     numbers = {**numbers, "core_exceeds_tmax_gt_6s": True}
     assert CORE_EXCEEDS in texts(clinical_figure(mapset, numbers, Header("case", "bsvd")))
+
+
+def test_hypoperfusion_on_both_sides_is_pointed_out() -> None:
+    mapset, numbers = synthetic()
+    shown = texts(clinical_figure(mapset, numbers, Header("case", "bsvd")))
+    assert not any("other hemisphere" in t for t in shown)
+    numbers = {**numbers, "tmax_gt_6s_both_sides": True, "tmax_gt_6s_other_side_fraction": 0.62}
+    shown = texts(clinical_figure(mapset, numbers, Header("case", "bsvd")))
+    assert BOTH_SIDES.format(0.62) in shown and "62%" in BOTH_SIDES.format(0.62)
 
 
 def test_aif_record_becomes_source_confidence_and_warnings() -> None:

@@ -28,6 +28,10 @@ from perfusion.clinical import (
 DEFUSE3_MAX_CORE_ML = 70.0
 DEFUSE3_MIN_RATIO = 1.8
 DEFUSE3_MIN_MISMATCH_ML = 15.0
+OTHER_SIDE_MAX_HYPO_FRACTION = 0.25
+"""Above this fraction of the other hemisphere's tissue with Tmax > 6 s, the hypoperfusion is
+flagged as on both sides (``tmax_gt_6s_both_sides``): noise, or an AIF whose timing is wrong,
+rather than one territory; a unilateral stroke leaves the other side near 0."""
 LESION_MIN_CORE_ML = 1.0
 LESION_MIN_TMAX_ML = 5.0
 """Below both volumes no perfusion lesion is reported (and no side is named): a few voxels of
@@ -49,8 +53,9 @@ def defuse3_masks(maps: dict, usable: np.ndarray, standard_x_mm: np.ndarray) -> 
 
     Returns:
         ``core`` (rCBF < 30 % on the measured side), ``core_both_sides``, ``hypo`` (Tmax > 6 s),
-        ``severe`` (Tmax > 10 s), bool volumes; ``side`` (the hemisphere the core is measured
-        in) and ``healthy_median_cbf`` (the rCBF reference, ml/100g/min).
+        ``severe`` (Tmax > 10 s), ``healthy`` (tissue of the other hemisphere), bool volumes;
+        ``side`` (the hemisphere the core is measured in) and ``healthy_median_cbf`` (the rCBF
+        reference, ml/100g/min).
     """
     cbf, tmax = maps["cbf"], maps["tmax"]
     sides = hemispheres(standard_x_mm)
@@ -64,6 +69,7 @@ def defuse3_masks(maps: dict, usable: np.ndarray, standard_x_mm: np.ndarray) -> 
         "core_both_sides": low,
         "hypo": usable & (tmax > TMAX_PENUMBRA_S),
         "severe": usable & (tmax > TMAX_SEVERE_S),
+        "healthy": usable & sides[healthy],
         "side": side,
         "healthy_median_cbf": reference,
     }
@@ -89,6 +95,8 @@ def defuse3_summary(
         return float(mask.sum()) * voxel_volume_ml
 
     core, hypo, severe = (volume_ml(masks[k]) for k in ("core", "hypo", "severe"))
+    healthy = masks["healthy"]
+    other_side = float((masks["hypo"] & healthy).sum() / healthy.sum()) if healthy.any() else 0.0
     ratio = hypo / core if core > 0 else None
     mismatch = hypo - core
     eligible = core < DEFUSE3_MAX_CORE_ML and mismatch >= DEFUSE3_MIN_MISMATCH_ML
@@ -109,6 +117,8 @@ def defuse3_summary(
         "mismatch_ratio": ratio,
         "core_outside_tmax_gt_6s_ml": volume_ml(masks["core"] & ~masks["hypo"]),
         "core_exceeds_tmax_gt_6s": bool(core >= LESION_MIN_CORE_ML and core > hypo),
+        "tmax_gt_6s_other_side_fraction": other_side,
+        "tmax_gt_6s_both_sides": bool(other_side > OTHER_SIDE_MAX_HYPO_FRACTION),
         "defuse3_target_mismatch": eligible,
         "excluded": "CSF, large vessels and voxels with unphysical values",
     }

@@ -33,6 +33,10 @@ from perfusion.report.slices import lesion_slices
 RESEARCH_ONLY = "Research use only — not for clinical decisions"
 NO_LESION = "No perfusion lesion found"
 CORE_EXCEEDS = "Core larger than Tmax > 6 s:\ncheck Tmax and CBF before reading the mismatch"
+BOTH_SIDES = (
+    "Tmax > 6 s in {:.0%} of the other hemisphere:\ncheck the AIF and the noise before reading "
+    "the mismatch"
+)
 N_SLICES = 5
 COLUMN_IN = 2.4
 """Width of one slice column (inches, at 100 dpi 240 px): brains fill their panels."""
@@ -192,8 +196,13 @@ def _numbers(ax, numbers: dict, reference: Reference | None) -> None:
     side = numbers.get("affected_side")
     verdict = f"Affected side: {side}" if side else NO_LESION
     ax.text(0.0, y, verdict, fontsize=17, fontweight="bold", va="top", transform=ax.transAxes)
+    warnings = []
     if numbers.get("core_exceeds_tmax_gt_6s"):  # absent from older summaries
-        ax.text(0.0, y - 0.07, CORE_EXCEEDS, fontsize=12, color="#b00000", va="top",
+        warnings.append(CORE_EXCEEDS)
+    if numbers.get("tmax_gt_6s_both_sides"):
+        warnings.append(BOTH_SIDES.format(numbers["tmax_gt_6s_other_side_fraction"]))
+    for warning in warnings:
+        ax.text(0.0, y - 0.07, warning, fontsize=12, color="#b00000", va="top",
                 transform=ax.transAxes)  # fmt: skip
         y -= 0.12
     if reference is not None:
