@@ -191,9 +191,9 @@ def venous_shape_ok(
     The venous bolus arrives and peaks later than the arterial one, at most
     :data:`MAX_VENOUS_LAG_S` after its peak, and its first moment is later: blood leaves the brain
     after it enters. Its peak must clear ``min_peak_hu``, and it must pass within the scan: after
-    its peak the curve falls to :data:`VENOUS_TROUGH` of it or below. (A voxel that bone moves into, or that resampling
-    after motion correction mixes with bone, rises whenever the head moves and stays up: a step
-    with the largest area of all, not a bolus.)
+    its peak the curve falls to :data:`VENOUS_TROUGH` of it or below. (A voxel that bone moves
+    into, or that resampling after motion correction mixes with bone, rises whenever the head
+    moves and stays up: a step with the largest area of all, not a bolus.)
     """
     return (
         (feat.peak_hu >= min_peak_hu)
