@@ -12,15 +12,14 @@ bench/results/other-side-hypo/README.md.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from perfusion.evaluation import fit_standard_x
 from perfusion.fitting.defuse import OTHER_SIDE_MAX_HYPO_FRACTION, defuse3_summary
-from perfusion.segmentation.rcbf import standard_x_mm
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "other-side-hypo"
@@ -31,11 +30,7 @@ def other_side_fraction(fit: Path) -> float:
     tmax = nib.load(fit / "tmax.nii.gz")
     maps = {"tmax": tmax.get_fdata(), "cbf": nib.load(fit / "cbf.nii.gz").get_fdata()}
     usable = nib.load(fit / "tissuemask.nii.gz").get_fdata() > 0
-    summary = json.loads((fit / "summary.json").read_text())
-    to_standard = summary.get("scan_to_standard")
-    x = standard_x_mm(
-        usable.shape, tmax.affine, None if to_standard is None else np.asarray(to_standard)
-    )
+    x = fit_standard_x(fit, tmax.affine, usable.shape)
     return defuse3_summary(maps, usable, x, 1.0)["tmax_gt_6s_other_side_fraction"]
 
 
@@ -63,9 +58,8 @@ def main() -> None:
     ]
     for (row, noise), values in sorted(by_row.items(), key=lambda kv: (kv[0][0], float(kv[0][1]))):
         v = np.asarray(values)
-        lines.append(
-            f"| {row} | {noise} | {v.size} | {np.median(v):.3f} | {v.max():.3f} | {(v > over).sum()} |"
-        )
+        stats = f"{v.size} | {np.median(v):.3f} | {v.max():.3f} | {(v > over).sum()}"
+        lines.append(f"| {row} | {noise} | {stats} |")
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "README.md").write_text("\n".join(lines) + "\n")
     print(

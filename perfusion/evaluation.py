@@ -152,7 +152,7 @@ def _read(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(image.dataobj, dtype=np.float64), image.affine
 
 
-def _standard_x(fit_dir: Path, affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def fit_standard_x(fit_dir: Path, affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Standard-frame x (mm) of every voxel from the fit's ``scan_to_standard``; scanner x when absent."""
     summary_path = fit_dir / "summary.json"
     to_standard = np.eye(4)
@@ -188,7 +188,7 @@ def evaluate_fit(fit_dir: str | Path, truth_dir: str | Path) -> dict[str, Any]:
         raise PerfusionError(
             f"map shape {maps['cbf'].shape} differs from truth {tissue.shape}", fit_dir
         )
-    x = _standard_x(fit_dir, affine, tissue.shape)
+    x = fit_standard_x(fit_dir, affine, tissue.shape)
     side = _lesion_side(truth_dir)
     if side is None:
         left, right = np.median(cbf_true[tissue & (x < 0)]), np.median(cbf_true[tissue & (x > 0)])
