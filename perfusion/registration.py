@@ -112,8 +112,10 @@ class MotionResult:
         covered = self.covered if self.covered is not None else np.ones(anatomy.shape, bool)
         inside = covered[box]
 
+        image = to_sitk(anatomy, spacing_mm)  # once for all frames
+
         def pattern(t: int) -> np.ndarray:
-            return round_trip(anatomy, self.transforms[t], spacing_mm, box) - anatomy[box]
+            return _round_trip(image, self.transforms[t], box) - anatomy[box]
 
         # the share from a sample of frames (a scalar needs few), their patterns kept
         n = self.frames.shape[3]
@@ -315,13 +317,22 @@ def round_trip(
     edge voxel is read. With ``box`` (slices with unit steps) only the box's voxels are
     computed, as the whole grid's round trip has them: the moved image is made only where the
     way back reads it (the box moved by the transform, a voxel more, within the grid)."""
-    original = to_sitk(image, spacing_mm)
+    return _round_trip(to_sitk(image, spacing_mm), transform, box)
+
+
+def _round_trip(
+    original: sitk.Image,
+    transform: sitk.Euler3DTransform,
+    box: tuple[slice, slice, slice] | None = None,
+) -> np.ndarray:
+    """:func:`round_trip` of an image already made with :func:`to_sitk` (made once when many
+    transforms take the same image)."""
     linear, float32 = sitk.sitkLinear, sitk.sitkFloat32
     if box is None:
         target = reach = original
     else:
         target = _sub_grid(original, box)
-        reach = _sub_grid(original, _moved_box(box, transform, spacing_mm, image.shape))
+        reach = _sub_grid(original, _moved_box(box, transform, original))
     moved = sitk.Resample(original, reach, transform.GetInverse(), linear, 0.0, float32, True)
     back = sitk.Resample(moved, target, transform, linear, 0.0, float32, True)
     return np.transpose(sitk.GetArrayFromImage(back), (2, 1, 0))
@@ -337,15 +348,15 @@ def _sub_grid(image: sitk.Image, box: tuple[slice, ...]) -> sitk.Image:
 
 
 def _moved_box(
-    box: tuple[slice, ...], transform: sitk.Euler3DTransform, spacing_mm: np.ndarray, shape
+    box: tuple[slice, ...], transform: sitk.Euler3DTransform, image: sitk.Image
 ) -> tuple[slice, ...]:
-    """The voxels (within ``shape``) around where ``transform`` takes ``box``, one voxel
+    """The voxels of ``image``'s grid around where ``transform`` takes ``box``, one voxel
     beyond: all that linear interpolation at the moved points reads."""
     corners = np.array(np.meshgrid(*[[b.start, b.stop - 1] for b in box], indexing="ij"))
-    spacing = np.asarray(spacing_mm, dtype=np.float64)
+    spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
     moved = np.array([transform.TransformPoint(c * spacing) for c in corners.reshape(3, -1).T])
     low = np.maximum(np.floor(moved.min(axis=0) / spacing).astype(int) - 1, 0)
-    high = np.minimum(np.ceil(moved.max(axis=0) / spacing).astype(int) + 2, shape[:3])
+    high = np.minimum(np.ceil(moved.max(axis=0) / spacing).astype(int) + 2, image.GetSize())
     return tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
 
 
