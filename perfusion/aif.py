@@ -35,9 +35,8 @@ class CurveFeatures:
     peak_hu: maximum enhancement; ttp_s: time of that maximum; arrival_s: time the curve first
     rises through 10 % of its peak before the peak; fwhm_s: full width at half maximum (the fall
     is taken at the last frame when the curve never falls back); area_hus: trapezoid area of the
-    positive part (HU·s); m1_s: first moment of the positive part (s); roughness: integrated
-    squared second derivative of the peak-normalised curve (1/s^3); falls_back: whether the curve
-    drops below half its peak after it; trough_after_peak: its lowest value after the peak, as a
+    positive part (HU·s); m1_s: first moment of the positive part (s); falls_back: whether the
+    curve drops below half its peak after it; trough_after_peak: its lowest value after the peak, as a
     fraction of the peak.
     """
 
@@ -47,7 +46,6 @@ class CurveFeatures:
     fwhm_s: np.ndarray
     area_hus: np.ndarray
     m1_s: np.ndarray
-    roughness: np.ndarray
     falls_back: np.ndarray
     trough_after_peak: np.ndarray
 
@@ -101,9 +99,6 @@ def curve_features(time_s: np.ndarray, curves_hu: np.ndarray) -> CurveFeatures:
     c_hi, c_lo = c[rows, i_fall - 1], c[rows, i_fall]
     frac = np.where(falls_back, (c_hi - 0.5 * peak) / np.maximum(c_hi - c_lo, 1e-12), 1.0)
     fall_half = t[i_fall - 1] + np.clip(frac, 0.0, 1.0) * (t[i_fall] - t[i_fall - 1])
-    slope = np.diff(c / np.maximum(peak, 1e-12)[:, None], axis=1) / np.diff(t)
-    curvature = np.diff(slope, axis=1) / (0.5 * (t[2:] - t[:-2]))
-    rough = np.sum(curvature**2 * 0.5 * (t[2:] - t[:-2]), axis=1)
     return CurveFeatures(
         peak_hu=peak,
         ttp_s=t[i_peak],
@@ -111,7 +106,6 @@ def curve_features(time_s: np.ndarray, curves_hu: np.ndarray) -> CurveFeatures:
         fwhm_s=fall_half - rise_half,
         area_hus=area,
         m1_s=m1,
-        roughness=rough,
         falls_back=falls_back,
         trough_after_peak=after / np.maximum(peak, 1e-12),
     )

@@ -88,10 +88,6 @@ class Domain:
             )
         return unit.astype(np.float32)
 
-    def space_mm(self, unit: np.ndarray) -> np.ndarray:
-        """Inverse of :meth:`space_unit`: unit coordinates -> standard-frame mm."""
-        return (np.asarray(unit, dtype=np.float64) - 0.5) * self.mm_per_unit
-
     # -- time -------------------------------------------------------------------------------
     def time_unit(self, time_s: ArrayT) -> ArrayT:
         """Scan-clock seconds -> unit time since bolus arrival."""

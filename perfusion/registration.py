@@ -16,8 +16,7 @@ the head and its mirror image define the mid-sagittal plane, which becomes x = 0
 is the brain-mask centroid projected onto that plane. Pitch is not identifiable from symmetry
 and is kept from the scan's axes. Data are never resampled for fitting: the fields evaluate
 each scan voxel at its standard-frame position (PreparedCase.standard_mm), so maps stay on
-the scan grid exactly; :func:`scan_to_frame` / :func:`frame_to_scan` resample when a
-standard-frame grid is needed (segmentation).
+the scan grid exactly.
 """
 
 from __future__ import annotations
@@ -566,62 +565,3 @@ def centring_transform(affine: np.ndarray, brain: np.ndarray) -> np.ndarray:
     matrix = np.eye(4)
     matrix[:3, 3] = -(affine @ np.r_[np.argwhere(brain).mean(axis=0), 1.0])[:3]
     return matrix
-
-
-def frame_affine(frame_shape: list[int], frame_spacing_mm: list[float]) -> np.ndarray:
-    """4x4 standard-grid voxel -> standard mm, with the grid centre at the origin."""
-    spacing = np.asarray(frame_spacing_mm, dtype=np.float64)
-    matrix = np.diag(np.r_[spacing, 1.0])
-    matrix[:3, 3] = -spacing * (np.asarray(frame_shape, dtype=np.float64) - 1.0) / 2.0
-    return matrix
-
-
-def _resample(
-    volume: np.ndarray, out_shape: tuple[int, ...], out_to_in: np.ndarray, order: int
-) -> np.ndarray:
-    """Sample ``volume`` (X, Y, Z[, T]) at ``out_to_in`` (4x4 voxel map) of every output voxel."""
-    grid = np.indices(out_shape[:3]).reshape(3, -1).astype(np.float64)
-    coords = out_to_in[:3, :3] @ grid + out_to_in[:3, 3:4]
-    dtype = np.float32 if order > 0 else volume.dtype
-    if volume.ndim == 3:
-        out = ndimage.map_coordinates(volume, coords, order=order, mode="constant", cval=0)
-        return out.reshape(out_shape[:3]).astype(dtype)
-    frames = [
-        _resample(volume[..., t], out_shape, out_to_in, order) for t in range(volume.shape[3])
-    ]
-    return np.stack(frames, axis=-1)
-
-
-def scan_to_frame(
-    volume: np.ndarray,
-    affine: np.ndarray,
-    scan_to_standard: np.ndarray,
-    frame_shape: list[int],
-    frame_spacing_mm: list[float],
-    order: int = 1,
-) -> np.ndarray:
-    """Resample a scan-grid volume (X, Y, Z[, T]) onto the standard-frame grid (0 outside).
-
-    ``order`` 1 is trilinear (maps), 0 nearest (masks, labels).
-    """
-    frame_to_scan_vox = (
-        np.linalg.inv(affine)
-        @ np.linalg.inv(scan_to_standard)
-        @ frame_affine(frame_shape, frame_spacing_mm)
-    )
-    return _resample(volume, (*frame_shape, *volume.shape[3:]), frame_to_scan_vox, order)
-
-
-def frame_to_scan(
-    volume: np.ndarray,
-    affine: np.ndarray,
-    scan_shape: tuple[int, int, int],
-    scan_to_standard: np.ndarray,
-    frame_spacing_mm: list[float],
-    order: int = 1,
-) -> np.ndarray:
-    """Resample a standard-frame volume (frame_shape[, T]) back onto the scan grid (0 outside)."""
-    scan_to_frame_vox = np.linalg.inv(frame_affine(list(volume.shape[:3]), frame_spacing_mm)) @ (
-        scan_to_standard @ affine
-    )
-    return _resample(volume, (*scan_shape, *volume.shape[3:]), scan_to_frame_vox, order)

@@ -34,7 +34,8 @@ from perfusion.datasets import (
     read_vendor_maps,
     resample_nearest,
 )
-from perfusion.datasets.dicom import choose_frame_times, frame_times_from_slices, read_series
+from perfusion.datasets.dicom import choose_frame_times, read_series
+from perfusion.datasets.dicom_frames import group_frames
 from perfusion.errors import PerfusionError
 from perfusion.io import read_case
 
@@ -126,9 +127,9 @@ def test_dicom_series_to_hu_with_nonuniform_times(tmp_path: Path) -> None:
 def test_dicom_frame_times_group_by_position(tmp_path: Path) -> None:
     make_dicom_series(tmp_path / "dicom")
     slices = read_series(tmp_path / "dicom")
-    np.testing.assert_allclose(frame_times_from_slices(slices, tmp_path), DICOM_TIMES_S, atol=1e-6)
+    np.testing.assert_allclose(group_frames(slices, tmp_path).times_s, DICOM_TIMES_S, atol=1e-6)
     with pytest.raises(PerfusionError, match="different numbers of frames"):
-        frame_times_from_slices(slices[:-1], tmp_path)
+        group_frames(slices[:-1], tmp_path)
 
 
 def test_convert_dicom_writes_case_with_frame_times(

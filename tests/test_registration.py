@@ -10,8 +10,6 @@ from perfusion.registration import (
     MotionResult,
     bone_threshold,
     estimate_standard_frame,
-    frame_affine,
-    frame_to_scan,
     inside_volume,
     motion_correct,
     motion_table,
@@ -19,7 +17,6 @@ from perfusion.registration import (
     registration_order,
     rotation_matrix,
     round_trip,
-    scan_to_frame,
     standard_transform,
     to_sitk,
 )
@@ -224,36 +221,6 @@ def test_standard_frame_centres_a_rotated_shifted_head(
     world = (np.c_[plane, np.ones(len(plane))] @ np.linalg.inv(truth).T)[:, :3]
     x_std = (np.c_[world, np.ones(len(world))] @ got.T)[:, 0]
     assert np.abs(x_std).max() < SPACING[0], x_std
-
-
-def test_frame_resampling_round_trip() -> None:
-    affine = scan_affine(np.array([-30.0, -40.0, -20.0]))
-    to_std = standard_transform(np.array([5.0, -4.0, 2.0]), 8.0, 0.0, 1.0)
-    vox = np.indices(SHAPE).reshape(3, -1).T.astype(float)
-    world = vox @ affine[:3, :3].T + affine[:3, 3]
-    std = world @ to_std[:3, :3].T + to_std[:3, 3]
-    linear = (2.0 * std[:, 0] - std[:, 1] + 0.5 * std[:, 2] + 100.0).reshape(SHAPE)
-    frame_shape, frame_spacing = [64, 64, 14], [1.2, 1.2, 4.0]
-    in_frame = scan_to_frame(linear, affine, to_std, frame_shape, frame_spacing)
-    # a standard-frame voxel centre p holds the linear field evaluated at p (where inside the scan)
-    centre = np.array(frame_shape) // 2
-    p = frame_affine(frame_shape, frame_spacing) @ np.r_[centre, 1.0]
-    assert in_frame[tuple(centre)] == pytest.approx(2 * p[0] - p[1] + 0.5 * p[2] + 100.0, abs=1e-3)
-    back = frame_to_scan(in_frame, affine, SHAPE, to_std, frame_spacing)
-    inner = np.zeros(SHAPE, dtype=bool)
-    inner[12:-12, 12:-12, 3:-3] = True
-    assert np.abs(back - linear)[inner].max() < 1e-3
-    mask = np.zeros(SHAPE, dtype=np.uint8)
-    mask[20:30, 18:28, 4:8] = 1
-    mask_back = frame_to_scan(
-        scan_to_frame(mask, affine, to_std, frame_shape, frame_spacing, 0),
-        affine,
-        SHAPE,
-        to_std,
-        frame_spacing,
-        0,
-    )
-    assert np.mean(mask_back != mask) < 0.01
 
 
 def test_motion_phantom_within_the_recorded_accuracy(tmp_path) -> None:

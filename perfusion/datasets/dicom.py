@@ -175,16 +175,6 @@ def _series_list(groups: list[list[DicomSlice]]) -> str:
     )
 
 
-def frame_times_from_slices(
-    slices: list[DicomSlice], folder: Path, drop_incomplete: bool = False
-) -> np.ndarray | None:
-    """Per-frame times (s from the first frame), or None when the headers carry no times.
-
-    See :func:`perfusion.datasets.dicom_frames.group_frames` for how frames are found.
-    """
-    return group_frames(slices, folder, drop_incomplete).times_s
-
-
 def run_dcm2niix(folder: Path, out: Path, named: Path | None = None) -> tuple[Path, dict]:
     """Convert ``folder`` into ``out`` (gzip NIfTI + JSON); return the 4-D image and its sidecar.
 
