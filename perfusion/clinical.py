@@ -7,7 +7,8 @@ evaluation, the report and the phantom figure).
 - Hypoperfusion (penumbra plus core): Tmax > 6 s (Olivot 2014); severe: Tmax > 10 s (the
   hypoperfusion intensity ratio's numerator).
 - Hemispheres: the standard frame's mid-sagittal plane x = 0 mm splits them (RAS+: x > 0 is the
-  patient's right); voxels on the plane belong to neither.
+  patient's right); voxels on the plane belong to neither. Without the preprocessing's
+  ``scan_to_standard`` the midline is the world x of the image centre.
 """
 
 from __future__ import annotations
@@ -28,6 +29,31 @@ SIDES = ("left", "right")
 def hemispheres(x_mm: np.ndarray) -> dict[str, np.ndarray]:
     """``{"left": x < 0, "right": x > 0}`` from each voxel's standard-frame x (mm)."""
     return {"left": x_mm < 0.0, "right": x_mm > 0.0}
+
+
+def voxel_to_standard(
+    shape: tuple[int, int, int], affine: np.ndarray, scan_to_standard: np.ndarray | None
+) -> np.ndarray:
+    """(4, 4) map from voxel indices to standard-frame mm.
+
+    World coordinates are RAS+ (+x towards the patient's right). Without ``scan_to_standard``
+    the midline falls back to the world x of the image centre, which is right only for a
+    centred, unrotated head.
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    if scan_to_standard is None:
+        scan_to_standard = np.eye(4)
+        scan_to_standard[:3, 3] = -(affine @ np.r_[(np.array(shape) - 1) / 2.0, 1.0])[:3]
+    return np.asarray(scan_to_standard, dtype=np.float64) @ affine
+
+
+def standard_x_mm(
+    shape: tuple[int, int, int], affine: np.ndarray, scan_to_standard: np.ndarray | None
+) -> np.ndarray:
+    """Standard-frame x (mm, float32 (X, Y, Z)) of every voxel centre; x > 0 is the right side."""
+    ijk = np.indices(shape, dtype=np.float64).reshape(3, -1)
+    row = voxel_to_standard(shape, affine, scan_to_standard)[0]
+    return (row[:3] @ ijk + row[3]).reshape(shape).astype(np.float32)
 
 
 def other_side(side: str) -> str:

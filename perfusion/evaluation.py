@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from perfusion.clinical import RCBF_CORE, TMAX_PENUMBRA_S
+from perfusion.clinical import RCBF_CORE, TMAX_PENUMBRA_S, standard_x_mm
 from perfusion.errors import PerfusionError
 from perfusion.io import load_nifti, voxel_spacing_mm
 
@@ -157,12 +157,8 @@ def fit_standard_x(fit_dir: Path, affine: np.ndarray, shape: tuple[int, ...]) ->
     summary_path = fit_dir / "summary.json"
     to_standard = np.eye(4)
     if summary_path.is_file():
-        to_standard = np.asarray(
-            json.loads(summary_path.read_text()).get("scan_to_standard", np.eye(4))
-        )
-    ijk = np.indices(shape).reshape(3, -1).T
-    world = np.c_[ijk, np.ones(len(ijk))] @ (to_standard @ affine).T
-    return world[:, 0].reshape(shape)
+        to_standard = json.loads(summary_path.read_text()).get("scan_to_standard", to_standard)
+    return standard_x_mm(shape, affine, np.asarray(to_standard))
 
 
 def evaluate_fit(fit_dir: str | Path, truth_dir: str | Path) -> dict[str, Any]:

@@ -92,9 +92,8 @@ def test_lesion_free_case_names_no_side(tmp_path: Path) -> None:
     assert summary["defuse3"]["lesion_found"] is False
     assert summary["affected_side"] is None and summary["defuse3"]["affected_side"] is None
     # it still says where it looked: the side perfusion segment finds in the same maps
-    from perfusion.clinical import affected_side
+    from perfusion.clinical import affected_side, standard_x_mm
     from perfusion.io import load_nifti
-    from perfusion.segmentation.rcbf import standard_x_mm
 
     cbf, tmax, tissue = (
         np.asarray(load_nifti(tmp_path / "fit" / f"{name}.nii.gz").dataobj)

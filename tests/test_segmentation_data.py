@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from test_segmentation_cases import AFFINE, synthetic_maps, write_cohort
 
+from perfusion.clinical import standard_x_mm
 from perfusion.errors import PerfusionError
 from perfusion.io import write_nifti_atomic
 from perfusion.segmentation.data import (
@@ -16,7 +17,7 @@ from perfusion.segmentation.data import (
     to_sample,
 )
 from perfusion.segmentation.inputs import PatientInputs, load_patient
-from perfusion.segmentation.rcbf import relative_cbf, standard_x_mm
+from perfusion.segmentation.rcbf import relative_cbf
 
 AUG = {"pos_neg_ratio": 1.0, "flip_prob": 0.5, "rotate_prob": 0.5, "rotate_deg": 10.0,
        "zoom_prob": 0.5, "zoom_range": [0.9, 1.1]}  # fmt: skip

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 from test_segmentation_cases import AFFINE, synthetic_maps
 
-from perfusion.clinical import affected_side
+from perfusion.clinical import affected_side, standard_x_mm
 from perfusion.errors import PerfusionError
 from perfusion.segmentation.rcbf import (
     relative_cbf,
     restrict_to_hemisphere,
-    standard_x_mm,
     threshold_core,
 )
 

@@ -6,6 +6,7 @@ Light modules are exported here; the Lightning/MONAI parts are imported from the
 load them.
 """
 
+from perfusion.clinical import standard_x_mm
 from perfusion.segmentation.config import (
     CohortConfig,
     LoocvConfig,
@@ -18,7 +19,6 @@ from perfusion.segmentation.rcbf import (
     hemisphere,
     relative_cbf,
     restrict_to_hemisphere,
-    standard_x_mm,
     threshold_core,
 )
 

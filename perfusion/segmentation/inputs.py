@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from perfusion.clinical import SIDES, affected_side
+from perfusion.clinical import SIDES, affected_side, standard_x_mm
 from perfusion.errors import PerfusionError
 from perfusion.io import load_nifti, voxel_spacing_mm, write_nifti_atomic
-from perfusion.segmentation.rcbf import relative_cbf, standard_x_mm
+from perfusion.segmentation.rcbf import relative_cbf
 
 CORE_FILE = "core.nii.gz"
 CBF_FILE = "cbf.nii.gz"

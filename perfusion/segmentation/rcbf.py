@@ -1,8 +1,8 @@
 """Relative CBF: midline, hemispheres, healthy-side normalisation, the rCBF core rule.
 
 rCBF = CBF / median CBF of the healthy hemisphere's tissue (paper Section 2.4; RAPID's rCBF,
-Straka 2010). The midline is the standard frame's mid-sagittal plane x = 0 (``scan_to_standard``
-from preprocessing); without it, the world x of the image centre. The affected side comes from
+Straka 2010). The midline is the standard frame's mid-sagittal plane x = 0
+(:func:`perfusion.clinical.standard_x_mm`). The affected side comes from
 the maps alone (:func:`perfusion.clinical.affected_side`) or a user flag, never from a reference
 core, which is unknown at inference.
 """
@@ -13,31 +13,6 @@ import numpy as np
 
 from perfusion.clinical import RCBF_CORE, SIDES, hemispheres, other_side
 from perfusion.errors import PerfusionError
-
-
-def voxel_to_standard(
-    shape: tuple[int, int, int], affine: np.ndarray, scan_to_standard: np.ndarray | None
-) -> np.ndarray:
-    """(4, 4) map from voxel indices to standard-frame mm.
-
-    World coordinates are RAS+ (+x towards the patient's right). Without ``scan_to_standard``
-    the midline falls back to the world x of the image centre, which is right only for a
-    centred, unrotated head.
-    """
-    affine = np.asarray(affine, dtype=np.float64)
-    if scan_to_standard is None:
-        scan_to_standard = np.eye(4)
-        scan_to_standard[:3, 3] = -(affine @ np.r_[(np.array(shape) - 1) / 2.0, 1.0])[:3]
-    return np.asarray(scan_to_standard, dtype=np.float64) @ affine
-
-
-def standard_x_mm(
-    shape: tuple[int, int, int], affine: np.ndarray, scan_to_standard: np.ndarray | None
-) -> np.ndarray:
-    """Standard-frame x (mm, float32 (X, Y, Z)) of every voxel centre; x > 0 is the right side."""
-    ijk = np.indices(shape, dtype=np.float64).reshape(3, -1)
-    row = voxel_to_standard(shape, affine, scan_to_standard)[0]
-    return (row[:3] @ ijk + row[3]).reshape(shape).astype(np.float32)
 
 
 def hemisphere(x_mm: np.ndarray, side: str) -> np.ndarray:
