@@ -39,6 +39,7 @@ from perfusion.registration import (
     centring_transform,
     estimate_standard_frame,
     motion_correct,
+    nothing_to_register,
 )
 
 Progress = Callable[[str], None] | None
@@ -518,6 +519,17 @@ def _motion(
     """The motion-corrected frames with their transforms and coverage, or None without motion
     correction; per-frame parameters go into ``meta``."""
     if not cfg.motion_correction:
+        return None
+    n_frames = case.ctp_hu.shape[3]
+    if not -n_frames <= cfg.reference_frame < n_frames:
+        raise PerfusionError(
+            f"preprocess.reference_frame {cfg.reference_frame} outside 0..{n_frames - 1}",
+            case.path,
+        )
+    reason = nothing_to_register(case.ctp_hu[..., cfg.reference_frame], cfg.motion_bone_hu)
+    if reason is not None:
+        say(f"motion correction skipped: {reason} (nothing rigid to register)")
+        meta["motion"] = {"skipped": reason}
         return None
     say(f"motion correction of {case.ctp_hu.shape[3]} frames")
     motion = motion_correct(

@@ -156,6 +156,12 @@ BONE_CAP_HU = 1000.0
 MIN_BONE_FRACTION = 0.005
 """Below this fraction of bone voxels in the reference (skull-stripped or bone-free data) the
 clipped head image is registered instead of the bone image."""
+AIR_HU = -200.0
+"""Air: below this HU (the lower clip of the soft-tissue registration image)."""
+MIN_AIR_FRACTION = 0.005
+"""Without bone, the reference needs this fraction of air voxels (a head outline) to be
+registered at all; a field of view filled with tissue (a block phantom, a zero-filled cropped
+scan) holds nothing rigid, and a registration of its noise wanders off."""
 MASK_MARGIN_MM = 3.0
 """Dilation of the metric mask beyond the reference's structure (at least one coarse voxel):
 where bone may move to between neighbouring frames (the optimiser starts from the neighbouring
@@ -176,7 +182,7 @@ def registration_image(
     soft tissue carry all the pose information, so nothing is averaged away.
     """
     if bone_hu is None:
-        weight = (np.clip(frame_hu, -200.0, 300.0) + 200.0) / 500.0
+        weight = (np.clip(frame_hu, AIR_HU, 300.0) - AIR_HU) / (300.0 - AIR_HU)
         return to_sitk(weight, spacing_mm)
     weight = np.clip(frame_hu - bone_hu, 0.0, BONE_CAP_HU) / BONE_CAP_HU
     factors = [max(1, int(round(coarse_mm / s))) for s in spacing_mm]
@@ -186,6 +192,15 @@ def registration_image(
 def bone_threshold(reference_hu: np.ndarray, bone_hu: float) -> float | None:
     """``bone_hu``, or None when the reference has too little bone to register on."""
     return bone_hu if np.mean(reference_hu > bone_hu) >= MIN_BONE_FRACTION else None
+
+
+def nothing_to_register(reference_hu: np.ndarray, bone_hu: float) -> str | None:
+    """Why ``reference_hu`` cannot be registered (no skull and no head outline), else None."""
+    if bone_threshold(reference_hu, bone_hu) is not None:
+        return None
+    if np.mean(reference_hu < AIR_HU) >= MIN_AIR_FRACTION:
+        return None
+    return f"the reference frame has no bone above {bone_hu:g} HU and no air below {AIR_HU:g} HU"
 
 
 def metric_mask(fixed: sitk.Image, margin_mm: float = MASK_MARGIN_MM) -> sitk.Image:

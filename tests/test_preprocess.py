@@ -228,6 +228,21 @@ def test_voxels_that_left_the_field_of_view_are_left_out(monkeypatch) -> None:
     assert prepared.meta["motion"]["outside_fov_ml"] == pytest.approx(brain_ml)
 
 
+def test_a_field_of_view_filled_with_tissue_is_not_registered() -> None:
+    """No skull and no air (a block phantom, a zero-filled cropped scan): nothing rigid to
+    register, so motion correction is skipped and says why; with a skull it runs."""
+    times = np.arange(0.0, 30.0, 1.0)
+    case = make_case(times, noise_hu=5.0)
+    block = case.ctp_hu - case.ctp_hu[..., :1] + 35.0  # every voxel tissue-like at baseline
+    block[anatomy()["skull"]] = 35.0
+    filled = Case(case.path, block, case.affine, times)
+    cfg = fast_config(motion_correction=True, motion_iterations=5)
+    meta = prepare_case(filled, cfg).meta
+    assert "no bone" in meta["motion"]["skipped"] and "params" not in meta["motion"]
+    meta = prepare_case(case, cfg).meta
+    assert "skipped" not in meta["motion"] and len(meta["motion"]["params"]) == times.size
+
+
 def test_cli_writes_a_loadable_prepared_case(tmp_path: Path, capsys) -> None:
     times = np.arange(0.0, 24.0, 1.5)
     write_case(tmp_path / "case", make_case(times, noise_hu=1.0))

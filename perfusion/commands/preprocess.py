@@ -54,7 +54,7 @@ def main(argv: list[str]) -> None:
     with atomic_dir(out) as tmp:
         prepared.save(tmp)
         motion = prepared.meta.get("motion")
-        if motion is not None:
+        if motion is not None and "params" in motion:
             params = np.asarray(motion["params"], dtype=np.float64)
             write_text_atomic(tmp / "motion.tsv", motion_table(params, prepared.frame_times_s))
             plot_motion(params, prepared.frame_times_s, tmp / "motion.png")
