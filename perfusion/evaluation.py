@@ -153,7 +153,8 @@ def _read(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_standard_x(fit_dir: Path, affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Standard-frame x (mm) of every voxel from the fit's ``scan_to_standard``; scanner x when absent."""
+    """Standard-frame x (mm) of every voxel from the fit's ``scan_to_standard``; scanner x when
+    absent."""
     summary_path = fit_dir / "summary.json"
     to_standard = np.eye(4)
     if summary_path.is_file():
