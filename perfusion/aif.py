@@ -36,8 +36,8 @@ class CurveFeatures:
     rises through 10 % of its peak before the peak; fwhm_s: full width at half maximum (the fall
     is taken at the last frame when the curve never falls back); area_hus: trapezoid area of the
     positive part (HU·s); m1_s: first moment of the positive part (s); falls_back: whether the
-    curve drops below half its peak after it; trough_after_peak: its lowest value after the peak, as a
-    fraction of the peak.
+    curve drops below half its peak after it; trough_after_peak: its lowest value after the
+    peak, as a fraction of the peak.
     """
 
     peak_hu: np.ndarray
@@ -144,6 +144,11 @@ def smooth_in_time(delta_hu: np.ndarray, times: np.ndarray, sigma_s: float) -> n
     return out.reshape(curves.shape, order="A")
 
 
+ARTERIAL_TROUGH = 0.75
+"""An arterial curve falls to this fraction of its peak within the scan. A step (bone or air
+moving into a voxel) stays up; a first pass cut off by the scan's end has begun to fall."""
+
+
 def arterial_shape_ok(
     feat: CurveFeatures,
     time_s: np.ndarray,
@@ -153,7 +158,9 @@ def arterial_shape_ok(
     """Bool (N,): curves shaped like an arterial bolus.
 
     A peak of at least ``min_peak_hu``, reached after the first frame and at least 5 s before the
-    last, falling back below half its peak inside the scan, FWHM between one frame and
+    last, falling to :data:`ARTERIAL_TROUGH` of it inside the scan (a late bolus in a short scan
+    may not fall below half before the scan ends: the flag ``truncated_bolus`` then says so),
+    FWHM between one frame and
     ``max_fwhm_s`` (RAPID's ISLES 2018 AIFs reach 28 s: a loose sanity bound; the clustering
     does the discriminating).
     """
@@ -163,7 +170,7 @@ def arterial_shape_ok(
         (feat.peak_hu >= min_peak_hu)
         & (feat.ttp_s > t[0])
         & (feat.ttp_s <= t[-1] - 5.0)
-        & feat.falls_back
+        & (feat.trough_after_peak <= ARTERIAL_TROUGH)
         & (feat.fwhm_s >= min_width)
         & (feat.fwhm_s <= max_fwhm_s)
     )
