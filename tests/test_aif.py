@@ -30,7 +30,9 @@ VEIN = GammaVariate(t0_s=9.0, alpha=3.0, beta_s=2.2, peak_hu=250.0)
 TISSUE = GammaVariate(t0_s=6.0, alpha=3.0, beta_s=3.0, peak_hu=5.0)
 
 
-def synthetic_volume(noise_hu: float = 3.0, times: np.ndarray = TIME):
+def synthetic_volume(
+    noise_hu: float = 3.0, times: np.ndarray = TIME, artery: GammaVariate = ARTERY
+):
     """A 24x24x4 brain with 6 artery voxels in slice 1 and 8 sinus voxels in slice 2."""
     rng = np.random.default_rng(1)
     vol = np.broadcast_to(TISSUE(times), (24, 24, 4, times.size)).copy()
@@ -39,7 +41,7 @@ def synthetic_volume(noise_hu: float = 3.0, times: np.ndarray = TIME):
     )
     veins = np.array([(20, 3 + j, 2) for j in range(8)])
     for n, (i, j, k) in enumerate(arteries):
-        vol[i, j, k] = ARTERY(times) * (0.6 + 0.08 * n)  # partial volume differs per voxel
+        vol[i, j, k] = artery(times) * (0.6 + 0.08 * n)  # partial volume differs per voxel
     for i, j, k in veins:
         vol[i, j, k] = VEIN(times)
     vol += rng.normal(0.0, noise_hu, vol.shape)
@@ -104,6 +106,17 @@ def test_selection_leaves_out_steps_and_air_that_motion_makes():
     chosen = select_aif_vof(raw, TIME, brain, n_voxels=3, baseline_hu=baseline, min_baseline_hu=-15)
     assert as_set(chosen.aif_voxels) <= as_set(arteries)
     assert as_set(chosen.vof_voxels) <= as_set(veins)
+
+
+def test_selection_finds_the_artery_when_the_scan_ends_before_its_bolus_falls_back():
+    """A short scan of a wide bolus: the arterial curves have fallen only to 69 % of their peak
+    by the last frame, 5 s after it. They are still the AIF, flagged ``truncated_bolus``."""
+    times = np.arange(21, dtype=np.float64)
+    wide = GammaVariate(t0_s=5.0, alpha=4.0, beta_s=2.5, peak_hu=200.0)  # FWHM 12 s
+    vol, arteries, _ = synthetic_volume(times=times, artery=wide)
+    sel = select_aif_vof(vol, times, np.ones(vol.shape[:3], dtype=bool), n_voxels=3)
+    assert as_set(sel.aif_voxels) <= as_set(arteries)
+    assert "truncated_bolus" in quality_flags(times, sel.aif_hu)
 
 
 def test_selection_changes_little_when_the_data_change_a_little():
