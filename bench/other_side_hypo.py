@@ -19,27 +19,37 @@ import nibabel as nib
 import numpy as np
 
 from perfusion.evaluation import fit_standard_x
-from perfusion.fitting.defuse import OTHER_SIDE_MAX_HYPO_FRACTION, defuse3_summary
+from perfusion.fitting.defuse import OTHER_SIDE_MAX_HYPO_FRACTION, defuse3_masks, defuse3_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "other-side-hypo"
 
 
-def other_side_fraction(fit: Path) -> float:
-    """The fit's ``tmax_gt_6s_other_side_fraction``, from its maps and standard frame."""
+def cached_fits() -> list[Path]:
+    """Every cached benchmark fit folder with maps and a summary (sorted)."""
+    return [
+        fit
+        for fit in sorted(ROOT.glob("data/bench*/fits-noise*/*/patient-*"))
+        if (fit / "tmax.nii.gz").is_file() and (fit / "summary.json").is_file()
+    ]
+
+
+def fit_masks(fit: Path) -> tuple[dict, dict]:
+    """The fit's DEFUSE-3 masks and summary, from its maps and standard frame, as `perfusion
+    fit` makes them (volumes in ml)."""
     tmax = nib.load(fit / "tmax.nii.gz")
     maps = {"tmax": tmax.get_fdata(), "cbf": nib.load(fit / "cbf.nii.gz").get_fdata()}
     usable = nib.load(fit / "tissuemask.nii.gz").get_fdata() > 0
     x = fit_standard_x(fit, tmax.affine, usable.shape)
-    return defuse3_summary(maps, usable, x, 1.0)["tmax_gt_6s_other_side_fraction"]
+    voxel_ml = abs(float(np.linalg.det(tmax.affine[:3, :3]))) / 1000.0
+    return defuse3_masks(maps, usable, x), defuse3_summary(maps, usable, x, voxel_ml)
 
 
 def main() -> None:
     by_row: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for fit in sorted(ROOT.glob("data/bench*/fits-noise*/*/patient-*")):
-        if (fit / "tmax.nii.gz").is_file() and (fit / "summary.json").is_file():
-            noise = fit.parent.parent.name.removeprefix("fits-noise")
-            by_row[(fit.parent.name, noise)].append(other_side_fraction(fit))
+    for fit in cached_fits():
+        noise = fit.parent.parent.name.removeprefix("fits-noise")
+        by_row[(fit.parent.name, noise)].append(fit_masks(fit)[1]["tmax_gt_6s_other_side_fraction"])
     every = [v for values in by_row.values() for v in values]
     over = OTHER_SIDE_MAX_HYPO_FRACTION
     lines = [

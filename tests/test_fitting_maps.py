@@ -68,8 +68,13 @@ def test_a_core_larger_than_tmax_gt_6s_is_flagged() -> None:
     assert summary["core_volume_ml"] == 3.0 and summary["tmax_gt_6s_volume_ml"] == 1.0
     assert summary["core_outside_tmax_gt_6s_ml"] == 2.0
     assert summary["core_exceeds_tmax_gt_6s"] is True
+    assert summary["core_mostly_outside_tmax_gt_6s"] is False  # 2 of 3 ml: not above 75 %
     small = defuse3_summary({"cbf": cbf, "tmax": tmax}, usable, x_mm, voxel_volume_ml=0.1)
     assert small["core_exceeds_tmax_gt_6s"] is False  # 0.3 ml: below a lesion's 1 ml
+    tmax[0] = 2.0  # no core voxel delayed: low CBF in tissue without delay (noise, old infarct)
+    blobs = defuse3_summary({"cbf": cbf, "tmax": tmax}, usable, x_mm, voxel_volume_ml=1.0)
+    assert blobs["core_outside_tmax_gt_6s_ml"] == 3.0
+    assert blobs["core_mostly_outside_tmax_gt_6s"] is True
 
 
 def test_box_model_fitqc_is_zero_for_the_generating_parameters() -> None:

@@ -26,7 +26,12 @@ from perfusion.report import (  # noqa: E402
     lesion_slices,
     mosaic_figure,
 )
-from perfusion.report.clinical import BOTH_SIDES, CORE_EXCEEDS, NO_LESION  # noqa: E402
+from perfusion.report.clinical import (  # noqa: E402
+    BOTH_SIDES,
+    CORE_EXCEEDS,
+    CORE_OUTSIDE,
+    NO_LESION,
+)
 
 SHAPE = (12, 10, 6)
 RAS = np.diag([2.0, 2.0, 5.0, 1.0])  # increasing i runs to the patient's right
@@ -139,6 +144,12 @@ def test_a_core_larger_than_tmax_gt_6s_is_pointed_out() -> None:
     assert CORE_EXCEEDS not in texts(clinical_figure(mapset, numbers, Header("case", "bsvd")))
     numbers = {**numbers, "core_exceeds_tmax_gt_6s": True}
     assert CORE_EXCEEDS in texts(clinical_figure(mapset, numbers, Header("case", "bsvd")))
+    # mostly outside: the more specific warning, with its share, instead
+    numbers = {**numbers, "core_mostly_outside_tmax_gt_6s": True, "core_volume_ml": 20.0,
+               "core_outside_tmax_gt_6s_ml": 17.0}  # fmt: skip
+    shown = texts(clinical_figure(mapset, numbers, Header("case", "bsvd")))
+    assert CORE_OUTSIDE.format(0.85) in shown and CORE_EXCEEDS not in shown
+    assert "85% of the core" in CORE_OUTSIDE.format(0.85)
 
 
 def test_hypoperfusion_on_both_sides_is_pointed_out() -> None:
