@@ -1,6 +1,6 @@
 """The clinical rules of perfusion maps in one place: the thresholds, the hemispheres and the
 affected side (used by ``summary.json``'s DEFUSE-3 block, ``perfusion segment``, the accuracy
-evaluation, the report and the phantom figure).
+evaluation, the report and the README's phantom figure).
 
 - Core: rCBF < 30 % (CBF relative to the healthy hemisphere's median tissue CBF; Straka 2010,
   RAPID's rule).

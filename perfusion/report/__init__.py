@@ -1,8 +1,8 @@
 """Figures of perfusion maps: the clinical page, the slice mosaic, the fit diagnostics.
 
 Drawing only (matplotlib, Agg): numbers and regions come from the caller
-(:mod:`perfusion.fitting.report` assembles them after a fit, :mod:`perfusion.phantom.figure`
-for a phantom's truth). Every page is radiological: the patient's right on the image's left.
+(:mod:`perfusion.fitting.report` assembles them after a fit; ``experiments.phantom_figure``
+draws a phantom's truth for the README). Every page is radiological: the patient's right on the image's left.
 """
 
 from perfusion.report.clinical import Header, Reference, clinical_figure
