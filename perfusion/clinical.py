@@ -1,6 +1,7 @@
-"""The clinical rules of perfusion maps in one place: the thresholds, the hemispheres and the
+"""The clinical rules of perfusion maps in one place: the thresholds, the hemispheres, the
 affected side (used by ``summary.json``'s DEFUSE-3 block, ``perfusion segment``, the accuracy
-evaluation, the report and the README's phantom figure).
+evaluation, the report and the README's phantom figure) and the warnings a DEFUSE-3 summary
+raises (:func:`summary_warnings`: the report and ``perfusion fit`` show the same).
 
 - Core: rCBF < 30 % (CBF relative to the healthy hemisphere's median tissue CBF; Straka 2010,
   RAPID's rule).
@@ -113,3 +114,31 @@ def affected_side(
 
 def _median(values: np.ndarray) -> float:
     return float(np.median(values)) if values.size else float("nan")
+
+
+def summary_warnings(numbers: dict) -> list[tuple[str, str]]:
+    """What a DEFUSE-3 summary (``summary.json``'s ``defuse3``) asks its reader to check, as
+    (finding, advice) pairs: the report shows them under the numbers, ``perfusion fit`` prints
+    them. Keys absent from older summaries count as false."""
+    found = []
+    if numbers.get("core_mostly_outside_tmax_gt_6s"):
+        share = numbers["core_outside_tmax_gt_6s_ml"] / numbers["core_volume_ml"]
+        found.append(
+            (
+                f"{share:.0%} of the core lies outside Tmax > 6 s",
+                "noise or an old infarct? check CBF and Tmax",
+            )
+        )
+    elif numbers.get("core_exceeds_tmax_gt_6s"):
+        found.append(
+            ("Core larger than Tmax > 6 s", "check Tmax and CBF before reading the mismatch")
+        )
+    if numbers.get("tmax_gt_6s_both_sides"):
+        share = numbers["tmax_gt_6s_other_side_fraction"]
+        found.append(
+            (
+                f"Tmax > 6 s in {share:.0%} of the other hemisphere",
+                "check the AIF and the noise before reading the mismatch",
+            )
+        )
+    return found

@@ -20,6 +20,27 @@ from perfusion.errors import PerfusionError
 from perfusion.resources import GIB, check_memory, estimate_bytes
 
 
+def test_fit_prints_what_the_summary_asks_to_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """The report's warnings reach the terminal too (a cohort run in a batch shows no report)."""
+    make_case(tmp_path / "case")
+    defuse3 = {"affected_side": "left", "core_volume_ml": 20.0, "tmax_gt_6s_volume_ml": 30.0,
+               "core_outside_tmax_gt_6s_ml": 17.0, "core_mostly_outside_tmax_gt_6s": True,
+               "core_exceeds_tmax_gt_6s": False, "tmax_gt_6s_both_sides": True,
+               "tmax_gt_6s_other_side_fraction": 0.4}  # fmt: skip
+    summary = {"method": "resppinn", "wall_time_s": 1.0, "defuse3": defuse3}
+    monkeypatch.setattr("perfusion.fitting.tracked.fit_tracked", lambda *a, **k: summary)
+    out = tmp_path / "out"
+    assert main(["fit", str(tmp_path / "case"), f"out={out}"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert (
+        f"warning: {out}: 85% of the core lies outside Tmax > 6 s: noise or an old infarct? "
+        "check CBF and Tmax" in err
+    )
+    assert any("Tmax > 6 s in 40% of the other hemisphere: check the AIF" in e for e in err)
+
+
 def test_estimate_is_base_plus_bytes_per_value() -> None:
     # fit: 0.7 GiB + 28 B x 10 x 10 x 10 x 10 values
     assert estimate_bytes("fit", (10, 10, 10, 10)) == pytest.approx(0.7 * GIB + 280_000)

@@ -26,11 +26,15 @@ from perfusion.report import (  # noqa: E402
     lesion_slices,
     mosaic_figure,
 )
-from perfusion.report.clinical import (  # noqa: E402
-    BOTH_SIDES,
-    CORE_EXCEEDS,
-    CORE_OUTSIDE,
-    NO_LESION,
+from perfusion.report.clinical import NO_LESION  # noqa: E402
+
+CORE_EXCEEDS = "Core larger than Tmax > 6 s:\ncheck Tmax and CBF before reading the mismatch"
+CORE_OUTSIDE = (
+    "{:.0%} of the core lies outside Tmax > 6 s:\nnoise or an old infarct? check CBF and Tmax"
+)
+BOTH_SIDES = (
+    "Tmax > 6 s in {:.0%} of the other hemisphere:\ncheck the AIF and the noise before reading "
+    "the mismatch"
 )
 
 SHAPE = (12, 10, 6)
@@ -47,7 +51,8 @@ def x_mm(affine: np.ndarray) -> np.ndarray:
 
 def synthetic(affine=RAS, lesion: bool = True) -> tuple[MapSet, dict]:
     """An ellipsoid brain, CBF 50 / Tmax 3 s; with ``lesion`` a left-sided lesion: Tmax 9 s on
-    slices 1-4 (more of it on 1-3), core (CBF 5) largest on slice 4. Returns the MapSet and the DEFUSE-3 numbers."""
+    slices 1-4 (more of it on 1-3), core (CBF 5) largest on slice 4. Returns the MapSet and the
+    DEFUSE-3 numbers."""
     i, j, _ = np.indices(SHAPE)
     brain = ((i - 5.5) / 5.5) ** 2 + ((j - 4.5) / 4.5) ** 2 < 1.0
     brain[..., 0] = False

@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from perfusion.clinical import summary_warnings
 from perfusion.report.inputs import ArterialInput, mark_positions, plot_curves
 from perfusion.report.orientation import mark_sides
 from perfusion.report.panels import (
@@ -32,14 +33,6 @@ from perfusion.report.slices import lesion_slices
 
 RESEARCH_ONLY = "Research use only — not for clinical decisions"
 NO_LESION = "No perfusion lesion found"
-CORE_EXCEEDS = "Core larger than Tmax > 6 s:\ncheck Tmax and CBF before reading the mismatch"
-CORE_OUTSIDE = (
-    "{:.0%} of the core lies outside Tmax > 6 s:\nnoise or an old infarct? check CBF and Tmax"
-)
-BOTH_SIDES = (
-    "Tmax > 6 s in {:.0%} of the other hemisphere:\ncheck the AIF and the noise before reading "
-    "the mismatch"
-)
 N_SLICES = 5
 COLUMN_IN = 2.4
 """Width of one slice column (inches, at 100 dpi 240 px): brains fill their panels."""
@@ -199,15 +192,8 @@ def _numbers(ax, numbers: dict, reference: Reference | None) -> None:
     side = numbers.get("affected_side")
     verdict = f"Affected side: {side}" if side else NO_LESION
     ax.text(0.0, y, verdict, fontsize=17, fontweight="bold", va="top", transform=ax.transAxes)
-    warnings = []
-    if numbers.get("core_mostly_outside_tmax_gt_6s"):  # absent from older summaries
-        core = numbers["core_volume_ml"]
-        warnings.append(CORE_OUTSIDE.format(numbers["core_outside_tmax_gt_6s_ml"] / core))
-    elif numbers.get("core_exceeds_tmax_gt_6s"):
-        warnings.append(CORE_EXCEEDS)
-    if numbers.get("tmax_gt_6s_both_sides"):
-        warnings.append(BOTH_SIDES.format(numbers["tmax_gt_6s_other_side_fraction"]))
-    for warning in warnings:
+    for finding, advice in summary_warnings(numbers):
+        warning = f"{finding}:\n{advice}"
         ax.text(0.0, y - 0.07, warning, fontsize=12, color="#b00000", va="top",
                 transform=ax.transAxes)  # fmt: skip
         y -= 0.12
