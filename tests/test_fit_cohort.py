@@ -167,6 +167,16 @@ def test_summarize_writes_one_row_per_case(
         summary["defuse3"]["tmax_gt_6s_volume_ml"], rel=1e-5
     )
     assert float(row["tissue_cnr"]) == summary["preprocess"]["contrast"]["cnr"] > 0
+    flagged = {"core_mostly_outside_tmax_gt_6s": True, "core_volume_ml": 20.0,
+               "core_outside_tmax_gt_6s_ml": 17.0, "tmax_gt_6s_both_sides": True,
+               "tmax_gt_6s_other_side_fraction": 0.4}  # fmt: skip
+    summary["defuse3"].update(flagged)
+    (out / "patient-001" / "summary.json").write_text(json.dumps(summary))
+    assert main(["fit-cohort", str(mixed), f"out={out}", "summarize"]) == 0
+    rows = {row["case"]: row for row in csv.DictReader((out / "cohort.csv").open())}
+    assert rows["patient-001"]["warnings"] == (
+        "85% of the core lies outside Tmax > 6 s; Tmax > 6 s in 40% of the other hemisphere"
+    )
 
 
 def test_a_tiny_resppinn_cohort_reports_its_fit_diagnostics(

@@ -1,4 +1,5 @@
-"""``out/cohort.csv``: one row per case of a fitted cohort, its DEFUSE-3 volumes and fit diagnostics.
+"""``out/cohort.csv``: one row per case of a fitted cohort, its DEFUSE-3 volumes, warnings and
+fit diagnostics.
 
 Read from each case's ``cohort.json`` record and, for a fitted or reused case, its
 ``summary.json`` (:mod:`perfusion.fitting.cohort`). A case with no record is ``missing`` (not yet
@@ -17,6 +18,7 @@ from typing import Any
 
 from perfusion.atomic import write_text_atomic
 from perfusion.cache import DIGEST_KEY
+from perfusion.clinical import summary_warnings
 from perfusion.fitting.cohort import FAILED, FITTED, REUSED, read_record
 
 TABLE_FILE = "cohort.csv"
@@ -42,7 +44,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "defuse3_target_mismatch": ("defuse3", "defuse3_target_mismatch"),
 }
 """The columns taken from summary.json (the noise and stop reason exist for neural fits only)."""
-HEADER = ("case", "status", "error", *COLUMNS, "seconds", DIGEST_KEY)
+HEADER = ("case", "status", "error", *COLUMNS, "warnings", "seconds", DIGEST_KEY)
+"""``warnings``: the findings the report warns about, ``; ``-separated
+(:func:`perfusion.clinical.summary_warnings`)."""
 
 
 def case_row(case: Path, out: Path) -> dict[str, Any]:
@@ -60,6 +64,8 @@ def case_row(case: Path, out: Path) -> dict[str, Any]:
     if status in (FITTED, REUSED) and summary_path.is_file():
         summary = json.loads(summary_path.read_text())
         row.update({column: _get(summary, keys) for column, keys in COLUMNS.items()})
+        found = summary_warnings(summary.get("defuse3", {}))
+        row["warnings"] = "; ".join(finding for finding, _ in found)
     return row
 
 
