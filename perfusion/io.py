@@ -384,11 +384,19 @@ def read_curves(path: str | Path, frame_times_s: np.ndarray | None = None) -> In
                 f"{frame_times_s[0]:.1f}-{frame_times_s[-1]:.1f} s",
                 path,
             )
+    check_aif_rises(aif, path)
+    return InputCurves(time_s=time_s, aif_hu=aif, vof_hu=vof, source=str(path))
+
+
+def check_aif_rises(aif_hu: np.ndarray, path: Path, hint: str = "") -> None:
+    """Refuse an AIF whose peak does not clear its first frames (the larger of 2 and a tenth of
+    them: its baseline) by 10 HU and 5 of their SDs: no bolus, or one already under way when
+    the scan began. ``hint`` is appended to the message."""
+    aif = np.asarray(aif_hu, dtype=np.float64)
     baseline = aif[: max(2, len(aif) // 10)]
     noise = float(np.std(baseline)) if baseline.size > 1 else 0.0
     if float(np.max(aif) - np.median(baseline)) <= max(10.0, 5.0 * noise):
-        raise PerfusionError("AIF never rises above its baseline", path)
-    return InputCurves(time_s=time_s, aif_hu=aif, vof_hu=vof, source=str(path))
+        raise PerfusionError(f"AIF never rises above its baseline{hint}", path)
 
 
 def read_case(path: str | Path, core_label: int | None = None) -> Case:

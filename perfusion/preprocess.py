@@ -30,7 +30,7 @@ from perfusion.aif import (
     smooth_in_time,
 )
 from perfusion.errors import PerfusionError
-from perfusion.io import Case
+from perfusion.io import Case, check_aif_rises
 from perfusion.masks import brain_mask, csf_mask, vessel_mask
 from perfusion.noise import below_min_cnr, tissue_contrast
 from perfusion.prepared import PreparedCase
@@ -120,6 +120,10 @@ class PreprocessConfig:
     are computed as always."""
 
 
+_AIF_SOURCES = {"roi": "preprocess.aif_voxel", "file": "aif.tsv", "auto": "automatic selection"}
+_NO_RISE_CAUSES = "a bolus already under way at the first frame, or a moving head not corrected?"
+
+
 @dataclass
 class _Curves:
     """AIF/VOF (ΔHU at frame times) with where they came from."""
@@ -183,6 +187,8 @@ def prepare_case(case: Case, cfg: PreprocessConfig, progress: Progress = None) -
     delta, baseline = subtract_baseline(ctp, base_w, in_place=ctp is not case.ctp_hu)
     clock.lap("baseline")
     aif, vof = _correct_aif(_rebase(curves, delta, base_w), times, cfg, meta)
+    # the rule aif.tsv is read by: a prepared folder is always readable again
+    check_aif_rises(aif, case.path, f" ({_AIF_SOURCES[curves.source]}: {_NO_RISE_CAUSES})")
     clock.lap("AIF and VOF")
     csf, vessels = _csf_and_vessels(delta, baseline, times, arrival, brain, float(aif.max()), cfg)
     clock.lap("CSF and vessel masks")

@@ -228,6 +228,16 @@ def test_voxels_that_left_the_field_of_view_are_left_out(monkeypatch) -> None:
     assert prepared.meta["motion"]["outside_fov_ml"] == pytest.approx(brain_ml)
 
 
+def test_an_aif_without_a_baseline_is_refused_as_aif_tsv_would_be() -> None:
+    """An AIF already rising at the first frame has no baseline: preprocessing refuses it with
+    the rule that reads aif.tsv, so a prepared folder it writes can always be read back."""
+    times = np.arange(0.0, 30.0, 1.0)
+    case = make_case(times, noise_hu=1.0)
+    case.ctp_hu[ARTERY] = 40.0 + AIF(times + 9.0)  # the bolus began 3 s before the scan
+    with pytest.raises(PerfusionError, match="synthetic: AIF never rises above its baseline "):
+        prepare_case(case, fast_config())
+
+
 def test_a_field_of_view_filled_with_tissue_is_not_registered() -> None:
     """No skull and no air (a block phantom, a zero-filled cropped scan): nothing rigid to
     register, so motion correction is skipped and says why; with a skull it runs."""
