@@ -70,8 +70,10 @@ def mismatches(patient: PatientInputs, method: str, meta: dict) -> list[str]:
             f"grid {list(patient.rcbf.shape)} differs from training {meta['grid_shape']}"
         )
     if not np.allclose(patient.spacing_mm, meta["spacing_mm"], rtol=0.05):
-        spacing = [round(float(s), 2) for s in patient.spacing_mm]
-        warnings.append(f"voxel size {spacing} mm differs from training {meta['spacing_mm']} mm")
+        spacing, trained = (
+            [round(float(s), 2) for s in v] for v in (patient.spacing_mm, meta["spacing_mm"])
+        )
+        warnings.append(f"voxel size {spacing} mm differs from training {trained} mm")
     return warnings
 
 
