@@ -22,6 +22,7 @@ import nibabel as nib
 import numpy as np
 from other_side_hypo import cached_fits, fit_masks
 
+from perfusion.evaluation import dice
 from perfusion.fitting.defuse import CORE_OUTSIDE_MAX_FRACTION, LESION_MIN_CORE_ML
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,8 +40,7 @@ def truth_core(fit: Path) -> np.ndarray | None:
 
 
 def kind(core: np.ndarray, truth: np.ndarray, voxel_ml: float) -> str:
-    dice = 2.0 * (core & truth).sum() / max(core.sum() + truth.sum(), 1)
-    if truth.any() and dice >= FOUND_DICE:
+    if truth.any() and dice(core, truth) >= FOUND_DICE:
         return KINDS[0]
     return KINDS[1] if (core.sum() - truth.sum()) * voxel_ml > FALSE_CORE_ML else KINDS[2]
 
