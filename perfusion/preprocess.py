@@ -523,7 +523,8 @@ def _motion(
     case: Case, cfg: PreprocessConfig, meta: dict, say: Callable[[str], None]
 ) -> MotionResult | None:
     """The motion-corrected frames with their transforms and coverage, or None without motion
-    correction; per-frame parameters go into ``meta``."""
+    correction (off, or nothing rigid to register: ``meta["motion"]["skipped"]`` says why);
+    per-frame parameters go into ``meta``."""
     if not cfg.motion_correction:
         return None
     n_frames = case.ctp_hu.shape[3]
