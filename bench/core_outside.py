@@ -8,9 +8,8 @@ cached beside it (data/bench*/phantom-noise*/<case>/truth/), computes the core a
 outside Tmax > 6 s as `perfusion fit`'s summary does, and sorts the fits with a core of 1 ml or
 more into: a true core found (Dice with the phantom's core >= 0.5), a false core (predicted
 volume more than 20 ml above the true one), and the rest. Per kind: how many fits, and how
-many the warning flags (more than CORE_OUTSIDE_MAX_FRACTION of the core outside), over all fits and per row label.
-Writes
-bench/results/core-outside/README.md.
+many the warning flags (more than CORE_OUTSIDE_MAX_FRACTION of the core outside), over all
+fits and per row label. Writes bench/results/core-outside/README.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """The README figure of a phantom patient, in the fit report's style (:mod:`perfusion.report`).
 
-``.venv/bin/python -m experiments.phantom_figure PATIENT_DIR docs/phantom.png`` reads a written patient
-(case folder + ``truth/``), so the figure shows exactly what the files hold: the first CTP frame
-with the true core and penumbra, the maximum enhancement with the AIF/VOF ROIs, the curves, and
-the true CBF, CBV, MTT and Tmax with colour bars and outlines of the core and Tmax > 6 s, on the
-slice with the largest lesion, in radiological orientation (patient's right on the image's left).
+``.venv/bin/python -m experiments.phantom_figure PATIENT_DIR docs/phantom.png`` reads a written
+patient (case folder + ``truth/``), so the figure shows exactly what the files hold: the first
+CTP frame with the true core and penumbra, the maximum enhancement with the AIF/VOF ROIs, the
+curves, and the true CBF, CBV, MTT and Tmax with colour bars and outlines of the core and
+Tmax > 6 s, on the slice with the largest lesion, in radiological orientation (patient's right
+on the image's left).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Drawing only (matplotlib, Agg): numbers and regions come from the caller
 (:mod:`perfusion.fitting.report` assembles them after a fit; ``experiments.phantom_figure``
-draws a phantom's truth for the README). Every page is radiological: the patient's right on the image's left.
+draws a phantom's truth for the README). Every page is radiological: the patient's right on the
+image's left.
 """
 
 from perfusion.report.clinical import Header, Reference, clinical_figure
