@@ -40,6 +40,7 @@ from perfusion.registration import (
     estimate_standard_frame,
     motion_correct,
     nothing_to_register,
+    reference_index,
 )
 
 Progress = Callable[[str], None] | None
@@ -527,13 +528,8 @@ def _motion(
     per-frame parameters go into ``meta``."""
     if not cfg.motion_correction:
         return None
-    n_frames = case.ctp_hu.shape[3]
-    if not -n_frames <= cfg.reference_frame < n_frames:
-        raise PerfusionError(
-            f"preprocess.reference_frame {cfg.reference_frame} outside 0..{n_frames - 1}",
-            case.path,
-        )
-    reason = nothing_to_register(case.ctp_hu[..., cfg.reference_frame], cfg.motion_bone_hu)
+    reference = reference_index(cfg.reference_frame, case.ctp_hu.shape[3], case.path)
+    reason = nothing_to_register(case.ctp_hu[..., reference], cfg.motion_bone_hu)
     if reason is not None:
         say(f"motion correction skipped: {reason} (nothing rigid to register)")
         meta["motion"] = {"skipped": reason}

@@ -194,6 +194,14 @@ def bone_threshold(reference_hu: np.ndarray, bone_hu: float) -> float | None:
     return bone_hu if np.mean(reference_hu > bone_hu) >= MIN_BONE_FRACTION else None
 
 
+def reference_index(reference_frame: int, n_frames: int, path: Path | str | None = None) -> int:
+    """``reference_frame`` as an index in 0..n_frames - 1 (negative counts from the end); a
+    PerfusionError, naming ``path`` when given, outside that range."""
+    if not -n_frames <= reference_frame < n_frames:
+        raise PerfusionError(f"reference_frame {reference_frame} outside 0..{n_frames - 1}", path)
+    return reference_frame % n_frames
+
+
 def nothing_to_register(reference_hu: np.ndarray, bone_hu: float) -> str | None:
     """Why ``reference_hu`` cannot be registered (no skull and no head outline), else None."""
     if bone_threshold(reference_hu, bone_hu) is not None:
@@ -408,9 +416,7 @@ def motion_correct(
     are left out of ``covered``.
     """
     n_frames = ctp_hu.shape[3]
-    if not -n_frames <= reference_frame < n_frames:
-        raise PerfusionError(f"reference_frame {reference_frame} outside 0..{n_frames - 1}")
-    reference_frame %= n_frames
+    reference_frame = reference_index(reference_frame, n_frames)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(max(1, threads))
     reference = ctp_hu[..., reference_frame]
     bone = bone_threshold(reference, bone_hu)

@@ -251,6 +251,8 @@ def test_a_field_of_view_filled_with_tissue_is_not_registered() -> None:
     assert "no bone" in meta["motion"]["skipped"] and "params" not in meta["motion"]
     meta = prepare_case(case, cfg).meta
     assert "skipped" not in meta["motion"] and len(meta["motion"]["params"]) == times.size
+    with pytest.raises(PerfusionError, match=r"synthetic: reference_frame 30 outside 0\.\.29"):
+        prepare_case(case, fast_config(motion_correction=True, reference_frame=30))
 
 
 def test_cli_writes_a_loadable_prepared_case(tmp_path: Path, capsys) -> None:
