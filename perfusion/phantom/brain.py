@@ -72,15 +72,15 @@ def make_patient(cfg: PhantomConfig, index: int) -> PhantomPatient:
     rois, aif_vessel = _curve_rois(vessels, meta, rngs, cfg)
     still = moved = None
     if cfg.motion:
-        still = {k: ctp[tuple(v.T)] for k, v in rois.items()}  # (N, T) before the motion
+        still = _read_rois(ctp, rois)  # before the motion
         transforms = motion_transforms(rngs["motion"], ctp.shape[3], cfg.motion_mm, cfg.motion_deg)
         apply_motion(ctp, anatomy.affine, transforms)
         meta["motion_frame_to_reference"] = transforms
-        moved = {k: ctp[tuple(v.T)] for k, v in rois.items()}
+        moved = _read_rois(ctp, rois)
     add_noise(
         rngs["noise"], ctp, cfg.noise_hu, cfg.noise_texture, cfg.noise_correlation_mm, spacing
     )
-    roi_hu = {k: ctp[tuple(v.T)] for k, v in rois.items()}
+    roi_hu = _read_rois(ctp, rois)
     if still is not None:  # as on perfectly motion-corrected frames: the anatomy kept still
         roi_hu = {k: still[k] + (roi_hu[k] - moved[k]) for k in rois}
     measured = _measured_curves(roi_hu, rois, baseline, inputs)
@@ -194,6 +194,11 @@ def _curve_rois(
         "aif": roi_voxels(vessels.per_vessel[aif_vessel], cfg.curve_roi_voxels),
         "vof": roi_voxels(vessels.per_vessel["vein_sss"], cfg.curve_roi_voxels),
     }, aif_vessel
+
+
+def _read_rois(ctp: np.ndarray, rois: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each ROI's (N, T) HU in ``ctp``, a copy (the scan is moved and noised in place after)."""
+    return {k: ctp[tuple(v.T)] for k, v in rois.items()}
 
 
 def _measured_curves(
