@@ -1,7 +1,9 @@
 """The clinical rules of perfusion maps in one place: the thresholds, the hemispheres, the
 affected side (used by ``summary.json``'s DEFUSE-3 block, ``perfusion segment``, the accuracy
-evaluation, the report and the README's phantom figure) and the warnings a DEFUSE-3 summary
-raises (:func:`summary_warnings`: the report and ``perfusion fit`` show the same).
+evaluation, the report and the README's phantom figure) and the warnings a fit raises: about its
+inputs (:func:`input_warnings`: ``perfusion fit`` prints them before fitting, the report beside
+the curves) and its maps (:func:`map_warnings`, printed after the fit; the report shows the
+DEFUSE-3 summary's :func:`summary_warnings` under the numbers); ``cohort.csv`` lists them all.
 
 - Core: rCBF < 30 % (CBF relative to the healthy hemisphere's median tissue CBF; Straka 2010,
   RAPID's rule).
@@ -25,6 +27,37 @@ TMAX_PENUMBRA_S = 6.0
 TMAX_SEVERE_S = 10.0
 """Severe hypoperfusion: Tmax above this (s)."""
 SIDES = ("left", "right")
+UNPHYSICAL_WARN_FRACTION = 0.05
+"""Warn when more than this fraction of the brain's voxels got unphysical values (written as 0)."""
+INPUT_FLAGS = {
+    "truncated_bolus": (
+        "truncated bolus (the AIF does not fall back below half its peak before the scan ends)",
+        "CBF, CBV and Tmax are unreliable",
+    ),
+    "late_arrival": (
+        "late bolus arrival (under 25 s of scan after the AIF arrives)",
+        "Tmax > 6 s may be missed",
+    ),
+    "low_peak": ("low AIF peak", "partial volume or a weak injection: check the AIF"),
+    "noisy_baseline": ("noisy or short baseline before the bolus", "check the first frames"),
+    "vof_weaker_than_aif": ("VOF weaker than the AIF", "no partial-volume correction"),
+    "vof_scale_implausible": (
+        "implausible VOF partial-volume factor",
+        "the AIF is not corrected for partial volume",
+    ),
+    "no_vof": ("no venous curve", "the AIF is not corrected for partial volume"),
+    "aif_selection_not_confident": (
+        "automatic AIF selection is not confident",
+        "check its position or supply aif.tsv",
+    ),
+    "low_tissue_contrast": (
+        "low tissue contrast (the tissue's bolus is smaller than one voxel's noise)",
+        "CBF, Tmax and the core cannot be measured voxel by voxel",
+    ),
+}
+"""(finding, advice) of each input quality flag (:func:`perfusion.aif.quality_flags` and
+preprocessing's own); a flag may carry details after a space, e.g. ``vof_scale_implausible
+(3.40 > 3, not applied)``."""
 
 
 def hemispheres(x_mm: np.ndarray) -> dict[str, np.ndarray]:
@@ -142,3 +175,37 @@ def summary_warnings(numbers: dict) -> list[tuple[str, str]]:
             )
         )
     return found
+
+
+def input_warnings(flags: list[str]) -> list[tuple[str, str]]:
+    """(finding, advice) of each input quality flag (``summary.json``'s
+    ``preprocess.aif.flags``); an unknown flag is its own finding."""
+    found = []
+    for flag in flags:
+        name, _, details = flag.partition(" ")
+        finding, advice = INPUT_FLAGS.get(name, (name.replace("_", " "), "check the inputs"))
+        found.append((f"{finding} {details}" if details else finding, advice))
+    return found
+
+
+def map_warnings(summary: dict) -> list[tuple[str, str]]:
+    """(finding, advice) about a fit's maps: a share of the brain above
+    :data:`UNPHYSICAL_WARN_FRACTION` with unphysical values, then :func:`summary_warnings`."""
+    found = []
+    bad = (summary.get("unphysical_voxels") or {}).get("any", 0)
+    brain = summary.get("brain_voxels") or 0
+    if brain and bad > UNPHYSICAL_WARN_FRACTION * brain:
+        found.append(
+            (
+                f"unphysical values in {bad / brain:.0%} of the brain (written as 0)",
+                "the fit failed there: check the inputs",
+            )
+        )
+    return found + summary_warnings(summary.get("defuse3", {}))
+
+
+def fit_warnings(summary: dict) -> list[tuple[str, str]]:
+    """Every warning of a fit's ``summary.json``: :func:`input_warnings`, then
+    :func:`map_warnings`."""
+    flags = ((summary.get("preprocess") or {}).get("aif") or {}).get("flags") or []
+    return input_warnings(flags) + map_warnings(summary)

@@ -20,6 +20,7 @@ from perfusion.aif import (
     venous_shape_ok,
     vof_scale,
 )
+from perfusion.clinical import INPUT_FLAGS, input_warnings
 from perfusion.errors import PerfusionError
 from perfusion.gamma_variate import GammaVariate
 
@@ -186,6 +187,17 @@ def test_quality_flags_each_fire_on_their_fault():
     assert "low_peak" in quality_flags(TIME, ARTERY(TIME) / 20.0)
     noisy = ARTERY(TIME) + np.random.default_rng(0).normal(0, 60, TIME.size)
     assert "noisy_baseline" in quality_flags(TIME, noisy)
+
+
+def test_every_quality_flag_has_a_finding_and_advice():
+    """A flag the warnings do not know would reach the user as its bare name."""
+    truncated = GammaVariate(t0_s=28.0, alpha=3.0, beta_s=2.0, peak_hu=200.0)(TIME)
+    raised = set(quality_flags(TIME, truncated / 20.0, truncated / 40.0))
+    assert {"truncated_bolus", "late_arrival", "low_peak", "vof_weaker_than_aif"} <= raised
+    assert raised <= set(INPUT_FLAGS)
+    ((finding, advice),) = input_warnings(["vof_scale_implausible (3.40 > 3, not applied)"])
+    assert finding.endswith("factor (3.40 > 3, not applied)") and "partial volume" in advice
+    assert input_warnings(["something_new"]) == [("something new", "check the inputs")]
 
 
 def _rapid_cases() -> dict[str, np.ndarray]:

@@ -39,6 +39,12 @@ def test_fit_prints_what_the_summary_asks_to_check(
         "check CBF and Tmax" in err
     )
     assert any("Tmax > 6 s in 40% of the other hemisphere: check the AIF" in e for e in err)
+    assert not any("unphysical" in e for e in err)
+    failed = {**summary, "unphysical_voxels": {"any": 60}, "brain_voxels": 100}
+    monkeypatch.setattr("perfusion.fitting.tracked.fit_tracked", lambda *a, **k: failed)
+    assert main(["fit", str(tmp_path / "case"), f"out={out}"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert f"warning: {out}: unphysical values in 60% of the brain (written as 0): " in err[0]
 
 
 def test_estimate_is_base_plus_bytes_per_value() -> None:

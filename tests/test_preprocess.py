@@ -330,7 +330,7 @@ def test_automatic_curves_survive_rounding_to_whole_hu(tmp_path: Path) -> None:
 def test_low_tissue_contrast_is_flagged_and_reported(tmp_path: Path, capsys) -> None:
     """Preprocessing records the tissue's contrast to noise; below ``min_tissue_cnr`` it flags
     the scan, and a fit of the flagged case says so in one line naming the case."""
-    from perfusion.fitting.run import _warn_contrast
+    from perfusion.fitting.run import _warn_inputs
 
     times = np.arange(0.0, 45.0, 1.5)
     case = make_case(times, noise_hu=2.0)
@@ -340,12 +340,27 @@ def test_low_tissue_contrast_is_flagged_and_reported(tmp_path: Path, capsys) -> 
     assert contrast["peak_hu"] == pytest.approx(TISSUE(times).max(), rel=0.1)
     assert contrast["cnr"] == pytest.approx(contrast["peak_hu"] / contrast["noise_sd_hu"], rel=1e-3)
     assert contrast["cnr"] > 1.0 and "low_tissue_contrast" not in clear.meta["aif"]["flags"]
-    _warn_contrast(clear, tmp_path)
+    _warn_inputs(clear, tmp_path)
     assert capsys.readouterr().err == ""
     flagged = prepare_case(case, fast_config(min_tissue_cnr=2.0 * contrast["cnr"]))
     assert "low_tissue_contrast" in flagged.meta["aif"]["flags"]
-    _warn_contrast(flagged, tmp_path)
+    _warn_inputs(flagged, tmp_path)
     line = capsys.readouterr().err
     assert (
         line.count("\n") == 1 and str(tmp_path.resolve()) in line and "low tissue contrast" in line
+    )
+
+
+def test_a_scan_that_ends_with_the_bolus_is_warned_about(tmp_path: Path, capsys) -> None:
+    """The AIF peaks at 10.5 s and the scan ends at 13 s: before fitting, one line names the
+    case and says that the bolus is truncated."""
+    from perfusion.fitting.run import _warn_inputs
+
+    prepared = prepare_case(make_case(np.arange(0.0, 14.0)), fast_config())
+    assert "truncated_bolus" in prepared.meta["aif"]["flags"]
+    _warn_inputs(prepared, tmp_path)
+    err = capsys.readouterr().err.splitlines()
+    assert any(
+        e.startswith(f"warning: {tmp_path.resolve()}: truncated bolus (") and "unreliable" in e
+        for e in err
     )

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from perfusion.clinical import summary_warnings
+from perfusion.clinical import map_warnings
 from perfusion.commands.outputs import wrote_line
 from perfusion.config import load_config, split_args
 from perfusion.errors import PerfusionError
@@ -64,6 +64,6 @@ def main(argv: list[str]) -> None:
         f"{summary['method']}: {summary['wall_time_s']:.0f} s; core {d['core_volume_ml']:.1f} ml, "
         f"Tmax>6s {d['tmax_gt_6s_volume_ml']:.1f} ml, {side}"
     )
-    for finding, advice in summary_warnings(d):
+    for finding, advice in map_warnings(summary):
         print(f"warning: {out_dir}: {finding}: {advice}", file=sys.stderr)
     print(wrote_line(out_dir, started))

@@ -18,7 +18,7 @@ from typing import Any
 
 from perfusion.atomic import write_text_atomic
 from perfusion.cache import DIGEST_KEY
-from perfusion.clinical import summary_warnings
+from perfusion.clinical import fit_warnings
 from perfusion.fitting.cohort import FAILED, FITTED, REUSED, read_record
 
 TABLE_FILE = "cohort.csv"
@@ -45,8 +45,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 }
 """The columns taken from summary.json (the noise and stop reason exist for neural fits only)."""
 HEADER = ("case", "status", "error", *COLUMNS, "warnings", "seconds", DIGEST_KEY)
-"""``warnings``: the findings the report warns about, ``; ``-separated
-(:func:`perfusion.clinical.summary_warnings`)."""
+"""``warnings``: the findings the fit warned about, ``; ``-separated
+(:func:`perfusion.clinical.fit_warnings`)."""
 
 
 def case_row(case: Path, out: Path) -> dict[str, Any]:
@@ -64,7 +64,7 @@ def case_row(case: Path, out: Path) -> dict[str, Any]:
     if status in (FITTED, REUSED) and summary_path.is_file():
         summary = json.loads(summary_path.read_text())
         row.update({column: _get(summary, keys) for column, keys in COLUMNS.items()})
-        found = summary_warnings(summary.get("defuse3", {}))
+        found = fit_warnings(summary)
         row["warnings"] = "; ".join(finding for finding, _ in found)
     return row
 

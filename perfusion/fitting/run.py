@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from perfusion.baselines.bsvd import fit_bsvd
 from perfusion.baselines.nlr import fit_nlr
+from perfusion.clinical import input_warnings
 from perfusion.config import save_resolved, to_object
 from perfusion.errors import PerfusionError
 from perfusion.fitting.config import FitConfig, check_fit_config
@@ -35,7 +36,6 @@ from perfusion.fitting.report import write_report
 from perfusion.fitting.reuse import input_digest
 from perfusion.io import atomic_dir, read_case, write_json_atomic, write_text_atomic
 from perfusion.prepared import PREPARED_JSON, PreparedCase
-from perfusion.report.inputs import FLAG_TEXT
 from perfusion.units import TMAX_CONVENTION
 
 BASELINES: dict[str, Callable[[PreparedCase, FitConfig], dict[str, np.ndarray]]] = {
@@ -106,7 +106,7 @@ def _fit_and_write(case_dir, cfg, fit_cfg: FitConfig, out_dir: Path, logger: Any
         else None
     )
     prepared = load_prepared(case_dir, fit_cfg, say)
-    _warn_contrast(prepared, case_dir)
+    _warn_inputs(prepared, case_dir)
     fit_start = time.perf_counter()
     if fit_cfg.method in BASELINES:
         raw, fitqc, extra = _baseline(prepared, fit_cfg)
@@ -156,18 +156,19 @@ def low_contrast(prepared: PreparedCase) -> bool:
     return "low_tissue_contrast" in prepared.meta.get("aif", {}).get("flags", [])
 
 
-def _warn_contrast(prepared: PreparedCase, case_dir: str | Path) -> None:
-    """One line on stderr when preprocessing flagged ``low_tissue_contrast``."""
-    if not low_contrast(prepared):
-        return
+def _warn_inputs(prepared: PreparedCase, case_dir: str | Path) -> None:
+    """One line on stderr per input quality flag (:func:`perfusion.clinical.input_warnings`),
+    before the fit starts; low tissue contrast with its peak and noise."""
     contrast = prepared.meta.get("contrast", {})
     numbers = (
         f" (peak {contrast['peak_hu']:.1f} ΔHU, noise SD {contrast['noise_sd_hu']:.1f} ΔHU)"
         if contrast.get("peak_hu") is not None
         else ""
     )
-    text = FLAG_TEXT["low_tissue_contrast"]
-    print(f"warning: {Path(case_dir).resolve()}: {text}{numbers}", file=sys.stderr)
+    flags = prepared.meta.get("aif", {}).get("flags", [])
+    for flag, (finding, advice) in zip(flags, input_warnings(flags), strict=True):
+        details = numbers if flag == "low_tissue_contrast" else ""
+        print(f"warning: {Path(case_dir).resolve()}: {finding}{details}: {advice}", file=sys.stderr)
 
 
 def _baseline(prepared: PreparedCase, cfg: FitConfig) -> tuple[dict, None, dict]:

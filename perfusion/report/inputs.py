@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from perfusion.clinical import input_warnings
 from perfusion.report.orientation import AxialView
 
 SOURCES = {
@@ -20,18 +21,6 @@ SOURCES = {
     "auto": "automatic",
     "automatic": "automatic",
     "roi": "user ROI",
-}
-FLAG_TEXT = {
-    "truncated_bolus": "truncated bolus: the AIF never falls back below half its peak before "
-    "the scan ends; CBF, CBV and Tmax are unreliable",
-    "late_arrival": "late bolus arrival: under 25 s of scan after the AIF arrives; "
-    "Tmax > 6 s may be missed",
-    "low_peak": "low AIF peak (partial volume or a weak injection)",
-    "noisy_baseline": "noisy or short baseline before the bolus",
-    "vof_weaker_than_aif": "VOF weaker than the AIF: no partial-volume correction",
-    "no_vof": "no venous curve: the AIF is not corrected for partial volume",
-    "low_tissue_contrast": "low tissue contrast: the tissue's bolus is smaller than one "
-    "voxel's noise; CBF, Tmax and the core cannot be measured voxel by voxel",
 }
 AIF_COLOR, VOF_COLOR = "tab:red", "tab:blue"
 MARKER_COLORS = {"aif": "#ff3030", "vof": "#30b0ff"}
@@ -95,8 +84,9 @@ class ArterialInput:
         return f"{text}, {details}" if details else text
 
     def warnings(self) -> list[str]:
-        """Plain-language warnings: one per quality flag, and a low-confidence selection."""
-        lines = [FLAG_TEXT.get(f.split(" ")[0], f.replace("_", " ")) for f in self.flags]
+        """Plain-language warnings: one per quality flag; a low-confidence selection with its lead."""
+        flags = [f for f in self.flags if f != "aif_selection_not_confident"]
+        lines = [f"{finding}; {advice}" for finding, advice in input_warnings(flags)]
         if self.confident is False:
             level = "" if self.confidence is None else f" ({self.confidence:.2f})"
             lines.append(f"automatic AIF selection is not confident{level}: check its position")
