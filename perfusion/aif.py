@@ -469,6 +469,13 @@ def first_pass_area(time_s: np.ndarray, curve_hu: np.ndarray) -> float:
     return area if np.isfinite(area) and 0.0 < area <= 3.0 * max(raw, 1e-9) else raw
 
 
+VOF_WEAKER_MAX_SCALE = 0.8
+"""A VOF whose first-pass area is below this fraction of the AIF's is flagged as weaker than the
+AIF (itself partial-volumed, or not a vein). Between it and 1 the two areas agree within what
+their gamma-variate fits can tell (an AIF taken from the middle of a large artery has no partial
+volume to correct); the AIF is left unscaled either way."""
+
+
 def vof_scale(time_s: np.ndarray, aif_hu: np.ndarray, vof_hu: np.ndarray) -> float:
     """Partial-volume factor: first-pass area of the VOF over that of the AIF (gamma-variate fits).
 
@@ -483,9 +490,9 @@ def correct_partial_volume(
 ) -> tuple[np.ndarray, float]:
     """Scale the AIF so its first-pass area equals the VOF's.
 
-    A factor below 1 (VOF weaker than AIF) means the VOF itself suffers partial volume or is not
-    a vein: the AIF is then left unscaled (factor 1) and :func:`quality_flags` reports
-    ``vof_weaker_than_aif``.
+    A factor below 1 (VOF weaker than AIF) leaves the AIF unscaled (factor 1); well below it
+    (:data:`VOF_WEAKER_MAX_SCALE`) the VOF itself suffers partial volume or is not a vein, and
+    :func:`quality_flags` reports ``vof_weaker_than_aif``.
 
     Returns:
         (scaled AIF (T,) ΔHU, applied factor >= 1).
@@ -501,6 +508,7 @@ def quality_flags(
     low_peak_hu: float = LOW_PEAK_HU,
     min_tail_s: float = 25.0,
     min_cnr: float = 10.0,
+    min_vof_scale: float = VOF_WEAKER_MAX_SCALE,
 ) -> list[str]:
     """Warnings about an AIF (and VOF), each a short name.
 
@@ -509,7 +517,8 @@ def quality_flags(
       Tmax > 6 s delays need that time).
     - ``low_peak``: AIF peak below ``low_peak_hu``.
     - ``noisy_baseline``: fewer than 2 frames before arrival, or peak / baseline SD < ``min_cnr``.
-    - ``vof_weaker_than_aif``: partial-volume factor below 1 (see :func:`correct_partial_volume`).
+    - ``vof_weaker_than_aif``: partial-volume factor below ``min_vof_scale`` (see
+      :func:`correct_partial_volume`).
     """
     t = np.asarray(time_s, dtype=np.float64)
     aif = np.asarray(aif_hu, dtype=np.float64)
@@ -524,6 +533,6 @@ def quality_flags(
     baseline = aif[t < feat.arrival_s[0] - 1e-9]
     if baseline.size < 2 or feat.peak_hu[0] < min_cnr * baseline.std(ddof=1):
         flags.append("noisy_baseline")
-    if vof_hu is not None and vof_scale(t, aif, vof_hu) < 1.0:
+    if vof_hu is not None and vof_scale(t, aif, vof_hu) < min_vof_scale:
         flags.append("vof_weaker_than_aif")
     return flags

@@ -178,6 +178,9 @@ def test_weaker_vof_is_not_downscaled_and_is_flagged():
     _, scale = correct_partial_volume(TIME, ARTERY(TIME), 0.5 * ARTERY(TIME))
     assert scale == 1.0
     assert "vof_weaker_than_aif" in quality_flags(TIME, ARTERY(TIME), 0.5 * ARTERY(TIME))
+    # within what two gamma-variate areas can tell apart: unscaled, and not flagged
+    assert correct_partial_volume(TIME, ARTERY(TIME), 0.9 * ARTERY(TIME))[1] == 1.0
+    assert quality_flags(TIME, ARTERY(TIME), 0.9 * ARTERY(TIME)) == []
 
 
 def test_quality_flags_each_fire_on_their_fault():
