@@ -27,8 +27,9 @@ TMAX_PENUMBRA_S = 6.0
 TMAX_SEVERE_S = 10.0
 """Severe hypoperfusion: Tmax above this (s)."""
 SIDES = ("left", "right")
-UNPHYSICAL_WARN_FRACTION = 0.05
-"""Warn when more than this fraction of the brain's voxels got unphysical values (written as 0)."""
+MASKED_WARN_FRACTION = 0.05
+"""Warn when more than this fraction of the brain got unphysical values (written as 0), or of
+the tissue has curves the model does not explain (left out of the volumes)."""
 INPUT_FLAGS = {
     "truncated_bolus": (
         "truncated bolus (the AIF does not fall back below half its peak before the scan ends)",
@@ -189,18 +190,27 @@ def input_warnings(flags: list[str]) -> list[tuple[str, str]]:
 
 
 def map_warnings(summary: dict) -> list[tuple[str, str]]:
-    """(finding, advice) about a fit's maps: a share of the brain above
-    :data:`UNPHYSICAL_WARN_FRACTION` with unphysical values, then :func:`summary_warnings`."""
+    """(finding, advice) about a fit's maps: more than :data:`MASKED_WARN_FRACTION` of the brain
+    with unphysical values or of the tissue with unexplained curves
+    (:func:`perfusion.fitting.maps.unexplained`), then :func:`summary_warnings`."""
     found = []
-    bad = (summary.get("unphysical_voxels") or {}).get("any", 0)
-    brain = summary.get("brain_voxels") or 0
-    if brain and bad > UNPHYSICAL_WARN_FRACTION * brain:
-        found.append(
-            (
-                f"unphysical values in {bad / brain:.0%} of the brain (written as 0)",
-                "the fit failed there: check the inputs",
-            )
-        )
+    shares = (
+        (
+            (summary.get("unphysical_voxels") or {}).get("any", 0),
+            summary.get("brain_voxels"),
+            "unphysical values in {:.0%} of the brain (written as 0)",
+            "the fit failed there: check the inputs",
+        ),
+        (
+            summary.get("unexplained_voxels", 0),
+            summary.get("tissue_voxels"),
+            "curves the model does not explain in {:.0%} of the tissue (left out of the volumes)",
+            "head motion or artefacts? check the motion and the maps",
+        ),
+    )
+    for bad, total, finding, advice in shares:
+        if total and bad > MASKED_WARN_FRACTION * total:
+            found.append((finding.format(bad / total), advice))
     return found + summary_warnings(summary.get("defuse3", {}))
 
 

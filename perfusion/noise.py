@@ -95,6 +95,15 @@ def estimate_noise(
     )
 
 
+def fit_noise(
+    curves_hu: np.ndarray, frame_times_s: np.ndarray, arrival_s: float, baseline_frames: float
+) -> tuple[NoiseEstimate, float]:
+    """:func:`estimate_noise` of ``curves_hu`` (V, T) and the RMS residual a perfect fit leaves
+    on them (:meth:`NoiseEstimate.residual_rms_hu`, ``baseline_frames`` effective frames)."""
+    noise = estimate_noise(curves_hu, frame_times_s, arrival_s)
+    return noise, noise.residual_rms_hu(len(frame_times_s), baseline_frames)
+
+
 def _second_difference_sd(curves: np.ndarray, times: np.ndarray) -> float:
     """Robust noise SD from second differences on any frame spacing (NaN with < 3 frames).
 

@@ -106,6 +106,22 @@ def test_lesion_free_case_names_no_side(tmp_path: Path) -> None:
     )
 
 
+def test_curves_the_model_cannot_explain_are_left_out(tmp_path: Path) -> None:
+    """Voxels whose curve jumps by 40 ΔHU halfway through (a moving bone edge) are counted in
+    summary.json and left out of tissuemask.nii.gz and so of the volumes; the rest stay."""
+    prepared = make_prepared()
+    rng = np.random.default_rng(0)
+    prepared.tissue_hu += rng.normal(0.0, 1.0, prepared.tissue_hu.shape).astype(np.float32)
+    moved = np.zeros(prepared.shape, dtype=bool)
+    moved[4:6, 4:6, 1] = True
+    prepared.tissue_hu[moved, 10:] += 40.0
+    prepared.save(tmp_path / "moved")
+    summary = fit_case(tmp_path / "moved", small_cfg("method=bsvd"), tmp_path / "fit")
+    kept = np.asarray(nib.load(tmp_path / "fit" / "tissuemask.nii.gz").dataobj) > 0
+    assert summary["unexplained_voxels"] == int(moved.sum()) == int((prepared.tissue & ~kept).sum())
+    assert not (kept & moved).any()
+
+
 def test_recovers_known_parameters(case_dir: Path, tmp_path: Path) -> None:
     """Noiseless three-tissue case; 400 steps at lr 3e-3. Tolerances: grey and white CBF within
     10 %, Tmax within 0.5 s everywhere, and the lesion clearly below 30 % of grey-matter CBF."""

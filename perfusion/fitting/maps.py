@@ -31,6 +31,31 @@ Tmax and delay before the AIF (negative), so negative times are allowed down to 
 """
 
 
+UNEXPLAINED_NOISE_RATIO = 2.5
+"""A tissue voxel whose mean |fit - data| exceeds this many times what noise alone leaves is
+unexplained (:func:`unexplained`)."""
+MEAN_ABS_PER_RMS = float(np.sqrt(2.0 / np.pi))
+"""Mean absolute value of zero-mean Gaussian noise per unit of its RMS."""
+HU_STEP = 1.0
+"""CT stores whole HU: a mean misfit is never read against less than this (noise-free
+synthetic data would otherwise make every small model error unexplained)."""
+
+
+def unexplained(fitqc_hu: np.ndarray, mask: np.ndarray, residual_rms_hu: float) -> np.ndarray:
+    """``mask`` voxels whose curve the fitted model does not explain: a mean |fit - data|
+    (``fitqc``, ΔHU) above :data:`UNEXPLAINED_NOISE_RATIO` x the mean |noise| a perfect fit
+    leaves (:data:`MEAN_ABS_PER_RMS` x ``residual_rms_hu``, at least :data:`HU_STEP`).
+
+    Such curves carry something besides perfusion and noise, above all residual motion at
+    bone edges, whose steps a long delay and MTT fit best; their maps are not perfusion.
+    Nothing is unexplained when the noise level is unknown (not finite).
+    """
+    if not np.isfinite(residual_rms_hu):
+        return np.zeros(mask.shape, dtype=bool)
+    expected = max(MEAN_ABS_PER_RMS * float(residual_rms_hu), HU_STEP)
+    return mask & (np.asarray(fitqc_hu) > UNEXPLAINED_NOISE_RATIO * expected)
+
+
 def maps_from_params(flow_per_s: np.ndarray, mtt_s: np.ndarray, delay_s: np.ndarray) -> dict:
     """Eq. (1) parameters (F [1/s], MTT [s], t_d [s]) -> the five maps (same shape)."""
     cbf = np.asarray(flow_to_cbf(np.asarray(flow_per_s, dtype=np.float64)))

@@ -25,7 +25,7 @@ from perfusion.fitting.ode_start import grid_start_units, smoothed_start
 from perfusion.fitting.sampling import CaseSamples
 from perfusion.fitting.steps import FeatureSource, eq1_prediction, prefit
 from perfusion.fitting.stopping import plan_stop, stop_reason
-from perfusion.noise import estimate_noise
+from perfusion.noise import fit_noise
 from perfusion.physics import aif_between_frames
 from perfusion.prepared import PreparedCase
 
@@ -115,11 +115,12 @@ def _fit_region(
     info["aif_prefit_l1_hu"] = domain.aif_hu(aif_l1)
     info["ode_prefit_mse_log"] = ode_mse
     steps = resolve_steps(cfg)
-    noise = estimate_noise(
-        prepared.tissue_hu[tissue], prepared.frame_times_s, prepared.bolus_arrival_s
+    noise, expected = fit_noise(
+        prepared.tissue_hu[tissue],
+        prepared.frame_times_s,
+        prepared.bolus_arrival_s,
+        prepared.meta.get("baseline_frames", 1),
     )
-    n_base = prepared.meta.get("baseline_frames", 1)
-    expected = noise.residual_rms_hu(len(prepared.frame_times_s), n_base)
     data_rms = domain.tissue_hu(float(samples.tac.square().mean().sqrt()))
     plan = plan_stop(cfg.stop, noise, expected, data_rms, len(samples.heldout_rows) > 0)
     module = FieldFitModule(

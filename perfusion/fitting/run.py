@@ -29,12 +29,14 @@ from perfusion.fitting.maps import (
     box_model_fitqc,
     maps_from_params,
     mask_unphysical,
+    unexplained,
     write_maps,
 )
 from perfusion.fitting.neural import fit_fields
 from perfusion.fitting.report import write_report
 from perfusion.fitting.reuse import input_digest
 from perfusion.io import atomic_dir, read_case, write_json_atomic, write_text_atomic
+from perfusion.noise import fit_noise
 from perfusion.prepared import PREPARED_JSON, PreparedCase
 from perfusion.units import TMAX_CONVENTION
 
@@ -125,18 +127,26 @@ def _fit_and_write(case_dir, cfg, fit_cfg: FitConfig, out_dir: Path, logger: Any
             prepared.frame_times_s,
             prepared.aif_hu,
         )
+    _, residual_rms = fit_noise(
+        prepared.tissue_hu[prepared.tissue],
+        prepared.frame_times_s,
+        prepared.bolus_arrival_s,
+        prepared.meta.get("baseline_frames", 1),
+    )
+    odd = unexplained(fitqc, prepared.tissue & valid, residual_rms)
+    usable = prepared.tissue & valid & ~odd
     wall = time.perf_counter() - start
     fit = extra.get("fit")
-    summary = _summary(prepared, fit_cfg, maps, valid, counts, wall, fit, case_dir)
+    summary = _summary(prepared, fit_cfg, maps, usable, counts, wall, fit, case_dir)
+    summary["unexplained_voxels"] = int(odd.sum())
     summary["fit_time_s"] = fit_time
     with atomic_dir(out_dir) as tmp:
-        write_maps(tmp, maps, prepared.affine, prepared.tissue, fitqc)
+        write_maps(tmp, maps, prepared.affine, usable, fitqc)
         write_json_atomic(tmp / "summary.json", summary)
         if fit is not None:
             write_history(tmp / HISTORY_CSV, fit.history)
         save_resolved(cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg), tmp)
         if fit_cfg.report:
-            usable = prepared.tissue & valid
             write_report(
                 tmp / "report.png",
                 maps,
@@ -194,9 +204,8 @@ def _preprocess_summary(meta: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _summary(prepared, cfg, maps, valid, counts, wall, fit, case_dir) -> dict[str, Any]:
+def _summary(prepared, cfg, maps, usable, counts, wall, fit, case_dir) -> dict[str, Any]:
     standard = prepared.standard_mm()[:, 0].reshape(prepared.shape)
-    usable = prepared.tissue & valid
     summary: dict[str, Any] = {
         "method": cfg.method,
         "case": str(case_dir),
