@@ -60,6 +60,7 @@ bench-accuracy: install ## every method and the candidate recipes against phanto
 bench: bench-accuracy ## every benchmark -> bench/results/<name>/ (configs/bench.yaml, configs/bench/*.yaml)
 	for name in $(BENCHES); do $(BIN)/perfusion bench config=bench/$$name $(ARGS) || exit 1; done
 	$(BIN)/python bench/other_side_hypo.py && $(BIN)/python bench/core_outside.py
+	$(BIN)/python bench/robustness.py
 
 gpu-check: install ## tcnn parity tests, torch vs tcnn fit step, a whole fit on CUDA; CPU dry run without a GPU
 	$(BIN)/python bench/gpu_check.py --record $(ARGS)

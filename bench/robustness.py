@@ -1,19 +1,20 @@
 """The default fit and bSVD on phantoms of conditions no recipe was chosen on, one patient each.
 
-    .venv/bin/python bench/robustness.py            # make the phantoms, fit them, score
-    .venv/bin/python bench/robustness.py --score    # score the fits already made
+    .venv/bin/python bench/robustness.py              # make the phantoms, fit them, score
+    .venv/bin/python bench/robustness.py motion kudo  # (re)fit these conditions, score all
+    .venv/bin/python bench/robustness.py --score      # score the fits already made
 
 Each condition changes the default phantom (configs/phantom.yaml: 128x128x32, correlated
 noise of 5 HU, parametric AIF) in one or two ways: noise kind and level, frame interval,
 residue shape, grid, a truncated scan, lower flows, head motion, the Kudo block design, real
 input curves (the ISLES 2018 table, skipped when absent). Seeds are fixed and were used by no
 other benchmark. The AIF is selected automatically (no aif.tsv), as for most scans users
-bring, except in `supplied-aif`. Every case is fitted by `perfusion fit` as a user runs it
-(motion correction on), once with the default method and once with bSVD, and scored against
-its truth: CBF r and Tmax MAE over the truth's tissue (perfusion.evaluation), the core
-(rCBF < 30 %) and Tmax > 6 s regions as the fit's summary counts them (tissuemask.nii.gz)
-against the phantom's core and true Tmax > 6 s, and the warnings the fit printed. Writes
-bench/results/robustness/README.md.
+bring, except in `supplied-aif` and `kudo` (blocks of tissue without an artery to select).
+Every case is fitted by `perfusion fit` as a user runs it (motion correction on), once with
+the default method and once with bSVD, and scored against its truth: CBF r and Tmax MAE over
+the truth's tissue (perfusion.evaluation), the core (rCBF < 30 %) and Tmax > 6 s regions as
+the fit's summary counts them (tissuemask.nii.gz) against the phantom's core and true
+Tmax > 6 s, and the warnings the fit printed. Writes bench/results/robustness/README.md.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ CONDITIONS = {
     "motion": (33339, [*AUTO, "motion=true"]),
     "motion-b": (96661, [*AUTO, "motion=true"]),
     "motion-2s": (9701, [*AUTO, "motion=true", "frame_interval_s=2.0", "n_frames=30"]),
-    "kudo": (42625, [*AUTO, "kind=kudo"]),
+    "kudo": (42625, ["kind=kudo"]),  # blocks without arteries: its aif.tsv holds the true AIF
     "real-aif": (22229, [*AUTO, *REAL]),
     "real-aif-2s": (20401, [*AUTO, *REAL, "frame_interval_s=2.0", "n_frames=30"]),
 }
@@ -84,16 +85,19 @@ def score(name: str, method: str) -> dict:
     masks, numbers = fit_masks(fit)
     summary = json.loads((fit / "summary.json").read_text())
     image = nib.load(case / "truth" / "tmax.nii.gz")
-    brain = np.asarray(nib.load(case / "brainmask.nii.gz").dataobj) > 0
-    true_hypo = brain & (image.get_fdata() > TMAX_PENUMBRA_S)
-    true_core = np.asarray(nib.load(case / "core.nii.gz").dataobj) > 0
+    true_cbf = nib.load(case / "truth" / "cbf.nii.gz").get_fdata()
+    true_hypo = (true_cbf > 0) & (image.get_fdata() > TMAX_PENUMBRA_S)
+    core_path = case / "core.nii.gz"  # the Kudo design has no core
+    true_core = np.asarray(nib.load(core_path).dataobj) > 0 if core_path.is_file() else None
     voxel_ml = abs(float(np.linalg.det(image.affine[:3, :3]))) / 1000.0
     return {
         "cbf_r": metrics["cbf_r"],
         "tmax_mae": metrics["tmax_mae"],
         "core_ml": numbers["core_volume_ml"],
-        "true_core_ml": float(true_core.sum()) * voxel_ml,
-        "core_dice": dice(masks["core"], true_core) if true_core.any() else None,
+        "true_core_ml": None if true_core is None else float(true_core.sum()) * voxel_ml,
+        "core_dice": dice(masks["core"], true_core)
+        if true_core is not None and true_core.any()
+        else None,
         "hypo_ml": numbers["tmax_gt_6s_volume_ml"],
         "true_hypo_ml": float(true_hypo.sum()) * voxel_ml,
         "hypo_dice": dice(masks["hypo"], true_hypo) if true_hypo.any() else None,
@@ -121,7 +125,7 @@ def page(scores: dict[tuple[str, str], dict], skipped: list[str]) -> str:
         "fitted by `perfusion fit` with motion correction on. CBF r and Tmax MAE (s) over the "
         "truth's tissue; core (rCBF < 30 %) and Tmax > 6 s as the fit's summary counts them, "
         "in ml with the truth's in brackets and their Dice with the phantom's core and true "
-        "Tmax > 6 s (`-`: no true region); unexplained: tissue voxels left out by "
+        "Tmax > 6 s (`-`: no true region; the Kudo design defines no core); unexplained: tissue voxels left out by "
         "`fitting.maps.unexplained`; warnings: what the fit printed.",
         "",
         "| condition | method | CBF r | Tmax MAE | core ml (true) | core Dice "
@@ -131,7 +135,7 @@ def page(scores: dict[tuple[str, str], dict], skipped: list[str]) -> str:
     for (name, method), s in scores.items():
         lines.append(
             f"| {name} | {method} | {s['cbf_r']:.3f} | {s['tmax_mae']:.2f} "
-            f"| {s['core_ml']:.1f} ({s['true_core_ml']:.1f}) | {_cell(s['core_dice'])} "
+            f"| {s['core_ml']:.1f} ({_cell(s['true_core_ml'], 1)}) | {_cell(s['core_dice'])} "
             f"| {s['hypo_ml']:.1f} ({s['true_hypo_ml']:.1f}) | {_cell(s['hypo_dice'])} "
             f"| {s['unexplained']} | {'; '.join(s['warnings']) or '-'} |"
         )
@@ -153,13 +157,17 @@ def page(scores: dict[tuple[str, str], dict], skipped: list[str]) -> str:
 
 
 def main() -> None:
-    only_score = "--score" in sys.argv[1:]
+    args = sys.argv[1:]
+    unknown = [a for a in args if a != "--score" and a not in CONDITIONS]
+    if unknown:
+        sys.exit(f"unknown conditions {unknown}; known: {', '.join(CONDITIONS)}")
+    chosen = set() if "--score" in args else set(args) or set(CONDITIONS)
     scores, skipped = {}, []
     for name, (seed, overrides) in CONDITIONS.items():
         if any(o.startswith("aif_source=") for o in overrides) and not RAPID_TSV.is_file():
             skipped.append(name)
             continue
-        if not only_score:
+        if name in chosen:
             make(name, seed, overrides)
         for method in METHODS:
             if (case_dir(name) / "fits" / method / "summary.json").is_file():
