@@ -125,7 +125,8 @@ def page(scores: dict[tuple[str, str], dict], skipped: list[str]) -> str:
         "fitted by `perfusion fit` with motion correction on. CBF r and Tmax MAE (s) over the "
         "truth's tissue; core (rCBF < 30 %) and Tmax > 6 s as the fit's summary counts them, "
         "in ml with the truth's in brackets and their Dice with the phantom's core and true "
-        "Tmax > 6 s (`-`: no true region; the Kudo design defines no core); unexplained: tissue voxels left out by "
+        "Tmax > 6 s (`-`: no true region; the Kudo design defines no core); unexplained: "
+        "tissue voxels left out by "
         "`fitting.maps.unexplained`; warnings: what the fit printed.",
         "",
         "| condition | method | CBF r | Tmax MAE | core ml (true) | core Dice "
