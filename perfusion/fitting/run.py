@@ -278,6 +278,7 @@ def _log_summary(logger: Any, summary: dict[str, Any], out_dir: Path) -> None:
         f"summary/{k}": v for k, v in summary["defuse3"].items() if isinstance(v, int | float)
     }
     numbers["summary/wall_time_s"] = summary["wall_time_s"]
+    numbers["summary/unexplained_voxels"] = summary["unexplained_voxels"]
     logger.log_metrics(numbers)
     report = out_dir / "report.png"
     if report.is_file() and hasattr(logger, "log_image"):
