@@ -59,6 +59,8 @@ INPUT_FLAGS = {
 """(finding, advice) of each input quality flag (:func:`perfusion.aif.quality_flags` and
 preprocessing's own); a flag may carry details after a space, e.g. ``vof_scale_implausible
 (3.40 > 3, not applied)``."""
+VERDICT_WITHHOLDING_FLAGS = ("low_tissue_contrast", "truncated_bolus")
+"""Input flags after which the maps decide no DEFUSE-3 verdict (:func:`withheld_verdict`)."""
 
 
 def hemispheres(x_mm: np.ndarray) -> dict[str, np.ndarray]:
@@ -189,10 +191,9 @@ def input_warnings(flags: list[str]) -> list[tuple[str, str]]:
     return found
 
 
-def map_warnings(summary: dict) -> list[tuple[str, str]]:
-    """(finding, advice) about a fit's maps: more than :data:`MASKED_WARN_FRACTION` of the brain
-    with unphysical values or of the tissue with unexplained curves
-    (:func:`perfusion.fitting.maps.unexplained`), then :func:`summary_warnings`."""
+def _masked(summary: dict) -> list[tuple[str, str]]:
+    """(finding, advice) for more than :data:`MASKED_WARN_FRACTION` of the brain with unphysical
+    values or of the tissue with unexplained curves."""
     found = []
     shares = (
         (
@@ -211,7 +212,30 @@ def map_warnings(summary: dict) -> list[tuple[str, str]]:
     for bad, total, finding, advice in shares:
         if total and bad > MASKED_WARN_FRACTION * total:
             found.append((finding.format(bad / total), advice))
-    return found + summary_warnings(summary.get("defuse3", {}))
+    return found
+
+
+def map_warnings(summary: dict) -> list[tuple[str, str]]:
+    """(finding, advice) about a fit's maps: more than :data:`MASKED_WARN_FRACTION` of the brain
+    with unphysical values or of the tissue with unexplained curves
+    (:func:`perfusion.fitting.maps.unexplained`), then :func:`summary_warnings`."""
+    return _masked(summary) + summary_warnings(summary.get("defuse3", {}))
+
+
+def withheld_verdict(summary: dict) -> str | None:
+    """Why a fit's maps cannot decide the DEFUSE-3 target mismatch, or None when they can.
+
+    The volumes stay in ``summary.json`` (for research), but no verdict is drawn from maps of
+    tissue whose bolus is below the noise or was cut off by the end of the scan
+    (:data:`VERDICT_WITHHOLDING_FLAGS`), nor when over :data:`MASKED_WARN_FRACTION` of the
+    brain or tissue is unphysical or unexplained.
+    """
+    flags = ((summary.get("preprocess") or {}).get("aif") or {}).get("flags") or []
+    for flag in VERDICT_WITHHOLDING_FLAGS:
+        if flag in flags:
+            return INPUT_FLAGS[flag][0].split(" (")[0]
+    masked = _masked(summary)
+    return masked[0][0] if masked else None
 
 
 def fit_warnings(summary: dict) -> list[tuple[str, str]]:

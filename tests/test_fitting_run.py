@@ -366,6 +366,7 @@ def test_low_tissue_contrast_withholds_the_defuse3_verdict(tmp_path: Path) -> No
     cfg = small_cfg("method=bsvd", "report=true")
     summary = fit_case(tmp_path / "prepared", cfg, tmp_path / "fit")
     assert summary["defuse3"]["defuse3_target_mismatch"] is None
+    assert summary["defuse3"]["verdict_withheld"] == "low tissue contrast"
     assert summary["defuse3"]["tmax_gt_6s_volume_ml"] > 0
     assert summary["preprocess"]["contrast"]["cnr"] == 0.25
     assert (tmp_path / "fit" / "report.png").is_file()
@@ -373,3 +374,20 @@ def test_low_tissue_contrast_withholds_the_defuse3_verdict(tmp_path: Path) -> No
     prepared.save(tmp_path / "clear")
     clear = fit_case(tmp_path / "clear", cfg, tmp_path / "fit-clear")
     assert clear["defuse3"]["defuse3_target_mismatch"] in (True, False)
+    assert clear["defuse3"]["verdict_withheld"] is None
+
+
+def test_a_cut_off_bolus_or_a_failed_fit_withholds_the_verdict() -> None:
+    """A truncated bolus, or more than 5 % of the brain unphysical or of the tissue
+    unexplained, leaves the maps no say on eligibility; a clean summary keeps it."""
+    from perfusion.clinical import withheld_verdict
+
+    clean = {"preprocess": {"aif": {"flags": ["late_arrival"]}}, "brain_voxels": 100,
+             "tissue_voxels": 80, "unphysical_voxels": {"any": 5}, "unexplained_voxels": 4}  # fmt: skip
+    assert withheld_verdict(clean) is None
+    cut = {**clean, "preprocess": {"aif": {"flags": ["truncated_bolus"]}}}
+    assert withheld_verdict(cut) == "truncated bolus"
+    failed = {**clean, "unphysical_voxels": {"any": 89}}
+    assert withheld_verdict(failed) == "unphysical values in 89% of the brain (written as 0)"
+    moved = {**clean, "unexplained_voxels": 8}
+    assert withheld_verdict(moved).startswith("curves the model does not explain in 10%")

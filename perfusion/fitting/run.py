@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from perfusion.baselines.bsvd import fit_bsvd
 from perfusion.baselines.nlr import fit_nlr
-from perfusion.clinical import input_warnings
+from perfusion.clinical import input_warnings, withheld_verdict
 from perfusion.config import save_resolved, to_object
 from perfusion.errors import PerfusionError
 from perfusion.fitting.config import FitConfig, check_fit_config
@@ -137,8 +137,8 @@ def _fit_and_write(case_dir, cfg, fit_cfg: FitConfig, out_dir: Path, logger: Any
     usable = prepared.tissue & valid & ~odd
     wall = time.perf_counter() - start
     fit = extra.get("fit")
+    counts = {"unphysical": counts, "unexplained": int(odd.sum())}
     summary = _summary(prepared, fit_cfg, maps, usable, counts, wall, fit, case_dir)
-    summary["unexplained_voxels"] = int(odd.sum())
     summary["fit_time_s"] = fit_time
     with atomic_dir(out_dir) as tmp:
         write_maps(tmp, maps, prepared.affine, usable, fitqc)
@@ -159,11 +159,6 @@ def _fit_and_write(case_dir, cfg, fit_cfg: FitConfig, out_dir: Path, logger: Any
     if logger is not None:
         _log_summary(logger, summary, Path(out_dir))
     return summary
-
-
-def low_contrast(prepared: PreparedCase) -> bool:
-    """Whether preprocessing flagged ``low_tissue_contrast`` (preprocess.min_tissue_cnr)."""
-    return "low_tissue_contrast" in prepared.meta.get("aif", {}).get("flags", [])
 
 
 def _warn_inputs(prepared: PreparedCase, case_dir: str | Path) -> None:
@@ -216,7 +211,8 @@ def _summary(prepared, cfg, maps, usable, counts, wall, fit, case_dir) -> dict[s
         "units": {"cbf": "ml/100g/min", "cbv": "ml/100g", "mtt": "s", "tmax": "s", "delay": "s"},
         "scan_to_standard": prepared.scan_to_standard,
         "bolus_arrival_s": prepared.bolus_arrival_s,
-        "unphysical_voxels": counts,
+        "unphysical_voxels": counts["unphysical"],
+        "unexplained_voxels": counts["unexplained"],
         "brain_voxels": int(prepared.brain.sum()),
         "tissue_voxels": int(prepared.tissue.sum()),
         "medians_in_tissue": {n: _median(maps[n][usable]) for n in MAP_NAMES},
@@ -224,7 +220,9 @@ def _summary(prepared, cfg, maps, usable, counts, wall, fit, case_dir) -> dict[s
         "preprocess": _preprocess_summary(prepared.meta),
     }
     summary["affected_side"] = summary["defuse3"]["affected_side"]
-    if low_contrast(prepared):  # volumes kept for research; no eligibility from noise
+    # volumes kept for research; no eligibility from noise, a cut-off bolus or a failed fit
+    summary["defuse3"]["verdict_withheld"] = withheld_verdict(summary)
+    if summary["defuse3"]["verdict_withheld"]:
         summary["defuse3"]["defuse3_target_mismatch"] = None
     if fit is not None:
         summary.update(

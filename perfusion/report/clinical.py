@@ -156,11 +156,11 @@ def _positions(ax, mapset: MapSet, inputs: ArterialInput) -> None:
     )
 
 
-def _verdict(eligible: bool | None) -> tuple[str, str]:
-    """The note and value of the DEFUSE-3 row; None: withheld (tissue contrast below the
-    noise, preprocess.min_tissue_cnr)."""
+def _verdict(eligible: bool | None, withheld: str | None) -> tuple[str, str]:
+    """The note and value of the DEFUSE-3 row; None: withheld, for the reason ``withheld``
+    (:func:`perfusion.clinical.withheld_verdict`)."""
     if eligible is None:
-        return "DEFUSE-3: not measurable (low tissue contrast)", "—"
+        return f"DEFUSE-3: not measurable ({withheld or 'low tissue contrast'})", "—"
     return "DEFUSE-3", "YES" if eligible else "no"
 
 
@@ -168,13 +168,14 @@ def _numbers(ax, numbers: dict, reference: Reference | None) -> None:
     """The DEFUSE-3 numbers in large type, the affected side (or no lesion), the reference."""
     ax.set_axis_off()
     ratio, hir = numbers.get("mismatch_ratio"), numbers.get("hypoperfusion_intensity_ratio")
+    verdict = _verdict(numbers["defuse3_target_mismatch"], numbers.get("verdict_withheld"))
     rows = [
         ("Core", "rCBF < 30 %", _ml(numbers['core_volume_ml']), OUTLINES["core"]),
         ("Tmax > 6 s", "", _ml(numbers['tmax_gt_6s_volume_ml']), OUTLINES["hypo"]),
         ("Mismatch volume", "", _ml(numbers['mismatch_volume_ml']), None),
         ("Mismatch ratio", "", "—" if ratio is None else f"{ratio:.1f}", None),
         ("HIR", "Tmax > 10 s / Tmax > 6 s", "—" if hir is None else f"{hir:.2f}", None),
-        ("Target mismatch", *_verdict(numbers["defuse3_target_mismatch"]), None),
+        ("Target mismatch", *verdict, None),
     ]  # fmt: skip
     step = 0.118
     for k, (label, note, value, style) in enumerate(rows):
