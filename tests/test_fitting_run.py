@@ -382,8 +382,13 @@ def test_a_cut_off_bolus_or_a_failed_fit_withholds_the_verdict() -> None:
     unexplained, leaves the maps no say on eligibility; a clean summary keeps it."""
     from perfusion.clinical import withheld_verdict
 
-    clean = {"preprocess": {"aif": {"flags": ["late_arrival"]}}, "brain_voxels": 100,
-             "tissue_voxels": 80, "unphysical_voxels": {"any": 5}, "unexplained_voxels": 4}  # fmt: skip
+    clean = {
+        "preprocess": {"aif": {"flags": ["late_arrival"]}},
+        "brain_voxels": 100,
+        "tissue_voxels": 80,
+        "unphysical_voxels": {"any": 5},
+        "unexplained_voxels": 4,
+    }
     assert withheld_verdict(clean) is None
     cut = {**clean, "preprocess": {"aif": {"flags": ["truncated_bolus"]}}}
     assert withheld_verdict(cut) == "truncated bolus"
