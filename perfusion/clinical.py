@@ -4,6 +4,7 @@ evaluation, the report and the README's phantom figure) and the warnings a fit r
 inputs (:func:`input_warnings`: ``perfusion fit`` prints them before fitting, the report beside
 the curves) and its maps (:func:`map_warnings`, printed after the fit; the report shows the
 DEFUSE-3 summary's :func:`summary_warnings` under the numbers); ``cohort.csv`` lists them all.
+Some leave the maps no say on eligibility (:func:`withheld_verdict`).
 
 - Core: rCBF < 30 % (CBF relative to the healthy hemisphere's median tissue CBF; Straka 2010,
   RAPID's rule).
