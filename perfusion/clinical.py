@@ -192,6 +192,11 @@ def input_warnings(flags: list[str]) -> list[tuple[str, str]]:
     return found
 
 
+def _input_flags(summary: dict) -> list[str]:
+    """``summary.json``'s ``preprocess.aif.flags`` (empty when absent)."""
+    return ((summary.get("preprocess") or {}).get("aif") or {}).get("flags") or []
+
+
 def _masked(summary: dict) -> list[tuple[str, str]]:
     """(finding, advice) for more than :data:`MASKED_WARN_FRACTION` of the brain with unphysical
     values or of the tissue with unexplained curves."""
@@ -231,7 +236,7 @@ def withheld_verdict(summary: dict) -> str | None:
     (:data:`VERDICT_WITHHOLDING_FLAGS`), nor when over :data:`MASKED_WARN_FRACTION` of the
     brain or tissue is unphysical or unexplained.
     """
-    flags = ((summary.get("preprocess") or {}).get("aif") or {}).get("flags") or []
+    flags = _input_flags(summary)
     for flag in VERDICT_WITHHOLDING_FLAGS:
         if flag in flags:
             return INPUT_FLAGS[flag][0].split(" (")[0]
@@ -242,5 +247,5 @@ def withheld_verdict(summary: dict) -> str | None:
 def fit_warnings(summary: dict) -> list[tuple[str, str]]:
     """Every warning of a fit's ``summary.json``: :func:`input_warnings`, then
     :func:`map_warnings`."""
-    flags = ((summary.get("preprocess") or {}).get("aif") or {}).get("flags") or []
+    flags = _input_flags(summary)
     return input_warnings(flags) + map_warnings(summary)

@@ -127,18 +127,12 @@ def _fit_and_write(case_dir, cfg, fit_cfg: FitConfig, out_dir: Path, logger: Any
             prepared.frame_times_s,
             prepared.aif_hu,
         )
-    _, residual_rms = fit_noise(
-        prepared.tissue_hu[prepared.tissue],
-        prepared.frame_times_s,
-        prepared.bolus_arrival_s,
-        prepared.meta.get("baseline_frames", 1),
-    )
-    odd = unexplained(fitqc, prepared.tissue & valid, residual_rms)
+    fit = extra.get("fit")
+    odd = unexplained(fitqc, prepared.tissue & valid, _residual_rms(prepared, fit))
     usable = prepared.tissue & valid & ~odd
     wall = time.perf_counter() - start
-    fit = extra.get("fit")
-    counts = {"unphysical": counts, "unexplained": int(odd.sum())}
-    summary = _summary(prepared, fit_cfg, maps, usable, counts, wall, fit, case_dir)
+    masked = {"unphysical": counts, "unexplained": int(odd.sum())}
+    summary = _summary(prepared, fit_cfg, maps, usable, masked, wall, fit, case_dir)
     summary["fit_time_s"] = fit_time
     with atomic_dir(out_dir) as tmp:
         write_maps(tmp, maps, prepared.affine, usable, fitqc)
@@ -159,6 +153,19 @@ def _fit_and_write(case_dir, cfg, fit_cfg: FitConfig, out_dir: Path, logger: Any
     if logger is not None:
         _log_summary(logger, summary, Path(out_dir))
     return summary
+
+
+def _residual_rms(prepared: PreparedCase, fit: Any) -> float:
+    """RMS residual a perfect fit leaves on the tissue curves (:func:`perfusion.noise.fit_noise`):
+    a neural fit of one region (the whole tissue) has already measured it."""
+    if fit is not None and fit.info.get("fits") == 1:
+        return float(fit.info["noise"]["expected_residual_rms_hu"])
+    return fit_noise(
+        prepared.tissue_hu[prepared.tissue],
+        prepared.frame_times_s,
+        prepared.bolus_arrival_s,
+        prepared.meta.get("baseline_frames", 1),
+    )[1]
 
 
 def _warn_inputs(prepared: PreparedCase, case_dir: str | Path) -> None:
@@ -199,7 +206,7 @@ def _preprocess_summary(meta: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _summary(prepared, cfg, maps, usable, counts, wall, fit, case_dir) -> dict[str, Any]:
+def _summary(prepared, cfg, maps, usable, masked, wall, fit, case_dir) -> dict[str, Any]:
     standard = prepared.standard_mm()[:, 0].reshape(prepared.shape)
     summary: dict[str, Any] = {
         "method": cfg.method,
@@ -211,8 +218,8 @@ def _summary(prepared, cfg, maps, usable, counts, wall, fit, case_dir) -> dict[s
         "units": {"cbf": "ml/100g/min", "cbv": "ml/100g", "mtt": "s", "tmax": "s", "delay": "s"},
         "scan_to_standard": prepared.scan_to_standard,
         "bolus_arrival_s": prepared.bolus_arrival_s,
-        "unphysical_voxels": counts["unphysical"],
-        "unexplained_voxels": counts["unexplained"],
+        "unphysical_voxels": masked["unphysical"],
+        "unexplained_voxels": masked["unexplained"],
         "brain_voxels": int(prepared.brain.sum()),
         "tissue_voxels": int(prepared.tissue.sum()),
         "medians_in_tissue": {n: _median(maps[n][usable]) for n in MAP_NAMES},
