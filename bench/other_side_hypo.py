@@ -42,7 +42,7 @@ def fit_masks(fit: Path) -> tuple[dict, dict]:
     usable = nib.load(fit / "tissuemask.nii.gz").get_fdata() > 0
     x = fit_standard_x(fit, tmax.affine, usable.shape)
     voxel_ml = abs(float(np.linalg.det(tmax.affine[:3, :3]))) / 1000.0
-    return defuse3_masks(maps, usable, x), defuse3_summary(maps, usable, x, voxel_ml)
+    return defuse3_masks(maps, usable, x, voxel_ml), defuse3_summary(maps, usable, x, voxel_ml)
 
 
 def main() -> None:

@@ -76,7 +76,9 @@ def score(cases: Path) -> list[dict]:
             "method=resppinn", f"out={out}")  # fmt: skip
         seg = json.loads((out / "summary.json").read_text())["segmentation"]
         patient = load_patient(case, "resppinn", maps=fits / case.name)
-        rule = threshold_core(patient.rcbf, patient.tissue, patient.x_mm, patient.affected)
+        rule = threshold_core(
+            patient.rcbf, patient.tissue, patient.x_mm, patient.affected, patient.voxel_ml
+        )
         ref = seg["reference_volume_ml"]
         rows.append({
             "case": case.name, "ref_ml": ref,

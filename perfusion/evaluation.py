@@ -6,7 +6,8 @@ truth), the same for every method, so methods are compared on the same voxels.
 
 Regions: ``rcbf30`` = CBF below 30 % of the healthy hemisphere's median CBF,
 on the affected side (Straka 2010); the same rule is applied to the method's CBF and to the true
-CBF, with the same hemispheres and affected side (the truth's lesion side). ``tmax6`` = Tmax > 6 s
+CBF, with the same hemispheres and affected side (the truth's lesion side), voxel by voxel (a
+score of the CBF map: the summary's core also drops parts under 0.5 ml). ``tmax6`` = Tmax > 6 s
 (Olivot 2014). Dice of two empty regions is 1 (nothing to find, nothing found); of one empty
 region and a non-empty one, 0.
 

@@ -65,7 +65,7 @@ def test_hemisphere_restriction_and_threshold_rule() -> None:
     )
     rcbf = np.array([0.1, 0.2, 0.25, 0.9]).reshape(4, 1, 1)
     tissue = np.array([True, True, True, False]).reshape(4, 1, 1)
-    core = threshold_core(rcbf, tissue, x, "right", 0.3)
+    core = threshold_core(rcbf, tissue, x, "right", 1.0, 0.3)
     np.testing.assert_array_equal(core[:, 0, 0], [0, 0, 1, 0])  # low CBF on the left is ignored
 
 
@@ -93,8 +93,31 @@ def test_summary_and_segment_name_the_same_side_where_the_old_rules_differed() -
     usable = np.ones(cbf.shape, dtype=bool)
     maps = {"cbf": cbf, "tmax": tmax}
     assert affected_side(cbf, usable, x, tmax) == "left"
-    assert defuse3_masks(maps, usable, x)["side"] == "left"
+    assert defuse3_masks(maps, usable, x, 1.0)["side"] == "left"
     assert defuse3_summary(maps, usable, x, voxel_volume_ml=1.0)["core_volume_ml"] == 2.0
     tmax[10] = 8.0  # a Tmax > 6 s voxel on the right decides before any CBF rule
     assert affected_side(cbf, usable, x, tmax) == "right"
-    assert defuse3_masks(maps, usable, x)["side"] == "right"
+    assert defuse3_masks(maps, usable, x, 1.0)["side"] == "right"
+
+
+def test_core_parts_under_half_a_millilitre_are_left_out() -> None:
+    """26-connected parts: two diagonal voxels are one part; at 0.3 ml per voxel a lone voxel
+    (0.3 ml) goes, a pair (0.6 ml) stays; the rule and the summary drop the same voxels."""
+    from perfusion.clinical import without_small_components
+    from perfusion.fitting.defuse import defuse3_summary
+
+    mask = np.zeros((8, 8, 3), dtype=bool)
+    mask[5, 1, 0] = mask[6, 2, 1] = True  # diagonal neighbours: one part of 2 voxels
+    mask[7, 6, 2] = True  # alone
+    kept = without_small_components(mask, voxel_ml=0.3)
+    assert kept[5, 1, 0] and kept[6, 2, 1] and not kept[7, 6, 2]
+    assert without_small_components(mask, voxel_ml=0.5).sum() == 3  # 0.5 ml is enough
+    assert not without_small_components(mask, voxel_ml=0.2).any()
+
+    x = np.broadcast_to(np.arange(8.0).reshape(8, 1, 1) - 3.5, mask.shape).copy()
+    rcbf = np.where(mask, 0.1, 1.0).astype(np.float32)
+    tissue = np.ones(mask.shape, dtype=bool)
+    np.testing.assert_array_equal(threshold_core(rcbf, tissue, x, "right", voxel_ml=0.3), kept)
+    maps = {"cbf": 50.0 * rcbf, "tmax": np.where(x > 0, 8.0, 3.0)}
+    summary = defuse3_summary(maps, tissue, x, voxel_volume_ml=0.3)
+    assert summary["core_volume_ml"] == 0.6

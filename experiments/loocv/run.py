@@ -43,7 +43,7 @@ def evaluate(pred: np.ndarray, patient: PatientInputs) -> dict[str, Any]:
 def threshold_rows(patients: Sequence[PatientInputs], threshold: float) -> list[dict[str, Any]]:
     """Per-patient metrics of the rule rCBF < ``threshold`` (affected hemisphere, tissue only)."""
     return [
-        evaluate(threshold_core(p.rcbf, p.tissue, p.x_mm, p.affected, threshold), p)
+        evaluate(threshold_core(p.rcbf, p.tissue, p.x_mm, p.affected, p.voxel_ml, threshold), p)
         for p in patients
     ]
 

@@ -119,7 +119,9 @@ def main(argv: list[str]) -> None:
     if segmenter == "unet":
         pred = predict_core(module, patient)
     else:
-        pred = threshold_core(patient.rcbf, patient.tissue, patient.x_mm, patient.affected)
+        pred = threshold_core(
+            patient.rcbf, patient.tissue, patient.x_mm, patient.affected, patient.voxel_ml
+        )
     out = Path(cfg.out) if cfg.out else (case / "segmentation" if method == "truth" else folder)
     write_nifti_atomic(out / "core_pred.nii.gz", pred, patient.affine, np.uint8)
     save_rcbf(patient, out)

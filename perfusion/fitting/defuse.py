@@ -1,7 +1,7 @@
 """DEFUSE-3 style summary of a set of maps: core, hypoperfusion, mismatch, affected side.
 
 Rules: core = rCBF < 30 % (Straka 2010; CBF relative to the healthy
-hemisphere's median), hypoperfusion = Tmax > 6 s (Olivot 2014), DEFUSE-3 target = core < 70 ml,
+hemisphere's median) without connected parts under 0.5 ml, hypoperfusion = Tmax > 6 s (Olivot 2014), DEFUSE-3 target = core < 70 ml,
 mismatch ratio >= 1.8 and mismatch volume >= 15 ml (Albers 2018); hypoperfusion intensity ratio
 HIR = volume Tmax > 10 s / volume Tmax > 6 s. An acute core lies inside the hypoperfused
 tissue: a core of 1 ml or more larger than the Tmax > 6 s region (``core_exceeds_tmax_gt_6s``),
@@ -19,11 +19,13 @@ from __future__ import annotations
 import numpy as np
 
 from perfusion.clinical import (
+    CORE_MIN_COMPONENT_ML,
     RCBF_CORE,
     TMAX_PENUMBRA_S,
     TMAX_SEVERE_S,
     affected_side,
     hemispheres,
+    without_small_components,
 )
 
 DEFUSE3_MAX_CORE_ML = 70.0
@@ -50,16 +52,20 @@ def lesion_found(core_ml: float, hypo_ml: float) -> bool:
     return core_ml >= LESION_MIN_CORE_ML or hypo_ml >= LESION_MIN_TMAX_ML
 
 
-def defuse3_masks(maps: dict, usable: np.ndarray, standard_x_mm: np.ndarray) -> dict:
+def defuse3_masks(
+    maps: dict, usable: np.ndarray, standard_x_mm: np.ndarray, voxel_volume_ml: float
+) -> dict:
     """The regions behind the summary, as bool volumes (the report draws these).
 
     Args:
         maps: ``cbf`` and ``tmax`` volumes (ml/100g/min, s).
         usable: bool volume, tissue voxels (no CSF or vessels) whose maps are physical.
         standard_x_mm: the standard-frame x (mm) of every voxel, same shape.
+        voxel_volume_ml: volume of one voxel (ml), for the core's minimum component.
 
     Returns:
-        ``core`` (rCBF < 30 % on the measured side), ``core_both_sides``, ``hypo`` (Tmax > 6 s),
+        ``core`` (rCBF < 30 % on the measured side, parts under
+        :data:`~perfusion.clinical.CORE_MIN_COMPONENT_ML` left out), ``core_both_sides``, ``hypo`` (Tmax > 6 s),
         ``severe`` (Tmax > 10 s), ``healthy`` (tissue of the other hemisphere), bool volumes;
         ``side`` (the hemisphere the core is measured in) and ``healthy_median_cbf`` (the rCBF
         reference, ml/100g/min).
@@ -72,8 +78,8 @@ def defuse3_masks(maps: dict, usable: np.ndarray, standard_x_mm: np.ndarray) -> 
     rcbf = cbf / reference if reference > 0 else np.zeros_like(cbf)
     low = usable & (rcbf < RCBF_CORE)
     return {
-        "core": low & sides[side],
-        "core_both_sides": low,
+        "core": without_small_components(low & sides[side], voxel_volume_ml),
+        "core_both_sides": without_small_components(low, voxel_volume_ml),
         "hypo": usable & (tmax > TMAX_PENUMBRA_S),
         "severe": usable & (tmax > TMAX_SEVERE_S),
         "healthy": usable & sides[healthy],
@@ -96,7 +102,7 @@ def defuse3_summary(
         standard_x_mm: the standard-frame x (mm) of every voxel, same shape.
         voxel_volume_ml: volume of one voxel (ml).
     """
-    masks = defuse3_masks(maps, usable, standard_x_mm)
+    masks = defuse3_masks(maps, usable, standard_x_mm, voxel_volume_ml)
 
     def volume_ml(mask: np.ndarray) -> float:
         return float(mask.sum()) * voxel_volume_ml
@@ -115,7 +121,10 @@ def defuse3_summary(
         "affected_side": masks["side"] if found else None,
         "measured_side": masks["side"],
         "healthy_median_cbf": masks["healthy_median_cbf"],
-        "core_rule": f"rCBF < {RCBF_CORE:.0%} of the healthy hemisphere's median, affected side",
+        "core_rule": (
+            f"rCBF < {RCBF_CORE:.0%} of the healthy hemisphere's median, affected side, "
+            f"connected parts >= {CORE_MIN_COMPONENT_ML:g} ml"
+        ),
         "core_volume_ml": core,
         "core_volume_both_sides_ml": volume_ml(masks["core_both_sides"]),
         "tmax_gt_6s_volume_ml": hypo,

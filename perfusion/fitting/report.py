@@ -102,7 +102,7 @@ def report_mapset(
     """What the pages draw: the maps, the DEFUSE-3 regions, the orientation, the vessel MIP."""
     usable = prepared.tissue if usable is None else usable
     standard_x = prepared.standard_mm()[:, 0].reshape(prepared.shape)
-    masks = defuse3_masks(maps, usable, standard_x)
+    masks = defuse3_masks(maps, usable, standard_x, prepared.voxel_volume_ml)
     regions = {"core": masks["core"], "hypo": masks["hypo"]}
     if truth_core is not None:
         regions["truth"] = truth_core

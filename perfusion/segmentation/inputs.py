@@ -63,6 +63,11 @@ class PatientInputs:
     def spacing_mm(self) -> np.ndarray:
         return voxel_spacing_mm(self.affine)
 
+    @property
+    def voxel_ml(self) -> float:
+        """One voxel's volume (ml)."""
+        return float(np.prod(self.spacing_mm)) / 1000.0
+
 
 def list_patients(cohort: str | Path) -> list[Path]:
     """Case folders of a cohort (those holding ``core.nii.gz``), sorted by name."""

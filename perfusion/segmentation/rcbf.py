@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from perfusion.clinical import RCBF_CORE, SIDES, hemispheres, other_side
+from perfusion.clinical import (
+    RCBF_CORE,
+    SIDES,
+    hemispheres,
+    other_side,
+    without_small_components,
+)
 from perfusion.errors import PerfusionError
 
 
@@ -66,7 +72,11 @@ def threshold_core(
     tissue: np.ndarray,
     x_mm: np.ndarray,
     affected: str,
+    voxel_ml: float,
     threshold: float = RCBF_CORE,
 ) -> np.ndarray:
-    """The commercial core rule: tissue with rCBF < ``threshold`` in the affected hemisphere (bool)."""
-    return restrict_to_hemisphere(below_threshold(rcbf, tissue, threshold), x_mm, affected)
+    """The commercial core rule: tissue with rCBF < ``threshold`` in the affected hemisphere,
+    without connected parts under :data:`~perfusion.clinical.CORE_MIN_COMPONENT_ML` (bool;
+    ``voxel_ml``: one voxel's volume, ml)."""
+    side = restrict_to_hemisphere(below_threshold(rcbf, tissue, threshold), x_mm, affected)
+    return without_small_components(side, voxel_ml)
