@@ -1,9 +1,9 @@
 """DEFUSE-3 style summary of a set of maps: core, hypoperfusion, mismatch, affected side.
 
 Rules: core = rCBF < 30 % (Straka 2010; CBF relative to the healthy
-hemisphere's median) without connected parts under 0.5 ml, hypoperfusion = Tmax > 6 s (Olivot 2014), DEFUSE-3 target = core < 70 ml,
-mismatch ratio >= 1.8 and mismatch volume >= 15 ml (Albers 2018); hypoperfusion intensity ratio
-HIR = volume Tmax > 10 s / volume Tmax > 6 s. An acute core lies inside the hypoperfused
+hemisphere's median) without connected parts under 0.5 ml, hypoperfusion = Tmax > 6 s
+(Olivot 2014), DEFUSE-3 target = core < 70 ml, mismatch ratio >= 1.8 and mismatch volume >=
+15 ml (Albers 2018); hypoperfusion intensity ratio HIR = volume Tmax > 10 s / volume Tmax > 6 s. An acute core lies inside the hypoperfused
 tissue: a core of 1 ml or more larger than the Tmax > 6 s region (``core_exceeds_tmax_gt_6s``),
 or lying mostly outside it (``core_mostly_outside_tmax_gt_6s``), means the mismatch is not to
 be read as it stands (noise blobs of low CBF, Tmax underestimated, or low flow without delay,
@@ -65,8 +65,9 @@ def defuse3_masks(
 
     Returns:
         ``core`` (rCBF < 30 % on the measured side, parts under
-        :data:`~perfusion.clinical.CORE_MIN_COMPONENT_ML` left out), ``core_both_sides``, ``hypo`` (Tmax > 6 s),
-        ``severe`` (Tmax > 10 s), ``healthy`` (tissue of the other hemisphere), bool volumes;
+        :data:`~perfusion.clinical.CORE_MIN_COMPONENT_ML` left out), ``core_both_sides``,
+        ``hypo`` (Tmax > 6 s), ``severe`` (Tmax > 10 s), ``healthy`` (tissue of the other
+        hemisphere), bool volumes;
         ``side`` (the hemisphere the core is measured in) and ``healthy_median_cbf`` (the rCBF
         reference, ml/100g/min).
     """
