@@ -1,14 +1,14 @@
 """DEFUSE-3 style summary of a set of maps: core, hypoperfusion, mismatch, affected side.
 
-Rules: core = rCBF < 30 % (Straka 2010; CBF relative to the healthy
-hemisphere's median) without connected parts under 0.5 ml, hypoperfusion = Tmax > 6 s
-(Olivot 2014), DEFUSE-3 target = core < 70 ml, mismatch ratio >= 1.8 and mismatch volume >=
-15 ml (Albers 2018); hypoperfusion intensity ratio HIR = volume Tmax > 10 s / volume Tmax >
-6 s. An acute core lies inside the hypoperfused tissue: a core of 1 ml or more larger than the Tmax > 6 s region (``core_exceeds_tmax_gt_6s``),
-or lying mostly outside it (``core_mostly_outside_tmax_gt_6s``), means the mismatch is not to
-be read as it stands (noise blobs of low CBF, Tmax underestimated, or low flow without delay,
-such as an old infarct, counted as core); the report says so. CSF and large vessels
-are excluded (``tissue`` mask). Thresholds, hemispheres and the affected side are
+Rules: core = rCBF < 30 % (Straka 2010; CBF relative to the healthy hemisphere's median) without
+connected parts under 0.5 ml, hypoperfusion = Tmax > 6 s (Olivot 2014), DEFUSE-3 target = core <
+70 ml, mismatch ratio >= 1.8 and mismatch volume >= 15 ml (Albers 2018); hypoperfusion intensity
+ratio HIR = volume Tmax > 10 s / volume Tmax > 6 s. An acute core lies inside the hypoperfused
+tissue: a core of 1 ml or more larger than the Tmax > 6 s region (``core_exceeds_tmax_gt_6s``),
+or lying mostly outside it (``core_mostly_outside_tmax_gt_6s``), means the mismatch is not to be
+read as it stands (noise blobs of low CBF, Tmax underestimated, or low flow without delay, such
+as an old infarct, counted as core); the report says so. CSF and large
+vessels are excluded (``tissue`` mask). Thresholds, hemispheres and the affected side are
 :mod:`perfusion.clinical`'s (the same rule as ``perfusion segment``); the core is measured in
 that hemisphere, which is reported as the affected side only when a lesion was found (core
 >= 1 ml or Tmax > 6 s >= 5 ml): below both, the maps name no side.
