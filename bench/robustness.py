@@ -142,16 +142,29 @@ def page(scores: dict[tuple[str, str], dict], skipped: list[str]) -> str:
             f"| {s['unexplained']} | {'; '.join(s['warnings']) or '-'} |"
         )
     lines += ["", "Medians over the conditions:", ""]
-    lines += ["| method | CBF r | Tmax MAE | core Dice | Tmax>6s Dice | abs. Tmax>6s error ml |"]
-    lines += ["|---|---|---|---|---|---|"]
+    lines += [
+        "| method | CBF r | Tmax MAE | core Dice | abs. core error ml | Tmax>6s Dice "
+        "| abs. Tmax>6s error ml |"
+    ]
+    lines += ["|---|---|---|---|---|---|---|"]
     for method in METHODS:
         rows = [s for (_, m), s in scores.items() if m == method]
         cbf_r, mae, core, hypo = (
             _median(rows, key) for key in ("cbf_r", "tmax_mae", "core_dice", "hypo_dice")
         )
         error = float(np.median([abs(s["hypo_ml"] - s["true_hypo_ml"]) for s in rows]))
+        core_error = float(
+            np.median(
+                [
+                    abs(s["core_ml"] - s["true_core_ml"])
+                    for s in rows
+                    if s["true_core_ml"] is not None
+                ]
+            )
+        )
         lines.append(
-            f"| {method} | {cbf_r:.3f} | {mae:.2f} | {core:.2f} | {hypo:.2f} | {error:.1f} |"
+            f"| {method} | {cbf_r:.3f} | {mae:.2f} | {core:.2f} | {core_error:.1f} | {hypo:.2f} "
+            f"| {error:.1f} |"
         )
     if skipped:
         lines += ["", f"Skipped (no {RAPID_TSV.name} beside the project): {', '.join(skipped)}."]
