@@ -87,3 +87,17 @@ def test_inference_window_separate_from_training_patch() -> None:
         SegmentationModule(
             [16, 32], [2], 1, 0.0, 1e-3, 0.0, 4, (32, 32, 16), infer_roi=(40, 32, 16)
         )
+
+
+def test_predicted_core_leaves_out_parts_under_half_a_millilitre(monkeypatch) -> None:
+    from perfusion.segmentation.train import predict_core
+
+    module = small_module()
+    case = patient(0)
+    raw = torch.zeros((1, *case.rcbf.shape), dtype=torch.bool)
+    raw[0, 2, 2, 2] = True  # one voxel, far below 0.5 ml
+    raw[0, 10:20, 10:20, 4:8] = True  # 400 voxels
+    assert case.voxel_ml * 400 >= 0.5 > case.voxel_ml
+    monkeypatch.setattr(module, "segment", lambda image, keep: raw)
+    core = predict_core(module, case)
+    assert core.sum() == 400 and not core[2, 2, 2]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from perfusion.clinical import without_small_components
 from perfusion.help import expand_aliases
 from perfusion.segmentation.config import TrainConfig, UNetConfig
 from perfusion.segmentation.inputs import PatientInputs
@@ -132,10 +133,12 @@ def fold_logger(enabled: bool, group: str, job: str, name: str, save_dir: Path) 
 
 
 def predict_core(module: SegmentationModule, patient: PatientInputs) -> np.ndarray:
-    """Bool (X, Y, Z) core of one patient from a trained module (eval mode, CPU or its device)."""
+    """Bool (X, Y, Z) core of one patient from a trained module (eval mode, CPU or its device),
+    without parts under :data:`~perfusion.clinical.CORE_MIN_COMPONENT_ML` as the rule's core."""
     from perfusion.segmentation.data import to_batch
 
     module.eval()
     batch = to_batch(patient, module.hparams.features)
     batch = {k: v.to(module.device) for k, v in batch.items()}
-    return module.segment(batch["image"], batch["keep"])[0].cpu().numpy()
+    core = module.segment(batch["image"], batch["keep"])[0].cpu().numpy()
+    return without_small_components(core, patient.voxel_ml)
