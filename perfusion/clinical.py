@@ -25,9 +25,9 @@ from perfusion.errors import PerfusionError
 RCBF_CORE = 0.30
 """Core: rCBF below this fraction of the healthy hemisphere's median CBF."""
 CORE_MIN_COMPONENT_ML = 0.5
-"""Core: connected parts (26-neighbour) smaller than this (ml) are left out. Per-voxel CBF is
-uncertain to about +-60 % in grey matter (docs/method.md), so noise pushes scattered voxels and
-small clusters below 30 % in every brain; an acute core is one region of millilitres."""
+"""Core: connected parts (26-neighbour) smaller than this (ml) are left out: noise pushes single
+voxels and small clusters of healthy tissue below 30 %, an acute core is one region of
+millilitres (docs/method.md)."""
 TMAX_PENUMBRA_S = 6.0
 """Hypoperfusion: Tmax above this (s)."""
 TMAX_SEVERE_S = 10.0
