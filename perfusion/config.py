@@ -31,6 +31,14 @@ def config_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "configs"
 
 
+def repository_path(name: str | Path) -> Path:
+    """A relative path from the working directory, or else from the repository root where the
+    shipped files (``checkpoints/``) live; as given when neither exists."""
+    path = Path(name)
+    shipped = Path(__file__).resolve().parents[1] / path
+    return shipped if not path.exists() and not path.is_absolute() and shipped.exists() else path
+
+
 def resolve_config_path(name: str | Path) -> Path:
     """A YAML path as given, or relative to :func:`config_dir` (``.yaml`` optional)."""
     path = Path(name)

@@ -143,3 +143,17 @@ def test_a_changed_fit_of_one_input_leaves_the_other_inputs_units_standing() -> 
     trained = loocv.unit_digests(loocv.OPTIONS.load(["inputs=[bsvd,resppinn]", "train.lr=0.01"]),
                                  {"bsvd": "b1", "resppinn": "r1"})  # fmt: skip
     assert trained["bsvd"] != before["bsvd"]  # the training settings count for every input
+
+
+def test_shipped_model_found_from_any_working_directory(tmp_path: Path, monkeypatch) -> None:
+    from perfusion.config import repository_path
+    from perfusion.segmentation.config import SegmentConfig
+
+    default = SegmentConfig().model
+    monkeypatch.chdir(tmp_path)
+    assert (
+        repository_path(default).is_absolute() and (repository_path(default) / "model.pt").is_file()
+    )
+    (tmp_path / default).mkdir(parents=True)  # the working directory's own model comes first
+    assert repository_path(default) == Path(default)
+    assert repository_path("no/such/model") == Path("no/such/model")

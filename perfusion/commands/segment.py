@@ -20,7 +20,7 @@ import numpy as np
 
 from perfusion.clinical import RCBF_CORE
 from perfusion.commands.outputs import wrote_line
-from perfusion.config import split_args
+from perfusion.config import repository_path, split_args
 from perfusion.errors import PerfusionError
 from perfusion.help import Options, one_positional
 from perfusion.io import write_json_atomic, write_nifti_atomic
@@ -110,7 +110,8 @@ def main(argv: list[str]) -> None:
     from perfusion.segmentation.module import load_bundle
     from perfusion.segmentation.train import predict_core  # torch and MONAI from here on
 
-    module, meta = load_bundle(cfg.model)
+    model = repository_path(cfg.model)
+    module, meta = load_bundle(model)
     method = cfg.method or meta["input_method"]
     folder = find_maps(case, method, cfg.maps, cfg.fit_missing, cfg.fit_overrides)
     patient = load_patient(case, method, side=cfg.side, maps=folder)
@@ -133,7 +134,7 @@ def main(argv: list[str]) -> None:
         "affected_side": patient.affected,
         "input_method": method,
         "segmenter": segmenter if segmenter == "unet" else f"rCBF<{100 * RCBF_CORE:g}%",
-        "model": str(cfg.model),
+        "model": str(model.absolute()),
         "warnings": warnings,
     }
     if patient.core is not None:

@@ -161,7 +161,8 @@ class SegmentConfig:
     """``perfusion segment CASE_DIR model=PATH``."""
 
     model: str = "checkpoints/segmentation"
-    """Folder (or ``model.pt``) written by ``perfusion train-seg``."""
+    """Folder (or ``model.pt``) written by ``perfusion train-seg``; a relative path missing from
+    the working directory is looked for in the repository (the shipped model)."""
     maps: str = ""
     """Folder holding ``cbf.nii.gz`` (a fit output); empty: ``<case>/fits/<method>``."""
     method: str = ""
