@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from perfusion.clinical import summary_warnings
+from perfusion.clinical import CORE_MIN_COMPONENT_ML, summary_warnings
 from perfusion.report.inputs import ArterialInput, mark_positions, plot_curves
 from perfusion.report.orientation import mark_sides
 from perfusion.report.panels import (
@@ -170,7 +170,7 @@ def _numbers(ax, numbers: dict, reference: Reference | None) -> None:
     ratio, hir = numbers.get("mismatch_ratio"), numbers.get("hypoperfusion_intensity_ratio")
     verdict = _verdict(numbers["defuse3_target_mismatch"], numbers.get("verdict_withheld"))
     rows = [
-        ("Core", "rCBF < 30 %", _ml(numbers['core_volume_ml']), OUTLINES["core"]),
+        ("Core", f"rCBF < 30 %, parts ≥ {CORE_MIN_COMPONENT_ML:g} ml", _ml(numbers['core_volume_ml']), OUTLINES["core"]),
         ("Tmax > 6 s", "", _ml(numbers['tmax_gt_6s_volume_ml']), OUTLINES["hypo"]),
         ("Mismatch volume", "", _ml(numbers['mismatch_volume_ml']), None),
         ("Mismatch ratio", "", "—" if ratio is None else f"{ratio:.1f}", None),
