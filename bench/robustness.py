@@ -125,7 +125,8 @@ def page(scores: dict[tuple[str, str], dict], skipped: list[str]) -> str:
         "5 HU, parametric AIF, automatic AIF selection, unless the condition says otherwise), "
         "fitted by `perfusion fit` with motion correction on. CBF r and Tmax MAE (s) over the "
         "truth's tissue; core (rCBF < 30 %, parts under 0.5 ml left out) and Tmax > 6 s as "
-        "the fit's summary counts them, in ml with the truth's in brackets and their Dice with the phantom's core and true "
+        "the fit's summary counts them, in ml with the truth's in brackets and their Dice with "
+        "the phantom's core and true "
         "Tmax > 6 s (`-`: no true region; the Kudo design defines no core); unexplained: "
         "tissue voxels left out by "
         "`fitting.maps.unexplained`; warnings: what the fit printed.",
