@@ -169,8 +169,9 @@ def _numbers(ax, numbers: dict, reference: Reference | None) -> None:
     ax.set_axis_off()
     ratio, hir = numbers.get("mismatch_ratio"), numbers.get("hypoperfusion_intensity_ratio")
     verdict = _verdict(numbers["defuse3_target_mismatch"], numbers.get("verdict_withheld"))
+    core_rule = f"rCBF < 30 %, parts ≥ {CORE_MIN_COMPONENT_ML:g} ml"
     rows = [
-        ("Core", f"rCBF < 30 %, parts ≥ {CORE_MIN_COMPONENT_ML:g} ml", _ml(numbers['core_volume_ml']), OUTLINES["core"]),
+        ("Core", core_rule, _ml(numbers['core_volume_ml']), OUTLINES["core"]),
         ("Tmax > 6 s", "", _ml(numbers['tmax_gt_6s_volume_ml']), OUTLINES["hypo"]),
         ("Mismatch volume", "", _ml(numbers['mismatch_volume_ml']), None),
         ("Mismatch ratio", "", "—" if ratio is None else f"{ratio:.1f}", None),
