@@ -20,6 +20,7 @@ import numpy as np
 
 from perfusion.evaluation import fit_standard_x
 from perfusion.fitting.defuse import OTHER_SIDE_MAX_HYPO_FRACTION, defuse3_masks, defuse3_summary
+from perfusion.io import voxel_volume_ml
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "other-side-hypo"
@@ -41,7 +42,7 @@ def fit_masks(fit: Path) -> tuple[dict, dict]:
     maps = {"tmax": tmax.get_fdata(), "cbf": nib.load(fit / "cbf.nii.gz").get_fdata()}
     usable = nib.load(fit / "tissuemask.nii.gz").get_fdata() > 0
     x = fit_standard_x(fit, tmax.affine, usable.shape)
-    voxel_ml = abs(float(np.linalg.det(tmax.affine[:3, :3]))) / 1000.0
+    voxel_ml = voxel_volume_ml(tmax.affine)
     return defuse3_masks(maps, usable, x, voxel_ml), defuse3_summary(maps, usable, x, voxel_ml)
 
 

@@ -31,6 +31,7 @@ from other_side_hypo import fit_masks
 
 from perfusion.clinical import TMAX_PENUMBRA_S, fit_warnings
 from perfusion.evaluation import dice, evaluate_fit
+from perfusion.io import voxel_volume_ml
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "data" / "robustness"
@@ -90,7 +91,7 @@ def score(name: str, method: str) -> dict:
     true_hypo = (true_cbf > 0) & (image.get_fdata() > TMAX_PENUMBRA_S)
     core_path = case / "core.nii.gz"  # the Kudo design has no core
     true_core = np.asarray(nib.load(core_path).dataobj) > 0 if core_path.is_file() else None
-    voxel_ml = abs(float(np.linalg.det(image.affine[:3, :3]))) / 1000.0
+    voxel_ml = voxel_volume_ml(image.affine)
     return {
         "cbf_r": metrics["cbf_r"],
         "tmax_mae": metrics["tmax_mae"],

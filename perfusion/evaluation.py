@@ -28,7 +28,7 @@ import numpy as np
 
 from perfusion.clinical import RCBF_CORE, TMAX_PENUMBRA_S, standard_x_mm
 from perfusion.errors import PerfusionError
-from perfusion.io import load_nifti, voxel_spacing_mm
+from perfusion.io import load_nifti, voxel_volume_ml
 
 MAP_NAMES = ("cbf", "cbv", "mtt", "tmax", "delay")
 VESSEL_OCCUPANCY_MAX = 0.0
@@ -195,7 +195,7 @@ def evaluate_fit(fit_dir: str | Path, truth_dir: str | Path) -> dict[str, Any]:
     core = (
         _read(truth_dir / "core.nii.gz")[0] > 0 if (truth_dir / "core.nii.gz").is_file() else None
     )
-    voxel_ml = float(np.prod(voxel_spacing_mm(affine))) / 1000.0
+    voxel_ml = voxel_volume_ml(affine)
     out: dict[str, Any] = evaluate_maps(maps, truth, tissue, affected, voxel_ml, core)
     out["affected_side"] = side
     return out

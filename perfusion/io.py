@@ -78,7 +78,7 @@ class VoxelGeometry:
 
     @property
     def voxel_volume_ml(self) -> float:
-        return float(np.prod(self.spacing_mm)) / 1000.0
+        return voxel_volume_ml(self.affine)
 
 
 @dataclass
@@ -113,6 +113,11 @@ class Case(VoxelGeometry):
 def voxel_spacing_mm(affine: np.ndarray) -> np.ndarray:
     """Voxel size (3,) in mm: the norms of the affine's first three columns."""
     return np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+
+
+def voxel_volume_ml(affine: np.ndarray) -> float:
+    """One voxel's volume in ml: the product of :func:`voxel_spacing_mm` / 1000."""
+    return float(np.prod(voxel_spacing_mm(affine))) / 1000.0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 
 from perfusion.clinical import SIDES, affected_side, standard_x_mm
 from perfusion.errors import PerfusionError
-from perfusion.io import load_nifti, voxel_spacing_mm, write_nifti_atomic
+from perfusion.io import load_nifti, voxel_spacing_mm, voxel_volume_ml, write_nifti_atomic
 from perfusion.segmentation.rcbf import relative_cbf
 
 CORE_FILE = "core.nii.gz"
@@ -66,7 +66,7 @@ class PatientInputs:
     @property
     def voxel_ml(self) -> float:
         """One voxel's volume (ml)."""
-        return float(np.prod(self.spacing_mm)) / 1000.0
+        return voxel_volume_ml(self.affine)
 
 
 def list_patients(cohort: str | Path) -> list[Path]:
