@@ -256,6 +256,13 @@ class FitConfig:
     ode_prefit_prior_share: float = 0.5
     """The local prior's share in the mixture with the tissue's (``ode_prefit_prior_block_mm``):
     0 the tissue's prior alone, 1 the neighbourhood's alone."""
+    ode_prefit_prior_floor: float = 0.0
+    """The flat prior's share in the learnt start prior (a defensive mixture:
+    ``(1 - floor) * learnt + floor * flat``; 0 the learnt prior alone, 1 the flat prior). A
+    learnt prior gives almost no weight to delays its tissue or neighbourhood rarely has, so a
+    weak lesion curve, whose likelihood runs along a ridge of equal Tmax, starts at the
+    majority's short delay with a longer MTT and a shorter Tmax than its data say; the floor
+    keeps every node possible where a voxel's likelihood clearly favours it."""
     ode_prefit_tmax: str = "posterior"
     """Where the grid start takes each voxel's Tmax from: ``posterior``, the posterior mean's
     t_d + MTT/2; ``likelihood``, the voxel's best node by likelihood alone, the prior then
@@ -321,6 +328,10 @@ def check_fit_config(cfg: FitConfig) -> None:
         raise PerfusionError(
             "ode_prefit_prior_block and ode_prefit_prior_block_mm are both set; "
             "give one (the other =null)"
+        )
+    if not 0.0 <= cfg.ode_prefit_prior_floor <= 1.0:
+        raise PerfusionError(
+            f"ode_prefit_prior_floor: {cfg.ode_prefit_prior_floor}, expected 0 <= value <= 1"
         )
     if not 0.0 <= cfg.ode_prefit_prior_share <= 1.0:
         raise PerfusionError(

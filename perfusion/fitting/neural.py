@@ -203,6 +203,7 @@ def case_samples(
             tissue=tissue,
             block=prior_block_voxels(cfg, prepared.spacing_mm),
             share=cfg.ode_prefit_prior_share,
+            floor=cfg.ode_prefit_prior_floor,
         )
         sizes = [cfg.ode_prefit_median] * 3
         if cfg.ode_prefit_median_times is not None:

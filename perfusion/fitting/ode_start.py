@@ -63,6 +63,7 @@ def grid_start_units(
     tissue: np.ndarray | None = None,
     block: Sequence[int] | None = None,
     share: float = 0.5,
+    floor: float = 0.0,
 ) -> Tensor:
     """(V, 3) float32 Domain-unit (flow, mtt, delay) starts of ``tac_hu`` (V, T) ΔHU curves.
 
@@ -71,7 +72,8 @@ def grid_start_units(
     :data:`PRIOR_VOXELS`: all of them up to twice that many, else 1 to 2 times it) instead of
     a flat prior over the grid; with ``block`` (voxels per axis of ``tissue``, the bool volume
     that places the V voxels) that prior is then made local (:func:`local_priors`, ``share``
-    its weight). ``tmax_by_likelihood``: each start keeps its best node's Tmax
+    its weight); ``floor`` mixes the flat prior into the learnt one (:func:`with_floor`).
+    ``tmax_by_likelihood``: each start keeps its best node's Tmax
     (:func:`perfusion.baselines.nlr.grid_start`, ``FitConfig.ode_prefit_tmax``).
     """
     model, cfg = BoxModel(frame_times_s, aif_hu), NlrConfig()
@@ -93,6 +95,7 @@ def grid_start_units(
                     share,
                     prior_iterations,
                 )
+            log_prior = with_floor(log_prior, floor)
         chunks = [
             grid_start(
                 model,
@@ -110,6 +113,15 @@ def grid_start_units(
     mtt = start[:, 2].numpy()
     units = domain.params_unit(flow, mtt, delay)
     return torch.as_tensor(np.stack(units, axis=1), dtype=torch.float32)
+
+
+def with_floor(log_prior: Tensor, floor: float) -> Tensor:
+    """``log((1 - floor) * prior + floor / K)`` of log-priors (..., K) over K nodes: the learnt
+    prior with a share ``floor`` of the flat one, so that no node is ruled out."""
+    if floor <= 0:
+        return log_prior
+    flat = torch.full_like(log_prior, floor / log_prior.shape[-1])
+    return torch.logaddexp(log_prior + np.log1p(-floor), flat.log())
 
 
 def block_ids(tissue: np.ndarray, block: Sequence[int]) -> tuple[Tensor, tuple[int, ...]]:

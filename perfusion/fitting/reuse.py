@@ -33,6 +33,7 @@ ADDED_KEYS: dict[str, Any] = {
     "ode_prefit_prior_block": None,  # and then its share has no effect (dropped below)
     "stop.min_steps": 0,
     "ode_prefit_prior_block_mm": None,
+    "ode_prefit_prior_floor": 0.0,
 }
 """FitConfig keys (dotted inside a section) added after fits were cached, with the value that
 repeats the behaviour from before they existed: at that value the key is left out of the
@@ -71,7 +72,7 @@ def effective_settings(fit_cfg: Any, spacing_mm: Any = None) -> dict[str, Any]:
             holder.pop(name)
     blocks = ("ode_prefit_prior_block", "ode_prefit_prior_block_mm")
     if not settings.get("ode_prefit_prior_iterations"):  # no learnt prior to make local
-        for key in blocks:
+        for key in (*blocks, "ode_prefit_prior_floor"):
             settings.pop(key, None)
     if not any(key in settings for key in blocks):
         settings.pop("ode_prefit_prior_share", None)
@@ -87,7 +88,7 @@ def effective_settings(fit_cfg: Any, spacing_mm: Any = None) -> dict[str, Any]:
             settings.pop("ode_prefit_median_times", None)
             settings.pop("ode_prefit_prior_iterations", None)
             settings.pop("ode_prefit_tmax", None)
-            for key in (*blocks, "ode_prefit_prior_share"):
+            for key in (*blocks, "ode_prefit_prior_share", "ode_prefit_prior_floor"):
                 settings.pop(key, None)
     stop = settings["stop"]
     if stop["rule"] == "none":  # the steps all run; the average of their weights still counts
