@@ -1,6 +1,6 @@
 """Apply the recipe rule stated in configs/bench.yaml to finished bench results.
 
-    .venv/bin/python bench/rank_recipes.py
+    .venv/bin/python bench/rank_recipes.py [RESULTS]
 
 Score of a recipe: the mean of its 3-patient mean map scores (experiments.bench.map_score) over
 sigma 5, 10, 15 of bench/results/accuracy and sigma 5, 10 of bench/results/white and
@@ -9,12 +9,15 @@ below the default's (``resppinn``, configs/fit.yaml) on CBF r and on both region
 default must not lose the noiseless accuracy of the one it replaces. Within 0.01 of each
 other the faster wins; fit times within 10 % count as equal, and then the recipe whose maps
 move least under rounding (bench/stability.py, read from its page) does.
-Writes the ranking, best first, to bench/results/recipes/README.md and prints it.
+Writes the ranking, best first, to bench/results/recipes/README.md and prints it. With a
+folder RESULTS holding ``accuracy/``, ``white/`` and ``exponential/`` of one round's own runs
+(a new recipe and the default fitted side by side), it ranks those and writes RESULTS/README.md.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
@@ -24,13 +27,14 @@ DEFAULT = "resppinn"
 TOLERANCE = 0.03
 
 
-def means(name: str) -> dict[tuple[str, float], dict]:
-    data = json.loads((RESULTS / name / "accuracy.json").read_text())
+def means(results: Path, name: str) -> dict[tuple[str, float], dict]:
+    data = json.loads((results / name / "accuracy.json").read_text())
     return {(m["method"], m["noise_hu"]): m for m in data["means"] if m.get("aif") == "supplied"}
 
 
-def main() -> None:
-    tables = {name: means(name) for name in CELLS}
+def main(argv: list[str]) -> None:
+    results = Path(argv[0]) if argv else RESULTS
+    tables = {name: means(results, name) for name in CELLS}
     accuracy = tables["accuracy"]
     recipes = sorted({m for m, _ in accuracy} - NOT_RECIPES)
     default0 = accuracy[(DEFAULT, 0.0)]
@@ -46,8 +50,10 @@ def main() -> None:
     table = [
         "# Choosing the default fit recipe",
         "",
-        "Command: `.venv/bin/python bench/rank_recipes.py` over the results of `perfusion bench`,",
-        "`perfusion bench config=bench/white` and `perfusion bench config=bench/exponential`.",
+        f"Command: `.venv/bin/python bench/rank_recipes.py{' ' + argv[0] if argv else ''}` over the"
+        " results of `perfusion bench`,",
+        "`perfusion bench config=bench/white` and `perfusion bench config=bench/exponential`"
+        + (f" (in {argv[0]})." if argv else "."),
         "",
         "Rule (configs/bench.yaml, stated before the runs): the highest mean map score over the",
         "3-patient means at sigma 5, 10, 15 (accuracy) and 5, 10 (white, exponential), among the",
@@ -64,11 +70,11 @@ def main() -> None:
         verdict = "within" if not short else f"below by more than {TOLERANCE}: {', '.join(short)}"
         table.append(f"| {recipe} | {score:.3f} | {fit_s:.1f} | {verdict} |")
     text = "\n".join(table) + "\n"
-    out = RESULTS / "recipes" / "README.md"
+    out = results / "README.md" if argv else RESULTS / "recipes" / "README.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(text)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
