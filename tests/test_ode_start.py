@@ -21,6 +21,7 @@ from perfusion.fitting.ode_start import (  # noqa: E402
     grid_start_units,
     local_priors,
     prefit_ode,
+    refit_baseline,
     smoothed_start,
     with_floor,
 )
@@ -181,6 +182,33 @@ def test_floor_lets_a_lesion_its_neighbourhood_outnumbers_keep_its_delay() -> No
     assert over[10, 0.2][1] > 2 * over[10, 0.0][1] + 10, over
     assert over[10, 0.2][0] < 0.1 * over[0, 0.0][0], over
     assert delays[10, 0.0] < 2.0 < delays[10, 0.2], delays  # true delay 4 s
+
+
+def test_refit_baseline_finds_a_constant_offset_and_leaves_a_clean_curve() -> None:
+    """Noiseless grey, white and lesion curves: shifted by +3 / -2 HU the shift is found
+    (within the start grid's spacing), unshifted they stay as they are."""
+    clean = np.stack([box_tac(TIMES, *TISSUES[name]) for name in ("grey", "white", "lesion")])
+    shifted = clean + np.array([3.0, -2.0, 3.0])[:, None]
+    found = (shifted - refit_baseline(shifted, TIMES, AIF(TIMES))).mean(1)
+    np.testing.assert_allclose(found, [3.0, -2.0, 3.0], atol=0.3)
+    np.testing.assert_allclose(refit_baseline(clean, TIMES, AIF(TIMES)), clean, atol=0.3)
+
+
+def test_refit_baseline_halves_the_error_of_a_four_frame_baseline() -> None:
+    """White-matter curves (peak about 9 HU) under SD 3 HU noise, baseline-subtracted with the
+    mean of the 4 frames before the bolus as preprocessing does: every curve is shifted by
+    that mean's error (SD 1.5 HU); removing the fitted offsets leaves under half of it."""
+    rng = np.random.default_rng(0)
+    true = np.tile(box_tac(TIMES, *TISSUES["white"]), (2000, 1))
+    raw = true + rng.normal(0, 3.0, true.shape)
+    data = raw - raw[:, :4].mean(1, keepdims=True)
+    error_before = (data - true)[:, 4:].mean(1)
+    error_after = (refit_baseline(data, TIMES, AIF(TIMES)) - true)[:, 4:].mean(1)
+    assert np.std(error_after) < 0.5 * np.std(error_before), (
+        np.std(error_before),
+        np.std(error_after),
+    )
+    assert abs(np.mean(error_after)) < 0.2
 
 
 def test_median_filter_removes_an_isolated_start() -> None:

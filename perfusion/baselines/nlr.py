@@ -136,6 +136,38 @@ def node_fit(curves: torch.Tensor, shapes: torch.Tensor) -> tuple[torch.Tensor, 
     return (cg / gg).clamp_min(0.0), (gain - best_gain) / (2.0 * variance)
 
 
+def baseline_offsets(model: BoxModel, curves: torch.Tensor, cfg: NlrConfig) -> torch.Tensor:
+    """Each voxel's constant offset (V,) ΔHU: the error its baseline subtraction left.
+
+    The baseline is the mean of the few frames before the bolus, so its noise shifts every
+    later frame of a curve by one constant. At each node of the start grid a curve is fitted
+    as ``F * g + b`` by linear least squares (F >= 0; where the best F would be negative, F = 0
+    and b the curve's mean), and the offset is the mean of b over the nodes weighted by their
+    likelihood, as :func:`grid_start` weighs its starts (flat prior). The frames before the
+    bolus, whose mean the subtraction set to 0, pull b toward 0 as a prior with the
+    baseline's own weight would; the later frames, where the model says how much is curve,
+    measure it.
+    """
+    shapes = start_nodes(model, cfg)[1].to(curves.dtype)  # (K, T)
+    n_t = curves.shape[-1]
+    g_mean = shapes.mean(-1)
+    g_c = shapes - g_mean[:, None]
+    gg = (g_c * g_c).sum(-1).clamp_min(1e-12)
+    out = []
+    for i in range(0, len(curves), cfg.chunk):
+        c = curves[i : i + cfg.chunk]
+        c_mean = c.mean(-1, keepdim=True)
+        c_c = c - c_mean
+        cg = c_c @ g_c.T  # (V, K)
+        flow = (cg / gg).clamp_min(0.0)
+        sse = (c_c * c_c).sum(-1, keepdim=True) - torch.where(cg > 0, cg**2 / gg, 0.0)
+        sse_min = sse.min(dim=1, keepdim=True).values.clamp_min(0.0)
+        variance = (sse_min / max(n_t - 4, 1)).clamp_min(1e-12)
+        weight = torch.softmax(-(sse - sse_min) / (2.0 * variance), dim=1)
+        out.append((weight * (c_mean - flow * g_mean)).sum(-1))
+    return torch.cat(out) if out else curves.new_zeros((0,))
+
+
 def node_prior(log_likelihood: torch.Tensor, iterations: int) -> torch.Tensor:
     """Log-probabilities (K,) of the grid nodes among the voxels of ``log_likelihood`` (V, K).
 

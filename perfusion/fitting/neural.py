@@ -21,7 +21,7 @@ from perfusion.fitting.config import FitConfig, LossConfig, prior_block_voxels, 
 from perfusion.fitting.data import CaseDataModule
 from perfusion.fitting.init import load_init
 from perfusion.fitting.module import FieldFitModule, run_trainer
-from perfusion.fitting.ode_start import grid_start_units, smoothed_start
+from perfusion.fitting.ode_start import grid_start_units, refit_baseline, smoothed_start
 from perfusion.fitting.sampling import CaseSamples
 from perfusion.fitting.steps import FeatureSource, eq1_prediction, prefit
 from perfusion.fitting.stopping import plan_stop, stop_reason
@@ -176,14 +176,18 @@ def case_samples(
 ) -> CaseSamples:
     """The fit data (Domain units, CPU) of the tissue voxels inside ``region`` (bool volume).
 
-    Coordinates are the voxels' standard-frame positions (in-plane only when slice-wise).
-    Shared by the fit and by Reptile's tasks, so both optimise the same problem.
+    Coordinates are the voxels' standard-frame positions (in-plane only when slice-wise); the
+    curves lose their baseline offsets first with ``cfg.baseline_refit``. Shared by the fit
+    and by Reptile's tasks, so both optimise the same problem.
     """
     tissue = prepared.tissue & region
     x_unit = domain.space_unit(prepared.standard_mm(np.argwhere(tissue))[:, _dims(cfg)])
+    curves = prepared.tissue_hu[tissue]
+    if cfg.baseline_refit:
+        curves = refit_baseline(curves, prepared.frame_times_s, prepared.aif_hu)
     samples = CaseSamples.build(
         x_unit,
-        prepared.tissue_hu[tissue],
+        curves,
         prepared.frame_times_s,
         prepared.aif_hu,
         domain,
@@ -194,7 +198,7 @@ def case_samples(
     )
     if cfg.ode_prefit_steps > 0 or cfg.loss.anchor > 0:
         start = grid_start_units(
-            prepared.tissue_hu[tissue],
+            curves,
             prepared.frame_times_s,
             prepared.aif_hu,
             domain,

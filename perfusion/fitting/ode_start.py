@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from perfusion.baselines.nlr import (
     BoxModel,
     NlrConfig,
+    baseline_offsets,
     grid_start,
     node_fit,
     node_prior,
@@ -122,6 +123,15 @@ def with_floor(log_prior: Tensor, floor: float) -> Tensor:
         return log_prior
     flat = torch.full_like(log_prior, floor / log_prior.shape[-1])
     return torch.logaddexp(log_prior + np.log1p(-floor), flat.log())
+
+
+def refit_baseline(tac_hu: np.ndarray, frame_times_s: np.ndarray, aif_hu: np.ndarray) -> np.ndarray:
+    """``tac_hu`` (V, T) ΔHU with each curve's baseline offset removed
+    (:func:`perfusion.baselines.nlr.baseline_offsets`; ``FitConfig.baseline_refit``)."""
+    curves = torch.as_tensor(np.asarray(tac_hu, dtype=np.float32))
+    with torch.no_grad():
+        offsets = baseline_offsets(BoxModel(frame_times_s, aif_hu), curves, NlrConfig())
+    return (curves - offsets[:, None]).numpy()
 
 
 def block_ids(tissue: np.ndarray, block: Sequence[int]) -> tuple[Tensor, tuple[int, ...]]:

@@ -67,6 +67,7 @@ def inner_fit_settings(cfg: MetaConfig) -> dict[str, Any]:
         "ode_prefit_prior_block_mm": fit["ode_prefit_prior_block_mm"],
         "ode_prefit_prior_share": fit["ode_prefit_prior_share"],
         "ode_prefit_prior_floor": fit["ode_prefit_prior_floor"],
+        "baseline_refit": fit["baseline_refit"],
     }
     settings.update({f"optim.{k}": v for k, v in fit["optim"].items()})
     settings["stop.rule"] = "none"  # Reptile's inner loop runs n_inner steps, always,
