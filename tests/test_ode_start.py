@@ -185,13 +185,33 @@ def test_floor_lets_a_lesion_its_neighbourhood_outnumbers_keep_its_delay() -> No
 
 
 def test_refit_baseline_finds_a_constant_offset_and_leaves_a_clean_curve() -> None:
-    """Noiseless grey, white and lesion curves: shifted by +3 / -2 HU the shift is found
-    (within the start grid's spacing), unshifted they stay as they are."""
-    clean = np.stack([box_tac(TIMES, *TISSUES[name]) for name in ("grey", "white", "lesion")])
+    """Grey, white and lesion curves with a little noise (0.1 HU): shifted by +3 / -2 HU (a
+    baseline of noise 6 HU over 4 frames could do that) the shift is found within the start
+    grid's spacing; unshifted they stay as they are; a noiseless scan is left alone."""
+    rng = np.random.default_rng(0)
+    names = ("grey", "white", "lesion")
+    clean = np.stack([box_tac(TIMES, *TISSUES[name]) for name in names])
+    clean = clean + rng.normal(0, 0.1, clean.shape)
     shifted = clean + np.array([3.0, -2.0, 3.0])[:, None]
-    found = (shifted - refit_baseline(shifted, TIMES, AIF(TIMES))).mean(1)
+    found = (shifted - refit_baseline(shifted, TIMES, AIF(TIMES), 6.0, 4.0)).mean(1)
     np.testing.assert_allclose(found, [3.0, -2.0, 3.0], atol=0.3)
-    np.testing.assert_allclose(refit_baseline(clean, TIMES, AIF(TIMES)), clean, atol=0.3)
+    np.testing.assert_allclose(refit_baseline(clean, TIMES, AIF(TIMES), 6.0, 4.0), clean, atol=0.3)
+    np.testing.assert_allclose(
+        refit_baseline(shifted, TIMES, AIF(TIMES), 0.0, 4.0), shifted, atol=1e-5
+    )
+
+
+def test_refit_baseline_leaves_a_misfit_larger_than_the_noise_alone() -> None:
+    """A white-matter curve with a late 1 HU hump the box model cannot follow, under noise of
+    0.1 HU: its misfit is several times the noise, so the offset's prior holds the offset
+    near 0, where the fit without that prior (``noise_sd_hu`` 100 HU) takes a third of the
+    hump into it."""
+    rng = np.random.default_rng(1)
+    hump = np.where(TIMES >= 24, np.sin(np.pi * (TIMES - 24) / 15.0), 0.0)
+    curves = box_tac(TIMES, *TISSUES["white"]) + hump + rng.normal(0, 0.1, (50, TIMES.size))
+    held = (curves - refit_baseline(curves, TIMES, AIF(TIMES), 0.1, 4.0)).mean(1)
+    free = (curves - refit_baseline(curves, TIMES, AIF(TIMES), 100.0, 4.0)).mean(1)
+    assert np.abs(held).mean() < 0.15 < 0.3 < np.abs(free).mean(), (held.mean(), free.mean())
 
 
 def test_refit_baseline_halves_the_error_of_a_four_frame_baseline() -> None:
@@ -203,7 +223,7 @@ def test_refit_baseline_halves_the_error_of_a_four_frame_baseline() -> None:
     raw = true + rng.normal(0, 3.0, true.shape)
     data = raw - raw[:, :4].mean(1, keepdims=True)
     error_before = (data - true)[:, 4:].mean(1)
-    error_after = (refit_baseline(data, TIMES, AIF(TIMES)) - true)[:, 4:].mean(1)
+    error_after = (refit_baseline(data, TIMES, AIF(TIMES), 3.0, 4.0) - true)[:, 4:].mean(1)
     assert np.std(error_after) < 0.5 * np.std(error_before), (
         np.std(error_before),
         np.std(error_after),

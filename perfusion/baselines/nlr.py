@@ -136,35 +136,63 @@ def node_fit(curves: torch.Tensor, shapes: torch.Tensor) -> tuple[torch.Tensor, 
     return (cg / gg).clamp_min(0.0), (gain - best_gain) / (2.0 * variance)
 
 
-def baseline_offsets(model: BoxModel, curves: torch.Tensor, cfg: NlrConfig) -> torch.Tensor:
+def baseline_offsets(
+    model: BoxModel,
+    curves: torch.Tensor,
+    cfg: NlrConfig,
+    noise_sd_hu: float,
+    baseline_frames: float,
+) -> torch.Tensor:
     """Each voxel's constant offset (V,) ΔHU: the error its baseline subtraction left.
 
-    The baseline is the mean of the few frames before the bolus, so its noise shifts every
-    later frame of a curve by one constant. At each node of the start grid a curve is fitted
-    as ``F * g + b`` by linear least squares (F >= 0; where the best F would be negative, F = 0
-    and b the curve's mean), and the offset is the mean of b over the nodes weighted by their
-    likelihood, as :func:`grid_start` weighs its starts (flat prior). The frames before the
-    bolus, whose mean the subtraction set to 0, pull b toward 0 as a prior with the
-    baseline's own weight would; the later frames, where the model says how much is curve,
-    measure it.
+    The baseline is the mean of the ``baseline_frames`` (effective) frames before the bolus, so
+    their noise (``noise_sd_hu`` per frame) shifts every later frame of a curve by one constant
+    b of SD ``noise_sd_hu / sqrt(baseline_frames)``: b's prior. At each node of the start grid
+    a curve is fitted as ``F * g + b`` (F >= 0) by least squares with that prior, in units of
+    the voxel's residual variance s^2 at its best unpenalised node: a ridge of weight
+    ``baseline_frames * s^2 / noise_sd_hu^2`` on b. Where the residual is the noise, the frames
+    after the bolus measure b; where the box model leaves more than the noise (curves the model
+    does not describe, a noiseless scan), b stays near 0 instead of absorbing the misfit. The
+    offset is the mean of b over the nodes weighted by their likelihood, as :func:`grid_start`
+    weighs its starts (flat prior).
     """
     shapes = start_nodes(model, cfg)[1].to(curves.dtype)  # (K, T)
     n_t = curves.shape[-1]
-    g_mean = shapes.mean(-1)
+    sum_g, sum_gg = shapes.sum(-1), (shapes * shapes).sum(-1)  # (K,)
+    g_mean = sum_g / n_t
     g_c = shapes - g_mean[:, None]
-    gg = (g_c * g_c).sum(-1).clamp_min(1e-12)
+    gg_c = (g_c * g_c).sum(-1).clamp_min(1e-12)
+    noise_var = max(float(noise_sd_hu) ** 2, 1e-12)
     out = []
     for i in range(0, len(curves), cfg.chunk):
         c = curves[i : i + cfg.chunk]
-        c_mean = c.mean(-1, keepdim=True)
-        c_c = c - c_mean
-        cg = c_c @ g_c.T  # (V, K)
-        flow = (cg / gg).clamp_min(0.0)
-        sse = (c_c * c_c).sum(-1, keepdim=True) - torch.where(cg > 0, cg**2 / gg, 0.0)
-        sse_min = sse.min(dim=1, keepdim=True).values.clamp_min(0.0)
-        variance = (sse_min / max(n_t - 4, 1)).clamp_min(1e-12)
-        weight = torch.softmax(-(sse - sse_min) / (2.0 * variance), dim=1)
-        out.append((weight * (c_mean - flow * g_mean)).sum(-1))
+        sum_c = c.sum(-1, keepdim=True)
+        cc = (c * c).sum(-1, keepdim=True)
+        cg = c @ shapes.T  # (V, K)
+        # the voxel's residual variance at its best node without the prior
+        c_c = c - sum_c / n_t
+        cg_c = c_c @ g_c.T
+        sse_free = (c_c * c_c).sum(-1, keepdim=True) - torch.where(cg_c > 0, cg_c**2 / gg_c, 0.0)
+        s2 = (sse_free.min(dim=1, keepdim=True).values / max(n_t - 4, 1)).clamp_min(1e-12)
+        ridge = float(baseline_frames) * s2 / noise_var  # (V, 1)
+        det = (sum_gg * (n_t + ridge) - sum_g**2).clamp_min(1e-12)
+        flow = (cg * (n_t + ridge) - sum_g * sum_c) / det
+        offset = (sum_gg * sum_c - sum_g * cg) / det
+        negative = flow < 0
+        flow = torch.where(negative, 0.0, flow)
+        offset = torch.where(negative, (sum_c / (n_t + ridge)).expand_as(offset), offset)
+        # penalised SSE: |c - F g - b|^2 + ridge b^2
+        sse = (
+            cc
+            - 2 * flow * cg
+            - 2 * offset * sum_c
+            + flow**2 * sum_gg
+            + 2 * flow * offset * sum_g
+            + offset**2 * (n_t + ridge)
+        )
+        sse_min = sse.min(dim=1, keepdim=True).values
+        weight = torch.softmax(-(sse - sse_min) / (2.0 * s2), dim=1)
+        out.append((weight * offset).sum(-1))
     return torch.cat(out) if out else curves.new_zeros((0,))
 
 

@@ -25,7 +25,7 @@ from perfusion.fitting.ode_start import grid_start_units, refit_baseline, smooth
 from perfusion.fitting.sampling import CaseSamples
 from perfusion.fitting.steps import FeatureSource, eq1_prediction, prefit
 from perfusion.fitting.stopping import plan_stop, stop_reason
-from perfusion.noise import fit_noise
+from perfusion.noise import estimate_noise, fit_noise
 from perfusion.physics import aif_between_frames
 from perfusion.prepared import PreparedCase
 
@@ -184,7 +184,10 @@ def case_samples(
     x_unit = domain.space_unit(prepared.standard_mm(np.argwhere(tissue))[:, _dims(cfg)])
     curves = prepared.tissue_hu[tissue]
     if cfg.baseline_refit:
-        curves = refit_baseline(curves, prepared.frame_times_s, prepared.aif_hu)
+        times, arrival = prepared.frame_times_s, prepared.bolus_arrival_s
+        noise = estimate_noise(curves, times, arrival).sd_hu
+        frames = prepared.meta.get("baseline_frames", 1)
+        curves = refit_baseline(curves, times, prepared.aif_hu, noise, frames)
     samples = CaseSamples.build(
         x_unit,
         curves,

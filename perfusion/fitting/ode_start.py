@@ -125,12 +125,22 @@ def with_floor(log_prior: Tensor, floor: float) -> Tensor:
     return torch.logaddexp(log_prior + np.log1p(-floor), flat.log())
 
 
-def refit_baseline(tac_hu: np.ndarray, frame_times_s: np.ndarray, aif_hu: np.ndarray) -> np.ndarray:
+def refit_baseline(
+    tac_hu: np.ndarray,
+    frame_times_s: np.ndarray,
+    aif_hu: np.ndarray,
+    noise_sd_hu: float,
+    baseline_frames: float,
+) -> np.ndarray:
     """``tac_hu`` (V, T) ΔHU with each curve's baseline offset removed
-    (:func:`perfusion.baselines.nlr.baseline_offsets`; ``FitConfig.baseline_refit``)."""
+    (:func:`perfusion.baselines.nlr.baseline_offsets`; ``FitConfig.baseline_refit``); as they
+    are when the noise is 0 or unknown (then so is the baseline's error)."""
+    if not np.isfinite(noise_sd_hu) or noise_sd_hu <= 0:
+        return np.asarray(tac_hu, dtype=np.float32)
     curves = torch.as_tensor(np.asarray(tac_hu, dtype=np.float32))
+    model = BoxModel(frame_times_s, aif_hu)
     with torch.no_grad():
-        offsets = baseline_offsets(BoxModel(frame_times_s, aif_hu), curves, NlrConfig())
+        offsets = baseline_offsets(model, curves, NlrConfig(), noise_sd_hu, baseline_frames)
     return (curves - offsets[:, None]).numpy()
 
 
