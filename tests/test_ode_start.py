@@ -125,17 +125,25 @@ def test_local_priors_are_the_mean_posterior_of_a_block_and_its_neighbours() -> 
     torch.testing.assert_close(half[0], torch.tensor([0.75, 0.0, 0.25], dtype=torch.float64))
 
 
+def _lesion_in_tissue(length: int, width: int, noise_hu: float):
+    """A 30 x 10 x 10 block of healthy tissue (CBF 50, MTT 4 s, delay 1 s) holding a lesion
+    (CBF 20, MTT 8 s, delay 4 s: Tmax 8 s) of ``length`` x ``width`` x ``width`` voxels, under
+    white noise: (tissue, the voxels' lesion flags, their curves (3000, 40))."""
+    rng = np.random.default_rng(0)
+    tissue = np.ones((30, 10, 10), dtype=bool)
+    lesion_mask = np.zeros_like(tissue)
+    lesion_mask[12 : 12 + length, 2 : 2 + width, 2 : 2 + width] = True
+    lesion_voxels = lesion_mask[tissue]
+    healthy, lesion = box_tac(TIMES, 50.0, 4.0, 1.0), box_tac(TIMES, 20.0, 8.0, 4.0)
+    noise = rng.normal(0, noise_hu, (3000, 40))
+    return tissue, lesion_voxels, np.where(lesion_voxels[:, None], lesion, healthy) + noise
+
+
 def test_local_prior_keeps_a_small_lesion_the_tissue_prior_pulls_in() -> None:
     """The 5 % lesion above as a 6 x 5 x 5 cube in 3,000 voxels of healthy tissue: the tissue's
     prior starts most of it under 6 s, a local prior (blocks of 2 voxels, ``share`` 1) most of
     it over 6 s, with far fewer healthy starts over 6 s than under the flat prior."""
-    rng = np.random.default_rng(0)
-    tissue = np.ones((30, 10, 10), dtype=bool)
-    lesion_mask = np.zeros_like(tissue)
-    lesion_mask[12:18, 2:7, 2:7] = True
-    lesion_voxels = lesion_mask[tissue]
-    healthy, lesion = box_tac(TIMES, 50.0, 4.0, 1.0), box_tac(TIMES, 20.0, 8.0, 4.0)
-    curves = np.where(lesion_voxels[:, None], lesion, healthy) + rng.normal(0, 8, (3000, 40))
+    tissue, lesion_voxels, curves = _lesion_in_tissue(6, 5, 8.0)
     over = {}
     for iterations, block in ((0, None), (10, None), (10, (2, 2, 2))):
         start = grid_start_units(
@@ -161,13 +169,7 @@ def test_floor_lets_a_lesion_its_neighbourhood_outnumbers_keep_its_delay() -> No
     """A 4 x 4 x 4 lesion (Tmax 8 s) in 3,000 voxels under SD 10 HU noise, local blocks of 3
     voxels: the learnt prior starts most of it under 6 s at a short delay; with a floor of 0.2
     many more of it start over 6 s, and a few per cent of the flat prior's healthy starts."""
-    rng = np.random.default_rng(0)
-    tissue = np.ones((30, 10, 10), dtype=bool)
-    lesion_mask = np.zeros_like(tissue)
-    lesion_mask[12:16, 2:6, 2:6] = True
-    lesion_voxels = lesion_mask[tissue]
-    healthy, lesion = box_tac(TIMES, 50.0, 4.0, 1.0), box_tac(TIMES, 20.0, 8.0, 4.0)
-    curves = np.where(lesion_voxels[:, None], lesion, healthy) + rng.normal(0, 10, (3000, 40))
+    tissue, lesion_voxels, curves = _lesion_in_tissue(4, 4, 10.0)
     over, delays = {}, {}
     for iterations, floor in ((0, 0.0), (10, 0.0), (10, 0.2)):
         block = (3, 3, 3) if iterations else None
