@@ -64,12 +64,17 @@ class NoiseEstimate:
 
 
 def estimate_noise(
-    curves_hu: np.ndarray, frame_times_s: np.ndarray, arrival_s: float
+    curves_hu: np.ndarray,
+    frame_times_s: np.ndarray,
+    arrival_s: float,
+    min_pre_frames: int = MIN_PRE_BOLUS_FRAMES,
 ) -> NoiseEstimate:
     """Noise SD of ``curves_hu`` (V, T) ΔHU at ``frame_times_s`` (T,) s.
 
     ``arrival_s`` is the bolus arrival in the arterial input (scan clock); tissue enhances
-    later, so frames up to one frame interval before it count as pre-bolus.
+    later, so frames up to one frame interval before it count as pre-bolus. With at least
+    ``min_pre_frames`` of them the SD comes from their differences, else from temporal second
+    differences.
     """
     curves = np.asarray(curves_hu, dtype=np.float64)
     times = np.asarray(frame_times_s, dtype=np.float64)
@@ -82,12 +87,12 @@ def estimate_noise(
         )
     step = float(np.median(intervals)) if intervals.size else 0.0
     pre = int(np.sum(times <= arrival_s - step))
-    if pre >= MIN_PRE_BOLUS_FRAMES and curves.size:
+    if pre >= max(int(min_pre_frames), 2) and curves.size:
         diffs = np.diff(curves[:, :pre], axis=1)
         sd = float(np.sqrt(np.mean(diffs**2) / 2.0))
         return NoiseEstimate(sd, "pre-bolus frame differences", pre, warnings)
     warnings.append(
-        f"{pre} pre-bolus frames (< {MIN_PRE_BOLUS_FRAMES}): noise from temporal second "
+        f"{pre} pre-bolus frames (< {max(int(min_pre_frames), 2)}): noise from temporal second "
         "differences, which read the bolus's curvature as noise where frames are sparse"
     )
     return NoiseEstimate(

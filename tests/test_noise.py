@@ -35,6 +35,19 @@ def test_few_pre_bolus_frames_fall_back_with_a_warning() -> None:
     assert estimate.sd_hu == pytest.approx(5.0, rel=0.1)
 
 
+def test_two_pre_bolus_frames_suffice_when_asked() -> None:
+    """Frames 0 and 1 before the bolus: the default falls back to second differences; with
+    ``min_pre_frames=2`` (the baseline offset's prior) their one difference per voxel is used,
+    and on noiseless curves it finds no noise where second differences read the bolus."""
+    times = np.arange(40.0)
+    noisy = estimate_noise(curves(5.0, times), times, arrival_s=2.5, min_pre_frames=2)
+    assert noisy.method == "pre-bolus frame differences" and noisy.frames == 2
+    assert noisy.sd_hu == pytest.approx(5.0, rel=0.05)
+    clean = curves(0.0, times, n=10)
+    assert estimate_noise(clean, times, arrival_s=2.5, min_pre_frames=2).sd_hu == 0.0
+    assert estimate_noise(clean, times, arrival_s=2.5).sd_hu > 0.0
+
+
 def test_a_changing_frame_interval_is_reported() -> None:
     times = np.r_[np.arange(30.0), 30.0 + 3.0 * np.arange(1, 8)]
     estimate = estimate_noise(curves(2.0, times), times, arrival_s=8.0)

@@ -184,8 +184,10 @@ def case_samples(
     x_unit = domain.space_unit(prepared.standard_mm(np.argwhere(tissue))[:, _dims(cfg)])
     curves = prepared.tissue_hu[tissue]
     if cfg.baseline_refit:
+        # one frame difference per voxel is enough over the tissue; second differences would
+        # read the bolus's curvature as noise and let the offset take up the model's misfit
         times, arrival = prepared.frame_times_s, prepared.bolus_arrival_s
-        noise = estimate_noise(curves, times, arrival).sd_hu
+        noise = estimate_noise(curves, times, arrival, min_pre_frames=2).sd_hu
         frames = prepared.meta.get("baseline_frames", 1)
         curves = refit_baseline(curves, times, prepared.aif_hu, noise, frames)
     samples = CaseSamples.build(
