@@ -216,6 +216,16 @@ def test_refit_baseline_leaves_a_misfit_larger_than_the_noise_alone() -> None:
     assert np.abs(held).mean() < 0.15 < 0.3 < np.abs(free).mean(), (held.mean(), free.mean())
 
 
+def test_centred_refit_puts_back_a_shift_shared_by_every_curve() -> None:
+    clean = np.stack([box_tac(TIMES, *TISSUES[name]) for name in ("grey", "white", "lesion")])
+    clean = clean + np.random.default_rng(2).normal(0, 0.1, clean.shape)
+    shifted = clean + 3.0
+    found = (shifted - refit_baseline(shifted, TIMES, AIF(TIMES), 6.0, 4.0, centred=True)).mean(1)
+    np.testing.assert_allclose(found, 0.0, atol=0.05)
+    found = (shifted - refit_baseline(shifted, TIMES, AIF(TIMES), 6.0, 4.0)).mean(1)
+    np.testing.assert_allclose(found, 3.0, atol=0.3)
+
+
 def test_refit_baseline_halves_the_error_of_a_four_frame_baseline() -> None:
     """White-matter curves (peak about 9 HU) under SD 3 HU noise, baseline-subtracted with the
     mean of the 4 frames before the bolus as preprocessing does: every curve is shifted by

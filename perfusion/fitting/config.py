@@ -263,6 +263,10 @@ class FitConfig:
     before the bolus; with few of them (an early bolus, 2 s frames) or strong noise its error
     shifts a whole curve, and over a curve's 40-60 s that moves a low-flow voxel's CBV and CBF
     by tens of per cent. The stopping rule's target still counts the baseline's error."""
+    baseline_refit_centred: bool = False
+    """With ``baseline_refit``: put back the tissue median of the offsets before removing them.
+    The baseline's noise averages to 0 over a scan's tissue, so a shift shared by all its
+    curves is the model's misfit (e.g. residues with long tails), not the baseline's error."""
     ode_prefit_prior_floor: float = 0.0
     """The flat prior's share in the learnt start prior (a defensive mixture:
     ``(1 - floor) * learnt + floor * flat``; 0 the learnt prior alone, 1 the flat prior). A

@@ -132,6 +132,7 @@ UNRECORDED_BEFORE = {
     "ode_prefit_prior_block_mm": None,
     "ode_prefit_prior_floor": 0.0,
     "baseline_refit": False,
+    "baseline_refit_centred": False,
 }
 """Inner-loop settings that older checkpoints do not record, with the value every fit had before
 the setting existed; a checkpoint without them repeats that value, not today's default."""

@@ -189,7 +189,8 @@ def case_samples(
         times, arrival = prepared.frame_times_s, prepared.bolus_arrival_s
         noise = estimate_noise(curves, times, arrival, min_pre_frames=2).sd_hu
         frames = prepared.meta.get("baseline_frames", 1)
-        curves = refit_baseline(curves, times, prepared.aif_hu, noise, frames)
+        centred = cfg.baseline_refit_centred
+        curves = refit_baseline(curves, times, prepared.aif_hu, noise, frames, centred)
     samples = CaseSamples.build(
         x_unit,
         curves,

@@ -131,16 +131,20 @@ def refit_baseline(
     aif_hu: np.ndarray,
     noise_sd_hu: float,
     baseline_frames: float,
+    centred: bool = False,
 ) -> np.ndarray:
     """``tac_hu`` (V, T) ΔHU with each curve's baseline offset removed
-    (:func:`perfusion.baselines.nlr.baseline_offsets`; ``FitConfig.baseline_refit``); as they
-    are when the noise is 0 or unknown (then so is the baseline's error)."""
+    (:func:`perfusion.baselines.nlr.baseline_offsets`; ``FitConfig.baseline_refit``), less
+    the offsets' median when ``centred``; as they are when the noise is 0 or unknown (then so
+    is the baseline's error)."""
     if not np.isfinite(noise_sd_hu) or noise_sd_hu <= 0:
         return np.asarray(tac_hu, dtype=np.float32)
     curves = torch.as_tensor(np.asarray(tac_hu, dtype=np.float32))
     model = BoxModel(frame_times_s, aif_hu)
     with torch.no_grad():
         offsets = baseline_offsets(model, curves, NlrConfig(), noise_sd_hu, baseline_frames)
+    if centred and len(offsets):
+        offsets = offsets - offsets.median()
     return (curves - offsets[:, None]).numpy()
 
 

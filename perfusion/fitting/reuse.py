@@ -35,6 +35,7 @@ ADDED_KEYS: dict[str, Any] = {
     "ode_prefit_prior_block_mm": None,
     "ode_prefit_prior_floor": 0.0,
     "baseline_refit": False,
+    "baseline_refit_centred": False,
 }
 """FitConfig keys (dotted inside a section) added after fits were cached, with the value that
 repeats the behaviour from before they existed: at that value the key is left out of the

@@ -68,6 +68,7 @@ def inner_fit_settings(cfg: MetaConfig) -> dict[str, Any]:
         "ode_prefit_prior_share": fit["ode_prefit_prior_share"],
         "ode_prefit_prior_floor": fit["ode_prefit_prior_floor"],
         "baseline_refit": fit["baseline_refit"],
+        "baseline_refit_centred": fit["baseline_refit_centred"],
     }
     settings.update({f"optim.{k}": v for k, v in fit["optim"].items()})
     settings["stop.rule"] = "none"  # Reptile's inner loop runs n_inner steps, always,
