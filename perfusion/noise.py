@@ -87,12 +87,13 @@ def estimate_noise(
         )
     step = float(np.median(intervals)) if intervals.size else 0.0
     pre = int(np.sum(times <= arrival_s - step))
-    if pre >= max(int(min_pre_frames), 2) and curves.size:
+    least = max(int(min_pre_frames), 2)  # one difference per voxel at the fewest
+    if pre >= least and curves.size:
         diffs = np.diff(curves[:, :pre], axis=1)
         sd = float(np.sqrt(np.mean(diffs**2) / 2.0))
         return NoiseEstimate(sd, "pre-bolus frame differences", pre, warnings)
     warnings.append(
-        f"{pre} pre-bolus frames (< {max(int(min_pre_frames), 2)}): noise from temporal second "
+        f"{pre} pre-bolus frames (< {least}): noise from temporal second "
         "differences, which read the bolus's curvature as noise where frames are sparse"
     )
     return NoiseEstimate(

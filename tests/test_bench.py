@@ -237,6 +237,25 @@ def test_the_start_priors_block_keys_leave_a_fit_without_a_learnt_prior_alone() 
     assert learnt["ode_prefit_prior_share"] == 0.3
 
 
+def test_centring_leaves_a_fit_without_the_baseline_refit_alone() -> None:
+    """``baseline_refit_centred`` only acts on the offsets ``baseline_refit`` removes: a fit
+    without them (the recipe rows ranked before it) keeps its cached result whatever the key."""
+    from perfusion.fitting.config import FitConfig
+    from perfusion.fitting.reuse import effective_settings
+
+    def settings(*overrides: str) -> dict:
+        return effective_settings(load_config(FitConfig, ["fit.yaml"], list(overrides)))
+
+    off = "baseline_refit=false"
+    assert settings(off, "baseline_refit_centred=true") == settings(
+        off, "baseline_refit_centred=false"
+    )
+    on = "baseline_refit=true"
+    assert settings(on, "baseline_refit_centred=true") != settings(
+        on, "baseline_refit_centred=false"
+    )
+
+
 @pytest.mark.parametrize(("spacing", "found"), [((1.8, 1.8, 5.0), True), ((3.6, 3.6, 10.0), False)])
 def test_a_start_block_in_voxels_is_the_fit_of_the_same_block_in_mm(tmp_path, spacing, found):
     """A fit cached with the prior's block in voxels ([4, 4, 2]) stands for today's block in mm

@@ -72,6 +72,8 @@ def effective_settings(fit_cfg: Any, spacing_mm: Any = None) -> dict[str, Any]:
         holder = functools.reduce(dict.get, sections, settings)
         if holder.get(name) == before:
             holder.pop(name)
+    if not settings.get("baseline_refit"):  # no offsets to centre
+        settings.pop("baseline_refit_centred", None)
     blocks = ("ode_prefit_prior_block", "ode_prefit_prior_block_mm")
     if not settings.get("ode_prefit_prior_iterations"):  # no learnt prior to make local
         for key in (*blocks, "ode_prefit_prior_floor"):
