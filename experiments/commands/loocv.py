@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -23,9 +23,6 @@ from perfusion.segmentation.cohort import ensure_cohort, load_cohort
 from perfusion.segmentation.config import INPUT_METHODS, LoocvConfig, check_features
 from perfusion.segmentation.inputs import PatientInputs
 from perfusion.segmentation.train import ALIASES, fold_logger, normalise_overrides, train_model
-
-if TYPE_CHECKING:
-    pass
 
 OPTIONS = Options(LoocvConfig, ("loocv.yaml",), aliases=ALIASES)
 
