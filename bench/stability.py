@@ -34,7 +34,7 @@ METHODS = {
     "bSVD": ["method=bsvd"],
     "default fit, last step": ["stop.average=0"],  # the maps from the last step's weights
     "default fit, min steps 100": ["stop.min_steps=100"],  # recipe row min-steps-100
-    # the default until 2026-12-06: one start prior learnt over the whole tissue
+    # the start prior of the default until 2026-12-06: one learnt over the whole tissue
     "default fit, tissue-wide start prior": ["ode_prefit_prior_block_mm=null"],
     "bSVD, hard cut": ["method=bsvd", "bsvd.taper=0"],  # Wu's cut, before bsvd.taper
 }
@@ -129,7 +129,7 @@ def main() -> None:
         "`last step`: the last step's weights (`stop.average=0`); `min steps 100`: the stopping",
         "rule may not stop before step 100 (`stop.min_steps=100`, the recipe row `min-steps-100`);",
         "`tissue-wide start prior`: the",
-        "default until 2026-12-06, one prior over the grid start's nodes learnt from the whole",
+        "start prior of the default until 2026-12-06, one prior over the grid start's nodes learnt from the whole",
         "tissue instead of one per 7.2 x 7.2 x 10 mm neighbourhood",
         "(`ode_prefit_prior_block_mm=null`); `bSVD, hard cut`: `bsvd.taper=0`. Rows for older",
         "defaults are in the page's git history.",
