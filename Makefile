@@ -54,7 +54,7 @@ sweep: install ## run the hash-encoding sweep offline: make sweep ARGS="count=8"
 
 BENCHES := auto-aif white exponential heldout-white smoothing speed grid64 grid256 thick motion
 
-bench-accuracy: install ## every method and the candidate recipes against phantom truth -> bench/results/accuracy/
+bench-accuracy: install ## every method against phantom truth (ARGS=run_recipes=true adds the candidate recipes) -> bench/results/accuracy/
 	$(BIN)/perfusion bench $(ARGS)
 
 bench: bench-accuracy ## every benchmark -> bench/results/<name>/ (configs/bench.yaml, configs/bench/*.yaml)
