@@ -12,7 +12,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from fitting_case import AIF, TISSUES, box_tac  # noqa: E402
 
-from perfusion.baselines.nlr import node_prior  # noqa: E402
+from perfusion.baselines.nlr import (  # noqa: E402
+    BoxModel,
+    NlrConfig,
+    baseline_offsets,
+    node_prior,
+    start_nodes,
+)
 from perfusion.domain import Domain, DomainConfig  # noqa: E402
 from perfusion.errors import PerfusionError  # noqa: E402
 from perfusion.fields import FieldsConfig, build_fields  # noqa: E402
@@ -214,6 +220,38 @@ def test_refit_baseline_leaves_a_misfit_larger_than_the_noise_alone() -> None:
     held = (curves - refit_baseline(curves, TIMES, AIF(TIMES), 0.1, 4.0)).mean(1)
     free = (curves - refit_baseline(curves, TIMES, AIF(TIMES), 100.0, 4.0)).mean(1)
     assert np.abs(held).mean() < 0.15 < 0.3 < np.abs(free).mean(), (held.mean(), free.mean())
+
+
+def _ridge_fit(c: torch.Tensor, g: torch.Tensor, ridge: float) -> tuple[float, float, float]:
+    """(F, b, |c - F g - b|^2 + ridge b^2) of ``c`` fitted as F g + b, F >= 0."""
+    n_t = c.numel()
+    a = torch.tensor([[g @ g, g.sum()], [g.sum(), n_t + ridge]], dtype=torch.float64)
+    flow, b = torch.linalg.solve(a, torch.stack([g @ c, c.sum()]))
+    if flow < 0:  # the box's flow held at 0: b alone
+        flow, b = torch.tensor(0.0, dtype=torch.float64), c.sum() / (n_t + ridge)
+    r = c - flow * g - b
+    return float(flow), float(b), float(r @ r + ridge * b * b)
+
+
+def test_baseline_offsets_equal_a_per_node_penalised_least_squares() -> None:
+    """The closed form against each node's 2 x 2 ridge problem solved directly (float64): at
+    every node, F >= 0 and b fitted to the curve with a ridge on b, then b averaged over the
+    nodes with weights exp(-SSE / 2 s^2), s^2 the residual variance at the best node without
+    the ridge; noisy grey, white and lesion curves, one offset per curve."""
+    rng = np.random.default_rng(3)
+    curves = np.stack([box_tac(TIMES, *TISSUES[n]) for n in ("grey", "white", "lesion")])
+    curves = torch.as_tensor(curves + 2.0 + rng.normal(0, 2.0, curves.shape))
+    model, cfg, noise, frames = BoxModel(TIMES, AIF(TIMES)), NlrConfig(), 3.0, 4.0
+    shapes = start_nodes(model, cfg)[1].to(torch.float64)  # (K, T)
+    n_t, expected = curves.shape[1], []
+    for c in curves:
+        s2 = min(_ridge_fit(c, g, 0.0)[2] for g in shapes) / (n_t - 4)
+        fits = [_ridge_fit(c, g, frames * s2 / noise**2) for g in shapes]
+        sse = torch.tensor([f[2] for f in fits])
+        weight = torch.softmax(-sse / (2 * s2), 0)
+        expected.append(float(weight @ torch.tensor([f[1] for f in fits])))
+    found = baseline_offsets(model, curves, cfg, noise, frames)
+    np.testing.assert_allclose(found.numpy(), expected, atol=1e-6)
 
 
 def test_centred_refit_puts_back_a_shift_shared_by_every_curve() -> None:

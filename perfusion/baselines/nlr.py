@@ -160,8 +160,7 @@ def baseline_offsets(
     n_t = curves.shape[-1]
     sum_g, sum_gg = shapes.sum(-1), (shapes * shapes).sum(-1)  # (K,)
     g_mean = sum_g / n_t
-    g_c = shapes - g_mean[:, None]
-    gg_c = (g_c * g_c).sum(-1).clamp_min(1e-12)
+    gg_c = ((shapes - g_mean[:, None]) ** 2).sum(-1).clamp_min(1e-12)  # centred |g|^2
     noise_var = max(float(noise_sd_hu) ** 2, 1e-12)
     out = []
     for i in range(0, len(curves), cfg.chunk):
@@ -169,29 +168,22 @@ def baseline_offsets(
         sum_c = c.sum(-1, keepdim=True)
         cc = (c * c).sum(-1, keepdim=True)
         cg = c @ shapes.T  # (V, K)
-        # the voxel's residual variance at its best node without the prior
-        c_c = c - sum_c / n_t
-        cg_c = c_c @ g_c.T
-        sse_free = (c_c * c_c).sum(-1, keepdim=True) - torch.where(cg_c > 0, cg_c**2 / gg_c, 0.0)
-        s2 = (sse_free.min(dim=1, keepdim=True).values / max(n_t - 4, 1)).clamp_min(1e-12)
-        ridge = float(baseline_frames) * s2 / noise_var  # (V, 1)
-        det = (sum_gg * (n_t + ridge) - sum_g**2).clamp_min(1e-12)
-        flow = (cg * (n_t + ridge) - sum_g * sum_c) / det
+        # the voxel's residual variance at its best node without the prior: F g + b unpenalised
+        # leaves |c_c|^2 - (c_c . g_c)^2 / |g_c|^2 (centred; F >= 0), and c_c . g_c = cg - sum_c g_mean
+        cg_c = cg - sum_c * g_mean
+        explained = torch.where(cg_c > 0, cg_c.square() / gg_c, 0.0).amax(1, keepdim=True)
+        s2 = ((cc - sum_c.square() / n_t - explained) / max(n_t - 4, 1)).clamp_min(1e-12)
+        n_ridge = n_t + float(baseline_frames) * s2 / noise_var  # (V, 1): n + the ridge on b
+        det = (sum_gg * n_ridge - sum_g**2).clamp_min(1e-12)
+        flow = (cg * n_ridge - sum_g * sum_c) / det
         offset = (sum_gg * sum_c - sum_g * cg) / det
         negative = flow < 0
-        flow = torch.where(negative, 0.0, flow)
-        offset = torch.where(negative, (sum_c / (n_t + ridge)).expand_as(offset), offset)
-        # penalised SSE: |c - F g - b|^2 + ridge b^2
-        sse = (
-            cc
-            - 2 * flow * cg
-            - 2 * offset * sum_c
-            + flow**2 * sum_gg
-            + 2 * flow * offset * sum_g
-            + offset**2 * (n_t + ridge)
-        )
-        sse_min = sse.min(dim=1, keepdim=True).values
-        weight = torch.softmax(-(sse - sse_min) / (2.0 * s2), dim=1)
+        flow = flow.clamp_min(0.0)
+        offset = torch.where(negative, sum_c / n_ridge, offset)
+        # penalised SSE |c - F g - b|^2 + ridge b^2 at its minimum (also the F = 0 one):
+        # |c|^2 - F (c . g) - b sum(c); softmax is shift-invariant, so no minimum is taken out
+        sse = cc - flow * cg - offset * sum_c
+        weight = torch.softmax(-sse / (2.0 * s2), dim=1)
         out.append((weight * offset).sum(-1))
     return torch.cat(out) if out else curves.new_zeros((0,))
 
