@@ -40,7 +40,7 @@ fit-cohort: install ## fit every case of a folder (resumes) and write cohort.csv
 meta-train: install ## Reptile meta-training (CPU default; ARGS="config=meta/paper" for paper scale); resumes
 	$(BIN)/perfusion meta-train $(ARGS)
 
-compare: install ## meta-init vs no-init (steps and the default stopping rule) vs random-init vs population prior vs SPPINN, five held-out conditions
+compare: install ## meta-init vs no-init (steps and the default stopping rule) vs random-init vs population prior vs SPPINN, six held-out conditions
 	$(BIN)/perfusion compare $(ARGS)
 
 loocv: install ## leave-one-out U-Net cross-validation on the phantom cohort; resumes finished folds
