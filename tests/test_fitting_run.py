@@ -211,6 +211,20 @@ def test_init_settings_are_repeated_and_overrides_warned(tmp_path: Path) -> None
     assert cfg.loss.norm == "l2" and cfg.fields.mtt_levels is None
 
 
+def test_init_leaves_the_scans_motion_correction_to_the_fit(tmp_path: Path) -> None:
+    """Meta-training phantoms do not move, so checkpoints record motion correction off; a fit
+    from one keeps fit.yaml's (on), while the preprocessing that shapes the data is repeated."""
+    path = tmp_path / "init.ckpt"
+    recorded = {"steps": 100, "preprocess.motion_correction": False,
+                "preprocess.motion_iterations": 7, "preprocess.smooth_sigma_mm": 1.5}  # fmt: skip
+    torch.save({"state_dict": {}, "fit": recorded}, path)
+    shipped = load_config(FitConfig, ["fit.yaml"], [])
+    cfg = load_config(FitConfig, ["fit.yaml"], init_overrides(path, [])[0])
+    assert shipped.preprocess.motion_correction and cfg.preprocess.motion_correction
+    assert cfg.preprocess.motion_iterations == shipped.preprocess.motion_iterations != 7
+    assert cfg.preprocess.smooth_sigma_mm == 1.5 and cfg.steps == 100
+
+
 @pytest.mark.parametrize("preset", [["config=model/sppinn"], ["method=bsvd"]])
 def test_other_methods_write_the_same_contract(case_dir: Path, tmp_path: Path, preset) -> None:
     summary = fit_case(case_dir, small_cfg(*preset, "steps=5"), tmp_path)

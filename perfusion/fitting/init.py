@@ -138,11 +138,26 @@ UNRECORDED_BEFORE = {
 the setting existed; a checkpoint without them repeats that value, not today's default."""
 
 
+SCAN_HANDLING = (
+    "preprocess.motion_",
+    "preprocess.reference_frame",
+    "preprocess.threads",
+    "preprocess.min_tissue_cnr",
+)
+"""Prefixes of recorded keys a fit from the checkpoint does not repeat: motion correction and
+its parameters (meta-training phantoms do not move, a patient may), the threads and the
+contrast check handle or judge the scan; they do not shape the data the fields learned from."""
+
+
 def recorded_settings(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's recorded inner-loop settings (``key.path: value``), completed with
-    :data:`UNRECORDED_BEFORE`; empty when it records none."""
+    :data:`UNRECORDED_BEFORE`, without the :data:`SCAN_HANDLING` keys; empty when it records
+    none."""
     settings = checkpoint.get("fit") or {}
-    return {**UNRECORDED_BEFORE, **settings} if settings else {}
+    if not settings:
+        return {}
+    merged = {**UNRECORDED_BEFORE, **settings}
+    return {k: v for k, v in merged.items() if not k.startswith(SCAN_HANDLING)}
 
 
 def init_overrides(path: str | Path, user_overrides: list[str]) -> tuple[list[str], list[str]]:
