@@ -300,6 +300,25 @@ class FitConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
+BEFORE_ADDED = {
+    "ode_prefit_schedule": "constant",
+    "ode_prefit_eps": 1e-15,
+    "stop.average": 0.0,
+    "ode_prefit_median_times": None,
+    "ode_prefit_prior_iterations": 0,
+    "ode_prefit_tmax": "posterior",
+    "ode_prefit_prior_block": None,
+    "stop.min_steps": 0,
+    "ode_prefit_prior_block_mm": None,
+    "ode_prefit_prior_floor": 0.0,
+    "baseline_refit": False,
+    "baseline_refit_centred": False,
+}
+"""FitConfig keys (dotted inside a section) added after fits were first cached and checkpoints
+first recorded their inner loop, each at the value that repeats the behaviour from before it
+existed: a saved fit or a checkpoint without the key ran as if it had this value."""
+
+
 def prior_block_voxels(cfg: FitConfig, spacing_mm: Sequence[float]) -> list[int] | None:
     """The local start prior's block in voxels per scan axis on a grid of ``spacing_mm``
     voxels: ``ode_prefit_prior_block_mm`` to the nearest whole voxels (at least 1), else

@@ -110,7 +110,6 @@ UNRECORDED_BEFORE = {
     "ode_prefit_steps": 0,
     "ode_prefit_lr": 0.01,
     "ode_prefit_median": [3, 3, 1],
-    "ode_prefit_median_times": None,
     "fields.mtt_levels": None,
     "loss.anchor": 0.0,
     "loss.anchor_share": 1.0,
@@ -121,21 +120,12 @@ UNRECORDED_BEFORE = {
     "sampling.whole_curves": False,
     "sampling.heldout_share": 0.02,
     "ode_prefit_voxels": 25000,
-    "ode_prefit_schedule": "constant",
-    "ode_prefit_eps": 1e-15,
     "stop.rule": "none",
-    "stop.average": 0.0,
-    "ode_prefit_prior_iterations": 0,
-    "ode_prefit_tmax": "posterior",
-    "ode_prefit_prior_block": None,
     "ode_prefit_prior_share": 0.5,
-    "ode_prefit_prior_block_mm": None,
-    "ode_prefit_prior_floor": 0.0,
-    "baseline_refit": False,
-    "baseline_refit_centred": False,
 }
 """Inner-loop settings that older checkpoints do not record, with the value every fit had before
-the setting existed; a checkpoint without them repeats that value, not today's default."""
+they recorded it; a checkpoint without them repeats that value, not today's default, and so it
+does for the keys added to FitConfig since (:data:`perfusion.fitting.config.BEFORE_ADDED`)."""
 
 
 SCAN_HANDLING = (
@@ -151,12 +141,14 @@ contrast check handle or judge the scan; they do not shape the data the fields l
 
 def recorded_settings(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's recorded inner-loop settings (``key.path: value``), completed with
-    :data:`UNRECORDED_BEFORE`, without the :data:`SCAN_HANDLING` keys; empty when it records
+    :data:`UNRECORDED_BEFORE` and ``BEFORE_ADDED``, without the :data:`SCAN_HANDLING` keys; empty when it records
     none."""
+    from perfusion.fitting.config import BEFORE_ADDED  # the fit's config: only with a checkpoint
+
     settings = checkpoint.get("fit") or {}
     if not settings:
         return {}
-    merged = {**UNRECORDED_BEFORE, **settings}
+    merged = {**BEFORE_ADDED, **UNRECORDED_BEFORE, **settings}
     return {k: v for k, v in merged.items() if not k.startswith(SCAN_HANDLING)}
 
 

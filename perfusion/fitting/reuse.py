@@ -19,28 +19,17 @@ from omegaconf import OmegaConf
 
 from perfusion import cache
 from perfusion.baselines.bsvd import BsvdConfig
-from perfusion.fitting.config import CLASSICAL_METHODS, prior_block_voxels
+from perfusion.fitting.config import BEFORE_ADDED, CLASSICAL_METHODS, prior_block_voxels
 
 ADDED_KEYS: dict[str, Any] = {
-    "ode_prefit_schedule": "constant",
-    "ode_prefit_eps": 1e-15,
+    **BEFORE_ADDED,
     # the section's defaults are the behaviour before it (its chunk size is never in a digest)
     "bsvd": {k: v for k, v in dataclasses.asdict(BsvdConfig()).items() if k != "chunk"},
-    "stop.average": 0.0,
-    "ode_prefit_median_times": None,
-    "ode_prefit_prior_iterations": 0,
-    "ode_prefit_tmax": "posterior",
-    "ode_prefit_prior_block": None,  # and then its share has no effect (dropped below)
-    "stop.min_steps": 0,
-    "ode_prefit_prior_block_mm": None,
-    "ode_prefit_prior_floor": 0.0,
-    "baseline_refit": False,
-    "baseline_refit_centred": False,
 }
-"""FitConfig keys (dotted inside a section) added after fits were cached, with the value that
-repeats the behaviour from before they existed: at that value the key is left out of the
-digest, so adding a key does not make every cached fit look different. (A saved configuration
-without the key is completed with the dataclass default, which is that value.)"""
+"""FitConfig keys added after fits were cached (:data:`~perfusion.fitting.config.BEFORE_ADDED`
+and the ``bsvd`` section): at their former value a key is left out of the digest, so adding
+a key does not make every cached fit look different. (A saved configuration without the key
+is completed with the dataclass default, which is that value.)"""
 FLAG_ONLY_PREPROCESS_KEYS = ("min_tissue_cnr",)
 """PreprocessConfig keys that only flag a scan and change no data: out of every digest that
 decides whether a cached fit or prepared case can be reused."""
