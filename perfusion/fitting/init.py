@@ -141,8 +141,8 @@ contrast check handle or judge the scan; they do not shape the data the fields l
 
 def recorded_settings(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's recorded inner-loop settings (``key.path: value``), completed with
-    :data:`UNRECORDED_BEFORE` and ``BEFORE_ADDED``, without the :data:`SCAN_HANDLING` keys; empty when it records
-    none."""
+    :data:`UNRECORDED_BEFORE` and ``BEFORE_ADDED``, without the :data:`SCAN_HANDLING` keys;
+    empty when it records none."""
     from perfusion.fitting.config import BEFORE_ADDED  # the fit's config: only with a checkpoint
 
     settings = checkpoint.get("fit") or {}
