@@ -128,15 +128,11 @@ they recorded it; a checkpoint without them repeats that value, not today's defa
 does for the keys added to FitConfig since (:data:`perfusion.fitting.config.BEFORE_ADDED`)."""
 
 
-SCAN_HANDLING = (
-    "preprocess.motion_",
-    "preprocess.reference_frame",
-    "preprocess.threads",
-    "preprocess.min_tissue_cnr",
-)
+SCAN_HANDLING = ("preprocess.motion_", "preprocess.reference_frame", "preprocess.threads")
 """Prefixes of recorded keys a fit from the checkpoint does not repeat: motion correction and
-its parameters (meta-training phantoms do not move, a patient may), the threads and the
-contrast check handle or judge the scan; they do not shape the data the fields learned from."""
+its parameters (meta-training phantoms do not move, a patient may) and the threads handle the
+scan, and the keys that only flag it (``reuse.FLAG_ONLY_PREPROCESS_KEYS``, the contrast check)
+judge it; none shapes the data the fields learned from."""
 
 
 def recorded_settings(checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -144,12 +140,14 @@ def recorded_settings(checkpoint: dict[str, Any]) -> dict[str, Any]:
     :data:`UNRECORDED_BEFORE` and ``BEFORE_ADDED``, without the :data:`SCAN_HANDLING` keys;
     empty when it records none."""
     from perfusion.fitting.config import BEFORE_ADDED  # the fit's config: only with a checkpoint
+    from perfusion.fitting.reuse import FLAG_ONLY_PREPROCESS_KEYS
 
     settings = checkpoint.get("fit") or {}
     if not settings:
         return {}
     merged = {**BEFORE_ADDED, **UNRECORDED_BEFORE, **settings}
-    return {k: v for k, v in merged.items() if not k.startswith(SCAN_HANDLING)}
+    skipped = (*SCAN_HANDLING, *(f"preprocess.{key}" for key in FLAG_ONLY_PREPROCESS_KEYS))
+    return {k: v for k, v in merged.items() if not k.startswith(skipped)}
 
 
 def init_overrides(path: str | Path, user_overrides: list[str]) -> tuple[list[str], list[str]]:
