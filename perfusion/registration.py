@@ -219,6 +219,12 @@ def metric_mask(fixed: sitk.Image, margin_mm: float = MASK_MARGIN_MM) -> sitk.Im
     return sitk.BinaryDilate(sitk.Cast(fixed > 1e-3, sitk.sitkUInt8), radius)
 
 
+MIN_SLICES_3D = 4
+"""A registration image with fewer slices than this is registered in plane only."""
+IN_PLANE_WEIGHTS = (0.0, 0.0, 1.0, 1.0, 1.0, 0.0)
+"""Optimiser weights of the Euler3D parameters (rx, ry, rz, tx, ty, tz) for a thin slab."""
+
+
 def register_rigid(
     fixed: sitk.Image,
     moving: sitk.Image,
@@ -243,10 +249,20 @@ def register_rigid(
     masked voxels the metric reads, drawn once with ``seed`` (deterministic), but never fewer
     than :data:`MIN_METRIC_POINTS`: on small volumes a fraction of a few thousand voxels
     leaves too few inside the moving image, and ITK warns that none are valid.
+
+    A slab of fewer than :data:`MIN_SLICES_3D` slices moves in plane only (rotation about z,
+    shifts along x and y): its few thick slices do not fix the out-of-plane pose, and ITK's
+    Gaussian gradient and pyramid need four voxels per axis, so the metric takes plain
+    finite-difference gradients at one level there.
     """
     transform = sitk.Euler3DTransform(initial)
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMeanSquares()
+    thin = fixed.GetSize()[2] < MIN_SLICES_3D
+    if thin:
+        method.SetMetricUseFixedImageGradientFilter(False)
+        method.SetMetricUseMovingImageGradientFilter(False)
+        method.SetOptimizerWeights(IN_PLANE_WEIGHTS)
     if mask is not None:
         method.SetMetricFixedMask(mask)
     points = _mask_points(fixed, mask)
@@ -263,7 +279,7 @@ def register_rigid(
         gradientMagnitudeTolerance=1e-12,
     )
     method.SetOptimizerScalesFromPhysicalShift()
-    if coarse_to_fine:
+    if coarse_to_fine and not thin:
         method.SetShrinkFactorsPerLevel([2, 1])
         method.SetSmoothingSigmasPerLevel([1, 0])
         method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
@@ -411,7 +427,9 @@ def motion_correct(
     more than :data:`JUMP_MM` from its neighbour, or did not converge, is registered again
     coarse to fine. Each full-resolution frame is then resampled once, unless its transform
     moves no corner of the volume's box by ``min_shift_vox`` voxels (of the smallest spacing):
-    such a frame is kept as acquired (its parameters are still reported).
+    such a frame is kept as acquired (its parameters are still reported). A slab of fewer than
+    :data:`MIN_SLICES_3D` slices is registered in plane at full resolution (block averages
+    leave too few points there to fix the rotation).
     Voxels that move in from outside the field of view take the frame's minimum (air); they
     are left out of ``covered``.
     """
@@ -419,6 +437,8 @@ def motion_correct(
     reference_frame = reference_index(reference_frame, n_frames)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(max(1, threads))
     reference = ctp_hu[..., reference_frame]
+    if reference.shape[2] < MIN_SLICES_3D:  # in plane only: full resolution fixes the rotation
+        coarse_mm = 0.0
     bone = bone_threshold(reference, bone_hu)
     fixed = registration_image(reference, spacing_mm, bone, coarse_mm)
     mask, min_step = metric_mask(fixed), 1e-4 if bone is None else 1e-3
