@@ -117,6 +117,32 @@ def test_progress_bar_shows_residual_against_noise_not_v_num() -> None:
     )
 
 
+def test_progress_without_a_terminal_is_one_line_per_report(capsys) -> None:
+    """In a log file a bar redrawn with carriage returns piles up on one line: without a
+    terminal (pytest captures stdout) the bar's text is printed as lines, once per step."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from perfusion.fitting.module import FitProgressBar
+    from perfusion.fitting.stopping import NOISE_MONITOR
+
+    bar = FitProgressBar()
+    assert bar.lines
+    bar._trainer = SimpleNamespace(
+        global_step=120, max_steps=1000, local_rank=0,
+        progress_bar_metrics={"train/rms_hu": 5.314, "val/rms_hu": 5.4},
+        early_stopping_callbacks=[EarlyStopping(NOISE_MONITOR, stopping_threshold=math.log(5.02))],
+    )  # fmt: skip
+    bar.print_line(bar._trainer, None)
+    bar.print_line(bar._trainer, None)  # the same step again (the end of a fit): not repeated
+    out = capsys.readouterr().out
+    assert "\r" not in out and out.count("\n") == 1
+    assert re.fullmatch(
+        r"fit step 120 \(at most 1000\), 00:0\d, residual=5.31 ΔHU, held-out=5.4 ΔHU, "
+        r"noise=5.02 ΔHU\n",
+        out,
+    )
+
+
 def test_progress_bar_total_is_a_cap_under_a_stopping_rule() -> None:
     """A fit the noise rule stops at step 30 of at most 1000 must not read "step 30/1000"."""
     from lightning.pytorch.callbacks import EarlyStopping

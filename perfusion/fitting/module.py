@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 import warnings
 from typing import Any
 
@@ -126,11 +127,21 @@ class FitProgressBar(TQDMProgressBar):
     at 30 must not read as 30 of 1000 done; without one it shows ``step 120/1000``. The noise is
     the level the ``noise`` stopping rule stops at (its EarlyStopping ``stopping_threshold``, a
     log RMS); absent under other rules.
+
+    When stdout is not a terminal (a log file, a batch job), a bar redrawn in place would pile
+    up as one long line, so the same text without the bar is printed as a line of its own every
+    ``line_every`` steps and once at the end.
     """
 
     BAR_FORMAT = "{desc} step {n_fmt} (at most {total_fmt}) |{bar:16}| {elapsed}{postfix}"
     FIXED_BAR_FORMAT = "{desc} step {n_fmt}/{total_fmt} |{bar:16}| {elapsed}{postfix}"
     """The bar without a stopping rule: every one of ``steps`` runs."""
+
+    def __init__(self, refresh_rate: int = 10, line_every: int = 100) -> None:
+        super().__init__(refresh_rate=refresh_rate)
+        self.lines = not sys.stdout.isatty()
+        self.line_every = line_every
+        self._printed_step, self._started = -1, time.monotonic()
 
     @property
     def train_description(self) -> str:
@@ -148,7 +159,7 @@ class FitProgressBar(TQDMProgressBar):
             desc=self.train_description,
             total=convert_inf(self.total_train_batches),
             position=2 * self.process_position,
-            disable=self.is_disabled,
+            disable=self.is_disabled or self.lines,
             leave=True,
             dynamic_ncols=True,
             file=sys.stdout,
@@ -160,8 +171,34 @@ class FitProgressBar(TQDMProgressBar):
         return Tqdm(disable=True)
 
     def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self._started = time.monotonic()
         # Lightning's own sets the description to "Epoch 0"; the one epoch here is the fit
         self.train_progress_bar.reset(total=convert_inf(self.total_train_batches))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args)
+        if self.lines and trainer.global_step % self.line_every == 0:
+            self.print_line(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        if self.lines:
+            self.print_line(trainer, pl_module)
+        super().on_train_end(trainer, pl_module)
+
+    def print_line(self, trainer: L.Trainer, pl_module: Any) -> None:
+        """The bar's text without the bar, as one line (once per step)."""
+        step = trainer.global_step
+        if step == self._printed_step or self.is_disabled:
+            return
+        self._printed_step = step
+        fmt = self.bar_format(trainer).replace(" |{bar:16}|", ",")
+        postfix = ", ".join(f"{k}={v}" for k, v in self.get_metrics(trainer, pl_module).items())
+        elapsed = time.monotonic() - self._started
+        total = trainer.max_steps  # the fit's one epoch is its step cap
+        text = Tqdm.format_meter(
+            step, total, elapsed, prefix="fit", bar_format=fmt, postfix=postfix
+        )
+        print(text, file=sys.stdout, flush=True)
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         metrics = trainer.progress_bar_metrics
