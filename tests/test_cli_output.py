@@ -158,7 +158,9 @@ def test_progress_bar_total_is_a_cap_under_a_stopping_rule() -> None:
         (fixed, "fit step 30/1000 |"),
     ):
         text = io.StringIO()
-        bar = Tqdm(total=1000, desc="fit", bar_format=FitProgressBar.bar_format(trainer), file=text)
+        bar = Tqdm(
+            total=1000, desc="fit", bar_format=FitProgressBar().bar_format(trainer), file=text
+        )
         bar.n = 30
         bar.close()
         assert shown in text.getvalue()

@@ -25,6 +25,7 @@ LAYERS: list[set[str]] = [
         "errors",
         "atomic",
         "tracking",
+        "progress",
         "help",
         "resources",
         "lazy",
@@ -50,7 +51,7 @@ LAYERS: list[set[str]] = [
 ]
 LAYER_OF = {name: index for index, names in enumerate(LAYERS) for name in names}
 LIGHTNING = {"lightning", "pytorch_lightning", "lightning_fabric"}
-LIGHTNING_FILES = {"tracking.py", "experiment.py", "stopping.py", "train.py"}
+LIGHTNING_FILES = {"tracking.py", "progress.py", "experiment.py", "stopping.py", "train.py"}
 CLI_REACHES_EXPERIMENTS = {"cli.py"}
 """The files of perfusion allowed to name ``experiments.*`` in a string (the CLI dispatch)."""
 

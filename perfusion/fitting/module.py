@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import math
-import sys
-import time
 import warnings
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import TQDMProgressBar
-from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm, convert_inf
 from torch import nn
 
 from perfusion.fitting.config import LossConfig, OptimConfig, as_loss_config
@@ -26,6 +22,7 @@ from perfusion.fitting.steps import (
     optimizer_groups,
 )
 from perfusion.fitting.stopping import HELDOUT_MONITOR, NOISE_MONITOR
+from perfusion.progress import StepProgressBar
 from perfusion.tracking import quiet_lightning
 
 
@@ -118,7 +115,7 @@ class FieldFitModule(L.LightningModule):
         }
 
 
-class FitProgressBar(TQDMProgressBar):
+class FitProgressBar(StepProgressBar):
     """One bar for the fit: step, residual and held-out RMS against the noise, elapsed time.
 
     ``fit step 120 (at most 1000) |##  | 00:07, residual=5.31 ΔHU, held-out=5.4 ΔHU,
@@ -126,79 +123,19 @@ class FitProgressBar(TQDMProgressBar):
     EarlyStopping callback) ``steps`` is only a cap, so the bar says "at most": a fit that stops
     at 30 must not read as 30 of 1000 done; without one it shows ``step 120/1000``. The noise is
     the level the ``noise`` stopping rule stops at (its EarlyStopping ``stopping_threshold``, a
-    log RMS); absent under other rules.
-
-    When stdout is not a terminal (a log file, a batch job), a bar redrawn in place would pile
-    up as one long line, so the same text without the bar is printed as a line of its own every
-    ``line_every`` steps and once at the end.
+    log RMS); absent under other rules. Without a terminal, lines (:class:`StepProgressBar`).
     """
 
     BAR_FORMAT = "{desc} step {n_fmt} (at most {total_fmt}) |{bar:16}| {elapsed}{postfix}"
-    FIXED_BAR_FORMAT = "{desc} step {n_fmt}/{total_fmt} |{bar:16}| {elapsed}{postfix}"
+    FIXED_BAR_FORMAT = StepProgressBar.BAR_FORMAT
     """The bar without a stopping rule: every one of ``steps`` runs."""
 
     def __init__(self, refresh_rate: int = 10, line_every: int = 100) -> None:
-        super().__init__(refresh_rate=refresh_rate)
-        self.lines = not sys.stdout.isatty()
-        self.line_every = line_every
-        self._printed_step, self._started = -1, time.monotonic()
+        super().__init__("fit", refresh_rate, line_every)
 
-    @property
-    def train_description(self) -> str:
-        return "fit"
-
-    @staticmethod
-    def bar_format(trainer: L.Trainer) -> str:
+    def bar_format(self, trainer: L.Trainer) -> str:
         """``BAR_FORMAT`` when a stopping rule may end the fit early, else ``FIXED_BAR_FORMAT``."""
-        return FitProgressBar.BAR_FORMAT if trainer.early_stopping_callbacks else (
-            FitProgressBar.FIXED_BAR_FORMAT)  # fmt: skip
-
-    def init_train_tqdm(self) -> Tqdm:
-        # as Lightning's, but with the total (its bar first prints "step 0/?") and our format
-        return Tqdm(
-            desc=self.train_description,
-            total=convert_inf(self.total_train_batches),
-            position=2 * self.process_position,
-            disable=self.is_disabled or self.lines,
-            leave=True,
-            dynamic_ncols=True,
-            file=sys.stdout,
-            smoothing=0,
-            bar_format=self.bar_format(self.trainer),
-        )
-
-    def init_validation_tqdm(self):
-        return Tqdm(disable=True)
-
-    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        self._started = time.monotonic()
-        # Lightning's own sets the description to "Epoch 0"; the one epoch here is the fit
-        self.train_progress_bar.reset(total=convert_inf(self.total_train_batches))
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
-        super().on_train_batch_end(trainer, pl_module, *args)
-        if self.lines and trainer.global_step % self.line_every == 0:
-            self.print_line(trainer, pl_module)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
-        if self.lines:
-            self.print_line(trainer, pl_module)
-        super().on_train_end(trainer, pl_module)
-
-    def print_line(self, trainer: L.Trainer, pl_module: Any) -> None:
-        """The bar's text without the bar, as one line (once per step)."""
-        step = trainer.global_step
-        if step == self._printed_step or self.is_disabled:
-            return
-        self._printed_step = step
-        fmt = self.bar_format(trainer).replace(" |{bar:16}|", ",")
-        postfix = ", ".join(f"{k}={v}" for k, v in self.get_metrics(trainer, pl_module).items())
-        elapsed = time.monotonic() - self._started
-        total = trainer.max_steps  # the fit's one epoch is its step cap
-        text = Tqdm.format_meter(
-            step, total, elapsed, prefix="fit", bar_format=fmt, postfix=postfix
-        )
-        print(text, file=sys.stdout, flush=True)
+        return self.BAR_FORMAT if trainer.early_stopping_callbacks else self.FIXED_BAR_FORMAT
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         metrics = trainer.progress_bar_metrics

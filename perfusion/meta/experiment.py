@@ -56,6 +56,7 @@ from perfusion.meta.resume import (
     result_settings,
 )
 from perfusion.meta.tasks import load_tasks
+from perfusion.progress import StepProgressBar
 from perfusion.tracking import finish, make_logger, quiet_lightning
 
 LOST_RANK_WORDS = ("connection closed", "connection reset", "timed out", "timeout", "broken pipe")
@@ -340,7 +341,7 @@ def _trainer(cfg: MetaConfig, run_dir: Path, logger, callbacks: list[Callback]) 
         num_nodes=cfg.trainer.num_nodes,
         strategy=_strategy(cfg),
         logger=logger if logger is not None else False,
-        callbacks=[checkpoint, *callbacks],
+        callbacks=[checkpoint, StepProgressBar("meta", refresh_rate=1, line_every=10), *callbacks],
         enable_model_summary=False,
         log_every_n_steps=1,
         num_sanity_val_steps=0,
