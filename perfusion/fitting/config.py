@@ -7,6 +7,7 @@ phantoms chose otherwise (``loss.variant``; see the field docstrings).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -229,7 +230,14 @@ class FitConfig:
     above 1e-6 the fresh table's tiny gradients hardly move it (a small lesion stays at the
     healthy delay). 1e-15 is the behaviour before the key."""
     ode_prefit_median: list[int] = field(default_factory=lambda: [3, 3, 1])
-    """Voxels of the median filter applied to the grid start's log-parameters (scan axes)."""
+    """Voxels of the median filter applied to the grid start's log-parameters (scan axes; voxels
+    of the start's grid, ``ode_prefit_start_mm``)."""
+    ode_prefit_start_mm: list[float] | None = None
+    """Voxels finer than this (mm per scan axis) are merged into blocks of whole voxels, as many
+    as fit, whose mean curves the grid start is computed on (each voxel starts at its block's
+    start). The start's information then comes per volume of brain rather than per voxel, so a
+    scan gets the same start on a 0.45 mm grid as on a 1.8 mm one, at the cost of the coarser
+    grid (None: every voxel its own start)."""
     ode_prefit_median_times: list[int] | None = None
     """The median filter's voxels for the start's MTT and delay (None: ``ode_prefit_median``
     for all three). Delay and MTT vary over vascular territories, CBF also within a small
@@ -313,6 +321,7 @@ BEFORE_ADDED = {
     "ode_prefit_prior_floor": 0.0,
     "baseline_refit": False,
     "baseline_refit_centred": False,
+    "ode_prefit_start_mm": None,
 }
 """FitConfig keys (dotted inside a section) added after fits were first cached and checkpoints
 first recorded their inner loop, each at the value that repeats the behaviour from before it
@@ -329,6 +338,17 @@ def prior_block_voxels(cfg: FitConfig, spacing_mm: Sequence[float]) -> list[int]
     return [
         max(1, round(float(mm) / float(voxel)))
         for mm, voxel in zip(cfg.ode_prefit_prior_block_mm, spacing_mm, strict=True)
+    ]
+
+
+def start_block_voxels(cfg: FitConfig, spacing_mm: Sequence[float]) -> list[int]:
+    """Voxels per scan axis merged for the grid start (``ode_prefit_start_mm``): as many whole
+    voxels as fit in it, at least 1; all 1 when it is None."""
+    if cfg.ode_prefit_start_mm is None:
+        return [1] * len(spacing_mm)
+    return [
+        max(1, math.floor(float(mm) / float(voxel) + 1e-6))
+        for mm, voxel in zip(cfg.ode_prefit_start_mm, spacing_mm, strict=True)
     ]
 
 

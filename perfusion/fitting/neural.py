@@ -17,11 +17,22 @@ import torch
 from perfusion.domain import Domain
 from perfusion.fields import PerfusionFields, build_fields
 from perfusion.fitting import stopping
-from perfusion.fitting.config import FitConfig, LossConfig, prior_block_voxels, resolve_steps
+from perfusion.fitting.config import (
+    FitConfig,
+    LossConfig,
+    prior_block_voxels,
+    resolve_steps,
+    start_block_voxels,
+)
 from perfusion.fitting.data import CaseDataModule
 from perfusion.fitting.init import load_init
 from perfusion.fitting.module import FieldFitModule, run_trainer
-from perfusion.fitting.ode_start import grid_start_units, refit_baseline, smoothed_start
+from perfusion.fitting.ode_start import (
+    grid_start_units,
+    merged_curves,
+    refit_baseline,
+    smoothed_start,
+)
 from perfusion.fitting.sampling import CaseSamples
 from perfusion.fitting.steps import FeatureSource, eq1_prediction, prefit
 from perfusion.fitting.stopping import plan_stop, stop_reason
@@ -203,24 +214,39 @@ def case_samples(
         voxel_ids=np.flatnonzero(tissue),
     )
     if cfg.ode_prefit_steps > 0 or cfg.loss.anchor > 0:
-        start = grid_start_units(
-            curves,
-            prepared.frame_times_s,
-            prepared.aif_hu,
-            domain,
-            cfg.ode_prefit_prior_iterations,
-            tmax_by_likelihood=cfg.ode_prefit_tmax == "likelihood",
-            tissue=tissue,
-            block=prior_block_voxels(cfg, prepared.spacing_mm),
-            share=cfg.ode_prefit_prior_share,
-            floor=cfg.ode_prefit_prior_floor,
-        )
-        sizes = [cfg.ode_prefit_median] * 3
-        if cfg.ode_prefit_median_times is not None:
-            sizes[1:] = [cfg.ode_prefit_median_times] * 2  # (flow, mtt, delay)
-        sizes = [tuple(int(v) for v in size)[: tissue.ndim] for size in sizes]
-        samples.ode_start = smoothed_start(start, tissue, sizes)
+        samples.ode_start = prefit_target(curves, prepared, tissue, domain, cfg)
     return samples
+
+
+def prefit_target(
+    curves: np.ndarray, prepared: PreparedCase, tissue: np.ndarray, domain: Domain, cfg: FitConfig
+) -> torch.Tensor:
+    """The f_ODE pre-fit's target (V, 3) for the ``curves`` of the ``tissue`` voxels: the grid
+    start (:mod:`perfusion.fitting.ode_start`) on blocks of ``ode_prefit_start_mm``, median
+    filtered, each voxel at its block's start."""
+    merge = start_block_voxels(cfg, prepared.spacing_mm)[: tissue.ndim]
+    spacing = np.asarray(prepared.spacing_mm, dtype=float)[: tissue.ndim] * merge
+    row = None
+    if any(n > 1 for n in merge):
+        curves, tissue, row = merged_curves(curves, tissue, merge)
+    start = grid_start_units(
+        curves,
+        prepared.frame_times_s,
+        prepared.aif_hu,
+        domain,
+        cfg.ode_prefit_prior_iterations,
+        tmax_by_likelihood=cfg.ode_prefit_tmax == "likelihood",
+        tissue=tissue,
+        block=prior_block_voxels(cfg, spacing),
+        share=cfg.ode_prefit_prior_share,
+        floor=cfg.ode_prefit_prior_floor,
+    )
+    sizes = [cfg.ode_prefit_median] * 3
+    if cfg.ode_prefit_median_times is not None:
+        sizes[1:] = [cfg.ode_prefit_median_times] * 2  # (flow, mtt, delay)
+    sizes = [tuple(int(v) for v in size)[: tissue.ndim] for size in sizes]
+    start = smoothed_start(start, tissue, sizes)
+    return start if row is None else start[torch.as_tensor(row)]
 
 
 def _dims(cfg: FitConfig) -> tuple[int, ...]:

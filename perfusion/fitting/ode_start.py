@@ -157,6 +157,24 @@ def block_ids(tissue: np.ndarray, block: Sequence[int]) -> tuple[Tensor, tuple[i
     return torch.as_tensor(ids), coarse
 
 
+def merged_curves(
+    curves: np.ndarray, tissue: np.ndarray, block: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mean of ``curves`` (V, T; the voxels of the bool volume ``tissue`` in C order) over
+    each block of ``block`` voxels per axis (``FitConfig.ode_prefit_start_mm``): (B, T) block
+    curves in the C order of the coarse grid, its bool volume of blocks holding tissue, and each
+    voxel's block row (V,)."""
+    ids = block_ids(tissue, block)[0].numpy()
+    coarse = tuple(int(n) for n in -(-np.asarray(tissue.shape) // np.asarray(block[: tissue.ndim])))
+    blocks, row = np.unique(ids, return_inverse=True)
+    sums = np.zeros((len(blocks), curves.shape[1]), dtype=np.float64)
+    np.add.at(sums, row, curves)
+    mean = (sums / np.bincount(row)[:, None]).astype(np.float32)
+    occupied = np.zeros(coarse, dtype=bool)
+    occupied.flat[blocks] = True
+    return mean, occupied, row
+
+
 def local_priors(
     log_likelihood: Tensor,
     blocks: Tensor,
