@@ -281,6 +281,32 @@ def test_a_start_block_in_voxels_is_the_fit_of_the_same_block_in_mm(tmp_path, sp
     assert finished_fit(fit, old) is not None
 
 
+@pytest.mark.parametrize(("spacing", "found"), [((1.8, 1.8, 5.0), True), ((0.9, 0.9, 5.0), False)])
+def test_a_fit_before_start_mm_stands_where_it_merges_no_voxel(tmp_path, spacing, found):
+    """A fit cached before ``ode_prefit_start_mm`` (every voxel its own start) is today's
+    default fit on the 1.8 x 1.8 x 5 mm grid, where [1.8, 1.8, 5] merges no voxel, and not on
+    a 0.9 mm grid, where it merges 2 x 2."""
+    import nibabel as nib
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from perfusion.fitting.config import FitConfig
+    from perfusion.fitting.reuse import finished_fit
+
+    old = load_config(FitConfig, ["fit.yaml"], ["ode_prefit_start_mm=null"])
+    fit = tmp_path / "fit"
+    fit.mkdir()
+    saved = OmegaConf.to_container(old)
+    del saved["ode_prefit_start_mm"]
+    OmegaConf.save(OmegaConf.create(saved), fit / "config.yaml")
+    (fit / "summary.json").write_text(json.dumps({"method": old.method}))
+    mask = nib.Nifti1Image(np.ones((2, 2, 2), np.uint8), np.diag([*spacing, 1.0]))
+    nib.save(mask, fit / "tissuemask.nii.gz")
+    today = load_config(FitConfig, ["fit.yaml"], [])
+    assert today.ode_prefit_start_mm == [1.8, 1.8, 5.0]
+    assert (finished_fit(fit, today) is not None) is found
+
+
 @pytest.mark.parametrize(
     ("key", "before", "after", "method"),
     [  # after: the new behaviour (None: fit.yaml's value)
@@ -309,6 +335,7 @@ def test_a_start_block_in_voxels_is_the_fit_of_the_same_block_in_mm(tmp_path, sp
         ),
         ("stop.min_steps", "stop.min_steps=0", "stop.min_steps=100", "resppinn"),
         ("ode_prefit_prior_block_mm", "ode_prefit_prior_block_mm=null", None, "resppinn"),
+        ("ode_prefit_start_mm", "ode_prefit_start_mm=null", None, "resppinn"),
     ],
 )
 def test_an_added_key_at_its_former_behaviour_keeps_cached_fits(

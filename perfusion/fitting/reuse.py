@@ -19,7 +19,12 @@ from omegaconf import OmegaConf
 
 from perfusion import cache
 from perfusion.baselines.bsvd import BsvdConfig
-from perfusion.fitting.config import BEFORE_ADDED, CLASSICAL_METHODS, prior_block_voxels
+from perfusion.fitting.config import (
+    BEFORE_ADDED,
+    CLASSICAL_METHODS,
+    prior_block_voxels,
+    start_block_voxels,
+)
 
 ADDED_KEYS: dict[str, Any] = {
     **BEFORE_ADDED,
@@ -46,11 +51,14 @@ def effective_settings(fit_cfg: Any, spacing_mm: Any = None) -> dict[str, Any]:
     still feeds the anchor); a key of :data:`ADDED_KEYS` at its former behaviour is left out.
     Given the case's voxel size ``spacing_mm``, the start prior's block is its voxel count
     there (:func:`~perfusion.fitting.config.prior_block_voxels`), so a block given in mm and
-    the same block given in voxels are the same fit."""
+    the same block given in voxels are the same fit; likewise ``ode_prefit_start_mm`` is the
+    voxels it merges there, None (no key: the behaviour before it) when it merges none."""
     settings = OmegaConf.to_container(OmegaConf.structured(fit_cfg), resolve=True)
     if spacing_mm is not None:
         settings["ode_prefit_prior_block"] = prior_block_voxels(fit_cfg, spacing_mm)
         settings["ode_prefit_prior_block_mm"] = None
+        merge = start_block_voxels(fit_cfg, spacing_mm)
+        settings["ode_prefit_start_mm"] = None if all(n == 1 for n in merge) else merge
     for key in ("progress_bar", "report", "tracking", "threads", "device"):
         settings.pop(key, None)
     for key in ("threads", *FLAG_ONLY_PREPROCESS_KEYS):
@@ -79,6 +87,7 @@ def effective_settings(fit_cfg: Any, spacing_mm: Any = None) -> dict[str, Any]:
         if settings["loss"]["anchor"] == 0:
             settings.pop("ode_prefit_median")
             settings.pop("ode_prefit_median_times", None)
+            settings.pop("ode_prefit_start_mm", None)
             settings.pop("ode_prefit_prior_iterations", None)
             settings.pop("ode_prefit_tmax", None)
             for key in (*blocks, "ode_prefit_prior_share", "ode_prefit_prior_floor"):
