@@ -248,8 +248,8 @@ class FitConfig:
     MTT) nodes from the tissue's own curves (0: a flat prior over the grid). With a flat prior
     a noisy voxel's start leans toward the middle of the grid, a late Tmax."""
     ode_prefit_prior_block_mm: list[float] | None = None
-    """Block edges (mm per scan axis) of a local start prior, each a whole number of the case's
-    voxels (the nearest, at least 1; None: one prior for the whole tissue; needs
+    """Block edges (mm per scan axis) of a local start prior, each a whole number of the start
+    grid's voxels (the case's, merged by ``ode_prefit_start_mm``; the nearest, at least 1; None: one prior for the whole tissue; needs
     ``ode_prefit_prior_iterations`` > 0). The expectation-maximisation then goes on per block,
     as many iterations again: each block's prior is the mean posterior over it and its
     neighbouring blocks (3 per axis), mixed with the tissue's prior by
@@ -257,7 +257,7 @@ class FitConfig:
     and pulls a lesion's start toward healthy transit times; a lesion's neighbourhood is
     mostly lesion. In mm, the neighbourhood is the same piece of brain on any grid."""
     ode_prefit_prior_block: list[int] | None = None
-    """The local prior's blocks in voxels per scan axis instead (the key before
+    """The local prior's blocks in voxels of the start's grid per scan axis instead (the key before
     ``ode_prefit_prior_block_mm``, which must then be null): what fits and initialisations
     that recorded it repeat. None with ``ode_prefit_prior_block_mm`` None is the behaviour
     before either key."""
