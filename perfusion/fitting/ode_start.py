@@ -167,9 +167,9 @@ def merged_curves(
     ids = block_ids(tissue, block)[0].numpy()
     coarse = tuple(int(n) for n in -(-np.asarray(tissue.shape) // np.asarray(block[: tissue.ndim])))
     blocks, row = np.unique(ids, return_inverse=True)
-    sums = np.zeros((len(blocks), curves.shape[1]), dtype=np.float64)
-    np.add.at(sums, row, curves)
-    mean = (sums / np.bincount(row)[:, None]).astype(np.float32)
+    sums = torch.zeros((len(blocks), curves.shape[1]), dtype=torch.float64)
+    sums.index_add_(0, torch.as_tensor(row), torch.as_tensor(curves, dtype=torch.float64))
+    mean = (sums.numpy() / np.bincount(row)[:, None]).astype(np.float32)
     occupied = np.zeros(coarse, dtype=bool)
     occupied.flat[blocks] = True
     return mean, occupied, row
