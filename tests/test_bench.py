@@ -256,25 +256,36 @@ def test_centring_leaves_a_fit_without_the_baseline_refit_alone() -> None:
     )
 
 
-@pytest.mark.parametrize(("spacing", "found"), [((1.8, 1.8, 5.0), True), ((3.6, 3.6, 10.0), False)])
-def test_a_start_block_in_voxels_is_the_fit_of_the_same_block_in_mm(tmp_path, spacing, found):
-    """A fit cached with the prior's block in voxels ([4, 4, 2]) stands for today's block in mm
-    ([7.2, 7.2, 10]) on a grid where that is the same number of voxels, and on no other."""
+def _cached_fit(tmp_path, overrides: list[str], spacing, without: str | None = None):
+    """A finished fit folder of ``fit.yaml`` with ``overrides`` (its config.yaml lacking the key
+    ``without``, as one written before it) on voxels of ``spacing``; (folder, its config)."""
     import nibabel as nib
     import numpy as np
     from omegaconf import OmegaConf
 
     from perfusion.fitting.config import FitConfig
-    from perfusion.fitting.reuse import finished_fit
 
-    voxels = ["ode_prefit_prior_block=[4,4,2]", "ode_prefit_prior_block_mm=null"]
-    old = load_config(FitConfig, ["fit.yaml"], voxels)
+    old = load_config(FitConfig, ["fit.yaml"], overrides)
     fit = tmp_path / "fit"
     fit.mkdir()
-    OmegaConf.save(old, fit / "config.yaml")
+    saved = OmegaConf.to_container(old)
+    saved.pop(without, None)
+    OmegaConf.save(OmegaConf.create(saved), fit / "config.yaml")
     (fit / "summary.json").write_text(json.dumps({"method": old.method}))
     mask = nib.Nifti1Image(np.ones((2, 2, 2), np.uint8), np.diag([*spacing, 1.0]))
     nib.save(mask, fit / "tissuemask.nii.gz")
+    return fit, old
+
+
+@pytest.mark.parametrize(("spacing", "found"), [((1.8, 1.8, 5.0), True), ((3.6, 3.6, 10.0), False)])
+def test_a_start_block_in_voxels_is_the_fit_of_the_same_block_in_mm(tmp_path, spacing, found):
+    """A fit cached with the prior's block in voxels ([4, 4, 2]) stands for today's block in mm
+    ([7.2, 7.2, 10]) on a grid where that is the same number of voxels, and on no other."""
+    from perfusion.fitting.config import FitConfig
+    from perfusion.fitting.reuse import finished_fit
+
+    voxels = ["ode_prefit_prior_block=[4,4,2]", "ode_prefit_prior_block_mm=null"]
+    fit, old = _cached_fit(tmp_path, voxels, spacing)
     today = load_config(FitConfig, ["fit.yaml"], [])
     assert today.ode_prefit_prior_block_mm == [7.2, 7.2, 10.0]
     assert (finished_fit(fit, today) is not None) is found
@@ -286,22 +297,11 @@ def test_a_fit_before_start_mm_stands_where_it_merges_no_voxel(tmp_path, spacing
     """A fit cached before ``ode_prefit_start_mm`` (every voxel its own start) is today's
     default fit on the 1.8 x 1.8 x 5 mm grid, where [1.8, 1.8, 5] merges no voxel, and not on
     a 0.9 mm grid, where it merges 2 x 2."""
-    import nibabel as nib
-    import numpy as np
-    from omegaconf import OmegaConf
-
     from perfusion.fitting.config import FitConfig
     from perfusion.fitting.reuse import finished_fit
 
-    old = load_config(FitConfig, ["fit.yaml"], ["ode_prefit_start_mm=null"])
-    fit = tmp_path / "fit"
-    fit.mkdir()
-    saved = OmegaConf.to_container(old)
-    del saved["ode_prefit_start_mm"]
-    OmegaConf.save(OmegaConf.create(saved), fit / "config.yaml")
-    (fit / "summary.json").write_text(json.dumps({"method": old.method}))
-    mask = nib.Nifti1Image(np.ones((2, 2, 2), np.uint8), np.diag([*spacing, 1.0]))
-    nib.save(mask, fit / "tissuemask.nii.gz")
+    start = "ode_prefit_start_mm"
+    fit, _ = _cached_fit(tmp_path, [f"{start}=null"], spacing, without=start)
     today = load_config(FitConfig, ["fit.yaml"], [])
     assert today.ode_prefit_start_mm == [1.8, 1.8, 5.0]
     assert (finished_fit(fit, today) is not None) is found
