@@ -249,17 +249,17 @@ class FitConfig:
     a noisy voxel's start leans toward the middle of the grid, a late Tmax."""
     ode_prefit_prior_block_mm: list[float] | None = None
     """Block edges (mm per scan axis) of a local start prior, each a whole number of the start
-    grid's voxels (the case's, merged by ``ode_prefit_start_mm``; the nearest, at least 1; None: one prior for the whole tissue; needs
-    ``ode_prefit_prior_iterations`` > 0). The expectation-maximisation then goes on per block,
-    as many iterations again: each block's prior is the mean posterior over it and its
-    neighbouring blocks (3 per axis), mixed with the tissue's prior by
-    ``ode_prefit_prior_share``. A prior learnt over the whole tissue is mostly healthy tissue
+    grid's voxels (the case's, merged by ``ode_prefit_start_mm``; the nearest, at least 1;
+    None: one prior for the whole tissue; needs ``ode_prefit_prior_iterations`` > 0). The
+    expectation-maximisation then goes on per block, as many iterations again: each block's
+    prior is the mean posterior over it and its neighbouring blocks (3 per axis), mixed with
+    the tissue's prior by ``ode_prefit_prior_share``. A prior learnt over the whole tissue is mostly healthy tissue
     and pulls a lesion's start toward healthy transit times; a lesion's neighbourhood is
     mostly lesion. In mm, the neighbourhood is the same piece of brain on any grid."""
     ode_prefit_prior_block: list[int] | None = None
-    """The local prior's blocks in voxels of the start's grid per scan axis instead (the key before
-    ``ode_prefit_prior_block_mm``, which must then be null): what fits and initialisations
-    that recorded it repeat. None with ``ode_prefit_prior_block_mm`` None is the behaviour
+    """The local prior's blocks in voxels of the start's grid per scan axis instead (the key
+    before ``ode_prefit_prior_block_mm``, which must then be null): what fits and
+    initialisations that recorded it repeat. None with ``ode_prefit_prior_block_mm`` None is the behaviour
     before either key."""
     ode_prefit_prior_share: float = 0.5
     """The local prior's share in the mixture with the tissue's (``ode_prefit_prior_block_mm``):
