@@ -164,9 +164,8 @@ def merged_curves(
     each block of ``block`` voxels per axis (``FitConfig.ode_prefit_start_mm``): (B, T) block
     curves in the C order of the coarse grid, its bool volume of blocks holding tissue, and each
     voxel's block row (V,)."""
-    ids = block_ids(tissue, block)[0].numpy()
-    coarse = tuple(int(n) for n in -(-np.asarray(tissue.shape) // np.asarray(block[: tissue.ndim])))
-    blocks, row = np.unique(ids, return_inverse=True)
+    ids, coarse = block_ids(tissue, block)
+    blocks, row = np.unique(ids.numpy(), return_inverse=True)
     sums = torch.zeros((len(blocks), curves.shape[1]), dtype=torch.float64)
     sums.index_add_(0, torch.as_tensor(row), torch.as_tensor(curves, dtype=torch.float64))
     mean = (sums.numpy() / np.bincount(row)[:, None]).astype(np.float32)
