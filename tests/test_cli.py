@@ -211,6 +211,7 @@ def test_help_and_key_errors_of_every_command_answer_without_torch(tmp_path: Pat
         ("fit", str(case), out, "ode_prefit_prior_block=[4,4]"): "ode_prefit_prior_block: [4, 4]",
         ("fit", str(case), out, "ode_prefit_prior_block_mm=[0,7,9]"): "prior_block_mm: [0.0, 7",
         ("fit", str(case), out, "ode_prefit_prior_block=[4,4,2]"): "prior_block_mm are both set",
+        ("fit", str(case), out, "ode_prefit_start_mm=[1.8,1.8]"): "ode_prefit_start_mm: [1.8, 1.8]",
         ("fit", str(case), out, "seed=many"): "'seed'",
         ("fit-cohort", str(tmp_path), out, "shard=2/2"): "shard: '2/2', expected i/n",
         ("fit-cohort", str(tmp_path), out, "method=foo"): "method: 'foo', expected one of",

@@ -259,8 +259,8 @@ class FitConfig:
     ode_prefit_prior_block: list[int] | None = None
     """The local prior's blocks in voxels of the start's grid per scan axis instead (the key
     before ``ode_prefit_prior_block_mm``, which must then be null): what fits and
-    initialisations that recorded it repeat. None with ``ode_prefit_prior_block_mm`` None is the behaviour
-    before either key."""
+    initialisations that recorded it repeat. None with ``ode_prefit_prior_block_mm`` None is
+    the behaviour before either key."""
     ode_prefit_prior_share: float = 0.5
     """The local prior's share in the mixture with the tissue's (``ode_prefit_prior_block_mm``):
     0 the tissue's prior alone, 1 the neighbourhood's alone."""
@@ -373,6 +373,11 @@ def check_fit_config(cfg: FitConfig) -> None:
     if block_mm is not None and (len(block_mm) != 3 or min(block_mm) <= 0):
         raise PerfusionError(
             f"ode_prefit_prior_block_mm: {block_mm}, expected 3 sizes > 0 mm (scan axes)"
+        )
+    start_mm = cfg.ode_prefit_start_mm
+    if start_mm is not None and (len(start_mm) != 3 or min(start_mm) <= 0):
+        raise PerfusionError(
+            f"ode_prefit_start_mm: {start_mm}, expected 3 sizes > 0 mm (scan axes)"
         )
     if block is not None and block_mm is not None:
         raise PerfusionError(
