@@ -45,8 +45,9 @@ class NlrConfig:
     """MTT nodes of the starting grid (log-spaced between the bounds)."""
     iterations: int = 30
     """Levenberg-Marquardt steps."""
-    chunk: int = 65536
-    """Voxels fitted at once."""
+    chunk: int = 4096
+    """Voxels fitted at once: a few thousand keep the (voxels x nodes) arrays small enough for
+    the processor's caches (about 5 times faster than 65,536 at once on one thread)."""
 
 
 class BoxModel:

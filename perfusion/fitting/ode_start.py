@@ -84,17 +84,18 @@ def grid_start_units(
         if prior_iterations > 0 and len(curves):
             shapes = start_nodes(model, cfg)[1]
             sample = curves[:: max(1, len(curves) // PRIOR_VOXELS)]
-            log_prior = node_prior(node_fit(sample, shapes)[1], prior_iterations)
+            log_prior = node_prior(_log_likelihood(sample, shapes, cfg.chunk), prior_iterations)
             if block is not None:
                 blocks, coarse = block_ids(tissue, block)
                 every = max(1, len(curves) // LOCAL_PRIOR_VOXELS)
                 log_prior = local_priors(
-                    node_fit(curves[::every], shapes)[1],
+                    _log_likelihood(curves[::every], shapes, cfg.chunk),
                     blocks[::every],
                     coarse,
                     log_prior,
                     share,
                     prior_iterations,
+                    cfg.chunk,
                 )
             log_prior = with_floor(log_prior, floor)
         chunks = [
@@ -114,6 +115,13 @@ def grid_start_units(
     mtt = start[:, 2].numpy()
     units = domain.params_unit(flow, mtt, delay)
     return torch.as_tensor(np.stack(units, axis=1), dtype=torch.float32)
+
+
+def _log_likelihood(curves: Tensor, shapes: Tensor, chunk: int) -> Tensor:
+    """:func:`~perfusion.baselines.nlr.node_fit`'s log-likelihoods (V, K), ``chunk`` voxels at
+    a time (small arrays stay in the processor's caches)."""
+    parts = [node_fit(curves[i : i + chunk], shapes)[1] for i in range(0, len(curves), chunk)]
+    return torch.cat(parts) if parts else curves.new_zeros((0, shapes.shape[0]))
 
 
 def with_floor(log_prior: Tensor, floor: float) -> Tensor:
@@ -181,6 +189,7 @@ def local_priors(
     log_prior: Tensor,
     share: float,
     iterations: int,
+    chunk: int = 4096,
 ) -> Tensor:
     """Log-priors (B, K) over the nodes per block of the coarse grid ``coarse`` (B blocks).
 
@@ -198,8 +207,10 @@ def local_priors(
     )
     table = log_prior.expand(n_blocks, k)
     for _ in range(iterations):
-        posterior = torch.softmax(log_likelihood + table[blocks], dim=1)
-        sums = torch.zeros(n_blocks, k, dtype=posterior.dtype).index_add_(0, blocks, posterior)
+        sums = torch.zeros(n_blocks, k, dtype=log_likelihood.dtype)
+        for i in range(0, len(blocks), chunk):  # small arrays stay in the processor's caches
+            ids = blocks[i : i + chunk]
+            sums.index_add_(0, ids, torch.softmax(log_likelihood[i : i + chunk] + table[ids], 1))
         sums = neighbourhood_sum(sums, coarse)
         local = torch.where(counts > 0, sums / counts.clamp_min(1e-12), tissue_prior)
         table = ((1 - share) * tissue_prior + share * local).clamp_min(1e-30).log()
