@@ -253,9 +253,10 @@ class FitConfig:
     None: one prior for the whole tissue; needs ``ode_prefit_prior_iterations`` > 0). The
     expectation-maximisation then goes on per block, as many iterations again: each block's
     prior is the mean posterior over it and its neighbouring blocks (3 per axis), mixed with
-    the tissue's prior by ``ode_prefit_prior_share``. A prior learnt over the whole tissue is mostly healthy tissue
-    and pulls a lesion's start toward healthy transit times; a lesion's neighbourhood is
-    mostly lesion. In mm, the neighbourhood is the same piece of brain on any grid."""
+    the tissue's prior by ``ode_prefit_prior_share``. A prior learnt over the whole tissue is
+    mostly healthy tissue and pulls a lesion's start toward healthy transit times; a lesion's
+    neighbourhood is mostly lesion. In mm, the neighbourhood is the same piece of brain on any
+    grid."""
     ode_prefit_prior_block: list[int] | None = None
     """The local prior's blocks in voxels of the start's grid per scan axis instead (the key
     before ``ode_prefit_prior_block_mm``, which must then be null): what fits and
@@ -350,6 +351,15 @@ def start_block_voxels(cfg: FitConfig, spacing_mm: Sequence[float]) -> list[int]
         max(1, math.floor(float(mm) / float(voxel) + 1e-6))
         for mm, voxel in zip(cfg.ode_prefit_start_mm, spacing_mm, strict=True)
     ]
+
+
+def start_grid(cfg: FitConfig, spacing_mm: Sequence[float]) -> tuple[list[int], list[int] | None]:
+    """The grid start's grid on a case of ``spacing_mm`` voxels: the voxels merged per scan axis
+    (:func:`start_block_voxels`) and the local prior's block in voxels of the merged grid
+    (:func:`prior_block_voxels` at the merged voxel size)."""
+    merge = start_block_voxels(cfg, spacing_mm)
+    merged_mm = [float(s) * n for s, n in zip(spacing_mm, merge, strict=True)]
+    return merge, prior_block_voxels(cfg, merged_mm)
 
 
 def check_fit_config(cfg: FitConfig) -> None:

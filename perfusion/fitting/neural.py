@@ -17,13 +17,7 @@ import torch
 from perfusion.domain import Domain
 from perfusion.fields import PerfusionFields, build_fields
 from perfusion.fitting import stopping
-from perfusion.fitting.config import (
-    FitConfig,
-    LossConfig,
-    prior_block_voxels,
-    resolve_steps,
-    start_block_voxels,
-)
+from perfusion.fitting.config import FitConfig, LossConfig, resolve_steps, start_grid
 from perfusion.fitting.data import CaseDataModule
 from perfusion.fitting.init import load_init
 from perfusion.fitting.module import FieldFitModule, run_trainer
@@ -224,8 +218,7 @@ def prefit_target(
     """The f_ODE pre-fit's target (V, 3) for the ``curves`` of the ``tissue`` voxels: the grid
     start (:mod:`perfusion.fitting.ode_start`) on blocks of ``ode_prefit_start_mm``, median
     filtered, each voxel at its block's start."""
-    merge = start_block_voxels(cfg, prepared.spacing_mm)[: tissue.ndim]
-    spacing = np.asarray(prepared.spacing_mm, dtype=float)[: tissue.ndim] * merge
+    merge, block = start_grid(cfg, prepared.spacing_mm)
     row = None
     if any(n > 1 for n in merge):
         curves, tissue, row = merged_curves(curves, tissue, merge)
@@ -237,7 +230,7 @@ def prefit_target(
         cfg.ode_prefit_prior_iterations,
         tmax_by_likelihood=cfg.ode_prefit_tmax == "likelihood",
         tissue=tissue,
-        block=prior_block_voxels(cfg, spacing),
+        block=block,
         share=cfg.ode_prefit_prior_share,
         floor=cfg.ode_prefit_prior_floor,
     )

@@ -189,7 +189,7 @@ def local_priors(
     log_prior: Tensor,
     share: float,
     iterations: int,
-    chunk: int = 4096,
+    chunk: int = NlrConfig.chunk,
 ) -> Tensor:
     """Log-priors (B, K) over the nodes per block of the coarse grid ``coarse`` (B blocks).
 

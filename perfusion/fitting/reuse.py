@@ -19,12 +19,7 @@ from omegaconf import OmegaConf
 
 from perfusion import cache
 from perfusion.baselines.bsvd import BsvdConfig
-from perfusion.fitting.config import (
-    BEFORE_ADDED,
-    CLASSICAL_METHODS,
-    prior_block_voxels,
-    start_block_voxels,
-)
+from perfusion.fitting.config import BEFORE_ADDED, CLASSICAL_METHODS, start_grid
 
 ADDED_KEYS: dict[str, Any] = {
     **BEFORE_ADDED,
@@ -50,16 +45,15 @@ def effective_settings(fit_cfg: Any, spacing_mm: Any = None) -> dict[str, Any]:
     rounding only); nor do the f_ODE pre-fit's settings when it does not run (its grid start
     still feeds the anchor); a key of :data:`ADDED_KEYS` at its former behaviour is left out.
     Given the case's voxel size ``spacing_mm``, the start prior's block is its voxel count
-    there (:func:`~perfusion.fitting.config.prior_block_voxels`, voxels of the start's grid),
+    there (:func:`~perfusion.fitting.config.start_grid`, voxels of the start's grid),
     so a block given in mm and the same block given in voxels are the same fit; likewise
     ``ode_prefit_start_mm`` is the voxels it merges there, None (no key: the behaviour before
     it) when it merges none."""
     settings = OmegaConf.to_container(OmegaConf.structured(fit_cfg), resolve=True)
     if spacing_mm is not None:
-        merge = start_block_voxels(fit_cfg, spacing_mm)
+        merge, block = start_grid(fit_cfg, spacing_mm)
         settings["ode_prefit_start_mm"] = None if all(n == 1 for n in merge) else merge
-        start_spacing = [float(s) * n for s, n in zip(spacing_mm, merge, strict=True)]
-        settings["ode_prefit_prior_block"] = prior_block_voxels(fit_cfg, start_spacing)
+        settings["ode_prefit_prior_block"] = block
         settings["ode_prefit_prior_block_mm"] = None
     for key in ("progress_bar", "report", "tracking", "threads", "device"):
         settings.pop(key, None)

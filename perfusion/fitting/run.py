@@ -113,7 +113,7 @@ def _fit_and_write(case_dir, cfg, fit_cfg: FitConfig, out_dir: Path, logger: Any
     if fit_cfg.method in BASELINES:
         raw, fitqc, extra = _baseline(prepared, fit_cfg)
     else:
-        if say is not None:  # seconds to a minute before the first step shows, on large grids
+        if fit_cfg.progress_bar:  # seconds to a minute before the first step shows, large grids
             print("[fit] starting values: box-model grid start, f_ODE pre-fit", file=sys.stderr)
         fit = fit_fields(prepared, fit_cfg, logger)
         raw = maps_from_params(fit.flow_per_s, fit.mtt_s, fit.delay_s)
