@@ -85,10 +85,10 @@ def test_wrote_line_lists_only_this_runs_entries(tmp_path: Path) -> None:
 
 
 def test_wrote_line_shortens_many_folders(tmp_path: Path) -> None:
-    for i in range(10):
+    for i in range(12):
         (tmp_path / f"patient-{i:03d}").mkdir()
     line = wrote_line(tmp_path, time.time())
-    assert line.endswith(": patient-000/, patient-001/, patient-002/, ..., patient-009/ (10)")
+    assert line.endswith(": patient-000/, patient-001/, patient-002/, ..., patient-011/ (12)")
 
 
 def test_progress_bar_shows_residual_against_noise_not_v_num() -> None:

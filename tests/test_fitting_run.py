@@ -22,7 +22,7 @@ from perfusion.fields import build_fields  # noqa: E402
 from perfusion.fitting import module as module_mod  # noqa: E402
 from perfusion.fitting.config import FitConfig  # noqa: E402
 from perfusion.fitting.init import init_overrides  # noqa: E402
-from perfusion.fitting.maps import MAP_NAMES  # noqa: E402
+from perfusion.fitting.maps import MAP_NAMES, MASK_FILES  # noqa: E402
 from perfusion.fitting.run import fit_case, read_history  # noqa: E402
 
 SMALL = [
@@ -72,6 +72,21 @@ def test_output_contract(case_dir: Path, tmp_path: Path) -> None:
     # the lesion (Tmax 7 s, ~50 ml) lies at standard x < 0: the patient's left (RAS)
     assert saved["defuse3"]["lesion_found"] is True
     assert saved["affected_side"] == saved["defuse3"]["affected_side"] == "left"
+    # the masks behind the summary's volumes, on the scan's grid, inside the counted tissue
+    tissue = np.asarray(nib.load(out / "tissuemask.nii.gz").dataobj) > 0
+    voxel_ml = prepared.voxel_volume_ml
+    for key, name in MASK_FILES.items():
+        image = nib.load(out / name)
+        mask = np.asarray(image.dataobj)
+        assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+        np.testing.assert_allclose(image.affine, prepared.affine)
+        assert not mask[~tissue].any()
+        volume = "core_volume_ml" if key == "core" else "tmax_gt_6s_volume_ml"
+        assert mask.sum() > 0
+        assert mask.sum() * voxel_ml == pytest.approx(saved["defuse3"][volume])
+    tmax = np.asarray(nib.load(out / "tmax.nii.gz").dataobj)
+    hypo = np.asarray(nib.load(out / MASK_FILES["hypo"]).dataobj) > 0
+    np.testing.assert_array_equal(hypo, tissue & (tmax > 6.0))
     assert OmegaConf.load(out / "config.yaml").steps == 30
     assert (out / "report.png").stat().st_size > 10_000
     assert saved["history"] == "history.csv" and saved["stop"]["reason"].startswith(
@@ -229,7 +244,10 @@ def test_init_leaves_the_scans_motion_correction_to_the_fit(tmp_path: Path) -> N
 def test_other_methods_write_the_same_contract(case_dir: Path, tmp_path: Path, preset) -> None:
     summary = fit_case(case_dir, small_cfg(*preset, "steps=5"), tmp_path)
     names = {p.name for p in tmp_path.iterdir()}
-    assert {f"{n}.nii.gz" for n in (*MAP_NAMES, "tissuemask", "fitqc")} | {"summary.json"} <= names
+    written = {f"{n}.nii.gz" for n in (*MAP_NAMES, "tissuemask", "fitqc")} | set(
+        MASK_FILES.values()
+    )
+    assert written | {"summary.json"} <= names
     assert summary["method"] == ("sppinn" if "sppinn" in preset[0] else "bsvd")
     if summary["method"] == "sppinn":
         assert summary["fits"] == make_prepared().shape[2]  # one 2-D fit per slice

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 NIFTI = ".nii.gz"
-SHOWN = 8
+SHOWN = 10
 """Entries of one kind listed by name; more are shortened to first, ..., last (count)."""
 CLOCK_SLACK_S = 1.0
 """File times come from the kernel's coarse clock, which may lag ``time.time()`` slightly."""

@@ -92,18 +92,19 @@ def defuse3_masks(
 def defuse3_summary(
     maps: dict, usable: np.ndarray, standard_x_mm: np.ndarray, voxel_volume_ml: float
 ) -> dict:
-    """The summary dict for ``summary.json`` (arguments as :func:`defuse3_masks`).
+    """The summary dict for ``summary.json`` (arguments as :func:`defuse3_masks`): the numbers
+    of :func:`mask_summary` on :func:`defuse3_masks`' regions."""
+    return mask_summary(
+        defuse3_masks(maps, usable, standard_x_mm, voxel_volume_ml), voxel_volume_ml
+    )
+
+
+def mask_summary(masks: dict, voxel_volume_ml: float) -> dict:
+    """The DEFUSE-3 numbers of the regions of :func:`defuse3_masks` (volumes in ml).
 
     ``affected_side`` is ``left``/``right`` when a lesion was found (:func:`lesion_found`), else
     None; ``measured_side`` always names the hemisphere the core was measured in.
-
-    Args:
-        maps: ``cbf`` and ``tmax`` volumes (ml/100g/min, s).
-        usable: bool volume, tissue voxels (no CSF or vessels) whose maps are physical.
-        standard_x_mm: the standard-frame x (mm) of every voxel, same shape.
-        voxel_volume_ml: volume of one voxel (ml).
     """
-    masks = defuse3_masks(maps, usable, standard_x_mm, voxel_volume_ml)
 
     def volume_ml(mask: np.ndarray) -> float:
         return float(mask.sum()) * voxel_volume_ml

@@ -2,7 +2,8 @@
 
 Every method (neural fields or classical baselines) ends here with per-voxel physical values,
 so the output contract (cbf, cbv, mtt, tmax, delay .nii.gz: float32 on the scan grid and affine,
-zero outside the brain; tissuemask.nii.gz; fitqc.nii.gz) is written in one place.
+zero outside the brain; tissuemask.nii.gz; fitqc.nii.gz; the masks of the summary's core and
+Tmax > 6 s) is written in one place.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from perfusion.units import cbv_from_cbf_mtt, flow_to_cbf, tmax_box
 
 MAP_NAMES = ("cbf", "cbv", "mtt", "tmax", "delay")
 """The five maps, in ml/100g/min, ml/100g, s, s, s."""
+
+MASK_FILES = {"core": "core_mask.nii.gz", "hypo": "tmax_gt_6s_mask.nii.gz"}
+"""uint8 0/1 files of the regions behind ``core_volume_ml`` and ``tmax_gt_6s_volume_ml``
+(:func:`perfusion.fitting.defuse.defuse3_masks`); the core's name differs from a case folder's
+reference ``core.nii.gz``."""
 
 PHYSICAL_RANGE = {
     "cbf": (0.0, 300.0),
@@ -112,6 +118,13 @@ def write_maps(
     write_nifti_atomic(folder / "tissuemask.nii.gz", tissue, affine, np.uint8)
     write_nifti_atomic(folder / "fitqc.nii.gz", fitqc, affine, np.float32)
     return [*names, "tissuemask.nii.gz", "fitqc.nii.gz"]
+
+
+def write_masks(folder: Path, masks: dict, affine: np.ndarray) -> list[str]:
+    """Write :data:`MASK_FILES` from ``masks`` (bool volumes on the scan grid); returns the names."""
+    for key, name in MASK_FILES.items():
+        write_nifti_atomic(folder / name, masks[key], affine, np.uint8)
+    return list(MASK_FILES.values())
 
 
 def box_model_fitqc(

@@ -23,7 +23,7 @@ from perfusion.clinical import input_warnings, withheld_verdict
 from perfusion.config import save_resolved, to_object
 from perfusion.errors import PerfusionError
 from perfusion.fitting.config import FitConfig, check_fit_config
-from perfusion.fitting.defuse import defuse3_summary
+from perfusion.fitting.defuse import defuse3_masks, mask_summary
 from perfusion.fitting.maps import (
     MAP_NAMES,
     box_model_fitqc,
@@ -31,6 +31,7 @@ from perfusion.fitting.maps import (
     mask_unphysical,
     unexplained,
     write_maps,
+    write_masks,
 )
 from perfusion.fitting.neural import fit_fields
 from perfusion.fitting.report import write_report
@@ -134,10 +135,13 @@ def _fit_and_write(case_dir, cfg, fit_cfg: FitConfig, out_dir: Path, logger: Any
     usable = prepared.tissue & valid & ~odd
     wall = time.perf_counter() - start
     masked = {"unphysical": counts, "unexplained": int(odd.sum())}
-    summary = _summary(prepared, fit_cfg, maps, usable, masked, wall, fit, case_dir)
+    standard_x = prepared.standard_mm()[:, 0].reshape(prepared.shape)
+    masks = defuse3_masks(maps, usable, standard_x, prepared.voxel_volume_ml)
+    summary = _summary(prepared, fit_cfg, maps, usable, masks, masked, wall, fit, case_dir)
     summary["fit_time_s"] = fit_time
     with atomic_dir(out_dir) as tmp:
         write_maps(tmp, maps, prepared.affine, usable, fitqc)
+        write_masks(tmp, masks, prepared.affine)
         write_json_atomic(tmp / "summary.json", summary)
         if fit is not None:
             write_history(tmp / HISTORY_CSV, fit.history)
@@ -208,8 +212,7 @@ def _preprocess_summary(meta: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _summary(prepared, cfg, maps, usable, masked, wall, fit, case_dir) -> dict[str, Any]:
-    standard = prepared.standard_mm()[:, 0].reshape(prepared.shape)
+def _summary(prepared, cfg, maps, usable, masks, masked, wall, fit, case_dir) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "method": cfg.method,
         "case": str(case_dir),
@@ -225,7 +228,7 @@ def _summary(prepared, cfg, maps, usable, masked, wall, fit, case_dir) -> dict[s
         "brain_voxels": int(prepared.brain.sum()),
         "tissue_voxels": int(prepared.tissue.sum()),
         "medians_in_tissue": {n: _median(maps[n][usable]) for n in MAP_NAMES},
-        "defuse3": defuse3_summary(maps, usable, standard, prepared.voxel_volume_ml),
+        "defuse3": mask_summary(masks, prepared.voxel_volume_ml),
         "preprocess": _preprocess_summary(prepared.meta),
     }
     summary["affected_side"] = summary["defuse3"]["affected_side"]
