@@ -4,7 +4,7 @@
 
 Reads every cached fit under data/bench*/fits-noise*/<row>/<case>/ (whatever `make bench` and
 the hand-run benches left there), computes `tmax_gt_6s_other_side_fraction` from its maps as
-`perfusion fit`'s summary does (perfusion.fitting.defuse.defuse3_summary), and tabulates it per
+`perfusion fit`'s summary does (perfusion.fitting.defuse.mask_summary), and tabulates it per
 row label: how many fits, the median, the largest, and how many exceed
 OTHER_SIDE_MAX_HYPO_FRACTION, the report's warning. Writes
 bench/results/other-side-hypo/README.md.
@@ -19,7 +19,7 @@ import nibabel as nib
 import numpy as np
 
 from perfusion.evaluation import fit_standard_x
-from perfusion.fitting.defuse import OTHER_SIDE_MAX_HYPO_FRACTION, defuse3_masks, defuse3_summary
+from perfusion.fitting.defuse import OTHER_SIDE_MAX_HYPO_FRACTION, defuse3_masks, mask_summary
 from perfusion.io import voxel_volume_ml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,8 @@ def fit_masks(fit: Path) -> tuple[dict, dict]:
     usable = nib.load(fit / "tissuemask.nii.gz").get_fdata() > 0
     x = fit_standard_x(fit, tmax.affine, usable.shape)
     voxel_ml = voxel_volume_ml(tmax.affine)
-    return defuse3_masks(maps, usable, x, voxel_ml), defuse3_summary(maps, usable, x, voxel_ml)
+    masks = defuse3_masks(maps, usable, x, voxel_ml)
+    return masks, mask_summary(masks, voxel_ml)
 
 
 def main() -> None:
