@@ -88,6 +88,30 @@ def without_small_components(
     return keep[labels]
 
 
+def below_threshold(
+    rcbf: np.ndarray, tissue: np.ndarray, threshold: float = RCBF_CORE
+) -> np.ndarray:
+    """Tissue with rCBF < ``threshold`` in both hemispheres (bool): the rule before its side."""
+    return tissue.astype(bool) & (rcbf < threshold)
+
+
+def threshold_core(
+    rcbf: np.ndarray,
+    tissue: np.ndarray,
+    x_mm: np.ndarray,
+    affected: str,
+    voxel_ml: float,
+    threshold: float = RCBF_CORE,
+) -> np.ndarray:
+    """The commercial core rule: tissue with rCBF < ``threshold`` in the ``affected`` hemisphere,
+    without connected parts under :data:`CORE_MIN_COMPONENT_ML` (bool; ``voxel_ml``: one voxel's
+    volume, ml). ``summary.json``'s core and ``perfusion segment``'s rule are this."""
+    if affected not in SIDES:
+        raise PerfusionError(f"side must be one of {SIDES}, got {affected!r}")
+    side = below_threshold(rcbf, tissue, threshold) & hemispheres(x_mm)[affected]
+    return without_small_components(side, voxel_ml)
+
+
 def voxel_to_standard(
     shape: tuple[int, int, int], affine: np.ndarray, scan_to_standard: np.ndarray | None
 ) -> np.ndarray:

@@ -121,3 +121,22 @@ def test_core_parts_under_half_a_millilitre_are_left_out() -> None:
     maps = {"cbf": 50.0 * rcbf, "tmax": np.where(x > 0, 8.0, 3.0)}
     summary = defuse3_summary(maps, tissue, x, voxel_volume_ml=0.3)
     assert summary["core_volume_ml"] == 0.6
+
+
+def test_summary_core_is_segments_rule_on_the_same_maps() -> None:
+    """On random maps the summary's core (defuse3_masks) and the rule `perfusion segment` falls
+    back to (rCBF from relative_cbf, then threshold_core) are the same voxels."""
+    from perfusion.fitting.defuse import defuse3_masks
+
+    rng = np.random.default_rng(3)
+    shape = (16, 12, 4)
+    x = np.broadcast_to((np.arange(16.0) - 7.5).reshape(16, 1, 1), shape).copy()
+    cbf = rng.gamma(4.0, 10.0, shape)
+    cbf[2:7, 3:9] *= 0.15  # a low-flow region on the left
+    tmax = np.where(x < 0, 7.0, 3.0) + rng.normal(0.0, 0.5, shape)
+    usable = rng.random(shape) > 0.1
+    masks = defuse3_masks({"cbf": cbf, "tmax": tmax}, usable, x, 0.2)
+    side = masks["side"]
+    assert side == "left" and masks["core"].sum() > 10
+    rule = threshold_core(relative_cbf(cbf, usable, x, side), usable, x, side, voxel_ml=0.2)
+    np.testing.assert_array_equal(masks["core"], rule)

@@ -24,7 +24,10 @@ from perfusion.clinical import (
     TMAX_PENUMBRA_S,
     TMAX_SEVERE_S,
     affected_side,
+    below_threshold,
     hemispheres,
+    other_side,
+    threshold_core,
     without_small_components,
 )
 
@@ -72,18 +75,16 @@ def defuse3_masks(
         reference, ml/100g/min).
     """
     cbf, tmax = maps["cbf"], maps["tmax"]
-    sides = hemispheres(standard_x_mm)
     side = affected_side(cbf, usable, standard_x_mm, tmax)
-    healthy = "right" if side == "left" else "left"
-    reference = _median(cbf[usable & sides[healthy]])
+    healthy = usable & hemispheres(standard_x_mm)[other_side(side)]
+    reference = _median(cbf[healthy])
     rcbf = cbf / reference if reference > 0 else np.zeros_like(cbf)
-    low = usable & (rcbf < RCBF_CORE)
     return {
-        "core": without_small_components(low & sides[side], voxel_volume_ml),
-        "core_both_sides": without_small_components(low, voxel_volume_ml),
+        "core": threshold_core(rcbf, usable, standard_x_mm, side, voxel_volume_ml),
+        "core_both_sides": without_small_components(below_threshold(rcbf, usable), voxel_volume_ml),
         "hypo": usable & (tmax > TMAX_PENUMBRA_S),
         "severe": usable & (tmax > TMAX_SEVERE_S),
-        "healthy": usable & sides[healthy],
+        "healthy": healthy,
         "side": side,
         "healthy_median_cbf": reference,
     }

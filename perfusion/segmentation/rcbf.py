@@ -1,4 +1,5 @@
-"""Relative CBF: midline, hemispheres, healthy-side normalisation, the rCBF core rule.
+"""Relative CBF: midline, hemispheres, healthy-side normalisation; the rCBF core rule
+(:func:`perfusion.clinical.threshold_core`, re-exported here).
 
 rCBF = CBF / median CBF of the healthy hemisphere's tissue (paper Section 2.4; RAPID's rCBF,
 Straka 2010). The midline is the standard frame's mid-sagittal plane x = 0
@@ -11,12 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from perfusion.clinical import (
-    RCBF_CORE,
+from perfusion.clinical import (  # noqa: F401  (the core rule, re-exported beside rCBF)
     SIDES,
+    below_threshold,
     hemispheres,
     other_side,
-    without_small_components,
+    threshold_core,
 )
 from perfusion.errors import PerfusionError
 
@@ -58,25 +59,3 @@ def relative_to_healthy(
 def restrict_to_hemisphere(mask: np.ndarray, x_mm: np.ndarray, side: str) -> np.ndarray:
     """``mask`` with everything outside the ``side`` hemisphere removed (bool)."""
     return mask.astype(bool) & hemisphere(x_mm, side)
-
-
-def below_threshold(
-    rcbf: np.ndarray, tissue: np.ndarray, threshold: float = RCBF_CORE
-) -> np.ndarray:
-    """Tissue with rCBF < ``threshold`` in both hemispheres (bool): the rule before its side."""
-    return tissue.astype(bool) & (rcbf < threshold)
-
-
-def threshold_core(
-    rcbf: np.ndarray,
-    tissue: np.ndarray,
-    x_mm: np.ndarray,
-    affected: str,
-    voxel_ml: float,
-    threshold: float = RCBF_CORE,
-) -> np.ndarray:
-    """The commercial core rule: tissue with rCBF < ``threshold`` in the affected hemisphere,
-    without connected parts under :data:`~perfusion.clinical.CORE_MIN_COMPONENT_ML` (bool;
-    ``voxel_ml``: one voxel's volume, ml)."""
-    side = restrict_to_hemisphere(below_threshold(rcbf, tissue, threshold), x_mm, affected)
-    return without_small_components(side, voxel_ml)
