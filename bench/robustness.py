@@ -80,8 +80,14 @@ def make(name: str, seed: int, overrides: list[str]) -> None:
 
 
 def score(name: str, method: str) -> dict:
-    """Scores of one fit against its phantom's truth (volumes in ml)."""
-    case, fit = case_dir(name), case_dir(name) / "fits" / method
+    """Scores of one condition's fit by ``method`` against its phantom's truth."""
+    return fit_scores(case_dir(name), case_dir(name) / "fits" / method)
+
+
+def fit_scores(case: Path, fit: Path) -> dict:
+    """Scores of the fit folder ``fit`` against the truth of the phantom ``case`` (volumes in
+    ml): CBF r and Tmax MAE, the summary's core and Tmax > 6 s regions against the phantom's
+    core and true Tmax > 6 s, and the fit's warnings."""
     metrics = evaluate_fit(fit, case / "truth")
     masks, numbers = fit_masks(fit)
     summary = json.loads((fit / "summary.json").read_text())
