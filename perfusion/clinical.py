@@ -95,6 +95,18 @@ def below_threshold(
     return tissue.astype(bool) & (rcbf < threshold)
 
 
+def hemisphere(x_mm: np.ndarray, side: str) -> np.ndarray:
+    """Bool mask of one hemisphere: ``right`` is x > 0, ``left`` x < 0 (the plane x = 0 in neither)."""
+    if side not in SIDES:
+        raise PerfusionError(f"side must be one of {SIDES}, got {side!r}")
+    return hemispheres(x_mm)[side]
+
+
+def restrict_to_hemisphere(mask: np.ndarray, x_mm: np.ndarray, side: str) -> np.ndarray:
+    """``mask`` with everything outside the ``side`` hemisphere removed (bool)."""
+    return mask.astype(bool) & hemisphere(x_mm, side)
+
+
 def threshold_core(
     rcbf: np.ndarray,
     tissue: np.ndarray,
@@ -106,9 +118,7 @@ def threshold_core(
     """The commercial core rule: tissue with rCBF < ``threshold`` in the ``affected`` hemisphere,
     without connected parts under :data:`CORE_MIN_COMPONENT_ML` (bool; ``voxel_ml``: one voxel's
     volume, ml). ``summary.json``'s core and ``perfusion segment``'s rule are this."""
-    if affected not in SIDES:
-        raise PerfusionError(f"side must be one of {SIDES}, got {affected!r}")
-    side = below_threshold(rcbf, tissue, threshold) & hemispheres(x_mm)[affected]
+    side = restrict_to_hemisphere(below_threshold(rcbf, tissue, threshold), x_mm, affected)
     return without_small_components(side, voxel_ml)
 
 

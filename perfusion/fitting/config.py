@@ -380,15 +380,10 @@ def check_fit_config(cfg: FitConfig) -> None:
             f"ode_prefit_prior_block: {block}, expected 3 voxel counts >= 1 (scan axes)"
         )
     block_mm = cfg.ode_prefit_prior_block_mm
-    if block_mm is not None and (len(block_mm) != 3 or min(block_mm) <= 0):
-        raise PerfusionError(
-            f"ode_prefit_prior_block_mm: {block_mm}, expected 3 sizes > 0 mm (scan axes)"
-        )
-    start_mm = cfg.ode_prefit_start_mm
-    if start_mm is not None and (len(start_mm) != 3 or min(start_mm) <= 0):
-        raise PerfusionError(
-            f"ode_prefit_start_mm: {start_mm}, expected 3 sizes > 0 mm (scan axes)"
-        )
+    for name in ("ode_prefit_prior_block_mm", "ode_prefit_start_mm"):
+        sizes = getattr(cfg, name)
+        if sizes is not None and (len(sizes) != 3 or min(sizes) <= 0):
+            raise PerfusionError(f"{name}: {sizes}, expected 3 sizes > 0 mm (scan axes)")
     if block is not None and block_mm is not None:
         raise PerfusionError(
             "ode_prefit_prior_block and ode_prefit_prior_block_mm are both set; "

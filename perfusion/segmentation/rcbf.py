@@ -1,5 +1,6 @@
 """Relative CBF: midline, hemispheres, healthy-side normalisation; the rCBF core rule
-(:func:`perfusion.clinical.threshold_core`, re-exported here).
+and the hemispheres it is measured in (:func:`perfusion.clinical.threshold_core`,
+:func:`~perfusion.clinical.hemisphere`, re-exported here).
 
 rCBF = CBF / median CBF of the healthy hemisphere's tissue (paper Section 2.4; RAPID's rCBF,
 Straka 2010). The midline is the standard frame's mid-sagittal plane x = 0
@@ -13,20 +14,13 @@ from __future__ import annotations
 import numpy as np
 
 from perfusion.clinical import (  # noqa: F401  (the core rule, re-exported beside rCBF)
-    SIDES,
     below_threshold,
-    hemispheres,
+    hemisphere,
     other_side,
+    restrict_to_hemisphere,
     threshold_core,
 )
 from perfusion.errors import PerfusionError
-
-
-def hemisphere(x_mm: np.ndarray, side: str) -> np.ndarray:
-    """Bool mask of one hemisphere: ``right`` is x > 0, ``left`` x < 0 (the plane x = 0 in neither)."""
-    if side not in SIDES:
-        raise PerfusionError(f"side must be one of {SIDES}, got {side!r}")
-    return hemispheres(x_mm)[side]
 
 
 def relative_cbf(
@@ -54,8 +48,3 @@ def relative_to_healthy(
     if reference <= 0:
         raise PerfusionError(f"healthy-hemisphere median {name} is {reference:g}: cannot normalise")
     return np.where(tissue, values / reference, 0.0).astype(np.float32)
-
-
-def restrict_to_hemisphere(mask: np.ndarray, x_mm: np.ndarray, side: str) -> np.ndarray:
-    """``mask`` with everything outside the ``side`` hemisphere removed (bool)."""
-    return mask.astype(bool) & hemisphere(x_mm, side)
