@@ -59,7 +59,8 @@ bench-accuracy: install ## every method against phantom truth (ARGS=run_recipes=
 
 bench: bench-accuracy ## every benchmark -> bench/results/<name>/ (configs/bench.yaml, configs/bench/*.yaml)
 	for name in $(BENCHES); do $(BIN)/perfusion bench config=bench/$$name $(ARGS) || exit 1; done
-	$(BIN)/python bench/other_side_hypo.py && $(BIN)/python bench/core_outside.py
+	$(BIN)/python bench/other_side_hypo.py && $(BIN)/python bench/core_outside.py \
+		&& $(BIN)/python bench/healthy_cbf.py
 	$(BIN)/python bench/robustness.py
 
 gpu-check: install ## tcnn parity tests, torch vs tcnn fit step, a whole fit on CUDA; CPU dry run without a GPU

@@ -39,10 +39,15 @@ CONVENTION_ROWS = ("resppinn", "bsvd")
 """Row labels of the convention table: the default fit and bSVD."""
 
 
+def truth_path(fit: Path, name: str) -> Path:
+    """Where the phantom's truth map ``name`` (e.g. ``core.nii.gz``) of a cached fit lies."""
+    bench, noise = fit.parents[2], fit.parent.parent.name.removeprefix("fits-")
+    return bench / f"phantom-{noise}" / fit.name.removesuffix("-auto") / "truth" / name
+
+
 def truth_core(fit: Path) -> np.ndarray | None:
     """The phantom's core mask for a cached fit, or None when its truth is not cached."""
-    bench, noise = fit.parents[2], fit.parent.parent.name.removeprefix("fits-")
-    path = bench / f"phantom-{noise}" / fit.name.removesuffix("-auto") / "truth" / "core.nii.gz"
+    path = truth_path(fit, "core.nii.gz")
     return np.asarray(nib.load(path).dataobj) > 0 if path.is_file() else None
 
 

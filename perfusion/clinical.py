@@ -32,6 +32,11 @@ TMAX_PENUMBRA_S = 6.0
 """Hypoperfusion: Tmax above this (s)."""
 TMAX_SEVERE_S = 10.0
 """Severe hypoperfusion: Tmax above this (s)."""
+HEALTHY_CBF_RANGE = (15.0, 100.0)
+"""Plausible median CBF (ml/100g/min) of the healthy hemisphere's tissue, grey and white matter
+together (normal grey matter 50-80, white matter 20-30). Outside it the absolute scale is off,
+most often through the AIF's area (partial volume not corrected by the VOF), which scales CBF
+and CBV but leaves rCBF, the core and Tmax as they are."""
 SIDES = ("left", "right")
 MASKED_WARN_FRACTION = 0.05
 """Warn when more than this fraction of the brain got unphysical values (written as 0), or of
@@ -222,6 +227,16 @@ def summary_warnings(numbers: dict) -> list[tuple[str, str]]:
     elif numbers.get("core_exceeds_tmax_gt_6s"):
         found.append(
             ("Core larger than Tmax > 6 s", "check Tmax and CBF before reading the mismatch")
+        )
+    healthy = numbers.get("healthy_median_cbf")
+    low, high = HEALTHY_CBF_RANGE
+    if healthy is not None and np.isfinite(healthy) and not low <= healthy <= high:
+        found.append(
+            (
+                f"healthy-hemisphere median CBF {healthy:.0f} ml/100g/min, outside {low:g}-{high:g}",
+                "absolute CBF and CBV are off (AIF partial volume?); rCBF, the core and Tmax "
+                "do not depend on the AIF's scale",
+            )
         )
     if numbers.get("tmax_gt_6s_both_sides"):
         share = numbers["tmax_gt_6s_other_side_fraction"]

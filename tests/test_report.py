@@ -4,6 +4,7 @@ marks, the lesion's slices shown, no side named without a lesion, the three file
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,22 @@ def test_hypoperfusion_on_both_sides_is_pointed_out() -> None:
     numbers = {**numbers, "tmax_gt_6s_both_sides": True, "tmax_gt_6s_other_side_fraction": 0.62}
     shown = texts(clinical_figure(mapset, numbers, Header("case", "bsvd")))
     assert BOTH_SIDES.format(0.62) in shown and "62%" in BOTH_SIDES.format(0.62)
+
+
+def test_an_implausible_healthy_cbf_is_pointed_out() -> None:
+    """CBF 50 in the healthy hemisphere is plausible; the same maps scaled by 4 (an AIF with
+    uncorrected partial volume) or by 1/4 are not, and their rCBF, core and Tmax stay alike."""
+    mapset, numbers = synthetic()
+    assert numbers["healthy_median_cbf"] == pytest.approx(50.0)
+    shown = texts(clinical_figure(mapset, numbers, Header("case", "bsvd")))
+    assert not any("healthy-hemisphere median CBF" in t for t in shown)
+    for scale, value in ((4.0, "200"), (0.25, "12")):
+        maps = {**mapset.maps, "cbf": mapset.maps["cbf"] * scale}
+        scaled = defuse3_summary(maps, mapset.brain, x_mm(RAS), voxel_volume_ml=1.0)
+        assert scaled["core_volume_ml"] == numbers["core_volume_ml"]
+        shown = texts(clinical_figure(replace(mapset, maps=maps), scaled, Header("case", "x")))
+        expected = f"healthy-hemisphere median CBF {value} ml/100g/min, outside 15-100:"
+        assert any(t.startswith(expected) for t in shown), shown
 
 
 def test_aif_record_becomes_source_confidence_and_warnings() -> None:
