@@ -23,18 +23,19 @@ from perfusion.report import (  # noqa: E402
     AxialView,
     Header,
     MapSet,
+    Reference,
     clinical_figure,
     lesion_slices,
     mosaic_figure,
 )
 from perfusion.report.clinical import NO_LESION  # noqa: E402
 
-CORE_EXCEEDS = "Core larger than Tmax > 6 s:\ncheck Tmax and CBF before reading the mismatch"
+CORE_EXCEEDS = "Core larger than Tmax > 6 s: check Tmax and CBF before reading the mismatch"
 CORE_OUTSIDE = (
-    "{:.0%} of the core lies outside Tmax > 6 s:\nnoise or an old infarct? check CBF and Tmax"
+    "{:.0%} of the core lies outside Tmax > 6 s: noise or an old infarct? check CBF and Tmax"
 )
 BOTH_SIDES = (
-    "Tmax > 6 s in {:.0%} of the other hemisphere:\ncheck the AIF and the noise before reading "
+    "Tmax > 6 s in {:.0%} of the other hemisphere: check the AIF and the noise before reading "
     "the mismatch"
 )
 
@@ -81,6 +82,11 @@ def map_axes(fig, vmax: float | None = None) -> list:
 
 def texts(fig) -> list[str]:
     return [t.get_text() for t in fig.findobj(Text)]
+
+
+def warnings_shown(fig) -> str:
+    """Every text of the page in one line (warnings are wrapped to the panel's width)."""
+    return " ".join(" ".join(texts(fig)).split())
 
 
 def test_axial_view_by_hand() -> None:
@@ -147,23 +153,24 @@ def test_no_side_is_named_without_a_lesion() -> None:
 
 def test_a_core_larger_than_tmax_gt_6s_is_pointed_out() -> None:
     mapset, numbers = synthetic()
-    assert CORE_EXCEEDS not in texts(clinical_figure(mapset, numbers, Header("case", "bsvd")))
+    header = Header("case", "bsvd")
+    assert CORE_EXCEEDS not in warnings_shown(clinical_figure(mapset, numbers, header))
     numbers = {**numbers, "core_exceeds_tmax_gt_6s": True}
-    assert CORE_EXCEEDS in texts(clinical_figure(mapset, numbers, Header("case", "bsvd")))
+    assert CORE_EXCEEDS in warnings_shown(clinical_figure(mapset, numbers, header))
     # mostly outside: the more specific warning, with its share, instead
     numbers = {**numbers, "core_mostly_outside_tmax_gt_6s": True, "core_volume_ml": 20.0,
                "core_outside_tmax_gt_6s_ml": 17.0}  # fmt: skip
-    shown = texts(clinical_figure(mapset, numbers, Header("case", "bsvd")))
+    shown = warnings_shown(clinical_figure(mapset, numbers, header))
     assert CORE_OUTSIDE.format(0.85) in shown and CORE_EXCEEDS not in shown
     assert "85% of the core" in CORE_OUTSIDE.format(0.85)
 
 
 def test_hypoperfusion_on_both_sides_is_pointed_out() -> None:
     mapset, numbers = synthetic()
-    shown = texts(clinical_figure(mapset, numbers, Header("case", "bsvd")))
-    assert not any("other hemisphere" in t for t in shown)
+    shown = warnings_shown(clinical_figure(mapset, numbers, Header("case", "bsvd")))
+    assert "other hemisphere" not in shown
     numbers = {**numbers, "tmax_gt_6s_both_sides": True, "tmax_gt_6s_other_side_fraction": 0.62}
-    shown = texts(clinical_figure(mapset, numbers, Header("case", "bsvd")))
+    shown = warnings_shown(clinical_figure(mapset, numbers, Header("case", "bsvd")))
     assert BOTH_SIDES.format(0.62) in shown and "62%" in BOTH_SIDES.format(0.62)
 
 
@@ -172,15 +179,32 @@ def test_an_implausible_healthy_cbf_is_pointed_out() -> None:
     uncorrected partial volume) or by 1/4 are not, and their rCBF, core and Tmax stay alike."""
     mapset, numbers = synthetic()
     assert numbers["healthy_median_cbf"] == pytest.approx(50.0)
-    shown = texts(clinical_figure(mapset, numbers, Header("case", "bsvd")))
-    assert not any("healthy-hemisphere median CBF" in t for t in shown)
+    shown = warnings_shown(clinical_figure(mapset, numbers, Header("case", "bsvd")))
+    assert "healthy-hemisphere median CBF" not in shown
     for scale, value in ((4.0, "200"), (0.25, "12")):
         maps = {**mapset.maps, "cbf": mapset.maps["cbf"] * scale}
         scaled = defuse3_summary(maps, mapset.brain, x_mm(RAS), voxel_volume_ml=1.0)
         assert scaled["core_volume_ml"] == numbers["core_volume_ml"]
-        shown = texts(clinical_figure(replace(mapset, maps=maps), scaled, Header("case", "x")))
-        expected = f"healthy-hemisphere median CBF {value} ml/100g/min, outside 15-100:"
-        assert any(t.startswith(expected) for t in shown), shown
+        fig = clinical_figure(replace(mapset, maps=maps), scaled, Header("case", "x"))
+        assert f"healthy-hemisphere median CBF {value} ml/100g/min, outside 15-100:" in (
+            warnings_shown(fig)
+        )
+
+
+def test_warnings_and_the_reference_do_not_overlap() -> None:
+    """Three warnings and a reference core: each line of text is drawn apart from the others."""
+    mapset, numbers = synthetic()
+    numbers = {**numbers, "core_exceeds_tmax_gt_6s": True, "tmax_gt_6s_both_sides": True,
+               "tmax_gt_6s_other_side_fraction": 0.62, "healthy_median_cbf": 190.0}  # fmt: skip
+    fig = clinical_figure(mapset, numbers, Header("case", "x"), reference=Reference(20.0, 0.8))
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    red = [t for t in fig.findobj(Text) if t.get_text().startswith("Core larger")]
+    reference = [t for t in fig.findobj(Text) if t.get_text().startswith("Reference core")]
+    assert len(red) == 1 and len(reference) == 1
+    assert red[0].get_text().count("\n") >= 3  # three warnings, wrapped
+    low, high = (t.get_window_extent(renderer) for t in (red[0], reference[0]))
+    assert not low.overlaps(high)
 
 
 def test_aif_record_becomes_source_confidence_and_warnings() -> None:

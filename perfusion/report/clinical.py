@@ -37,6 +37,16 @@ N_SLICES = 5
 COLUMN_IN = 2.4
 """Width of one slice column (inches, at 100 dpi 240 px): brains fill their panels."""
 SIDE_IN = 5.4
+WARNING_WIDTH = 60
+"""Characters per line of the summary's warnings under the numbers."""
+NUMBERS_HEIGHT = 1.75
+"""Height ratio of the numbers panel; the AIF curves, the input warnings and the vessel
+thumbnail below it take :data:`BELOW`."""
+BELOW = (1.0, 0.32, 1.0)
+ROW = (1.4 / (1.4 + sum(BELOW))) / (NUMBERS_HEIGHT / (NUMBERS_HEIGHT + sum(BELOW)))
+"""Axes fraction of the numbers panel per unit of its layout, which is drawn for a panel of
+ratio 1.4: the rows keep their size, and the affected side, the reference and the warnings get
+the room the taller panel adds."""
 
 
 @dataclass
@@ -110,7 +120,7 @@ def _map_grid(fig, spec, mapset: MapSet, zs: list[int]) -> None:
 
 
 def _side_panel(fig, spec, mapset, numbers, inputs, reference) -> None:
-    grid = spec.subgridspec(4, 1, height_ratios=[1.4, 1.0, 0.32, 1.0], hspace=0.25)
+    grid = spec.subgridspec(4, 1, height_ratios=[NUMBERS_HEIGHT, *BELOW], hspace=0.25)
     _numbers(fig.add_subplot(grid[0]), numbers, reference)
     bottom = grid[3].subgridspec(1, 2, width_ratios=[1.0, 0.9], wspace=0.05)
     thumb, legend = fig.add_subplot(bottom[0]), fig.add_subplot(bottom[1])
@@ -160,7 +170,8 @@ def _verdict(eligible: bool | None, withheld: str | None) -> tuple[str, str]:
     """The note and value of the DEFUSE-3 row; None: withheld, for the reason ``withheld``
     (:func:`perfusion.clinical.withheld_verdict`)."""
     if eligible is None:
-        return f"DEFUSE-3: not measurable ({withheld or 'low tissue contrast'})", "—"
+        reason = (withheld or "low tissue contrast").split(" (")[0]
+        return f"DEFUSE-3: not measurable ({reason})", "—"
     return "DEFUSE-3", "YES" if eligible else "no"
 
 
@@ -178,27 +189,23 @@ def _numbers(ax, numbers: dict, reference: Reference | None) -> None:
         ("HIR", "Tmax > 10 s / Tmax > 6 s", "—" if hir is None else f"{hir:.2f}", None),
         ("Target mismatch", *verdict, None),
     ]  # fmt: skip
-    step = 0.118
+    step = 0.118 * ROW
     for k, (label, note, value, style) in enumerate(rows):
-        y = 0.97 - k * step
+        y = 1.0 - 0.03 * ROW - k * step
         if style is not None:
-            ax.add_line(Line2D([0, 0.035], [y - 0.035] * 2, transform=ax.transAxes,
+            ax.add_line(Line2D([0, 0.035], [y - 0.035 * ROW] * 2, transform=ax.transAxes,
                                color=style["color"], lw=6, solid_capstyle="butt"))  # fmt: skip
         ax.text(0.05, y, label, fontsize=16, va="top", transform=ax.transAxes)
         if note:
-            ax.text(0.05, y - 0.058, note, fontsize=10, color="0.35", va="top",
+            ax.text(0.05, y - 0.058 * ROW, note, fontsize=10, color="0.35", va="top",
                     transform=ax.transAxes)  # fmt: skip
-        ax.text(1.0, y + 0.012, value, fontsize=26, fontweight="bold", ha="right", va="top",
+        ax.text(1.0, y + 0.012 * ROW, value, fontsize=26, fontweight="bold", ha="right", va="top",
                 transform=ax.transAxes)  # fmt: skip
-    y = 0.97 - len(rows) * step - 0.02
+    y = 1.0 - 0.03 * ROW - len(rows) * step - 0.02 * ROW
     side = numbers.get("affected_side")
     verdict = f"Affected side: {side}" if side else NO_LESION
     ax.text(0.0, y, verdict, fontsize=17, fontweight="bold", va="top", transform=ax.transAxes)
-    for finding, advice in summary_warnings(numbers):
-        warning = f"{finding}:\n{advice}"
-        ax.text(0.0, y - 0.07, warning, fontsize=12, color="#b00000", va="top",
-                transform=ax.transAxes)  # fmt: skip
-        y -= 0.12
+    below = y - 0.07 * ROW
     if reference is not None:
         text = (
             f"Reference core {_ml(reference.volume_ml)}, Dice with the predicted core "
@@ -206,7 +213,13 @@ def _numbers(ax, numbers: dict, reference: Reference | None) -> None:
             if reference.volume_ml > 0
             else "Reference core: none (core.nii.gz is empty)"
         )
-        ax.text(0.0, y - 0.085, text, fontsize=12, va="top", transform=ax.transAxes)
+        ax.text(0.0, below, text, fontsize=12, va="top", transform=ax.transAxes)
+        below -= 0.075 * ROW
+    # one wrapped block, so that no number of warnings can overlap each other or the reference
+    warnings = [textwrap.fill(f"{f}: {a}", WARNING_WIDTH) for f, a in summary_warnings(numbers)]
+    if warnings:
+        ax.text(0.0, below, "\n".join(warnings), fontsize=10.5, color="#b00000", va="top",
+                transform=ax.transAxes)  # fmt: skip
 
 
 def _ml(volume: float) -> str:
