@@ -171,7 +171,7 @@ def test_summarize_writes_one_row_per_case(
     assert float(row["tissue_cnr"]) == summary["preprocess"]["contrast"]["cnr"] > 0
     flagged = {"core_mostly_outside_tmax_gt_6s": True, "core_volume_ml": 20.0,
                "core_outside_tmax_gt_6s_ml": 17.0, "tmax_gt_6s_both_sides": True,
-               "tmax_gt_6s_other_side_fraction": 0.4}  # fmt: skip
+               "tmax_gt_6s_other_side_fraction": 0.4, "healthy_median_cbf": 40.0}  # fmt: skip
     summary["defuse3"].update(flagged)
     (out / "patient-001" / "summary.json").write_text(json.dumps(summary))
     assert main(["fit-cohort", str(mixed), f"out={out}", "summarize"]) == 0
