@@ -221,7 +221,7 @@ def summary_warnings(numbers: dict) -> list[tuple[str, str]]:
         found.append(
             (
                 f"{share:.0%} of the core lies outside Tmax > 6 s",
-                "noise or an old infarct? check CBF and Tmax",
+                "noise, an old infarct, or Tmax too low? check CBF and Tmax",
             )
         )
     elif numbers.get("core_exceeds_tmax_gt_6s"):

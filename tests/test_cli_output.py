@@ -35,8 +35,8 @@ def test_fit_prints_what_the_summary_asks_to_check(
     assert main(["fit", str(tmp_path / "case"), f"out={out}"]) == 0
     err = capsys.readouterr().err.splitlines()
     assert (
-        f"warning: {out}: 85% of the core lies outside Tmax > 6 s: noise or an old infarct? "
-        "check CBF and Tmax" in err
+        f"warning: {out}: 85% of the core lies outside Tmax > 6 s: noise, an old infarct, or Tmax "
+        "too low? check CBF and Tmax" in err
     )
     assert any("Tmax > 6 s in 40% of the other hemisphere: check the AIF" in e for e in err)
     assert not any("unphysical" in e for e in err)

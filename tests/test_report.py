@@ -32,7 +32,8 @@ from perfusion.report.clinical import NO_LESION  # noqa: E402
 
 CORE_EXCEEDS = "Core larger than Tmax > 6 s: check Tmax and CBF before reading the mismatch"
 CORE_OUTSIDE = (
-    "{:.0%} of the core lies outside Tmax > 6 s: noise or an old infarct? check CBF and Tmax"
+    "{:.0%} of the core lies outside Tmax > 6 s: noise, an old infarct, or Tmax too low? "
+    "check CBF and Tmax"
 )
 BOTH_SIDES = (
     "Tmax > 6 s in {:.0%} of the other hemisphere: check the AIF and the noise before reading "
