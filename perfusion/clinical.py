@@ -194,7 +194,7 @@ def affected_side(
     sides = {s: tissue & m for s, m in hemispheres(x_mm).items()}
     if require_both and not all(m.any() for m in sides.values()):
         raise PerfusionError("tissue in only one hemisphere: cannot find the affected side")
-    medians = {s: _median(cbf[m]) for s, m in sides.items()}
+    medians = {s: median_or_nan(cbf[m]) for s, m in sides.items()}
     scores = []
     if tmax is not None:
         scores.append({s: int((tmax[m] > TMAX_PENUMBRA_S).sum()) for s, m in sides.items()})
@@ -207,7 +207,8 @@ def affected_side(
     return "right" if medians["right"] < medians["left"] else "left"
 
 
-def _median(values: np.ndarray) -> float:
+def median_or_nan(values: np.ndarray) -> float:
+    """The median of ``values`` (float), NaN when there are none."""
     return float(np.median(values)) if values.size else float("nan")
 
 

@@ -26,6 +26,7 @@ from perfusion.clinical import (
     affected_side,
     below_threshold,
     hemispheres,
+    median_or_nan,
     other_side,
     threshold_core,
     without_small_components,
@@ -77,7 +78,7 @@ def defuse3_masks(
     cbf, tmax = maps["cbf"], maps["tmax"]
     side = affected_side(cbf, usable, standard_x_mm, tmax)
     healthy = usable & hemispheres(standard_x_mm)[other_side(side)]
-    reference = _median(cbf[healthy])
+    reference = median_or_nan(cbf[healthy])
     rcbf = cbf / reference if reference > 0 else np.zeros_like(cbf)
     return {
         "core": threshold_core(rcbf, usable, standard_x_mm, side, voxel_volume_ml),
@@ -145,7 +146,3 @@ def mask_summary(masks: dict, voxel_volume_ml: float) -> dict:
         "defuse3_target_mismatch": eligible,
         "excluded": "CSF, large vessels and voxels with unphysical values",
     }
-
-
-def _median(values: np.ndarray) -> float:
-    return float(np.median(values)) if values.size else float("nan")

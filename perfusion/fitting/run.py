@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from perfusion.baselines.bsvd import fit_bsvd
 from perfusion.baselines.nlr import fit_nlr
-from perfusion.clinical import input_warnings, withheld_verdict
+from perfusion.clinical import input_warnings, median_or_nan, withheld_verdict
 from perfusion.config import save_resolved, to_object
 from perfusion.errors import PerfusionError
 from perfusion.fitting.config import FitConfig, check_fit_config
@@ -227,7 +227,7 @@ def _summary(prepared, cfg, maps, usable, masks, masked, wall, fit, case_dir) ->
         "unexplained_voxels": masked["unexplained"],
         "brain_voxels": int(prepared.brain.sum()),
         "tissue_voxels": int(prepared.tissue.sum()),
-        "medians_in_tissue": {n: _median(maps[n][usable]) for n in MAP_NAMES},
+        "medians_in_tissue": {n: median_or_nan(maps[n][usable]) for n in MAP_NAMES},
         "defuse3": mask_summary(masks, prepared.voxel_volume_ml),
         "preprocess": _preprocess_summary(prepared.meta),
     }
@@ -276,10 +276,6 @@ def read_history(fit_dir: str | Path) -> list[dict[str, float]]:
 
 def _cell(value: Any) -> str:
     return "" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
-
-
-def _median(values: np.ndarray) -> float:
-    return float(np.median(values)) if values.size else float("nan")
 
 
 def _log_summary(logger: Any, summary: dict[str, Any], out_dir: Path) -> None:
