@@ -23,7 +23,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from other_side_hypo import cached_fits, fit_masks
+from other_side_hypo import cached_fits, fit_key, fit_masks
 
 from perfusion.clinical import without_small_components
 from perfusion.evaluation import dice
@@ -113,8 +113,7 @@ def main() -> None:
         core_ml = summary["core_volume_ml"]
         voxel_ml = voxel_volume_ml(nib.load(fit / "tmax.nii.gz").affine)
         if fit.parent.name in CONVENTION_ROWS:
-            key = (fit.parents[2].name, fit.parent.parent.name.removeprefix("fits-noise"))
-            conventions[(*key, fit.parent.name)].append(convention_scores(masks, truth, voxel_ml))
+            conventions[fit_key(fit)].append(convention_scores(masks, truth, voxel_ml))
         if core_ml < LESION_MIN_CORE_ML:
             continue
         label = kind(masks["core"], truth, voxel_ml)

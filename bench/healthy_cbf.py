@@ -20,7 +20,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from core_outside import truth_path
-from other_side_hypo import cached_fits, fit_masks
+from other_side_hypo import cached_fits, fit_key, fit_masks
 
 from perfusion.clinical import HEALTHY_CBF_RANGE
 
@@ -39,8 +39,8 @@ def main() -> None:
         masks, summary = fit_masks(fit)
         fitted = summary["healthy_median_cbf"]
         true = float(np.median(np.asarray(nib.load(path).dataobj)[masks["healthy"]]))
-        noise = fit.parent.parent.name.removeprefix("fits-noise")
-        rows[(fit.parents[2].name, fit.parent.name, noise)].append((fitted, fitted / true))
+        bench, noise, row = fit_key(fit)
+        rows[(bench, row, noise)].append((fitted, fitted / true))
     low, high = HEALTHY_CBF_RANGE
     every = [v for values in rows.values() for v in values]
 

@@ -35,6 +35,11 @@ def cached_fits() -> list[Path]:
     ]
 
 
+def fit_key(fit: Path) -> tuple[str, str, str]:
+    """(bench, noise sigma, row label) of a cached fit ``data/<bench>/fits-noise<sigma>/<row>/<case>``."""
+    return fit.parents[2].name, fit.parent.parent.name.removeprefix("fits-noise"), fit.parent.name
+
+
 def fit_masks(fit: Path) -> tuple[dict, dict]:
     """The fit's DEFUSE-3 masks and summary, from its maps and standard frame, as `perfusion
     fit` makes them (volumes in ml)."""
@@ -50,8 +55,8 @@ def fit_masks(fit: Path) -> tuple[dict, dict]:
 def main() -> None:
     by_row: dict[tuple[str, str], list[float]] = defaultdict(list)
     for fit in cached_fits():
-        noise = fit.parent.parent.name.removeprefix("fits-noise")
-        by_row[(fit.parent.name, noise)].append(fit_masks(fit)[1]["tmax_gt_6s_other_side_fraction"])
+        _, noise, row = fit_key(fit)
+        by_row[(row, noise)].append(fit_masks(fit)[1]["tmax_gt_6s_other_side_fraction"])
     every = [v for values in by_row.values() for v in values]
     over = OTHER_SIDE_MAX_HYPO_FRACTION
     lines = [
