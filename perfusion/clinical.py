@@ -212,6 +212,24 @@ def median_or_nan(values: np.ndarray) -> float:
     return float(np.median(values)) if values.size else float("nan")
 
 
+def healthy_median(
+    values: np.ndarray, tissue: np.ndarray, x_mm: np.ndarray, affected: str
+) -> tuple[np.ndarray, float]:
+    """The reference of relative maps (rCBF, rCBV): the healthy hemisphere's tissue (bool:
+    ``tissue`` with finite ``values``, on the side other than ``affected``) and the median of
+    ``values`` over it, NaN when it holds none. Callers decide what a missing or non-positive
+    reference means (the summary's core is then empty; ``perfusion segment`` refuses)."""
+    healthy = tissue.astype(bool) & np.isfinite(values) & hemisphere(x_mm, other_side(affected))
+    return healthy, median_or_nan(values[healthy])
+
+
+NO_HEALTHY_REFERENCE = (
+    "no healthy-hemisphere tissue to measure rCBF against",
+    "no rCBF < 30 % core was measured: does the scan hold both hemispheres?",
+)
+"""The warning, and the withheld verdict, of a summary whose ``healthy_median_cbf`` is NaN."""
+
+
 def summary_warnings(numbers: dict) -> list[tuple[str, str]]:
     """What a DEFUSE-3 summary (``summary.json``'s ``defuse3``) asks its reader to check, as
     (finding, advice) pairs: the report shows them under the numbers, ``perfusion fit`` prints
@@ -231,7 +249,9 @@ def summary_warnings(numbers: dict) -> list[tuple[str, str]]:
         )
     healthy = numbers.get("healthy_median_cbf")
     low, high = HEALTHY_CBF_RANGE
-    if healthy is not None and np.isfinite(healthy) and not low <= healthy <= high:
+    if healthy is not None and not healthy > 0:  # NaN: no tissue on the healthy side
+        found.append(NO_HEALTHY_REFERENCE)
+    elif healthy is not None and not low <= healthy <= high:
         found.append(
             (
                 f"healthy-hemisphere median CBF {healthy:.0f} ml/100g/min, outside {low:g}-{high:g}",
@@ -302,13 +322,17 @@ def withheld_verdict(summary: dict) -> str | None:
 
     The volumes stay in ``summary.json`` (for research), but no verdict is drawn from maps of
     tissue whose bolus is below the noise or was cut off by the end of the scan
-    (:data:`VERDICT_WITHHOLDING_FLAGS`), nor when over :data:`MASKED_WARN_FRACTION` of the
-    brain or tissue is unphysical or unexplained.
+    (:data:`VERDICT_WITHHOLDING_FLAGS`), nor without a healthy hemisphere to measure the core's
+    rCBF against, nor when over :data:`MASKED_WARN_FRACTION` of the brain or tissue is
+    unphysical or unexplained.
     """
     flags = _input_flags(summary)
     for flag in VERDICT_WITHHOLDING_FLAGS:
         if flag in flags:
             return INPUT_FLAGS[flag][0].split(" (")[0]
+    healthy = summary.get("defuse3", {}).get("healthy_median_cbf")
+    if healthy is not None and not healthy > 0:
+        return NO_HEALTHY_REFERENCE[0]
     masked = _masked(summary)
     return masked[0][0] if masked else None
 

@@ -140,3 +140,32 @@ def test_summary_core_is_segments_rule_on_the_same_maps() -> None:
     assert side == "left" and masks["core"].sum() > 10
     rule = threshold_core(relative_cbf(cbf, usable, x, side), usable, x, side, voxel_ml=0.2)
     np.testing.assert_array_equal(masks["core"], rule)
+
+
+def test_one_healthy_reference_and_what_each_caller_does_without_one() -> None:
+    """clinical.healthy_median is the reference of the summary's rCBF and of `perfusion
+    segment`'s: non-finite values and the affected side are left out, NaN when nothing is left.
+    The summary then has no core; segment refuses."""
+    from perfusion.clinical import (
+        NO_HEALTHY_REFERENCE,
+        healthy_median,
+        summary_warnings,
+        withheld_verdict,
+    )
+    from perfusion.fitting.defuse import defuse3_masks, defuse3_summary
+
+    x = np.array([-2.0, -1.0, 1.0, 2.0, 3.0]).reshape(5, 1, 1)
+    cbf = np.array([4.0, 6.0, 30.0, np.nan, 50.0]).reshape(5, 1, 1)
+    tissue = np.ones((5, 1, 1), bool)
+    maps = {"cbf": cbf, "tmax": np.where(x < 0, 7.0, 3.0)}  # the left side's core in Tmax > 6 s
+    healthy, reference = healthy_median(cbf, tissue, x, "left")
+    assert reference == 40.0 and healthy[:, 0, 0].tolist() == [False, False, True, False, True]
+    left_only = tissue & (x < 0)
+    masks = defuse3_masks(maps, left_only, x, 1.0)
+    assert np.isnan(masks["healthy_median_cbf"]) and not masks["core"].any()
+    summary = defuse3_summary(maps, left_only, x, 1.0)
+    assert summary_warnings(summary) == [NO_HEALTHY_REFERENCE]
+    assert withheld_verdict({"defuse3": summary}) == NO_HEALTHY_REFERENCE[0]
+    assert not summary_warnings(defuse3_summary(maps, tissue, x, 1.0))
+    with pytest.raises(PerfusionError, match="no tissue in the healthy hemisphere"):
+        relative_cbf(cbf, left_only, x, "left")

@@ -25,9 +25,7 @@ from perfusion.clinical import (
     TMAX_SEVERE_S,
     affected_side,
     below_threshold,
-    hemispheres,
-    median_or_nan,
-    other_side,
+    healthy_median,
     threshold_core,
     without_small_components,
 )
@@ -77,9 +75,9 @@ def defuse3_masks(
     """
     cbf, tmax = maps["cbf"], maps["tmax"]
     side = affected_side(cbf, usable, standard_x_mm, tmax)
-    healthy = usable & hemispheres(standard_x_mm)[other_side(side)]
-    reference = median_or_nan(cbf[healthy])
-    rcbf = cbf / reference if reference > 0 else np.zeros_like(cbf)
+    healthy, reference = healthy_median(cbf, usable, standard_x_mm, side)
+    # no healthy reference: no rCBF, so no core (zeros would call all tissue core)
+    rcbf = cbf / reference if reference > 0 else np.full(cbf.shape, np.nan)
     return {
         "core": threshold_core(rcbf, usable, standard_x_mm, side, voxel_volume_ml),
         "core_both_sides": without_small_components(below_threshold(rcbf, usable), voxel_volume_ml),

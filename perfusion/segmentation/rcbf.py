@@ -15,6 +15,7 @@ import numpy as np
 
 from perfusion.clinical import (  # noqa: F401  (the core rule, re-exported beside rCBF)
     below_threshold,
+    healthy_median,
     hemisphere,
     other_side,
     restrict_to_hemisphere,
@@ -40,11 +41,10 @@ def relative_to_healthy(
 
     ``name`` (``CBF``, ``CBV``) names the map in the error raised when that median is not > 0.
     """
-    tissue = tissue.astype(bool) & np.isfinite(values)
-    healthy = tissue & hemisphere(x_mm, other_side(affected))
+    healthy, reference = healthy_median(values, tissue, x_mm, affected)
     if not healthy.any():
         raise PerfusionError(f"no tissue in the healthy hemisphere: cannot normalise {name}")
-    reference = float(np.median(values[healthy]))
     if reference <= 0:
         raise PerfusionError(f"healthy-hemisphere median {name} is {reference:g}: cannot normalise")
+    tissue = tissue.astype(bool) & np.isfinite(values)
     return np.where(tissue, values / reference, 0.0).astype(np.float32)
