@@ -192,20 +192,25 @@ def test_an_implausible_healthy_cbf_is_pointed_out() -> None:
         )
 
 
-def test_warnings_and_the_reference_do_not_overlap() -> None:
-    """Three warnings and a reference core: each line of text is drawn apart from the others."""
+def test_no_text_of_the_numbers_panel_overlaps_another() -> None:
+    """Three warnings and a reference core on the shortest page (9 inches, where rows laid out
+    in axes fractions once overlapped their notes): every text is drawn apart from the others."""
     mapset, numbers = synthetic()
     numbers = {**numbers, "core_exceeds_tmax_gt_6s": True, "tmax_gt_6s_both_sides": True,
                "tmax_gt_6s_other_side_fraction": 0.62, "healthy_median_cbf": 190.0}  # fmt: skip
     fig = clinical_figure(mapset, numbers, Header("case", "x"), reference=Reference(20.0, 0.8))
     FigureCanvasAgg(fig).draw()
     renderer = fig.canvas.get_renderer()
-    red = [t for t in fig.findobj(Text) if t.get_text().startswith("Core larger")]
-    reference = [t for t in fig.findobj(Text) if t.get_text().startswith("Reference core")]
-    assert len(red) == 1 and len(reference) == 1
-    assert red[0].get_text().count("\n") >= 3  # three warnings, wrapped
-    low, high = (t.get_window_extent(renderer) for t in (red[0], reference[0]))
-    assert not low.overlaps(high)
+    panel = next(ax for ax in fig.axes if any("Affected side" in t.get_text() for t in ax.texts))
+    texts = [t for t in panel.texts if t.get_text()]
+    red = [t for t in texts if t.get_text().startswith("Core larger")]
+    assert len(red) == 1 and red[0].get_text().count("\n") >= 3  # three warnings, wrapped
+    assert any(t.get_text().startswith("Reference core") for t in texts) and len(texts) >= 17
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    for a in range(len(boxes)):
+        for b in range(a + 1, len(boxes)):
+            assert not boxes[a].overlaps(boxes[b]), (texts[a].get_text(), texts[b].get_text())
+    assert all(box.y0 >= panel.get_window_extent(renderer).y0 for box in boxes)  # inside it
 
 
 def test_aif_record_becomes_source_confidence_and_warnings() -> None:

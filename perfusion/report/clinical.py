@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.transforms import offset_copy
 
 from perfusion.clinical import CORE_MIN_COMPONENT_ML, summary_warnings
 from perfusion.report.inputs import ArterialInput, mark_positions, plot_curves
@@ -39,14 +40,24 @@ COLUMN_IN = 2.4
 SIDE_IN = 5.4
 WARNING_WIDTH = 60
 """Characters per line of the summary's warnings under the numbers."""
-NUMBERS_HEIGHT = 1.75
-"""Height ratio of the numbers panel; the AIF curves, the input warnings and the vessel
-thumbnail below it take :data:`BELOW`."""
+# The numbers panel is laid out in points below its top, as its fonts are sized, so that its
+# rows keep their spacing on any page height; the panel is as tall as its text needs.
+N_ROWS = 6
+"""Rows of the numbers: core, Tmax > 6 s, mismatch volume and ratio, HIR, the verdict."""
+ROW_PT = 32.0
+"""One row of the numbers: a 16 pt label over its 10 pt note, beside the 26 pt value."""
+SIDE_PT = 26.0
+"""The affected-side line (17 pt) and the reference core's (12 pt) each take this much."""
+WARNING_LINE_PT = 13.0
+"""One line of the summary's warnings (10.5 pt)."""
 BELOW = (1.0, 0.32, 1.0)
-ROW = (1.4 / (1.4 + sum(BELOW))) / (NUMBERS_HEIGHT / (NUMBERS_HEIGHT + sum(BELOW)))
-"""Axes fraction of the numbers panel per unit of its layout, which is drawn for a panel of
-ratio 1.4: the rows keep their size, and the affected side, the reference and the warnings get
-the room the taller panel adds."""
+"""Height ratios of the AIF curves, the input warnings and the vessel thumbnail."""
+BELOW_MIN_IN = 3.0
+"""The least height (inches) those three get: the page grows rather than squeeze them."""
+GAP_IN = 0.3
+"""The vertical gap (inches) between the side column's panels."""
+MARGINS_IN = 1.1
+"""The page's height outside the map grid and the side column (title 0.85, bottom 0.25)."""
 
 
 @dataclass
@@ -90,14 +101,21 @@ def clinical_figure(
     cols, rows = (i1 - i0, j1 - j0) if view.lr_axis == 0 else (j1 - j0, i1 - i0)
     cell_h = COLUMN_IN * rows * view.aspect / cols
     maps_w = COLUMN_IN * len(zs) + 0.55
-    height = max(4 * cell_h + 1.2, 9.0)
+    warnings = [textwrap.fill(f"{f}: {a}", WARNING_WIDTH) for f, a in summary_warnings(numbers)]
+    lines = sum(w.count("\n") + 1 for w in warnings)
+    numbers_in = (
+        _rows_pt() + SIDE_PT * (1 + (reference is not None)) + WARNING_LINE_PT * lines
+    ) / 72
+    height = max(4 * cell_h + 1.2, 9.0, numbers_in + BELOW_MIN_IN + 3 * GAP_IN + MARGINS_IN)
     fig = Figure(figsize=(maps_w + SIDE_IN + 0.9, height), dpi=100)
     outer = fig.add_gridspec(
         1, 2, width_ratios=[maps_w, SIDE_IN], left=0.035, right=0.985,
         top=1 - 0.85 / height, bottom=0.25 / height, wspace=0.16,
     )  # fmt: skip
     _map_grid(fig, outer[0], mapset, zs)
-    _side_panel(fig, outer[1], mapset, numbers, inputs, reference)
+    side = _side_grid(outer[1], height - MARGINS_IN, numbers_in)
+    _numbers(fig.add_subplot(side[0]), numbers, reference, warnings)
+    _side_panel(fig, side, mapset, inputs)
     _header(fig, header)
     return fig
 
@@ -119,9 +137,16 @@ def _map_grid(fig, spec, mapset: MapSet, zs: list[int]) -> None:
         colorbar(fig, image, cax, name, fontsize=11)
 
 
-def _side_panel(fig, spec, mapset, numbers, inputs, reference) -> None:
-    grid = spec.subgridspec(4, 1, height_ratios=[NUMBERS_HEIGHT, *BELOW], hspace=0.25)
-    _numbers(fig.add_subplot(grid[0]), numbers, reference)
+def _side_grid(spec, height_in: float, numbers_in: float):
+    """The side column's four panels: the numbers ``numbers_in`` inches tall, the rest of
+    ``height_in`` (less the gaps) shared as :data:`BELOW`."""
+    panels_in = height_in - 3 * GAP_IN
+    rest = panels_in - numbers_in
+    ratios = [numbers_in, *(r * rest / sum(BELOW) for r in BELOW)]
+    return spec.subgridspec(4, 1, height_ratios=ratios, hspace=GAP_IN / (panels_in / 4))
+
+
+def _side_panel(fig, grid, mapset, inputs) -> None:
     bottom = grid[3].subgridspec(1, 2, width_ratios=[1.0, 0.9], wspace=0.05)
     thumb, legend = fig.add_subplot(bottom[0]), fig.add_subplot(bottom[1])
     legend.set_axis_off()
@@ -175,8 +200,19 @@ def _verdict(eligible: bool | None, withheld: str | None) -> tuple[str, str]:
     return "DEFUSE-3", "YES" if eligible else "no"
 
 
-def _numbers(ax, numbers: dict, reference: Reference | None) -> None:
-    """The DEFUSE-3 numbers in large type, the affected side (or no lesion), the reference."""
+def _rows_pt() -> float:
+    """The height (points) of the numbers' rows, from the panel's top to the affected side."""
+    return 6 + N_ROWS * ROW_PT + 4
+
+
+def _below_top(ax, points: float):
+    """A transform: x in axes fractions, y in axes fractions moved down by ``points``."""
+    return offset_copy(ax.transAxes, fig=ax.figure, y=-points, units="points")
+
+
+def _numbers(ax, numbers: dict, reference: Reference | None, warnings: list[str]) -> None:
+    """The DEFUSE-3 numbers in large type, the affected side (or no lesion), the reference,
+    then ``warnings`` (wrapped) in one block, so that no number of them can overlap."""
     ax.set_axis_off()
     ratio, hir = numbers.get("mismatch_ratio"), numbers.get("hypoperfusion_intensity_ratio")
     verdict = _verdict(numbers["defuse3_target_mismatch"], numbers.get("verdict_withheld"))
@@ -189,23 +225,23 @@ def _numbers(ax, numbers: dict, reference: Reference | None) -> None:
         ("HIR", "Tmax > 10 s / Tmax > 6 s", "—" if hir is None else f"{hir:.2f}", None),
         ("Target mismatch", *verdict, None),
     ]  # fmt: skip
-    step = 0.118 * ROW
+    assert len(rows) == N_ROWS
     for k, (label, note, value, style) in enumerate(rows):
-        y = 1.0 - 0.03 * ROW - k * step
+        y = 6 + k * ROW_PT
         if style is not None:
-            ax.add_line(Line2D([0, 0.035], [y - 0.035 * ROW] * 2, transform=ax.transAxes,
+            ax.add_line(Line2D([0, 0.035], [1, 1], transform=_below_top(ax, y + 7),
                                color=style["color"], lw=6, solid_capstyle="butt"))  # fmt: skip
-        ax.text(0.05, y, label, fontsize=16, va="top", transform=ax.transAxes)
+        ax.text(0.05, 1, label, fontsize=16, va="top", transform=_below_top(ax, y))
         if note:
-            ax.text(0.05, y - 0.058 * ROW, note, fontsize=10, color="0.35", va="top",
-                    transform=ax.transAxes)  # fmt: skip
-        ax.text(1.0, y + 0.012 * ROW, value, fontsize=26, fontweight="bold", ha="right", va="top",
-                transform=ax.transAxes)  # fmt: skip
-    y = 1.0 - 0.03 * ROW - len(rows) * step - 0.02 * ROW
+            ax.text(0.05, 1, note, fontsize=10, color="0.35", va="top",
+                    transform=_below_top(ax, y + 17))  # fmt: skip
+        ax.text(1.0, 1, value, fontsize=26, fontweight="bold", ha="right", va="top",
+                transform=_below_top(ax, y - 3))  # fmt: skip
+    y = _rows_pt()
     side = numbers.get("affected_side")
     verdict = f"Affected side: {side}" if side else NO_LESION
-    ax.text(0.0, y, verdict, fontsize=17, fontweight="bold", va="top", transform=ax.transAxes)
-    below = y - 0.07 * ROW
+    ax.text(0.0, 1, verdict, fontsize=17, fontweight="bold", va="top", transform=_below_top(ax, y))
+    y += SIDE_PT
     if reference is not None:
         text = (
             f"Reference core {_ml(reference.volume_ml)}, Dice with the predicted core "
@@ -213,13 +249,11 @@ def _numbers(ax, numbers: dict, reference: Reference | None) -> None:
             if reference.volume_ml > 0
             else "Reference core: none (core.nii.gz is empty)"
         )
-        ax.text(0.0, below, text, fontsize=12, va="top", transform=ax.transAxes)
-        below -= 0.075 * ROW
-    # one wrapped block, so that no number of warnings can overlap each other or the reference
-    warnings = [textwrap.fill(f"{f}: {a}", WARNING_WIDTH) for f, a in summary_warnings(numbers)]
+        ax.text(0.0, 1, text, fontsize=12, va="top", transform=_below_top(ax, y))
+        y += SIDE_PT
     if warnings:
-        ax.text(0.0, below, "\n".join(warnings), fontsize=10.5, color="#b00000", va="top",
-                transform=ax.transAxes)  # fmt: skip
+        ax.text(0.0, 1, "\n".join(warnings), fontsize=10.5, color="#b00000", va="top",
+                linespacing=1.2, transform=_below_top(ax, y))  # fmt: skip
 
 
 def _ml(volume: float) -> str:
