@@ -53,6 +53,22 @@ def test_truth_maps_are_consistent(patient) -> None:
     assert lesion["core_ml"] == pytest.approx(core.sum() * voxel_ml)
 
 
+def test_a_heterogeneous_core_varies_its_flow_and_keeps_its_transit_time(patient) -> None:
+    """core_cbf_sd scales each core voxel's CBF and CBV by one smooth field (MTT, delay and the
+    rest of the brain as without it), so that part of the core lies above rCBF 30 %."""
+    varied = make_patient(tiny(core_cbf_sd=0.6), 0).truth
+    t, core = patient.truth, patient.truth["core"]
+    assert np.array_equal(varied["core"], core)
+    for name in ("mtt", "delay", "tmax"):
+        np.testing.assert_allclose(varied[name], t[name], rtol=1e-5)
+    np.testing.assert_array_equal(varied["cbf"][~core], t["cbf"][~core])
+    ratio = varied["cbf"][core] / t["cbf"][core]
+    np.testing.assert_allclose(varied["cbv"][core] / t["cbv"][core], ratio, rtol=1e-4)
+    assert 0.3 < np.std(np.log(ratio)) < 0.9  # the field's log-SD, 0.6, over a few blobs
+    healthy = np.median(t["cbf"][(t["cbf"] > 0) & ~core & ~t["penumbra"]])
+    assert (t["cbf"][core] < 0.3 * healthy).mean() > (varied["cbf"][core] < 0.3 * healthy).mean()
+
+
 def _parametric_cumulative(meta: dict, t: np.ndarray) -> np.ndarray:
     """Closed-form running integral of the parametric AIF (two gamma variates + plateau)."""
     first, recirc = GammaVariate(**meta["first_pass"]), GammaVariate(**meta["recirculation"])

@@ -81,6 +81,10 @@ class PhantomConfig:
     """Core CBF relative to healthy tissue."""
     core_mtt_factor: list[float] = field(default_factory=lambda: [1.3, 2.5])
     """Core MTT relative to healthy tissue (so core CBV = CBF factor x MTT factor: 0.1-0.55)."""
+    core_cbf_sd: float = 0.0
+    """Log-SD of a smooth field that varies the core's CBF factor voxel by voxel, its MTT factor
+    kept (so CBV follows): part of a heterogeneous core then lies above rCBF 30 %, where the
+    rule cannot find it. 0: one factor for the whole core, all of it below 30 %."""
     penumbra_mtt_factor: list[float] = field(default_factory=lambda: [1.5, 2.4])
     """Penumbra MTT relative to healthy (CBV preserved, so CBF falls by the same factor)."""
     lesion_extra_delay_s: list[float] = field(default_factory=lambda: [2.5, 6.0])

@@ -6,7 +6,8 @@ CBV likewise; its MTT = 60 CBV / CBF (central volume theorem) and it follows Eq.
 box (or other residue) of that MTT, so the fit's model is exact at every voxel. Healthy levels:
 (GM CBF 60, MTT 4 s; WM CBF 22, MTT 5 s), each patient scaled by
 N(1, patient_sd) and varied in space by exp(spatial_sd * smooth field). Lesions (``lesion.py``):
-core CBF x ``core_cbf_factor``, MTT x ``core_mtt_factor`` (CBV x their product); penumbra CBV kept, MTT x
+core CBF x ``core_cbf_factor`` (varied voxel by voxel with ``core_cbf_sd``), MTT x
+``core_mtt_factor`` (CBV x their product); penumbra CBV kept, MTT x
 ``penumbra_mtt_factor`` (so CBF falls by the same factor), graded by severity; both delayed by
 ``lesion_extra_delay_s`` and kept at true Tmax >= ``tmax_lesion_min_s``.
 """
@@ -22,6 +23,9 @@ from perfusion.phantom.lesion import Lesion
 from perfusion.phantom.random_fields import smooth_fields
 from perfusion.phantom.signal import CENTROID_FRACTION
 from perfusion.units import cbv_from_cbf_mtt
+
+CORE_FIELD_MM = 6.0
+"""Correlation length (mm) of the core's CBF field (``core_cbf_sd``), as the lesion's severity."""
 
 
 @dataclass
@@ -61,6 +65,11 @@ def voxel_params(
     mtt = {k: levels[f"{k}_mtt_s"] * vary_mtt for k in ("gm", "wm")}
     delay = cfg.delay_s[0] + (cfg.delay_s[1] - cfg.delay_s[0]) * 0.5 * (1 + np.tanh(f_delay))
     cbf_factor, mtt_factor, extra_delay, factors = lesion_effects(rng, lesion, cfg)
+    if cfg.core_cbf_sd > 0:  # drawn last: phantoms without it keep their random stream
+        (f_core,) = smooth_fields(rng, xyz_mm, [CORE_FIELD_MM])
+        cbf_factor = np.where(
+            lesion.core, cbf_factor * np.exp(cfg.core_cbf_sd * f_core), cbf_factor
+        )
     delay = delay + extra_delay
     total_cbf = gm * cbf["gm"] + wm * cbf["wm"]
     total_cbv = gm * cbv_from_cbf_mtt(cbf["gm"], mtt["gm"]) + wm * cbv_from_cbf_mtt(
