@@ -43,7 +43,8 @@ WARNING_WIDTH = 60
 # The numbers panel is laid out in points below its top, as its fonts are sized, so that its
 # rows keep their spacing on any page height; the panel is as tall as its text needs.
 N_ROWS = 6
-"""Rows of the numbers: core, Tmax > 6 s, mismatch volume and ratio, HIR, the verdict."""
+"""Rows of the numbers (:func:`_numbers`): core, Tmax > 6 s, mismatch volume and ratio, HIR,
+the verdict (a row more would overlap the affected side: the report's overlap test)."""
 ROW_PT = 32.0
 """One row of the numbers: a 16 pt label over its 10 pt note, beside the 26 pt value."""
 SIDE_PT = 26.0
@@ -225,7 +226,6 @@ def _numbers(ax, numbers: dict, reference: Reference | None, warnings: list[str]
         ("HIR", "Tmax > 10 s / Tmax > 6 s", "—" if hir is None else f"{hir:.2f}", None),
         ("Target mismatch", *verdict, None),
     ]  # fmt: skip
-    assert len(rows) == N_ROWS
     for k, (label, note, value, style) in enumerate(rows):
         y = 6 + k * ROW_PT
         if style is not None:
