@@ -37,12 +37,14 @@ def synthetic_maps(side: str | None, radius: float = 3.0, centre_y: int = 16):
 
 
 def write_cohort(root: Path, n: int) -> Path:
-    """``n`` case folders (truth/cbf.nii.gz, brainmask.nii.gz, core.nii.gz); patient 3 has no core."""
+    """``n`` case folders (truth/cbf.nii.gz and cbv.nii.gz, brainmask.nii.gz, core.nii.gz);
+    patient 3 has no core."""
     for index in range(n):
         side = None if index == 3 else ("right" if index % 2 else "left")
         cbf, brain, core = synthetic_maps(side, radius=2.5 + index % 3, centre_y=12 + index % 5)
         case = root / f"patient-{index:03d}"
         write_nifti_atomic(case / "truth" / "cbf.nii.gz", cbf, AFFINE)
+        write_nifti_atomic(case / "truth" / "cbv.nii.gz", cbf * 4.0 / 60.0, AFFINE)  # MTT 4 s
         write_nifti_atomic(case / "brainmask.nii.gz", brain, AFFINE, np.uint8)
         write_nifti_atomic(case / "core.nii.gz", core, AFFINE, np.uint8)
     return root

@@ -90,6 +90,15 @@ def test_train_seg_then_segment_writes_core_and_summary(tmp_path: Path) -> None:
     with pytest.raises(PerfusionError, match="mismatch=rule or mismatch=unet"):
         segment.main([*other, f"out={tmp_path / 'refused'}", "mismatch=refuse"])
     assert not (tmp_path / "refused" / "core_pred.nii.gz").exists()
+    # maps without the CBV the model's rCBV channel reads (another tool's): the rule, and why
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "cbf.nii.gz").write_bytes((case / "truth" / "cbf.nii.gz").read_bytes())
+    segment.main([str(case), f"model={model}", f"maps={bare}", f"out={tmp_path / 'bare-seg'}"])
+    no_cbv = json.loads((tmp_path / "bare-seg" / "summary.json").read_text())["segmentation"]
+    assert no_cbv["segmenter"] == "rCBF<30%" and no_cbv["warnings"] == [
+        "no cbv.nii.gz beside cbf.nii.gz (the model reads it)"
+    ]
 
 
 def test_missing_maps_fitted_with_the_cohort_fit_overrides(tmp_path: Path, monkeypatch) -> None:

@@ -109,6 +109,7 @@ def test_missing_map_for_a_channel_names_its_file(tmp_path) -> None:
 
 def test_cbv_and_tmax_read_from_the_maps_folder_when_present(tmp_path) -> None:
     case = write_cohort(tmp_path / "cohort", 2) / "patient-001"
+    (case / "truth" / "cbv.nii.gz").unlink()
     bare = load_patient(case, "truth")
     assert bare.cbv is None and bare.tmax is None and bare.folder == case / "truth"
     cbv = np.full((32, 32, 16), 4.0, np.float32)

@@ -26,7 +26,14 @@ from perfusion.help import Options, one_positional
 from perfusion.io import write_json_atomic, write_nifti_atomic
 from perfusion.resources import check_out_dir
 from perfusion.segmentation.config import SegmentConfig
-from perfusion.segmentation.inputs import CBF_FILE, PatientInputs, fit_maps, load_patient, save_rcbf
+from perfusion.segmentation.inputs import (
+    CBF_FILE,
+    PatientInputs,
+    fit_maps,
+    load_patient,
+    missing_maps,
+    save_rcbf,
+)
 from perfusion.segmentation.metrics import dice, volume_ml
 from perfusion.segmentation.rcbf import threshold_core
 from perfusion.segmentation.report import overlay_png
@@ -60,9 +67,15 @@ def find_maps(
 MISMATCH_CHOICES = ("rule", "unet", "refuse")
 
 
-def mismatches(patient: PatientInputs, method: str, meta: dict) -> list[str]:
-    """How method, grid or voxel size differ from the model's training data (empty: none)."""
-    warnings = []
+def mismatches(
+    patient: PatientInputs, method: str, meta: dict, features: Sequence[str] = ()
+) -> list[str]:
+    """How method, grid or voxel size differ from the model's training data, and the maps its
+    input channels ``features`` read that are missing (empty: none)."""
+    warnings = [
+        f"no {name} beside {CBF_FILE} (the model reads it)"
+        for name in missing_maps(patient, features)
+    ]
     if method != meta["input_method"]:
         warnings.append(f"maps from {method!r}, model trained on {meta['input_method']!r} maps")
     if list(patient.rcbf.shape) != list(meta["grid_shape"]):
@@ -115,7 +128,7 @@ def main(argv: list[str]) -> None:
     method = cfg.method or meta["input_method"]
     folder = find_maps(case, method, cfg.maps, cfg.fit_missing, cfg.fit_overrides)
     patient = load_patient(case, method, side=cfg.side, maps=folder)
-    warnings = mismatches(patient, method, meta)
+    warnings = mismatches(patient, method, meta, module.hparams.features)
     segmenter = choose_segmenter(warnings, cfg.mismatch, case)
     if segmenter == "unet":
         pred = predict_core(module, patient)

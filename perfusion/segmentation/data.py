@@ -27,7 +27,7 @@ from monai.transforms import (
 from perfusion.clinical import TMAX_SEVERE_S
 from perfusion.errors import PerfusionError
 from perfusion.segmentation.config import PAPER_FEATURES, check_features
-from perfusion.segmentation.inputs import CBV_FILE, TMAX_FILE, PatientInputs
+from perfusion.segmentation.inputs import FEATURE_MAPS, PatientInputs
 from perfusion.segmentation.rcbf import below_threshold, hemisphere, relative_to_healthy
 
 # Channel scales: a relative map above 4x the healthy median is vessel-like noise, not
@@ -106,9 +106,7 @@ def to_sample(
         "tissue": lambda: tissue,
         "rule": lambda: below_threshold(patient.rcbf, patient.tissue).astype(np.float32),
         "rcbv": lambda: np.clip(_relative_cbv(patient), 0.0, RELATIVE_CLIP),
-        "tmax": lambda: (
-            tissue * np.clip(_needed(patient, "tmax", TMAX_FILE) / TMAX_SEVERE_S, 0.0, TMAX_CLIP)
-        ),
+        "tmax": lambda: tissue * np.clip(_needed(patient, "tmax") / TMAX_SEVERE_S, 0.0, TMAX_CLIP),
     }
     core = np.zeros_like(tissue) if patient.core is None else patient.core.astype(np.float32)
     keep = patient.tissue & hemisphere(patient.x_mm, patient.affected)
@@ -120,12 +118,14 @@ def to_sample(
 
 
 def _relative_cbv(patient: PatientInputs) -> np.ndarray:
-    cbv = _needed(patient, "cbv", CBV_FILE)
+    cbv = _needed(patient, "rcbv")
     return relative_to_healthy(cbv, patient.tissue, patient.x_mm, patient.affected, "CBV")
 
 
-def _needed(patient: PatientInputs, attribute: str, filename: str) -> np.ndarray:
-    """``patient``'s ``attribute`` map; a PerfusionError naming the missing file otherwise."""
+def _needed(patient: PatientInputs, feature: str) -> np.ndarray:
+    """The map the channel ``feature`` reads (:data:`~perfusion.segmentation.inputs.FEATURE_MAPS`);
+    a PerfusionError naming the missing file otherwise."""
+    attribute, filename = FEATURE_MAPS[feature]
     values = getattr(patient, attribute)
     if values is None:
         where = patient.folder / filename if patient.folder is not None else filename

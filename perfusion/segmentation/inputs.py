@@ -27,6 +27,8 @@ CBV_FILE = "cbv.nii.gz"
 TMAX_FILE = "tmax.nii.gz"
 TISSUE_FILE = "tissuemask.nii.gz"
 RCBF_FILE = "rcbf.nii.gz"
+FEATURE_MAPS = {"rcbv": ("cbv", CBV_FILE), "tmax": ("tmax", TMAX_FILE)}
+"""The input channels that read a map besides CBF: the PatientInputs attribute and its file."""
 
 
 @dataclass
@@ -214,6 +216,13 @@ def load_patient(
     return PatientInputs(
         case_dir.name, rcbf, tissue, x_mm, affected, core, image.affine, method, folder, cbv, tmax
     )
+
+
+def missing_maps(patient: PatientInputs, features: Sequence[str]) -> list[str]:
+    """The files (:data:`FEATURE_MAPS`) that the channels ``features`` read and ``patient``'s
+    maps folder lacks."""
+    needed = [FEATURE_MAPS[f] for f in features if f in FEATURE_MAPS]
+    return [file for attribute, file in needed if getattr(patient, attribute) is None]
 
 
 def save_rcbf(patient: PatientInputs, folder: Path) -> Path:
