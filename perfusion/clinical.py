@@ -230,6 +230,13 @@ NO_HEALTHY_REFERENCE = (
 """The warning, and the withheld verdict, of a summary whose ``healthy_median_cbf`` is NaN."""
 
 
+def _without_reference(numbers: dict) -> bool:
+    """A DEFUSE-3 summary whose rCBF had no healthy reference (``healthy_median_cbf`` NaN or not
+    positive); summaries older than the key count as having one."""
+    healthy = numbers.get("healthy_median_cbf")
+    return healthy is not None and not healthy > 0
+
+
 def summary_warnings(numbers: dict) -> list[tuple[str, str]]:
     """What a DEFUSE-3 summary (``summary.json``'s ``defuse3``) asks its reader to check, as
     (finding, advice) pairs: the report shows them under the numbers, ``perfusion fit`` prints
@@ -249,7 +256,7 @@ def summary_warnings(numbers: dict) -> list[tuple[str, str]]:
         )
     healthy = numbers.get("healthy_median_cbf")
     low, high = HEALTHY_CBF_RANGE
-    if healthy is not None and not healthy > 0:  # NaN: no tissue on the healthy side
+    if _without_reference(numbers):
         found.append(NO_HEALTHY_REFERENCE)
     elif healthy is not None and not low <= healthy <= high:
         found.append(
@@ -330,8 +337,7 @@ def withheld_verdict(summary: dict) -> str | None:
     for flag in VERDICT_WITHHOLDING_FLAGS:
         if flag in flags:
             return INPUT_FLAGS[flag][0].split(" (")[0]
-    healthy = summary.get("defuse3", {}).get("healthy_median_cbf")
-    if healthy is not None and not healthy > 0:
+    if _without_reference(summary.get("defuse3", {})):
         return NO_HEALTHY_REFERENCE[0]
     masked = _masked(summary)
     return masked[0][0] if masked else None

@@ -68,7 +68,7 @@ MISMATCH_CHOICES = ("rule", "unet", "refuse")
 
 
 def mismatches(
-    patient: PatientInputs, method: str, meta: dict, features: Sequence[str] = ()
+    patient: PatientInputs, method: str, meta: dict, features: Sequence[str]
 ) -> list[str]:
     """How method, grid or voxel size differ from the model's training data, and the maps its
     input channels ``features`` read that are missing (empty: none)."""

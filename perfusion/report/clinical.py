@@ -42,6 +42,8 @@ WARNING_WIDTH = 60
 """Characters per line of the summary's warnings under the numbers."""
 # The numbers panel is laid out in points below its top, as its fonts are sized, so that its
 # rows keep their spacing on any page height; the panel is as tall as its text needs.
+TOP_PT = 6.0
+"""The space above the first row of the numbers."""
 N_ROWS = 6
 """Rows of the numbers (:func:`_numbers`): core, Tmax > 6 s, mismatch volume and ratio, HIR,
 the verdict (a row more would overlap the affected side: the report's overlap test)."""
@@ -103,10 +105,7 @@ def clinical_figure(
     cell_h = COLUMN_IN * rows * view.aspect / cols
     maps_w = COLUMN_IN * len(zs) + 0.55
     warnings = [textwrap.fill(f"{f}: {a}", WARNING_WIDTH) for f, a in summary_warnings(numbers)]
-    lines = sum(w.count("\n") + 1 for w in warnings)
-    numbers_in = (
-        _rows_pt() + SIDE_PT * (1 + (reference is not None)) + WARNING_LINE_PT * lines
-    ) / 72
+    numbers_in = _numbers_height_pt(reference, warnings) / 72
     height = max(4 * cell_h + 1.2, 9.0, numbers_in + BELOW_MIN_IN + 3 * GAP_IN + MARGINS_IN)
     fig = Figure(figsize=(maps_w + SIDE_IN + 0.9, height), dpi=100)
     outer = fig.add_gridspec(
@@ -203,7 +202,14 @@ def _verdict(eligible: bool | None, withheld: str | None) -> tuple[str, str]:
 
 def _rows_pt() -> float:
     """The height (points) of the numbers' rows, from the panel's top to the affected side."""
-    return 6 + N_ROWS * ROW_PT + 4
+    return TOP_PT + N_ROWS * ROW_PT + 4
+
+
+def _numbers_height_pt(reference: Reference | None, warnings: list[str]) -> float:
+    """The height (points) :func:`_numbers` draws: the rows, the side line, the reference
+    line when there is one, then the ``warnings``' lines."""
+    lines = sum(w.count("\n") + 1 for w in warnings)
+    return _rows_pt() + SIDE_PT * (1 + (reference is not None)) + WARNING_LINE_PT * lines
 
 
 def _below_top(ax, points: float):
@@ -227,7 +233,7 @@ def _numbers(ax, numbers: dict, reference: Reference | None, warnings: list[str]
         ("Target mismatch", *verdict, None),
     ]  # fmt: skip
     for k, (label, note, value, style) in enumerate(rows):
-        y = 6 + k * ROW_PT
+        y = TOP_PT + k * ROW_PT
         if style is not None:
             ax.add_line(Line2D([0, 0.035], [1, 1], transform=_below_top(ax, y + 7),
                                color=style["color"], lw=6, solid_capstyle="butt"))  # fmt: skip
