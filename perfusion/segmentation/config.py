@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from perfusion.clinical import RCBF_CORE
 from perfusion.errors import PerfusionError
@@ -33,8 +34,9 @@ class UNetConfig:
 
     channels: list[int] = field(default_factory=lambda: [16, 16, 32, 32, 64])
     """Features per level (Table 5: 16, 16, 32, 32, 64)."""
-    strides: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
-    """Down-sampling stride between levels; the product (16) is the pad multiple."""
+    strides: list[Any] = field(default_factory=lambda: [2, 2, 2, 2])
+    """Down-sampling stride between levels, one number or one per axis (``[2, 2, 1]`` keeps
+    the slices of a level); each axis's product must divide ``train.pad_multiple``."""
     num_res_units: int = 2
     """Residual units per block (MONAI's; the paper does not state it)."""
     dropout: float = 0.0

@@ -87,7 +87,7 @@ def train_model(
     )
     module = SegmentationModule(  # plain values, so that the saved hparams load with weights_only
         [int(c) for c in model.channels],
-        [int(s) for s in model.strides],
+        [int(s) if isinstance(s, int) else [int(a) for a in s] for s in model.strides],
         model.num_res_units,
         model.dropout,
         train.lr,
