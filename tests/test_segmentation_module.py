@@ -89,6 +89,22 @@ def test_inference_window_separate_from_training_patch() -> None:
         )
 
 
+def test_strides_per_axis_keep_the_slices_and_load_back(tmp_path) -> None:
+    keep_slices = [[2, 2, 1], 2, 2, 2]  # the slice axis shrinks 8-fold, the others 16-fold
+    module = SegmentationModule(
+        [16, 16, 32, 32, 64], keep_slices, 1, 0.0, 1e-3, 0.0, 4, (32, 32, 16)
+    ).eval()
+    first = module.net.model[0].conv.unit0.conv
+    assert tuple(first.stride) == (2, 2, 1)
+    image = torch.randn(1, 2, 30, 27, 10)
+    assert tuple(module.core_probability(image).shape) == (1, 30, 27, 10)
+    save_bundle(module, tmp_path, {})
+    loaded, _ = load_bundle(tmp_path)
+    torch.testing.assert_close(loaded.core_probability(image), module.core_probability(image))
+    with pytest.raises(ValueError, match="pad_multiple 8"):
+        SegmentationModule([16, 16, 32, 32, 64], keep_slices, 1, 0.0, 1e-3, 0.0, 4, (32, 32, 16), 8)
+
+
 def test_predicted_core_leaves_out_parts_under_half_a_millilitre(monkeypatch) -> None:
     from perfusion.segmentation.train import predict_core
 

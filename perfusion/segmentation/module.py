@@ -36,7 +36,8 @@ class SegmentationModule(L.LightningModule):
     """Thin Lightning wrapper: loss on patches, validation Dice on whole volumes, selection.
 
     Args:
-        channels, strides, num_res_units, dropout: MONAI ``UNet`` arguments.
+        channels, strides, num_res_units, dropout: MONAI ``UNet`` arguments (a stride is one
+            number or one per axis).
         lr: Adam learning rate and OneCycleLR ``max_lr``.
         pct_start: OneCycleLR warm-up fraction.
         total_steps: optimiser steps of the whole training (epochs x steps per epoch).
@@ -53,7 +54,7 @@ class SegmentationModule(L.LightningModule):
     def __init__(
         self,
         channels: Sequence[int],
-        strides: Sequence[int],
+        strides: Sequence[int | Sequence[int]],
         num_res_units: int,
         dropout: float,
         lr: float,
@@ -74,6 +75,12 @@ class SegmentationModule(L.LightningModule):
         if len(strides) != len(channels) - 1:
             raise ValueError(
                 f"strides needs {len(channels) - 1} entries for {len(channels)} channels"
+            )
+        per_axis = np.prod([np.broadcast_to(s, 3) for s in strides], axis=0)
+        if any(pad_multiple % int(p) for p in per_axis):
+            raise ValueError(
+                f"strides {list(strides)} shrink the axes by {per_axis.tolist()}: "
+                f"pad_multiple {pad_multiple} is not a multiple of each"
             )
         infer_roi = tuple(roi if infer_roi is None else infer_roi)
         if any(r % pad_multiple for r in (*roi, *infer_roi)):
