@@ -105,21 +105,6 @@ def test_strides_per_axis_keep_the_slices_and_load_back(tmp_path) -> None:
         SegmentationModule([16, 16, 32, 32, 64], keep_slices, 1, 0.0, 1e-3, 0.0, 4, (32, 32, 16), 8)
 
 
-def test_mirrored_inference_is_the_mean_over_the_volume_and_its_mirror() -> None:
-    plain = small_module().eval()
-    mirrored = SegmentationModule(
-        [16, 16, 32, 32, 64], [2, 2, 2, 2], 1, 0.0, 1e-3, 0.0, 4, (32, 32, 16),
-        mirror_axes=[0],
-    ).eval()  # fmt: skip
-    mirrored.load_state_dict(plain.state_dict())
-    image = torch.randn(1, 2, 30, 27, 10)  # padded at the end: the mirror moves the padding
-    expected = (plain.core_probability(image) + plain.core_probability(image.flip(2)).flip(1)) / 2
-    torch.testing.assert_close(mirrored.core_probability(image), expected)
-    assert not torch.allclose(mirrored.core_probability(image), plain.core_probability(image))
-    with pytest.raises(ValueError, match="mirror_axes"):
-        SegmentationModule([16, 32], [2], 1, 0.0, 1e-3, 0.0, 4, (32, 32, 16), mirror_axes=[3])
-
-
 def test_predicted_core_leaves_out_parts_under_half_a_millilitre(monkeypatch) -> None:
     from perfusion.segmentation.train import predict_core
 

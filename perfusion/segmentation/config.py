@@ -83,9 +83,6 @@ class TrainConfig:
     instead of nine overlapping half-FOV windows."""
     sw_overlap: float = 0.5
     """``SlidingWindowInferer`` overlap between windows."""
-    mirror_axes: list[int] = field(default_factory=list)
-    """Test-time mirroring: the core probability is averaged over the volume and its mirror
-    along each of these axes (0: left-right, the flip the training augments with); [] none."""
     val_every: int = 1
     """Validate every this many epochs (Lightning ``check_val_every_n_epoch``); the running
     mean then spans ``running_mean_epochs`` validations."""

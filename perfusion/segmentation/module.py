@@ -49,9 +49,6 @@ class SegmentationModule(L.LightningModule):
         infer_roi: sliding-window size; None: ``roi``.
         features: the input channels (:func:`perfusion.segmentation.data.to_sample`), saved
             with the weights so that inference builds the same ones.
-        mirror_axes: spatial axes (0-2) whose mirror image is segmented too, the core
-            probability being the mean over the volume and its mirrors (test-time augmentation;
-            written here since MONAI's ``TestTimeAugmentation`` draws random transforms).
     """
 
     def __init__(
@@ -70,7 +67,6 @@ class SegmentationModule(L.LightningModule):
         running_mean_epochs: int = 10,
         infer_roi: Sequence[int] | None = None,
         features: Sequence[str] = PAPER_FEATURES,
-        mirror_axes: Sequence[int] = (),
     ) -> None:
         super().__init__()
         check_features(features)
@@ -86,8 +82,6 @@ class SegmentationModule(L.LightningModule):
                 f"strides {list(strides)} shrink the axes by {per_axis.tolist()}: "
                 f"pad_multiple {pad_multiple} is not a multiple of each"
             )
-        if any(int(a) not in (0, 1, 2) for a in mirror_axes):
-            raise ValueError(f"mirror_axes must be among 0, 1, 2, got {list(mirror_axes)}")
         infer_roi = tuple(roi if infer_roi is None else infer_roi)
         if any(r % pad_multiple for r in (*roi, *infer_roi)):
             raise ValueError(
@@ -126,15 +120,7 @@ class SegmentationModule(L.LightningModule):
 
     @torch.no_grad()
     def core_probability(self, image: torch.Tensor) -> torch.Tensor:
-        """Core probability (B, X, Y, Z) of whole volumes (B, C, X, Y, Z): pad, slide, crop back;
-        the mean over the volume and its mirrors along ``mirror_axes``."""
-        axes = [int(a) for a in self.hparams.mirror_axes]
-        probs = self._probability(image)
-        for axis in axes:
-            probs = probs + self._probability(image.flip(2 + axis)).flip(1 + axis)
-        return probs / (1 + len(axes))
-
-    def _probability(self, image: torch.Tensor) -> torch.Tensor:
+        """Core probability (B, X, Y, Z) of whole volumes (B, C, X, Y, Z): pad, slide, crop back."""
         shape = image.shape[2:]
         padded = torch.stack([torch.as_tensor(self.pad(x)) for x in image])
         logits = self.inferer(padded, self.net)

@@ -100,7 +100,6 @@ def train_model(
         train.running_mean_epochs,
         list(infer_roi),
         [str(f) for f in model.features],
-        [int(a) for a in train.mirror_axes],
     )
     trainer = L.Trainer(
         max_epochs=train.epochs,
