@@ -66,7 +66,8 @@ def test_loocv_runs_resumes_and_excludes_fold0(tmp_path: Path, capsys) -> None:
 def test_train_seg_then_segment_writes_core_and_summary(tmp_path: Path) -> None:
     cohort = write_cohort(tmp_path / "cohort", 4)
     model = tmp_path / "model"
-    train_seg.main([str(cohort), f"out={model}", *TINY])
+    with pytest.warns(FutureWarning, match=r"train.pad_multiple=16 is ignored.*\(16, 16, 16\)"):
+        train_seg.main([str(cohort), f"out={model}", *TINY, "train.pad_multiple=16"])  # old key
     assert (model / "model.pt").is_file() and (model / "config.yaml").is_file()
     case = cohort / "patient-001"
     segment.main([str(case), f"model={model}", f"out={tmp_path / 'seg'}"])

@@ -55,10 +55,19 @@ def test_final_model_split_has_no_test_patient() -> None:
 
 
 def test_patch_size_scaled_and_divisible() -> None:
-    assert patch_size((256, 256, 32), (1.0, 1.0, 0.625), 16) == (256, 256, 32)  # paper 256x256x20
-    assert patch_size((64, 64, 16), (0.5, 0.5, 1.0), 16) == (32, 32, 16)
-    assert patch_size((100, 90, 10), (1.0, 1.0, 1.0), 16) == (112, 96, 16)
-    assert patch_size((32, 32, 16), (0.25, 0.25, 1.0), 16) == (32, 32, 16)  # bottleneck > 1 voxel
+    assert patch_size((256, 256, 32), (1.0, 1.0, 0.625), (16,) * 3) == (
+        256,
+        256,
+        32,
+    )  # paper 256x256x20
+    assert patch_size((64, 64, 16), (0.5, 0.5, 1.0), (16,) * 3) == (32, 32, 16)
+    assert patch_size((100, 90, 10), (1.0, 1.0, 1.0), (16,) * 3) == (112, 96, 16)
+    assert patch_size((32, 32, 16), (0.25, 0.25, 1.0), (16,) * 3) == (
+        32,
+        32,
+        16,
+    )  # bottleneck > 1 voxel
+    assert patch_size((64, 64, 8), (0.5, 0.5, 1.0), (16, 16, 8)) == (32, 32, 8)  # z: its own
 
 
 def test_sample_channels_and_keep_mask() -> None:
@@ -123,7 +132,7 @@ def test_cbv_and_tmax_read_from_the_maps_folder_when_present(tmp_path) -> None:
 def test_datamodule_patches_and_validation_patient() -> None:
     patients = [patient(i) for i in range(4)]
     dm = LeaveOneOutDataModule(
-        patients, fold=2, n_val=1, seed=0, roi=(32, 32, 16), pad_multiple=16, aug=AUG
+        patients, fold=2, n_val=1, seed=0, roi=(32, 32, 16), multiple=(16, 16, 16), aug=AUG
     )
     assert 2 not in dm.split.train + dm.split.val
     batch = next(iter(dm.train_dataloader()))

@@ -17,7 +17,9 @@ def small_module(total_steps: int = 4, roi=(32, 32, 16)) -> SegmentationModule:
 
 
 def test_one_training_step_on_32x32x16_lowers_the_loss_and_moves_weights() -> None:
-    dm = LeaveOneOutDataModule([patient(i) for i in range(3)], 0, 1, 0, (32, 32, 16), 16, AUG)
+    dm = LeaveOneOutDataModule(
+        [patient(i) for i in range(3)], 0, 1, 0, (32, 32, 16), (16,) * 3, AUG
+    )
     batch = next(iter(dm.train_dataloader()))
     module = small_module()
     optimizers = module.configure_optimizers()
@@ -83,9 +85,17 @@ def test_inference_window_separate_from_training_patch() -> None:
     )
     assert tuple(module.inferer.roi_size) == (64, 64, 16)
     assert tuple(small_module().inferer.roi_size) == (32, 32, 16)  # default: the patch
-    with pytest.raises(ValueError, match="multiple of 16"):
+    with pytest.raises(ValueError, match=r"multiple of \(16, 16, 16\)"):
         SegmentationModule(
-            [16, 32], [2], 1, 0.0, 1e-3, 0.0, 4, (32, 32, 16), infer_roi=(40, 32, 16)
+            [16, 16, 32, 32, 64],
+            [2] * 4,
+            1,
+            0.0,
+            1e-3,
+            0.0,
+            4,
+            (32, 32, 16),
+            infer_roi=(40, 32, 16),
         )
 
 
@@ -101,8 +111,15 @@ def test_strides_per_axis_keep_the_slices_and_load_back(tmp_path) -> None:
     save_bundle(module, tmp_path, {})
     loaded, _ = load_bundle(tmp_path)
     torch.testing.assert_close(loaded.core_probability(image), module.core_probability(image))
-    with pytest.raises(ValueError, match="pad_multiple 8"):
-        SegmentationModule([16, 16, 32, 32, 64], keep_slices, 1, 0.0, 1e-3, 0.0, 4, (32, 32, 16), 8)
+    SegmentationModule([16, 16, 32, 32, 64], keep_slices, 1, 0.0, 1e-3, 0.0, 4, (32, 32, 8))
+    with pytest.raises(ValueError, match=r"multiple of \(16, 16, 8\)"):
+        SegmentationModule([16, 16, 32, 32, 64], keep_slices, 1, 0.0, 1e-3, 0.0, 4, (32, 32, 12))
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    payload["hparams"]["pad_multiple"] = 16  # a model saved when the multiple was a setting
+    torch.save(payload, tmp_path / "model.pt")
+    torch.testing.assert_close(
+        load_bundle(tmp_path)[0].core_probability(image), module.core_probability(image)
+    )
 
 
 def test_predicted_core_leaves_out_parts_under_half_a_millilitre(monkeypatch) -> None:

@@ -36,7 +36,8 @@ class UNetConfig:
     """Features per level (Table 5: 16, 16, 32, 32, 64)."""
     strides: list[Any] = field(default_factory=lambda: [2, 2, 2, 2])
     """Down-sampling stride between levels, one number or one per axis (``[2, 2, 1]`` keeps
-    the slices of a level); each axis's product must divide ``train.pad_multiple``."""
+    the slices of a level); inputs are padded to each axis's product (16 for four stride-2
+    levels)."""
     num_res_units: int = 2
     """Residual units per block (MONAI's; the paper does not state it)."""
     dropout: float = 0.0
@@ -63,8 +64,9 @@ class TrainConfig:
     """Patients per batch (Table 5: 1)."""
     patch_fraction: list[float] = field(default_factory=lambda: [1.0, 1.0, 0.625])
     """Patch size as a fraction of the grid per axis: 256x256x20 of the paper's 256x256x32 grid."""
-    pad_multiple: int = 16
-    """Spatial sizes are padded to a multiple of this (2^number of stride-2 levels)."""
+    pad_multiple: int | None = None
+    """Deprecated: the size multiple is derived from ``model.strides``; a value is ignored with
+    a warning, and the key goes in the next release."""
     pos_neg_ratio: float = 1.0
     """Odds of a patch centred on core versus anywhere (MONAI ``RandCropByPosNegLabeld``)."""
     flip_prob: float = 0.5

@@ -27,7 +27,7 @@ from monai.transforms import (
 from perfusion.clinical import TMAX_SEVERE_S
 from perfusion.errors import PerfusionError
 from perfusion.segmentation.config import PAPER_FEATURES, check_features
-from perfusion.segmentation.inputs import FEATURE_MAPS, PatientInputs
+from perfusion.segmentation.inputs import FEATURE_MAPS, PatientInputs, missing_maps
 from perfusion.segmentation.rcbf import below_threshold, hemisphere, relative_to_healthy
 
 # Channel scales: a relative map above 4x the healthy median is vessel-like noise, not
@@ -68,8 +68,11 @@ def reported_folds(n_patients: int) -> list[int]:
     return list(range(1, n_patients))
 
 
-def patch_size(shape: Sequence[int], fraction: Sequence[float], multiple: int) -> tuple[int, ...]:
-    """Training/inference window: ``fraction`` of the grid per axis, rounded up to ``multiple``.
+def patch_size(
+    shape: Sequence[int], fraction: Sequence[float], multiple: Sequence[int]
+) -> tuple[int, ...]:
+    """Training/inference window: ``fraction`` of the grid per axis, rounded up to that axis's
+    ``multiple`` (:func:`~perfusion.segmentation.module.size_multiple`).
 
     The paper's 256x256x20 of a 256x256x32 grid is fraction (1, 1, 0.625); the U-Net needs
     sizes divisible by 2^levels (16), so 20 becomes 32 (a bare 20 raises in MONAI's UNet).
@@ -80,10 +83,10 @@ def patch_size(shape: Sequence[int], fraction: Sequence[float], multiple: int) -
     if len(fraction) != len(shape):
         raise ValueError(f"patch_fraction has {len(fraction)} entries for a {len(shape)}-D grid")
     sizes = []
-    for axis, (size, frac) in enumerate(zip(shape, fraction, strict=True)):
-        padded = multiple * math.ceil(size / multiple)
-        wanted = min(padded, multiple * math.ceil(max(1.0, frac * size) / multiple))
-        sizes.append(max(wanted, 2 * multiple) if axis < 2 else wanted)
+    for axis, (size, frac, step) in enumerate(zip(shape, fraction, multiple, strict=True)):
+        padded = step * math.ceil(size / step)
+        wanted = min(padded, step * math.ceil(max(1.0, frac * size) / step))
+        sizes.append(max(wanted, 2 * step) if axis < 2 else wanted)
     return tuple(sizes)
 
 
@@ -125,16 +128,16 @@ def _relative_cbv(patient: PatientInputs) -> np.ndarray:
 def _needed(patient: PatientInputs, feature: str) -> np.ndarray:
     """The map the channel ``feature`` reads (:data:`~perfusion.segmentation.inputs.FEATURE_MAPS`);
     a PerfusionError naming the missing file otherwise."""
-    attribute, filename = FEATURE_MAPS[feature]
-    values = getattr(patient, attribute)
-    if values is None:
-        where = patient.folder / filename if patient.folder is not None else filename
+    attribute = FEATURE_MAPS[feature][0]
+    missing = missing_maps(patient, [feature])
+    if missing:
+        where = patient.folder / missing[0] if patient.folder is not None else missing[0]
         raise PerfusionError(f"not found (the model's input channels need {attribute})", where)
-    return values
+    return getattr(patient, attribute)
 
 
 def train_transform(
-    roi: Sequence[int], pad_multiple: int, aug: dict[str, float | Sequence[float]]
+    roi: Sequence[int], multiple: Sequence[int], aug: dict[str, float | Sequence[float]]
 ) -> Compose:
     """Pad to the U-Net multiple, crop a patch, then RandFlip, RandRotate, RandZoom.
 
@@ -144,7 +147,7 @@ def train_transform(
     keys, modes = ["image", "label"], ("bilinear", "nearest")
     return Compose(
         [
-            DivisiblePadd(keys, k=pad_multiple),
+            DivisiblePadd(keys, k=tuple(multiple)),
             RandCropByPosNegLabeld(
                 keys,
                 "label",
@@ -182,7 +185,7 @@ class LeaveOneOutDataModule(L.LightningDataModule):
         n_val: validation patients held out from the training patients.
         seed: draws the validation patients.
         roi: patch size (from :func:`patch_size`).
-        pad_multiple: U-Net size multiple.
+        multiple: the U-Net's size multiple per axis.
         aug: augmentation probabilities/ranges (``TrainConfig`` fields of the same names).
         batch_size: patches per step (paper: 1).
         features: the input channels (:func:`to_sample`).
@@ -195,7 +198,7 @@ class LeaveOneOutDataModule(L.LightningDataModule):
         n_val: int,
         seed: int,
         roi: Sequence[int],
-        pad_multiple: int,
+        multiple: Sequence[int],
         aug: dict[str, float | Sequence[float]],
         batch_size: int = 1,
         features: Sequence[str] = PAPER_FEATURES,
@@ -203,12 +206,7 @@ class LeaveOneOutDataModule(L.LightningDataModule):
         super().__init__()
         self.patients, self.features = list(patients), check_features(features)
         self.split = split_fold(len(self.patients), fold, n_val, seed)
-        self.roi, self.pad_multiple, self.aug, self.batch_size = (
-            tuple(roi),
-            pad_multiple,
-            aug,
-            batch_size,
-        )
+        self.roi, self.multiple, self.aug, self.batch_size = tuple(roi), multiple, aug, batch_size
 
     @property
     def steps_per_epoch(self) -> int:
@@ -218,7 +216,7 @@ class LeaveOneOutDataModule(L.LightningDataModule):
         return [to_sample(self.patients[i], self.features) for i in indices]
 
     def train_dataloader(self) -> DataLoader:
-        transform = train_transform(self.roi, self.pad_multiple, self.aug)
+        transform = train_transform(self.roi, self.multiple, self.aug)
         data = Dataset(self._samples(self.split.train), transform=transform)
         return DataLoader(data, batch_size=self.batch_size, shuffle=True, num_workers=0)
 

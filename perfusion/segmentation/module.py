@@ -2,7 +2,7 @@
 
 DiceCELoss (lambda_dice 1, lambda_ce 1) on random patches; Adam + OneCycleLR stepped per batch;
 whole-volume inference by a gaussian-weighted ``SlidingWindowInferer`` (overlap 0.5) on the
-volume padded to a multiple of 16 and cropped back; post-processing keeps core only in the
+volume padded to the U-Net's size multiple (:func:`size_multiple`) and cropped back; post-processing keeps core only in the
 tissue of the affected hemisphere. Model selection as the paper: the weights of the epoch with
 the best running mean of the validation Dice over the last ``running_mean_epochs`` epochs.
 """
@@ -30,6 +30,13 @@ from perfusion.segmentation.config import PAPER_FEATURES, check_features
 from perfusion.segmentation.metrics import dice
 
 SELECTIONS = ("running_mean", "fixed")
+LEGACY_HPARAMS = ("pad_multiple",)  # in model.pt files written before the multiple was derived
+
+
+def size_multiple(strides: Sequence[int | Sequence[int]]) -> tuple[int, int, int]:
+    """What each axis of the U-Net's input must be a multiple of: the product of its strides."""
+    per_axis = np.prod([np.broadcast_to(s, 3) for s in strides], axis=0)
+    return tuple(int(p) for p in per_axis)  # type: ignore[return-value]
 
 
 class SegmentationModule(L.LightningModule):
@@ -41,8 +48,7 @@ class SegmentationModule(L.LightningModule):
         lr: Adam learning rate and OneCycleLR ``max_lr``.
         pct_start: OneCycleLR warm-up fraction.
         total_steps: optimiser steps of the whole training (epochs x steps per epoch).
-        roi: training patch size (each a multiple of ``pad_multiple``).
-        pad_multiple: the U-Net's size multiple (2^number of stride-2 levels).
+        roi: training patch size (each axis a multiple of :func:`size_multiple`).
         sw_overlap: sliding-window overlap.
         selection: ``running_mean`` or ``fixed`` (last epoch).
         running_mean_epochs: window of the validation-Dice running mean (in validations).
@@ -61,7 +67,6 @@ class SegmentationModule(L.LightningModule):
         pct_start: float,
         total_steps: int,
         roi: Sequence[int],
-        pad_multiple: int = 16,
         sw_overlap: float = 0.5,
         selection: str = "running_mean",
         running_mean_epochs: int = 10,
@@ -76,16 +81,12 @@ class SegmentationModule(L.LightningModule):
             raise ValueError(
                 f"strides needs {len(channels) - 1} entries for {len(channels)} channels"
             )
-        per_axis = np.prod([np.broadcast_to(s, 3) for s in strides], axis=0)
-        if any(pad_multiple % int(p) for p in per_axis):
-            raise ValueError(
-                f"strides {list(strides)} shrink the axes by {per_axis.tolist()}: "
-                f"pad_multiple {pad_multiple} is not a multiple of each"
-            )
+        multiple = size_multiple(strides)
         infer_roi = tuple(roi if infer_roi is None else infer_roi)
-        if any(r % pad_multiple for r in (*roi, *infer_roi)):
+        if any(r % m for window in (roi, infer_roi) for r, m in zip(window, multiple, strict=True)):
             raise ValueError(
-                f"roi {tuple(roi)} or infer_roi {infer_roi} not a multiple of {pad_multiple}"
+                f"roi {tuple(roi)} or infer_roi {infer_roi} not a multiple of {multiple} "
+                f"per axis (the strides' products)"
             )
         self.save_hyperparameters()
         self.net = UNet(
@@ -101,7 +102,7 @@ class SegmentationModule(L.LightningModule):
         self.inferer = SlidingWindowInferer(
             infer_roi, sw_batch_size=1, overlap=sw_overlap, mode="gaussian"
         )
-        self.pad = DivisiblePad(k=pad_multiple, method="end")
+        self.pad = DivisiblePad(k=multiple, method="end")
         self.val_dice: list[float] = []
         self.epoch_dice: list[np.ndarray] = []  # (prediction, reference) pairs of one epoch
         self.best_running, self.best_epoch = -1.0, -1
@@ -201,7 +202,8 @@ def load_bundle(path: str | Path) -> tuple[SegmentationModule, dict[str, Any]]:
         raise PerfusionError("no trained model (run `perfusion train-seg` first)", path)
     payload = load_torch_file(path, "trained model")  # tensors and plain values only
     try:
-        module = SegmentationModule(**payload["hparams"])
+        hparams = {k: v for k, v in payload["hparams"].items() if k not in LEGACY_HPARAMS}
+        module = SegmentationModule(**hparams)
         module.load_state_dict(payload["state_dict"])
         meta = payload["meta"]
     except (RuntimeError, KeyError, TypeError, ValueError) as exc:

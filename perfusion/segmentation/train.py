@@ -50,7 +50,7 @@ def train_model(
     import lightning as L
 
     from perfusion.segmentation.data import LeaveOneOutDataModule, patch_size
-    from perfusion.segmentation.module import SegmentationModule
+    from perfusion.segmentation.module import SegmentationModule, size_multiple
     from perfusion.tracking import quiet_lightning
 
     L.seed_everything(seed, workers=True, verbose=False)
@@ -59,10 +59,17 @@ def train_model(
     warnings.filterwarnings("ignore", message="Num foregrounds 0.*")
     grid = np.min([p.rcbf.shape for p in patients], axis=0)
     grid = tuple(int(s) for s in grid)
-    roi = patch_size(grid, train.patch_fraction, train.pad_multiple)
-    infer_roi = patch_size(
-        grid, train.infer_patch_fraction or train.patch_fraction, train.pad_multiple
-    )
+    strides = [int(s) if isinstance(s, int) else [int(a) for a in s] for s in model.strides]
+    multiple = size_multiple(strides)
+    if train.pad_multiple is not None:
+        warnings.warn(
+            f"train.pad_multiple={train.pad_multiple} is ignored: the U-Net pads each axis to "
+            f"its strides' product, {multiple} (remove the key; it goes in the next release)",
+            FutureWarning,
+            stacklevel=2,
+        )
+    roi = patch_size(grid, train.patch_fraction, multiple)
+    infer_roi = patch_size(grid, train.infer_patch_fraction or train.patch_fraction, multiple)
     aug = {
         k: getattr(train, k)
         for k in (
@@ -80,21 +87,20 @@ def train_model(
         train.n_val,
         seed,
         roi,
-        train.pad_multiple,
+        multiple,
         aug,
         train.batch_size,
         [str(f) for f in model.features],
     )
     module = SegmentationModule(  # plain values, so that the saved hparams load with weights_only
         [int(c) for c in model.channels],
-        [int(s) if isinstance(s, int) else [int(a) for a in s] for s in model.strides],
+        strides,
         model.num_res_units,
         model.dropout,
         train.lr,
         train.pct_start,
         train.epochs * data.steps_per_epoch,
         list(roi),
-        train.pad_multiple,
         train.sw_overlap,
         train.selection if train.n_val > 0 else "fixed",
         train.running_mean_epochs,
