@@ -42,7 +42,9 @@ def test_loocv_runs_resumes_and_excludes_fold0(tmp_path: Path, capsys) -> None:
     assert patients == ["patient-001", "patient-002", "patient-003", "patient-004"]  # no fold 0
     assert [row["patient"] for row in rule["per_patient"]] == patients
     assert unet["metrics"]["fp_ml"]["mean"] is not None  # patient-003 has no core
-    assert (tmp_path / "res" / "loocv" / "README.md").read_text().count("| U-Net (truth) |") == 1
+    page = (tmp_path / "res" / "loocv" / "README.md").read_text()
+    assert page.count("| U-Net (truth) |") == 2  # Table 1 and the paired comparison
+    assert unet["paired_with_rule"]["dice"]["n"] == 3  # patient-003 has no core
     assert (tmp_path / "res" / "loocv" / "bland-altman-u-net--truth.png").stat().st_size > 1000
     unit = tmp_path / "runs" / "cpu-default" / "truth" / "seed-0" / "fold-002.json"
     fold = json.loads(unit.read_text())

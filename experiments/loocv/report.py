@@ -45,6 +45,29 @@ def table_markdown(methods: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def paired_markdown(methods: dict[str, dict[str, Any]]) -> str:
+    """Per U-Net row, its paired difference from the rule on the same maps
+    (:func:`experiments.loocv.run.paired_with_rule`): mean, 95 % interval, Wilcoxon p."""
+    lines = [
+        "U-Net minus rule per patient (the U-Net's values averaged over seeds): mean, 95 % "
+        "bootstrap interval over patients, two-sided Wilcoxon signed-rank p. Dice over the "
+        "patients with a core (higher is better), AVD over all (lower is better).",
+        "",
+        "| method | Dice difference | AVD difference ml |",
+        "|---|---|---|",
+    ]
+    for method, entry in methods.items():
+        paired = entry.get("paired_with_rule")
+        if paired:
+            cells = [
+                f"{d['mean']:+.{digits}f} [{d['low']:+.{digits}f}, {d['high']:+.{digits}f}] "
+                f"(p {d['p']:.2f}, n {d['n']})"
+                for d, digits in ((paired["dice"], 2), (paired["avd_ml"], 1))
+            ]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def per_patient_markdown(methods: dict[str, dict[str, Any]]) -> str:
     """Per-patient Dice (mean over seeds) side by side per method, with the reference volume."""
     names = list(methods)
