@@ -106,6 +106,27 @@ def mean_row(label: str, rows: list[dict]) -> str:
     )
 
 
+def paired(rows: list[dict]) -> str:
+    """The U-Net minus the rule case by case, as on the leave-one-out pages."""
+    from experiments.loocv.run import paired_with_rule
+
+    def per_case(who: str) -> list[dict]:
+        return [
+            {"patient": r["case"], "dice": r[f"{who}_dice"], "abs_diff_ml": r[f"{who}_avd"],
+             "detected_fraction": 1.0 if r["ref_ml"] > 0 else None}
+            for r in rows
+        ]  # fmt: skip
+
+    d = paired_with_rule(per_case("unet"), per_case("rule"))
+    return (
+        "U-Net minus rule, case by case (mean, 95 % bootstrap interval over cases, two-sided "
+        f"Wilcoxon signed-rank p): Dice {d['dice']['mean']:+.3f} [{d['dice']['low']:+.3f}, "
+        f"{d['dice']['high']:+.3f}] (p {d['dice']['p']:.2f}, {d['dice']['n']} cases with a core), "
+        f"AVD {d['avd_ml']['mean']:+.1f} [{d['avd_ml']['low']:+.1f}, {d['avd_ml']['high']:+.1f}] "
+        f"ml (p {d['avd_ml']['p']:.2f}, {d['avd_ml']['n']} cases)."
+    )
+
+
 def write(rows: list[dict]) -> Path:
     meta = json.loads((MODEL / "meta.json").read_text()) if (MODEL / "meta.json").is_file() else {}
     lines = [
@@ -134,6 +155,7 @@ def write(rows: list[dict]) -> Path:
     lines.append(mean_row("mean", rows))
     first = [r for r in rows if int(r["case"].rsplit("-", 1)[1]) < FIRST_HELDOUT]
     lines.append(mean_row(f"mean of patients 000-{FIRST_HELDOUT - 1:03d} per kind", first))
+    lines += ["", paired(rows)]
     if meta:
         lines += ["", f"Model: {json.dumps({k: meta[k] for k in meta if k != 'patients'})}"]
     target = ROOT / "bench" / "results" / "shipped-unet" / "README.md"
