@@ -2,9 +2,10 @@
 
 DiceCELoss (lambda_dice 1, lambda_ce 1) on random patches; Adam + OneCycleLR stepped per batch;
 whole-volume inference by a gaussian-weighted ``SlidingWindowInferer`` (overlap 0.5) on the
-volume padded to the U-Net's size multiple (:func:`size_multiple`) and cropped back; post-processing keeps core only in the
-tissue of the affected hemisphere. Model selection as the paper: the weights of the epoch with
-the best running mean of the validation Dice over the last ``running_mean_epochs`` epochs.
+volume padded to the U-Net's size multiple (:func:`size_multiple`) and cropped back;
+post-processing keeps core only in the tissue of the affected hemisphere. Model selection as
+the paper: the weights of the epoch with the best running mean of the validation Dice over the
+last ``running_mean_epochs`` epochs.
 """
 
 from __future__ import annotations
