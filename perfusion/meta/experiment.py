@@ -34,7 +34,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from filelock import FileLock
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
@@ -66,31 +65,19 @@ LAUNCHER_LOGGER = "lightning.fabric.strategies.launchers.subprocess_script"
 
 
 def ensure_cohort(cfg: MetaConfig) -> list[Path]:
-    """The cohort's case folders, generating the phantom cohort first when the folder is empty.
+    """The cohort's case folders, generating the phantom cohort first when the folder holds
+    none (once, when ranks start together: :func:`~perfusion.phantom.cohort.ensure_generated`)."""
+    from perfusion.config import load_config
+    from perfusion.phantom.cohort import ensure_generated
+    from perfusion.phantom.config import PhantomConfig
 
-    Generation holds ``<dir>.lock``, so ranks started together (torchrun, SLURM) write it once
-    and the others wait for the whole cohort; a folder of cases without that lock file is a
-    cohort given by the user and is read at once.
-    """
     target = Path(cfg.cohort.dir)
-    lock = target.with_name(target.name + ".lock")
-    dirs = find_cases(target)
-    if dirs and not lock.exists():
-        return dirs
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock)):
-        dirs = find_cases(target)
-        if dirs:
-            return dirs
-        from perfusion.config import load_config
-        from perfusion.phantom import make_cohort
-        from perfusion.phantom.config import PhantomConfig
-
-        overrides = [*cfg.cohort.phantom, f"n={cfg.cohort.n}", f"seed={cfg.cohort.seed}"]
-        phantom_cfg = load_config(PhantomConfig, ["phantom.yaml"], overrides)
-        print(f"[meta] generating {cfg.cohort.n} phantom patients in {target}", file=sys.stderr)
-        make_cohort(phantom_cfg, target)
-        return find_cases(target)
+    overrides = [*cfg.cohort.phantom, f"n={cfg.cohort.n}", f"seed={cfg.cohort.seed}"]
+    phantom_cfg = load_config(PhantomConfig, ["phantom.yaml"], overrides)
+    ensure_generated(
+        phantom_cfg, target, f"[meta] generating {cfg.cohort.n} phantom patients in {target}"
+    )
+    return find_cases(target)
 
 
 def world_size(cfg: MetaConfig) -> int:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from omegaconf import OmegaConf
 
 from perfusion.errors import PerfusionError
@@ -47,6 +49,26 @@ def make_cohort(
             print(_line(summary), flush=True)
     write_json_atomic(out_dir / "cohort.json", {"config": plain, "patients": summaries})
     return summaries
+
+
+def ensure_generated(cfg: PhantomConfig, folder: Path, announce: str) -> None:
+    """Make sure ``folder`` holds a cohort, generating ``cfg``'s phantom patients there if not.
+
+    A folder that holds anything and has no ``<folder>.lock`` beside it is a cohort from
+    elsewhere, used as it is (nothing is written into it). Generation holds that lock, so
+    processes started together (``perfusion loocv`` processes, meta-training ranks) write the
+    cohort once and the others wait for the whole of it; ``cohort.json``, written last, marks
+    it complete, so a generation cut short is done again. ``announce`` goes to stderr when
+    generating.
+    """
+    lock = folder.with_name(folder.name + ".lock")
+    if folder.is_dir() and any(folder.iterdir()) and not lock.exists():
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock)):
+        if not (folder / "cohort.json").is_file():
+            print(announce, file=sys.stderr, flush=True)
+            make_cohort(cfg, folder)
 
 
 def _summary(folder: Path, meta: dict[str, Any], seconds: float) -> dict[str, Any]:

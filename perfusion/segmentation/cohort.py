@@ -31,22 +31,19 @@ BUSY_WAIT_S = 5.0
 
 
 def ensure_cohort(cfg: CohortConfig) -> list[Path]:
-    """The cohort's case folders; a phantom cohort is generated first when the folder is missing."""
-    path = Path(cfg.path)
-    if not path.exists():
-        generate_phantom_cohort(path, cfg.phantom_n, cfg.phantom_seed, cfg.phantom_overrides)
-    return list_patients(path)
-
-
-def generate_phantom_cohort(path: Path, n: int, seed: int, overrides: list[str]) -> None:
-    """Write ``n`` phantom patients into ``path`` with ``configs/phantom.yaml`` + ``overrides``."""
-    from perfusion.phantom import make_cohort
+    """The cohort's case folders; a phantom cohort is generated first when the folder holds no
+    cases (once, when ``perfusion loocv`` processes start together:
+    :func:`~perfusion.phantom.cohort.ensure_generated`)."""
+    from perfusion.phantom.cohort import ensure_generated
     from perfusion.phantom.config import PhantomConfig
 
+    path = Path(cfg.path)
+    n, seed = cfg.phantom_n, cfg.phantom_seed
     yaml = [config_dir() / "phantom.yaml"] if (config_dir() / "phantom.yaml").is_file() else []
-    print(f"loocv: no cohort at {path}: generating {n} phantom patients (seed {seed})", flush=True)
-    cfg = load_config(PhantomConfig, yaml, [f"n={n}", f"seed={seed}", f"out={path}", *overrides])
-    make_cohort(cfg, path)
+    overrides = [f"n={n}", f"seed={seed}", f"out={path}", *cfg.phantom_overrides]
+    announce = f"loocv: no cohort at {path}: generating {n} phantom patients (seed {seed})"
+    ensure_generated(load_config(PhantomConfig, yaml, overrides), path, announce)
+    return list_patients(path)
 
 
 def load_cohort(

@@ -1,0 +1,61 @@
+"""A phantom cohort that processes started together generate once: the others wait for it."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from filelock import FileLock
+
+from perfusion.phantom import PhantomConfig
+from perfusion.phantom import cohort as phantom_cohort
+
+
+def record_generations(monkeypatch) -> list[Path]:
+    """Replace the generator by one that writes only the completion mark, and list its calls."""
+    calls: list[Path] = []
+
+    def fake_make_cohort(cfg, folder):
+        calls.append(Path(folder))
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "cohort.json").write_text("{}")
+
+    monkeypatch.setattr(phantom_cohort, "make_cohort", fake_make_cohort)
+    return calls
+
+
+def test_a_folder_from_elsewhere_is_never_written(tmp_path: Path, monkeypatch) -> None:
+    calls = record_generations(monkeypatch)
+    theirs = tmp_path / "theirs"
+    (theirs / "case-a").mkdir(parents=True)
+    phantom_cohort.ensure_generated(PhantomConfig(), theirs, "generating")
+    assert calls == [] and not (theirs / "cohort.json").exists()
+    phantom_cohort.ensure_generated(PhantomConfig(), tmp_path / "new", "generating")
+    assert calls == [tmp_path / "new"]
+    phantom_cohort.ensure_generated(PhantomConfig(), tmp_path / "new", "generating")
+    assert calls == [tmp_path / "new"]  # complete: not again
+
+
+def test_a_second_process_waits_for_the_whole_cohort(tmp_path: Path, monkeypatch) -> None:
+    calls = record_generations(monkeypatch)
+    folder = tmp_path / "cohort"
+    (folder / "patient-000").mkdir(parents=True)  # a first process is half-way through
+    with FileLock(str(tmp_path / "cohort.lock")):
+        waiter = threading.Thread(
+            target=phantom_cohort.ensure_generated, args=(PhantomConfig(), folder, "generating")
+        )
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive()  # it does not read the half-written cohort
+        (folder / "cohort.json").write_text("{}")  # the first process finishes
+    waiter.join(timeout=10.0)
+    assert not waiter.is_alive() and calls == []
+
+
+def test_a_generation_cut_short_is_done_again(tmp_path: Path, monkeypatch) -> None:
+    calls = record_generations(monkeypatch)
+    folder = tmp_path / "cohort"
+    (folder / "patient-000").mkdir(parents=True)
+    (tmp_path / "cohort.lock").touch()  # generated here, but no cohort.json: interrupted
+    phantom_cohort.ensure_generated(PhantomConfig(), folder, "generating")
+    assert calls == [folder]
