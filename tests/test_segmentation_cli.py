@@ -148,13 +148,16 @@ def test_shipped_loocv_variants_load_with_their_own_cohort(name: str) -> None:
 
 def test_a_changed_fit_of_one_input_leaves_the_other_inputs_units_standing() -> None:
     cfg = loocv.OPTIONS.load(["inputs=[bsvd,resppinn,truth]"])
-    before = loocv.unit_digests(cfg, {"bsvd": "b1", "resppinn": "r1"})
-    after = loocv.unit_digests(cfg, {"bsvd": "b1", "resppinn": "r2"})
+    patients = ["patient-000", "patient-001", "patient-002"]
+    before = loocv.unit_digests(cfg, {"bsvd": "b1", "resppinn": "r1"}, patients)
+    after = loocv.unit_digests(cfg, {"bsvd": "b1", "resppinn": "r2"}, patients)
     assert after["bsvd"] == before["bsvd"] and after["truth"] == before["truth"]
     assert after["resppinn"] != before["resppinn"]
     trained = loocv.unit_digests(loocv.OPTIONS.load(["inputs=[bsvd,resppinn]", "train.lr=0.01"]),
-                                 {"bsvd": "b1", "resppinn": "r1"})  # fmt: skip
+                                 {"bsvd": "b1", "resppinn": "r1"}, patients)  # fmt: skip
     assert trained["bsvd"] != before["bsvd"]  # the training settings count for every input
+    more = loocv.unit_digests(cfg, {"bsvd": "b1", "resppinn": "r1"}, [*patients, "patient-003"])
+    assert more["truth"] != before["truth"]  # another cohort: other training patients per fold
 
 
 def test_shipped_model_found_from_any_working_directory(tmp_path: Path, monkeypatch) -> None:

@@ -134,7 +134,7 @@ def main(argv: list[str]) -> None:
         )
     run_dir = Path(cfg.runs) / cfg.run
     save_resolved(cfg, run_dir)
-    digests = unit_digests(cfg, input_fits(cfg))
+    digests = unit_digests(cfg, input_fits(cfg), [case.name for case in cases])
     cohorts = {m: load_cohort(cases, m, cfg.cohort, run_dir / m / "inputs") for m in cfg.inputs}
     folds = [cfg.fold] if cfg.fold >= 0 else reported_folds(len(cases))
     for method, patients in cohorts.items():
@@ -160,13 +160,14 @@ def input_fits(cfg: LoocvConfig) -> dict[str, str]:
     return {m: fit_digest(method_fit_config(m, cfg.cohort.fit_overrides)) for m in fitted}
 
 
-def unit_digests(cfg: LoocvConfig, fits: dict[str, str]) -> dict[str, str]:
+def unit_digests(cfg: LoocvConfig, fits: dict[str, str], patients: list[str]) -> dict[str, str]:
     """Per input method, the digest of what its (seed, fold) units depend on: the U-Net and
-    training settings, the cohort, and that method's fit digest (``fits``) alone, so that a
-    changed fit of one method leaves the others' units standing."""
+    training settings, the cohort and its patients (a fold's training patients change with
+    them), and that method's fit digest (``fits``) alone, so that a changed fit of one method
+    leaves the others' units standing."""
     from perfusion import cache
 
-    shared = (cfg.model, cfg.train, str(cfg.cohort.path), cfg.cohort.side)
+    shared = (cfg.model, cfg.train, str(cfg.cohort.path), cfg.cohort.side, patients)
     return {m: cache.digest(*shared, {m: fits[m]} if m in fits else {}) for m in cfg.inputs}
 
 
