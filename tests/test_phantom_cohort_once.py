@@ -5,8 +5,12 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
 from filelock import FileLock
 
+from perfusion.errors import PerfusionError
+from perfusion.meta.config import MetaConfig
+from perfusion.meta.experiment import ensure_cohort
 from perfusion.phantom import PhantomConfig
 from perfusion.phantom import cohort as phantom_cohort
 
@@ -59,3 +63,13 @@ def test_a_generation_cut_short_is_done_again(tmp_path: Path, monkeypatch) -> No
     (tmp_path / "cohort.lock").touch()  # generated here, but no cohort.json: interrupted
     phantom_cohort.ensure_generated(PhantomConfig(), folder, "generating")
     assert calls == [folder]
+
+
+def test_meta_training_refuses_a_foreign_folder_without_cases(tmp_path: Path) -> None:
+    theirs = tmp_path / "theirs"
+    (theirs / "notes").mkdir(parents=True)
+    cfg = MetaConfig()
+    cfg.cohort.dir = str(theirs)
+    with pytest.raises(PerfusionError, match="no case folders"):
+        ensure_cohort(cfg)
+    assert not (theirs / "cohort.json").exists()

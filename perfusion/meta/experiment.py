@@ -77,7 +77,10 @@ def ensure_cohort(cfg: MetaConfig) -> list[Path]:
     ensure_generated(
         phantom_cfg, target, f"[meta] generating {cfg.cohort.n} phantom patients in {target}"
     )
-    return find_cases(target)
+    cases = find_cases(target)
+    if not cases:
+        raise PerfusionError("holds no case folders (with ctp.nii.gz) to meta-train on", target)
+    return cases
 
 
 def world_size(cfg: MetaConfig) -> int:
