@@ -11,7 +11,6 @@ from filelock import FileLock
 from perfusion.errors import PerfusionError
 from perfusion.meta.config import MetaConfig
 from perfusion.meta.experiment import ensure_cohort
-from perfusion.phantom import PhantomConfig
 from perfusion.phantom import cohort as phantom_cohort
 
 
@@ -20,6 +19,7 @@ def record_generations(monkeypatch) -> list[Path]:
     calls: list[Path] = []
 
     def fake_make_cohort(cfg, folder):
+        assert cfg.n == 2 and Path(cfg.out) == Path(folder)  # phantom.yaml + the overrides
         calls.append(Path(folder))
         Path(folder).mkdir(parents=True, exist_ok=True)
         (Path(folder) / "cohort.json").write_text("{}")
@@ -32,11 +32,11 @@ def test_a_folder_from_elsewhere_is_never_written(tmp_path: Path, monkeypatch) -
     calls = record_generations(monkeypatch)
     theirs = tmp_path / "theirs"
     (theirs / "case-a").mkdir(parents=True)
-    phantom_cohort.ensure_generated(PhantomConfig(), theirs, "generating")
+    phantom_cohort.ensure_generated(theirs, ["no_such_key=1"], "generating")  # not read
     assert calls == [] and not (theirs / "cohort.json").exists()
-    phantom_cohort.ensure_generated(PhantomConfig(), tmp_path / "new", "generating")
+    phantom_cohort.ensure_generated(tmp_path / "new", ["n=2"], "generating")
     assert calls == [tmp_path / "new"]
-    phantom_cohort.ensure_generated(PhantomConfig(), tmp_path / "new", "generating")
+    phantom_cohort.ensure_generated(tmp_path / "new", ["n=2"], "generating")
     assert calls == [tmp_path / "new"]  # complete: not again
 
 
@@ -46,7 +46,7 @@ def test_a_second_process_waits_for_the_whole_cohort(tmp_path: Path, monkeypatch
     (folder / "patient-000").mkdir(parents=True)  # a first process is half-way through
     with FileLock(str(tmp_path / "cohort.lock")):
         waiter = threading.Thread(
-            target=phantom_cohort.ensure_generated, args=(PhantomConfig(), folder, "generating")
+            target=phantom_cohort.ensure_generated, args=(folder, ["n=2"], "generating")
         )
         waiter.start()
         waiter.join(timeout=1.0)
@@ -61,7 +61,7 @@ def test_a_generation_cut_short_is_done_again(tmp_path: Path, monkeypatch) -> No
     folder = tmp_path / "cohort"
     (folder / "patient-000").mkdir(parents=True)
     (tmp_path / "cohort.lock").touch()  # generated here, but no cohort.json: interrupted
-    phantom_cohort.ensure_generated(PhantomConfig(), folder, "generating")
+    phantom_cohort.ensure_generated(folder, ["n=2"], "generating")
     assert calls == [folder]
 
 

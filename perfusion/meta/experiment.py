@@ -67,16 +67,12 @@ LAUNCHER_LOGGER = "lightning.fabric.strategies.launchers.subprocess_script"
 def ensure_cohort(cfg: MetaConfig) -> list[Path]:
     """The cohort's case folders, generating the phantom cohort first when the folder holds
     none (once, when ranks start together: :func:`~perfusion.phantom.cohort.ensure_generated`)."""
-    from perfusion.config import load_config
     from perfusion.phantom.cohort import ensure_generated
-    from perfusion.phantom.config import PhantomConfig
 
     target = Path(cfg.cohort.dir)
     overrides = [*cfg.cohort.phantom, f"n={cfg.cohort.n}", f"seed={cfg.cohort.seed}"]
-    phantom_cfg = load_config(PhantomConfig, ["phantom.yaml"], overrides)
-    ensure_generated(
-        phantom_cfg, target, f"[meta] generating {cfg.cohort.n} phantom patients in {target}"
-    )
+    announce = f"[meta] generating {cfg.cohort.n} phantom patients in {target}"
+    ensure_generated(target, overrides, announce)
     cases = find_cases(target)
     if not cases:
         raise PerfusionError("holds no case folders (with ctp.nii.gz) to meta-train on", target)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 from omegaconf import OmegaConf
 
+from perfusion.config import load_config
 from perfusion.errors import PerfusionError
 from perfusion.io import write_json_atomic
 from perfusion.phantom.brain import make_patient
@@ -51,8 +53,9 @@ def make_cohort(
     return summaries
 
 
-def ensure_generated(cfg: PhantomConfig, folder: Path, announce: str) -> None:
-    """Make sure ``folder`` holds a cohort, generating ``cfg``'s phantom patients there if not.
+def ensure_generated(folder: Path, overrides: Sequence[str], announce: str) -> None:
+    """Make sure ``folder`` holds a cohort, generating phantom patients there if not, with
+    ``configs/phantom.yaml`` and ``overrides`` (read only then).
 
     A folder that holds anything and has no ``<folder>.lock`` beside it is a cohort from
     elsewhere, used as it is (nothing is written into it). Generation holds that lock, so
@@ -67,6 +70,7 @@ def ensure_generated(cfg: PhantomConfig, folder: Path, announce: str) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock)):
         if not (folder / "cohort.json").is_file():
+            cfg = load_config(PhantomConfig, ["phantom.yaml"], [*overrides, f"out={folder}"])
             print(announce, file=sys.stderr, flush=True)
             make_cohort(cfg, folder)
 

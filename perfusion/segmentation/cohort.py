@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from perfusion.config import config_dir, load_config
 from perfusion.errors import PerfusionError
 from perfusion.segmentation.config import CohortConfig
 from perfusion.segmentation.inputs import (
@@ -35,14 +34,12 @@ def ensure_cohort(cfg: CohortConfig) -> list[Path]:
     cases (once, when ``perfusion loocv`` processes start together:
     :func:`~perfusion.phantom.cohort.ensure_generated`)."""
     from perfusion.phantom.cohort import ensure_generated
-    from perfusion.phantom.config import PhantomConfig
 
     path = Path(cfg.path)
     n, seed = cfg.phantom_n, cfg.phantom_seed
-    yaml = [config_dir() / "phantom.yaml"] if (config_dir() / "phantom.yaml").is_file() else []
-    overrides = [f"n={n}", f"seed={seed}", f"out={path}", *cfg.phantom_overrides]
+    overrides = [f"n={n}", f"seed={seed}", *cfg.phantom_overrides]
     announce = f"loocv: no cohort at {path}: generating {n} phantom patients (seed {seed})"
-    ensure_generated(load_config(PhantomConfig, yaml, overrides), path, announce)
+    ensure_generated(path, overrides, announce)
     return list_patients(path)
 
 
