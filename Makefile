@@ -31,8 +31,8 @@ demo: install ## make the built-in phantom and fit ReSPPINN maps to it with the 
 test: install ## run the test suite (no GPU, no network)
 	$(BIN)/python -m pytest -q $(ARGS)
 
-fit: install ## fit maps to a case: make fit CASE=path OUT=dir ARGS="key=value ..." (INIT=ckpt to start from one)
-	$(BIN)/perfusion fit $(or $(CASE),data/demo/phantom/patient-000) out=$(or $(OUT),data/fit) $(INIT_ARG) $(ARGS)
+fit: install ## fit maps to a case: make fit CASE=path [OUT=dir, default CASE/fits/<method>] ARGS="key=value ..." (INIT=ckpt to start from one)
+	$(BIN)/perfusion fit $(or $(CASE),data/demo/phantom/patient-000) $(if $(OUT),out=$(OUT)) $(INIT_ARG) $(ARGS)
 
 fit-cohort: install ## fit every case of a folder (resumes) and write cohort.csv: make fit-cohort COHORT=dir OUT=dir
 	$(BIN)/perfusion fit-cohort $(or $(COHORT),data/cohort) out=$(or $(OUT),data/cohort-fits) $(ARGS)

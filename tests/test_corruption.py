@@ -259,3 +259,21 @@ def test_every_corruption_succeeds_cleanly_or_fails_in_one_line(
         str(tmp_path / "core-labels" / "case" / "core.nii.gz: mask holds values 0, 1, ")
         in (outcomes["core-labels"])
     )
+
+
+def test_without_out_the_maps_go_to_the_case_fits_folder_and_a_refusal_leaves_none(
+    template: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``perfusion fit CASE``: out defaults to ``CASE/fits/<method>``, where ``segment`` looks."""
+    case = tmp_path / "case"
+    shutil.copytree(template, case)
+    assert main(["fit", str(case), *FIT]) == 0
+    check_maps(case / "fits" / "bsvd")
+    assert str(case / "fits" / "bsvd") in capsys.readouterr().out
+
+    broken = tmp_path / "broken"
+    shutil.copytree(template, broken)
+    truncate("ctp.nii.gz")(broken, np.random.default_rng(SEED))
+    assert main(["fit", str(broken), *FIT]) == 2
+    assert capsys.readouterr().err.startswith(f"perfusion fit: {broken / 'ctp.nii.gz'}: ")
+    assert not (broken / "fits").exists()

@@ -1,9 +1,10 @@
-"""``perfusion fit CASE_DIR out=DIR [key=value ...]``: perfusion maps for one case.
+"""``perfusion fit CASE_DIR [out=DIR] [key=value ...]``: perfusion maps for one case.
 
 CASE_DIR is a case folder (preprocessed on the fly) or a preprocessed folder. Options are
 :class:`~perfusion.fitting.config.FitConfig` keys over ``configs/fit.yaml``; ``config=model/sppinn``
 selects the SPPINN preset; ``method=bsvd|nlr`` the classical baselines. Writes the output
-contract of :mod:`perfusion.fitting.run` into ``out``, and the W&B run files into ``out/wandb``.
+contract of :mod:`perfusion.fitting.run` into ``out`` (default ``CASE_DIR/fits/<method>``, where
+``perfusion segment`` looks for the maps), and the W&B run files into ``out/wandb``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ class FitOutput:
     """Where ``perfusion fit`` writes (a key of the command, not of FitConfig's config.yaml)."""
 
     out: str = ""
-    """Output folder (required): maps, summary.json, history.csv, report.png, config.yaml."""
+    """Output folder: maps, summary.json, history.csv, report.png, config.yaml. Empty:
+    ``CASE_DIR/fits/<method>``."""
 
 
 OPTIONS = Options(FitConfig, ("fit.yaml",), own=FitOutput)
@@ -39,12 +41,13 @@ def main(argv: list[str]) -> None:
     positionals, overrides = split_args(argv)
     own, overrides = OPTIONS.split(overrides)
     output = load_config(FitOutput, overrides=own)
-    case_dir = Path(one_positional(__doc__, positionals, output)).absolute()
+    case_dir = Path(one_positional(__doc__, positionals)).absolute()
     if not case_dir.is_dir():
         raise PerfusionError("case folder not found", case_dir)
-    out_dir = check_out_dir(output.out)
+    fit_cfg = OPTIONS.load(overrides)
+    check_fit_config(fit_cfg)  # keys, types, method, steps: still torch-free
+    out_dir = check_out_dir(output.out or case_dir / "fits" / fit_cfg.method)
     check_memory("fit", scan_file(case_dir))
-    check_fit_config(OPTIONS.load(overrides))  # keys, types, method, steps: still torch-free
 
     from perfusion.fitting.init import build_fit_config  # torch from here on
     from perfusion.fitting.tracked import fit_tracked
