@@ -277,3 +277,12 @@ def test_without_out_the_maps_go_to_the_case_fits_folder_and_a_refusal_leaves_no
     assert main(["fit", str(broken), *FIT]) == 2
     assert capsys.readouterr().err.startswith(f"perfusion fit: {broken / 'ctp.nii.gz'}: ")
     assert not (broken / "fits").exists()
+
+    blocked = tmp_path / "blocked"
+    shutil.copytree(template, blocked)
+    (blocked / "fits").write_text("not a folder")
+    assert main(["fit", str(blocked), *FIT]) == 2
+    assert capsys.readouterr().err == (
+        f"perfusion fit: {blocked / 'fits'}: out= lies under a file, not a folder; "
+        "give out=DIR elsewhere\n"
+    )

@@ -46,7 +46,7 @@ def main(argv: list[str]) -> None:
         raise PerfusionError("case folder not found", case_dir)
     fit_cfg = OPTIONS.load(overrides)
     check_fit_config(fit_cfg)  # keys, types, method, steps: still torch-free
-    out_dir = check_out_dir(output.out or case_dir / "fits" / fit_cfg.method)
+    out_dir = _out_dir(output.out, case_dir, fit_cfg.method)
     check_memory("fit", scan_file(case_dir))
 
     from perfusion.fitting.init import build_fit_config  # torch from here on
@@ -70,3 +70,13 @@ def main(argv: list[str]) -> None:
     for finding, advice in map_warnings(summary):
         print(f"warning: {out_dir}: {finding}: {advice}", file=sys.stderr)
     print(wrote_line(out_dir, started))
+
+
+def _out_dir(out: str, case_dir: Path, method: str) -> Path:
+    """``out``, else ``case_dir/fits/<method>``; a refusal of that default says to give out=."""
+    if out:
+        return check_out_dir(out)
+    try:
+        return check_out_dir(case_dir / "fits" / method)
+    except PerfusionError as exc:
+        raise PerfusionError(f"{exc.fault}; give out=DIR elsewhere", exc.path) from None
