@@ -36,7 +36,8 @@ HEALTHY_CBF_RANGE = (15.0, 100.0)
 """Plausible median CBF (ml/100g/min) of the healthy hemisphere's tissue, grey and white matter
 together (normal grey matter 50-80, white matter 20-30). Outside it the absolute scale is off,
 most often through the AIF's area (partial volume not corrected by the VOF), which scales CBF
-and CBV but leaves rCBF, the core and Tmax as they are."""
+and CBV; bSVD's rCBF, core and Tmax do not depend on it, the neural fit's less than CBF does
+(docs/method.md)."""
 SIDES = ("left", "right")
 MASKED_WARN_FRACTION = 0.05
 """Warn when more than this fraction of the brain got unphysical values (written as 0), or of
@@ -263,7 +264,7 @@ def summary_warnings(numbers: dict) -> list[tuple[str, str]]:
             (
                 f"healthy-hemisphere median CBF {healthy:.0f} ml/100g/min, outside {low:g}-{high:g}",
                 "absolute CBF and CBV are off (AIF partial volume?); rCBF, the core and Tmax "
-                "do not depend on the AIF's scale",
+                "move less (bSVD's hardly): check the AIF",
             )
         )
     if numbers.get("tmax_gt_6s_both_sides"):
