@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from perfusion.clinical import map_warnings
-from perfusion.commands.outputs import wrote_line
+from perfusion.commands.outputs import case_maps_folder, wrote_line
 from perfusion.config import load_config, split_args
 from perfusion.errors import PerfusionError
 from perfusion.fitting.config import FitConfig, check_fit_config
@@ -73,10 +73,10 @@ def main(argv: list[str]) -> None:
 
 
 def _out_dir(out: str, case_dir: Path, method: str) -> Path:
-    """``out``, else ``case_dir/fits/<method>``; a refusal of that default says to give out=."""
+    """``out``, else :func:`case_maps_folder`; a refusal of that default says to give out=."""
     if out:
         return check_out_dir(out)
     try:
-        return check_out_dir(case_dir / "fits" / method)
+        return check_out_dir(case_maps_folder(case_dir, method))
     except PerfusionError as exc:
         raise PerfusionError(f"{exc.fault}; give out=DIR elsewhere", exc.path) from None

@@ -1,4 +1,5 @@
-"""The last line of a command: which files it wrote, where (``wrote /abs/out: ...``)."""
+"""Where a case's maps go by default, and the last line of a command: which files it wrote,
+where (``wrote /abs/out: ...``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,12 @@ SHOWN = 10
 """Entries of one kind listed by name; more are shortened to first, ..., last (count)."""
 CLOCK_SLACK_S = 1.0
 """File times come from the kernel's coarse clock, which may lag ``time.time()`` slightly."""
+
+
+def case_maps_folder(case: Path, method: str) -> Path:
+    """``CASE/fits/<method>``: where ``perfusion fit`` writes without ``out=`` and where
+    ``perfusion segment`` looks first."""
+    return case / "fits" / method
 
 
 def wrote_line(folder: str | Path, since: float) -> str:

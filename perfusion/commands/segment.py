@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from perfusion.clinical import RCBF_CORE
-from perfusion.commands.outputs import wrote_line
+from perfusion.commands.outputs import case_maps_folder, wrote_line
 from perfusion.config import repository_path, split_args
 from perfusion.errors import PerfusionError
 from perfusion.help import Options, one_positional
@@ -51,7 +51,7 @@ def find_maps(
         return Path(maps)
     if method == "truth":
         return case / "truth"
-    candidates = [case / "fits" / method, case.parent / "fits" / method / case.name]
+    candidates = [case_maps_folder(case, method), case.parent / "fits" / method / case.name]
     for folder in candidates:
         if (folder / CBF_FILE).is_file():
             return folder
