@@ -10,7 +10,8 @@ the data change a little; the selection reports how far the chosen voxels lead t
 
 The VOF (superior sagittal sinus, as RAPID does; Straka, JMRI 2010) is the weighted mean of the
 largest-area voxels whose bolus peaks after the AIF's and whose first moment is later
-(:func:`venous_shape_ok`).
+(:func:`venous_shape_ok`), their areas weighted by how much each curve looks like an outflow of
+the AIF (:func:`venous_likeness`); it may be searched in a region of its own, beyond the brain.
 
 All curves are enhancement above baseline (ΔHU); times in s, frames may be non-uniform.
 """
@@ -206,6 +207,35 @@ def venous_shape_ok(
     )
 
 
+VENOUS_DELAYS_S = np.arange(0.0, 12.5, 1.0)
+"""Delays (s) of the venous outflow models in :func:`venous_likeness`."""
+VENOUS_DISPERSIONS_S = np.array([1.0, 2.0, 3.0, 5.0, 8.0, 12.0])
+"""Time constants (s) of their exponential dispersion."""
+
+
+def venous_likeness(time_s: np.ndarray, aif_hu: np.ndarray, curves_hu: np.ndarray) -> np.ndarray:
+    """(N,) how much each curve looks like venous outflow of this AIF: the best Pearson
+    correlation with the AIF delayed by :data:`VENOUS_DELAYS_S` and dispersed by an exponential
+    of time constant :data:`VENOUS_DISPERSIONS_S` (the outflow of a vascular bed is its input
+    convolved with the bed's transit-time distribution).
+
+    Scale-free, so a partial-volumed vein scores like a whole one; a voxel whose curve comes
+    from motion (bone moving in and out of it) has no such shape. The models are built on a
+    0.1 s grid and read at ``time_s``, so non-uniform frames are exact.
+    """
+    t = np.asarray(time_s, dtype=np.float64)
+    step = 0.1
+    fine = np.arange(t[0], t[-1] + step / 2, step)
+    aif = np.interp(fine, t, np.asarray(aif_hu, dtype=np.float64))
+    models = []
+    for tau in VENOUS_DISPERSIONS_S:
+        kernel = np.exp(-np.arange(0.0, 6.0 * tau, step) / tau)
+        dispersed = np.convolve(aif, kernel / kernel.sum())[: fine.size]
+        models += [np.interp(t - delay, fine, dispersed, left=0.0) for delay in VENOUS_DELAYS_S]
+    curves = np.asarray(curves_hu, dtype=np.float64).reshape(-1, t.size)
+    return np.max([_correlation(curves, m) for m in models], axis=0)
+
+
 def _kmeans_earliest(curves: np.ndarray, m1: np.ndarray, k: int, iters: int = 20) -> np.ndarray:
     """Indices of the k-means cluster (unit-area curves) with the smallest mean first moment.
 
@@ -241,6 +271,7 @@ def select_aif_vof(
     n_clusters: int = 5,
     baseline_hu: np.ndarray | None = None,
     min_baseline_hu: float | None = None,
+    venous_region: np.ndarray | None = None,
 ) -> AifSelection:
     """Automatic AIF and VOF: Mouridsen 2006 clusters find the arterial shape, soft weights
     pick the voxels.
@@ -256,8 +287,10 @@ def select_aif_vof(
        1 -> 1); the AIF is the weighted mean with weights rising smoothly around the
        ``n_voxels``-th best score (a logistic step 5 % of that score wide). A small change of the
        data (rounding, another noise draw) moves weights a little instead of swapping voxels.
-    4. The VOF: curves of that upper area share that peak after the AIF with a later first
-       moment (:func:`venous_shape_ok`), weighted the same way by area under the curve.
+    4. The VOF: among the upper ``area_fraction`` by area of ``venous_region`` (default: the
+       AIF's region), curves that peak after the AIF with a later first moment
+       (:func:`venous_shape_ok`), each scoring its area times how well it matches the AIF's
+       outflow (:func:`venous_likeness`, 0.8 -> 0, 1 -> 1), weighted the same way.
 
     ``scores`` report ``confidence``: 1 - (mean score of the runners-up, ranks n+1..2n) / (mean
     score of the chosen n), and ``runner_up_r``: the correlation of the runners-up's mean curve
@@ -268,6 +301,9 @@ def select_aif_vof(
         enhancement_hu: (X, Y, Z, T) baseline-subtracted enhancement (ΔHU).
         frame_times_s: (T,) frame times in s (non-uniform allowed).
         brain: bool (X, Y, Z) search region; ``vessels`` (added) and ``csf`` (removed) optional.
+        venous_region: bool (X, Y, Z) where the VOF is searched, when not in ``brain``: the
+            dural sinuses lie outside the brain, along the skull. ``csf`` and
+            ``min_baseline_hu`` apply to it too.
         n_voxels: effective number of voxels averaged into each curve.
         baseline_hu: (X, Y, Z) image subtracted from ``enhancement_hu`` first (then raw HU may
             be given: no baseline-subtracted copy of the whole scan is needed).
@@ -282,24 +318,13 @@ def select_aif_vof(
     region = np.asarray(brain, dtype=bool).copy()
     if vessels is not None:
         region |= np.asarray(vessels, dtype=bool)
-    if csf is not None:
-        region &= ~np.asarray(csf, dtype=bool)
-    if baseline_hu is not None and min_baseline_hu is not None:
-        region &= np.asarray(baseline_hu) >= min_baseline_hu
-    voxels = np.argwhere(region)
-    data = np.asarray(enhancement_hu)
-    # frame by frame: contiguous in NIfTI's order, and no float64 copy of the whole scan
-    every = np.stack([data[..., k][region] for k in range(t.size)], axis=-1)
-    every = every.astype(np.float32, copy=False)
-    if baseline_hu is not None:
-        every -= np.asarray(baseline_hu, dtype=np.float32)[region][:, None]
-    # one-frame Gaussian in time: noise spikes do not set peaks
-    smoothed = every if t.size < 3 else smooth_in_time(every, t, float(np.median(np.diff(t))))
-    area = np.clip(smoothed, 0.0, None) @ _trapezoid_weights(t).astype(np.float32)
+    voxels, every, smoothed, area = _region_curves(
+        enhancement_hu, t, region, csf, baseline_hu, min_baseline_hu
+    )
     n_high = max(int(np.ceil(peak_fraction * len(every))), 5 * n_voxels)
     high = _top(smoothed.max(axis=1), n_high)
     # shape features only where an artery or the sinus can be: the upper area_fraction by area
-    sub = np.nonzero(area >= np.quantile(area, 1.0 - area_fraction))[0]
+    sub = _upper(area, area_fraction)
     voxels, high = voxels[sub], high[sub]
     curves = every[sub].astype(np.float64)
     feat = curve_features(t, smoothed[sub])
@@ -309,16 +334,28 @@ def select_aif_vof(
     keep = _earliest_cluster(curves, feat, cand, n_voxels, n_clusters)
     best = keep[np.argsort(-feat.peak_hu[keep], kind="stable")[:n_voxels]]
     shape = (curves[best] / feat.area_hus[best, None]).mean(axis=0)
-    likeness = np.clip((_correlation(curves[cand], shape) - 0.8) / 0.2, 0.0, 1.0)
+    likeness = _likeness_weight(_correlation(curves[cand], shape))
     aif_idx, aif_w, lead, runners = _soft_top(cand, feat.peak_hu[cand] * likeness, n_voxels)
     aif = aif_w @ curves[aif_idx]
     aif_feat = curve_features(t, aif[None])
-    late = np.nonzero(venous_shape_ok(aif_feat, feat) & (feat.area_hus > 0))[0]
+    if venous_region is not None:
+        voxels_v, every_v, smoothed_v, area_v = _region_curves(
+            enhancement_hu, t, np.asarray(venous_region, dtype=bool), csf, baseline_hu,
+            min_baseline_hu,
+        )  # fmt: skip
+        sub_v = _upper(area_v, area_fraction)
+        voxels_v, curves_v = voxels_v[sub_v], every_v[sub_v].astype(np.float64)
+        smoothed_v = smoothed_v[sub_v]
+        feat_v = curve_features(t, smoothed_v)
+    else:
+        voxels_v, curves_v, smoothed_v, feat_v = voxels, curves, smoothed[sub], feat
+    late = np.nonzero(venous_shape_ok(aif_feat, feat_v) & (feat_v.area_hus > 0))[0]
     vof = None
     vof_idx, vof_w = np.zeros(0, dtype=np.int64), np.zeros(0)
     if late.size:
-        vof_idx, vof_w, _, _ = _soft_top(late, feat.area_hus[late], n_voxels)
-        vof = vof_w @ curves[vof_idx]
+        outflow = _likeness_weight(venous_likeness(t, aif, smoothed_v[late]))
+        vof_idx, vof_w, _, _ = _soft_top(late, feat_v.area_hus[late] * outflow, n_voxels)
+        vof = vof_w @ curves_v[vof_idx]
     runner_up_r = (
         1.0
         if runners.size == 0
@@ -338,12 +375,50 @@ def select_aif_vof(
         aif_hu=aif,
         vof_hu=vof,
         aif_voxels=voxels[aif_idx].astype(np.int64),
-        vof_voxels=voxels[vof_idx].astype(np.int64).reshape(-1, 3),
+        vof_voxels=voxels_v[vof_idx].astype(np.int64).reshape(-1, 3),
         scores=scores,
         flags=quality_flags(t, aif, vof),
         aif_weights=aif_w,
         vof_weights=vof_w,
     )
+
+
+def _region_curves(
+    enhancement_hu: np.ndarray,
+    t: np.ndarray,
+    region: np.ndarray,
+    csf: np.ndarray | None,
+    baseline_hu: np.ndarray | None,
+    min_baseline_hu: float | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Voxel indices (N, 3), curves (N, T) float32, the curves smoothed over one frame in time
+    (noise spikes do not set peaks) and their trapezoid areas, for ``region`` less ``csf`` and
+    less voxels whose baseline is below ``min_baseline_hu``."""
+    region = region.copy()
+    if csf is not None:
+        region &= ~np.asarray(csf, dtype=bool)
+    if baseline_hu is not None and min_baseline_hu is not None:
+        region &= np.asarray(baseline_hu) >= min_baseline_hu
+    voxels = np.argwhere(region)
+    data = np.asarray(enhancement_hu)
+    # frame by frame: contiguous in NIfTI's order, and no float64 copy of the whole scan
+    every = np.stack([data[..., k][region] for k in range(t.size)], axis=-1)
+    every = every.astype(np.float32, copy=False)
+    if baseline_hu is not None:
+        every -= np.asarray(baseline_hu, dtype=np.float32)[region][:, None]
+    smoothed = every if t.size < 3 else smooth_in_time(every, t, float(np.median(np.diff(t))))
+    area = np.clip(smoothed, 0.0, None) @ _trapezoid_weights(t).astype(np.float32)
+    return voxels, every, smoothed, area
+
+
+def _upper(area: np.ndarray, fraction: float) -> np.ndarray:
+    """Indices of the upper ``fraction`` of ``area``."""
+    return np.nonzero(area >= np.quantile(area, 1.0 - fraction))[0]
+
+
+def _likeness_weight(r: np.ndarray) -> np.ndarray:
+    """A correlation turned into a weight: 0.8 or less -> 0, 1 -> 1, linear between."""
+    return np.clip((r - 0.8) / 0.2, 0.0, 1.0)
 
 
 MIN_LEAD = 0.05

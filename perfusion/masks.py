@@ -70,6 +70,27 @@ def brain_mask(
     return mask
 
 
+def venous_search_region(
+    brain: np.ndarray,
+    baseline_hu: np.ndarray,
+    spacing_mm: np.ndarray,
+    reach_mm: float,
+    soft_hu: tuple[float, float] = (-15.0, 100.0),
+) -> np.ndarray:
+    """Where the venous output function is searched: ``brain`` and the voxels within
+    ``reach_mm`` of it whose pre-contrast HU is soft tissue or blood (in ``soft_hu``).
+
+    The dural sinuses lie outside the brain, along the inner table of the skull, so a brain
+    mask (given, or computed and cut back from bone) holds few voxels wholly inside one. Bone
+    and air are left out by their HU; the distance is measured in mm on the voxel grid.
+    """
+    if reach_mm <= 0 or not brain.any():
+        return brain
+    near = ndimage.distance_transform_edt(~brain, sampling=spacing_mm) <= reach_mm
+    low, high = soft_hu
+    return brain | (near & (baseline_hu > low) & (baseline_hu < high))
+
+
 def csf_mask(
     baseline_hu: np.ndarray,
     mean_enhancement_hu: np.ndarray,

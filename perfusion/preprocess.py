@@ -31,7 +31,7 @@ from perfusion.aif import (
 )
 from perfusion.errors import PerfusionError
 from perfusion.io import Case, check_aif_rises
-from perfusion.masks import brain_mask, csf_mask, vessel_mask
+from perfusion.masks import brain_mask, csf_mask, venous_search_region, vessel_mask
 from perfusion.noise import below_min_cnr, tissue_contrast
 from perfusion.prepared import PreparedCase
 from perfusion.registration import (
@@ -108,6 +108,9 @@ class PreprocessConfig:
     """... and at least this fraction of the (corrected) AIF peak."""
     aif_n_voxels: int = 10
     """Voxels averaged into an automatically selected AIF/VOF."""
+    vof_search_mm: float = 10.0
+    """The automatic VOF is searched in the brain and the soft tissue or blood (``brain_hu``)
+    within this distance of it (mm), where the dural sinuses run; 0 = the brain only."""
     max_vof_scale: float = 20.0
     """A VOF partial-volume factor above this is implausible (truncated or noisy curves make
     the gamma-variate areas run off): the AIF is then left unscaled and flagged. Real factors
@@ -424,7 +427,7 @@ def _input_curves(
     if cfg.aif_voxel is not None:
         aif, aif_vox = roi_curve(ctp, list(cfg.aif_voxel), r, baseline)
         if vof is None:
-            vof, vof_vox, vof_w = _auto_vof(ctp, baseline, times, brain, cfg)
+            vof, vof_vox, vof_w = _auto_vof(ctp, baseline, times, brain, case.spacing_mm, cfg)
         return _Curves(aif, vof, "roi", aif_vox, vof_vox, vof_weights=vof_w)
     if case.curves is not None:
         c = case.curves
@@ -433,7 +436,7 @@ def _input_curves(
         if vof is not None:  # a user VOF ROI beats the file's VOF
             raw_vof = None
         return _Curves(raw_aif, vof, "file", vof_voxels=vof_vox, raw=(raw_aif, raw_vof))
-    sel = _select(ctp, times, brain, baseline, cfg)
+    sel = _select(ctp, times, brain, baseline, case.spacing_mm, cfg)
     if vof is None:
         vof, vof_vox, vof_w = sel.vof_hu, sel.vof_voxels, sel.vof_weights
     return _Curves(
@@ -441,21 +444,25 @@ def _input_curves(
     )
 
 
-def _select(ctp: np.ndarray, times: np.ndarray, brain: np.ndarray, baseline: np.ndarray, cfg):
-    """Automatic AIF/VOF among the brain's voxels whose baseline is brain, blood or bone, not
-    air or fat (below ``brain_hu``'s lower bound)."""
+def _select(
+    ctp: np.ndarray, times: np.ndarray, brain: np.ndarray, baseline: np.ndarray, spacing, cfg
+):
+    """Automatic AIF among the brain's voxels whose baseline is brain, blood or bone, not air or
+    fat (below ``brain_hu``'s lower bound); the VOF also within ``vof_search_mm`` of the brain."""
+    hu = tuple(cfg.brain_hu)
+    veins = venous_search_region(brain, baseline, spacing, cfg.vof_search_mm, hu)
     return select_aif_vof(
         ctp, times, brain, n_voxels=cfg.aif_n_voxels, baseline_hu=baseline,
-        min_baseline_hu=cfg.brain_hu[0],
+        min_baseline_hu=hu[0], venous_region=veins,
     )  # fmt: skip
 
 
 def _auto_vof(
-    ctp: np.ndarray, baseline: np.ndarray, times: np.ndarray, brain: np.ndarray, cfg
+    ctp: np.ndarray, baseline: np.ndarray, times: np.ndarray, brain: np.ndarray, spacing, cfg
 ) -> tuple:
     """(VOF, voxels, weights) of the automatic selection, or Nones when it finds no AIF."""
     try:
-        sel = _select(ctp, times, brain, baseline, cfg)
+        sel = _select(ctp, times, brain, baseline, spacing, cfg)
     except PerfusionError:
         return None, None, None
     return sel.vof_hu, sel.vof_voxels, sel.vof_weights

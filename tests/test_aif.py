@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import perfusion.aif as aif_module
 from perfusion.aif import (
     arterial_shape_ok,
     correct_partial_volume,
@@ -17,6 +18,7 @@ from perfusion.aif import (
     roi_curve,
     select_aif_vof,
     selection_confident,
+    venous_likeness,
     venous_shape_ok,
     vof_scale,
 )
@@ -107,6 +109,53 @@ def test_selection_leaves_out_steps_and_air_that_motion_makes():
     chosen = select_aif_vof(raw, TIME, brain, n_voxels=3, baseline_hu=baseline, min_baseline_hu=-15)
     assert as_set(chosen.aif_voxels) <= as_set(arteries)
     assert as_set(chosen.vof_voxels) <= as_set(veins)
+
+
+def test_the_vof_is_searched_outside_the_brain_where_the_sinus_runs(monkeypatch) -> None:
+    """The sinus lies outside the brain along the skull: inside the brain only partial-volumed
+    vein voxels (half the vein), outside it the whole sinus and, with a larger area, a voxel
+    that bone moved into twice (two flat-topped bumps, not an outflow of the AIF). Searched in
+    the brain alone the VOF is half the vein; with the venous region it is the sinus, and the
+    bumps are left out by their shape (without that rule they would be taken)."""
+    vol, _, veins = synthetic_volume()
+    brain = np.ones(vol.shape[:3], dtype=bool)
+    brain[18:, :, :] = False  # the sinus (i = 20) lies outside the brain
+    partial = [(8, 16 + j, 3) for j in range(8)]
+    for voxel in partial:
+        vol[voxel] = 0.5 * VEIN(TIME) + TISSUE(TIME)
+    bumps = np.where(((TIME >= 12) & (TIME < 15)) | ((TIME >= 22) & (TIME < 26)), 400.0, 0.0)
+    moved = [(22, 12 + j, 1) for j in range(4)]
+    for voxel in moved:
+        vol[voxel] = bumps + TISSUE(TIME)
+    assert venous_likeness(TIME, ARTERY(TIME), bumps[None])[0] < 0.8
+    area = VEIN.area()
+    inside = select_aif_vof(vol, TIME, brain, n_voxels=3)
+    assert as_set(inside.vof_voxels) <= as_set(partial)
+    assert np.trapezoid(inside.vof_hu, TIME) == pytest.approx(0.5 * area, rel=0.1)
+    region = np.ones_like(brain)
+    chosen = select_aif_vof(vol, TIME, brain, n_voxels=3, venous_region=region)
+    assert as_set(chosen.vof_voxels) <= as_set(veins)
+    assert np.trapezoid(chosen.vof_hu, TIME) == pytest.approx(area, rel=0.05)
+    assert as_set(chosen.aif_voxels) == as_set(inside.aif_voxels)  # the AIF's search is the same
+    monkeypatch.setattr(aif_module, "venous_likeness", lambda t, a, c: np.ones(len(c)))
+    fooled = select_aif_vof(vol, TIME, brain, n_voxels=3, venous_region=region)
+    assert as_set(fooled.vof_voxels) & as_set(moved)
+
+
+def test_venous_likeness_scores_an_outflow_of_the_aif_and_not_a_motion_step():
+    """An AIF delayed and dispersed (what a vein carries) scores near 1 on uniform and
+    non-uniform frames; a step that stays up (bone moved in) does not."""
+    fine = np.arange(0.0, 60.0, 0.1)
+    kernel = np.exp(-np.arange(0.0, 30.0, 0.1) / 4.0)
+    outflow = np.convolve(ARTERY(fine - 3.0), kernel / kernel.sum())[: fine.size]
+    for times in (
+        np.arange(0.0, 60.0, 1.0),
+        np.r_[np.arange(0.0, 24.0, 1.0), np.arange(24.0, 60.0, 3.0)],
+    ):
+        vein = np.interp(times, fine, outflow)
+        step = np.clip((times - 10.0) / 4.0, 0.0, 1.0) * 300.0
+        r = venous_likeness(times, ARTERY(times), np.stack([vein, step]))
+        assert r[0] > 0.99 and r[1] < 0.8, r
 
 
 def test_selection_finds_the_artery_when_the_scan_ends_before_its_bolus_falls_back():
@@ -219,6 +268,7 @@ def test_real_rapid_curves_pass_the_selection_criteria():
         flags = quality_flags(t, aif, vof)
         assert arterial_shape_ok(fa, t)[0] or "low_peak" in flags, case
         assert venous_shape_ok(fa, fv, min_peak_hu=0.0)[0], case
+        assert venous_likeness(t, aif, vof[None])[0] > 0.9, case  # lowest 0.94
         scales.append(vof_scale(t, aif, vof))
     scales = np.array(scales)
     # RAPID's AIFs are raw (partial-volume) curves: the VOF is larger in all but ~1 case

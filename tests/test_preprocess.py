@@ -11,6 +11,7 @@ from perfusion.cli import main as cli_main
 from perfusion.errors import PerfusionError
 from perfusion.gamma_variate import GammaVariate
 from perfusion.io import Case, InputCurves, read_case, write_case
+from perfusion.masks import venous_search_region
 from perfusion.prepared import PreparedCase
 from perfusion.preprocess import (
     PreprocessConfig,
@@ -364,3 +365,21 @@ def test_a_scan_that_ends_with_the_bolus_is_warned_about(tmp_path: Path, capsys)
         e.startswith(f"warning: {tmp_path.resolve()}: truncated bolus (") and "unreliable" in e
         for e in err
     )
+
+
+def test_the_venous_search_region_reaches_the_sinus_not_bone_air_or_the_scalp() -> None:
+    """Brain (radius 9 voxels of 2 mm), a 6 mm skull, the scalp beyond it: within 5 mm of the
+    brain the region takes a sinus voxel set into the skull's inner table (blood, 40 HU), never
+    bone or air, and not the scalp's soft tissue 6 mm out; reach 0 is the brain alone."""
+    x, y = np.meshgrid(np.arange(SHAPE[0]) - 13.5, np.arange(SHAPE[1]) - 13.5, indexing="ij")
+    r = np.repeat(np.sqrt(x**2 + y**2)[..., None], SHAPE[2], axis=2)
+    brain, skull, scalp = r < 9.0, (r >= 9.0) & (r < 12.0), (r >= 12.0) & (r < 13.5)
+    pre = np.select([brain, skull, scalp], [35.0, 1000.0, 40.0], -1000.0)
+    sinus = (14, 23, 2)  # the skull's inner voxel row, next to the brain's edge at y = 22
+    assert skull[sinus] and brain[14, 22, 2]
+    pre[sinus] = 40.0
+    region = venous_search_region(brain, pre, np.array(SPACING), 5.0)
+    assert region[sinus] and (region & brain).sum() == brain.sum()
+    assert not (region & (pre >= 1000.0)).any() and not (region & (pre <= -1000.0)).any()
+    assert not (region & scalp).any()
+    assert (venous_search_region(brain, pre, np.array(SPACING), 0.0) == brain).all()
