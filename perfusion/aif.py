@@ -290,7 +290,8 @@ def select_aif_vof(
     4. The VOF: among the upper ``area_fraction`` by area of ``venous_region`` (default: the
        AIF's region), curves that peak after the AIF with a later first moment
        (:func:`venous_shape_ok`), each scoring its area times how well it matches the AIF's
-       outflow (:func:`venous_likeness`, 0.8 -> 0, 1 -> 1), weighted the same way.
+       outflow (:func:`venous_likeness`, 0.8 -> 0, 1 -> 1), weighted the same way; no VOF
+       when no curve has that shape.
 
     ``scores`` report ``confidence``: 1 - (mean score of the runners-up, ranks n+1..2n) / (mean
     score of the chosen n), and ``runner_up_r``: the correlation of the runners-up's mean curve
@@ -350,10 +351,11 @@ def select_aif_vof(
     else:
         voxels_v, curves_v, smoothed_v, feat_v = voxels, curves, smoothed[sub], feat
     late = np.nonzero(venous_shape_ok(aif_feat, feat_v) & (feat_v.area_hus > 0))[0]
+    outflow = _likeness_weight(venous_likeness(t, aif, smoothed_v[late]))
+    late, outflow = late[outflow > 0], outflow[outflow > 0]  # no outflow shape, no VOF
     vof = None
     vof_idx, vof_w = np.zeros(0, dtype=np.int64), np.zeros(0)
     if late.size:
-        outflow = _likeness_weight(venous_likeness(t, aif, smoothed_v[late]))
         vof_idx, vof_w, _, _ = _soft_top(late, feat_v.area_hus[late] * outflow, n_voxels)
         vof = vof_w @ curves_v[vof_idx]
     runner_up_r = (

@@ -137,6 +137,9 @@ def test_the_vof_is_searched_outside_the_brain_where_the_sinus_runs(monkeypatch)
     assert as_set(chosen.vof_voxels) <= as_set(veins)
     assert np.trapezoid(chosen.vof_hu, TIME) == pytest.approx(area, rel=0.05)
     assert as_set(chosen.aif_voxels) == as_set(inside.aif_voxels)  # the AIF's search is the same
+    only_moved = np.zeros_like(brain)
+    only_moved[tuple(np.array(moved).T)] = True
+    assert select_aif_vof(vol, TIME, brain, n_voxels=3, venous_region=only_moved).vof_hu is None
     monkeypatch.setattr(aif_module, "venous_likeness", lambda t, a, c: np.ones(len(c)))
     fooled = select_aif_vof(vol, TIME, brain, n_voxels=3, venous_region=region)
     assert as_set(fooled.vof_voxels) & as_set(moved)
