@@ -319,14 +319,18 @@ def select_aif_vof(
     region = np.asarray(brain, dtype=bool).copy()
     if vessels is not None:
         region |= np.asarray(vessels, dtype=bool)
+    venous = region if venous_region is None else np.asarray(venous_region, dtype=bool)
+    # one read of the scan for both searches; each keeps its own voxels, in raster order
     voxels, every, smoothed, area = _region_curves(
-        enhancement_hu, t, region, csf, baseline_hu, min_baseline_hu
+        enhancement_hu, t, region | venous, csf, baseline_hu, min_baseline_hu
     )
-    n_high = max(int(np.ceil(peak_fraction * len(every))), 5 * n_voxels)
-    high = _top(smoothed.max(axis=1), n_high)
+    at = tuple(voxels.T)
+    arterial, venous_part = np.nonzero(region[at])[0], np.nonzero(venous[at])[0]
+    n_high = max(int(np.ceil(peak_fraction * arterial.size)), 5 * n_voxels)
+    high = _top(smoothed[arterial].max(axis=1), n_high)
     # shape features only where an artery or the sinus can be: the upper area_fraction by area
-    sub = _upper(area, area_fraction)
-    voxels, high = voxels[sub], high[sub]
+    upper = _upper(area[arterial], area_fraction)
+    sub, high = arterial[upper], high[upper]
     curves = every[sub].astype(np.float64)
     feat = curve_features(t, smoothed[sub])
     cand = np.nonzero(arterial_shape_ok(feat, t) & high)[0]
@@ -339,25 +343,16 @@ def select_aif_vof(
     aif_idx, aif_w, lead, runners = _soft_top(cand, feat.peak_hu[cand] * likeness, n_voxels)
     aif = aif_w @ curves[aif_idx]
     aif_feat = curve_features(t, aif[None])
-    if venous_region is not None:
-        voxels_v, every_v, smoothed_v, area_v = _region_curves(
-            enhancement_hu, t, np.asarray(venous_region, dtype=bool), csf, baseline_hu,
-            min_baseline_hu,
-        )  # fmt: skip
-        sub_v = _upper(area_v, area_fraction)
-        voxels_v, curves_v = voxels_v[sub_v], every_v[sub_v].astype(np.float64)
-        smoothed_v = smoothed_v[sub_v]
-        feat_v = curve_features(t, smoothed_v)
-    else:
-        voxels_v, curves_v, smoothed_v, feat_v = voxels, curves, smoothed[sub], feat
+    sub_v = venous_part[_upper(area[venous_part], area_fraction)]
+    feat_v = curve_features(t, smoothed[sub_v])
     late = np.nonzero(venous_shape_ok(aif_feat, feat_v) & (feat_v.area_hus > 0))[0]
-    outflow = _likeness_weight(venous_likeness(t, aif, smoothed_v[late]))
+    outflow = _likeness_weight(venous_likeness(t, aif, smoothed[sub_v[late]]))
     late, outflow = late[outflow > 0], outflow[outflow > 0]  # no outflow shape, no VOF
     vof = None
     vof_idx, vof_w = np.zeros(0, dtype=np.int64), np.zeros(0)
     if late.size:
         vof_idx, vof_w, _, _ = _soft_top(late, feat_v.area_hus[late] * outflow, n_voxels)
-        vof = vof_w @ curves_v[vof_idx]
+        vof = vof_w @ every[sub_v[vof_idx]].astype(np.float64)
     runner_up_r = (
         1.0
         if runners.size == 0
@@ -376,8 +371,8 @@ def select_aif_vof(
     return AifSelection(
         aif_hu=aif,
         vof_hu=vof,
-        aif_voxels=voxels[aif_idx].astype(np.int64),
-        vof_voxels=voxels_v[vof_idx].astype(np.int64).reshape(-1, 3),
+        aif_voxels=voxels[sub[aif_idx]].astype(np.int64),
+        vof_voxels=voxels[sub_v[vof_idx]].astype(np.int64).reshape(-1, 3),
         scores=scores,
         flags=quality_flags(t, aif, vof),
         aif_weights=aif_w,
